@@ -1,0 +1,160 @@
+"""The `tiket` command: run the mesh, one service, migrations, demo data, tokens, health."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from pathlib import Path
+
+from grpc import aio
+
+from cli import health, infra, supervisor
+from cli.table import render
+from libs import auth
+from libs.config import ConfigError, Settings, load
+from libs.server import runtime
+from services import registry
+
+STATE_DIR = Path(".tiket")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load()
+        args.run(args, settings)
+    except ConfigError as exc:
+        sys.exit(f"tiket: configuration error: {exc}")
+    except KeyError as exc:
+        sys.exit(f"tiket: {exc.args[0]}")
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tiket", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    up = commands.add_parser("up", help="start every service, each in its own process")
+    up.add_argument("--seed", action="store_true", help="load the demo data once serving")
+    up.add_argument("--only", nargs="+", metavar="NAME", help="start only these services")
+    up.set_defaults(run=_up)
+
+    serve = commands.add_parser("serve", help="run one service in the foreground")
+    serve.add_argument("name", choices=sorted(registry.SERVICES))
+    serve.set_defaults(run=lambda a, s: runtime.run(registry.definition(a.name), s))
+
+    migrate = commands.add_parser("migrate", help="create databases and apply migrations")
+    migrate.add_argument("names", nargs="*", metavar="NAME", help="default: every service")
+    migrate.set_defaults(run=_migrate)
+
+    seed = commands.add_parser("seed", help="load the demo data into the running services")
+    seed.set_defaults(run=lambda a, s: asyncio.run(_seed(s)))
+
+    token = commands.add_parser("token", help="print a signed JWT (for grpcurl and scripts)")
+    token.add_argument("--role", required=True, choices=[r.value for r in auth.Role])
+    token.add_argument("--sub", required=True, help="subject: user id, gate code, service name …")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
+    token.set_defaults(run=lambda a, s: print(auth.mint(s.jwt_secret, a.role, a.sub, a.ttl)))
+
+    status = commands.add_parser("status", help="health of every service")
+    status.set_defaults(run=lambda a, s: asyncio.run(_status(s)))
+    return parser
+
+
+def _up(args: argparse.Namespace, settings: Settings) -> None:
+    names = args.only or list(registry.SERVICES)
+    for name in names:
+        registry.definition(name)  # unknown names fail before anything starts
+    print("tiket: checking PostgreSQL, Redis and RabbitMQ …")
+    private = infra.ensure_dependencies(settings, STATE_DIR, out=print)
+    try:
+        asyncio.run(_run_mesh(names, settings, seed=args.seed))
+    except KeyboardInterrupt:
+        pass
+    except RuntimeError as exc:
+        sys.exit(f"tiket: {exc}")
+    finally:
+        if private:
+            print("tiket: stopping the private PostgreSQL/Redis/RabbitMQ started for this run")
+            infra.stop_private(private)
+
+
+async def _run_mesh(names: list[str], settings: Settings, *, seed: bool) -> None:
+    print(f"tiket: starting {', '.join(names)} …")
+    children = await supervisor.start_all(names, settings, print)
+    try:
+        if seed:
+            await _seed(settings, names)
+        _print_endpoints(names, settings)
+        print("tiket: streaming logs; Ctrl-C stops everything\n")
+        await supervisor.stream_logs(children, print)
+    finally:
+        print("\ntiket: stopping services (draining in-flight calls) …")
+        await supervisor.stop_all(children, settings.grace_seconds)
+        print("tiket: stopped")
+
+
+def _print_endpoints(names: list[str], settings: Settings) -> None:
+    rows = [
+        (
+            name,
+            ", ".join(registry.grpc_service_names(name)),
+            settings.addresses[name],
+            f"http://127.0.0.1:{settings.metrics_ports[name]}/metrics",
+        )
+        for name in names
+    ]
+    print()
+    print(render(["service", "gRPC API", "address", "metrics"], rows))
+    user = settings.addresses["user"]
+    print(
+        f"""
+Try it:
+  grpcurl -plaintext {user} list
+  grpcurl -plaintext {user} describe tiket.user.v1.UserService
+  TOKEN=$(.venv/bin/tiket token --role admin --sub ops)
+  grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"card_id": "CARD0001"}}' \\
+      {user} tiket.user.v1.UserService/GetUser
+"""
+    )
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> None:
+    for name in args.names or list(registry.SERVICES):
+        applied = runtime.prepare_database(registry.definition(name), settings)
+        database = settings.database_name(name)
+        print(f"{name}: {database}: " + (", ".join(applied) if applied else "up to date"))
+
+
+async def _seed(settings: Settings, names: list[str] | None = None) -> None:
+    token = auth.mint(settings.jwt_secret, auth.Role.ADMIN, "tiket-seed", 600)
+    metadata = [("authorization", f"Bearer {token}")]
+    print("tiket: loading demo data")
+    for name in names or list(registry.SERVICES):
+        try:
+            demo = importlib.import_module(f"services.{name}.demo")
+        except ModuleNotFoundError:
+            continue
+        async with aio.insecure_channel(settings.addresses[name]) as channel:
+            await demo.load(channel, metadata, print)
+
+
+async def _status(settings: Settings) -> None:
+    rows = []
+    for name in registry.SERVICES:
+        service = registry.grpc_service_names(name)[0]
+        rows.append(
+            (name, settings.addresses[name], await health.check(settings.addresses[name], service))
+        )
+    print(render(["service", "address", "health"], rows))
+    if any(row[2] != "SERVING" for row in rows):
+        print("\nNot every service is serving: start them with `tiket up` (or `make run`).")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Code generated from protos/tiket by `make proto` (libs/proto/generate.py). Never edit it."""

@@ -1,0 +1,69 @@
+"""A service's PostgreSQL database: created when missing, reached through a psycopg pool."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import AsyncConnectionPool
+
+log = logging.getLogger(__name__)
+
+
+def server_url(database_url: str, dbname: str = "postgres") -> str:
+    """The same server as `database_url`, but the maintenance database."""
+    params = conninfo_to_dict(database_url)
+    params["dbname"] = dbname
+    return make_conninfo(**params)
+
+
+def database_of(database_url: str) -> str:
+    return str(conninfo_to_dict(database_url)["dbname"])
+
+
+def ensure_database(database_url: str) -> bool:
+    """CREATE DATABASE when missing; True when it was created. Safe to race."""
+    name = database_of(database_url)
+    with psycopg.connect(server_url(database_url), autocommit=True, connect_timeout=5) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            return False
+        try:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+            return False
+    log.info("created database %s", name)
+    return True
+
+
+def drop_database(database_url: str) -> None:
+    """DROP DATABASE, ending other sessions first (tests clean up with it)."""
+    name = database_of(database_url)
+    with psycopg.connect(server_url(database_url), autocommit=True, connect_timeout=5) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+async def open_pool(
+    database_url: str,
+    *,
+    min_size: int,
+    max_size: int,
+    configure: Callable[[psycopg.AsyncConnection], Awaitable[None]] | None = None,
+) -> AsyncConnectionPool:
+    """An opened pool; fails fast with the server's message when the database is unreachable.
+    `configure` runs once on each new connection (type adapters, for instance)."""
+    pool = AsyncConnectionPool(
+        database_url,
+        min_size=min_size,
+        max_size=max_size,
+        open=False,
+        timeout=10,
+        configure=configure,
+        name=database_of(database_url),
+    )
+    await pool.open(wait=True, timeout=15)
+    return pool

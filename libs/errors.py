@@ -1,0 +1,69 @@
+"""Domain errors. Raised by domain and store code; the server maps each to a gRPC status
+(libs/server/errors.py), so no layer below the API has to know about gRPC."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class TiketError(Exception):
+    """Base of every error a caller is meant to see."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+class InvalidArgument(TiketError):
+    """Bad input; names each offending field (google.rpc.BadRequest)."""
+
+    def __init__(self, *violations: FieldViolation) -> None:
+        self.violations = violations
+        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
+
+    @classmethod
+    def field(cls, name: str, description: str) -> InvalidArgument:
+        return cls(FieldViolation(name, description))
+
+
+class NotFound(TiketError):
+    pass
+
+
+class AlreadyExists(TiketError):
+    pass
+
+
+class FailedPrecondition(TiketError):
+    """A business refusal. `reason` is a stable UPPER_SNAKE code a client can switch on
+    (google.rpc.ErrorInfo.reason); the message is what a person reads."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Aborted(TiketError):
+    """Lost an optimistic-lock race; the caller may retry."""
+
+
+class Unauthenticated(TiketError):
+    pass
+
+
+class PermissionDenied(TiketError):
+    pass
+
+
+class ResourceExhausted(TiketError):
+    pass
+
+
+class Unavailable(TiketError):
+    """A dependency is down; the caller may retry or fall back."""

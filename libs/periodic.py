@@ -1,0 +1,44 @@
+"""A background job that runs a coroutine every few seconds beside the server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+
+class Periodic:
+    """Runs `work` every `interval` seconds; `work` returning a positive count (a full batch
+    done) runs it again at once. Failures are logged and retried next tick."""
+
+    def __init__(self, name: str, work: Callable[[], Awaitable[int]], interval: float) -> None:
+        self.name = name
+        self.work = work
+        self.interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name=self.name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                done = await self.work()
+                if done:
+                    log.info("%s: %d done", self.name, done)
+                    continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s failed; retrying in %.1f s", self.name, self.interval)
+            await asyncio.sleep(self.interval)

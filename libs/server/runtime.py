@@ -1,0 +1,206 @@
+"""Bootstrap shared by every service: database, migrations, pool, cache, outbox relay,
+gRPC server with health, reflection and the tiket interceptor, metrics endpoint, and a
+graceful drain on SIGTERM / Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import psycopg
+from google.protobuf.descriptor import ServiceDescriptor
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from libs import jsonlog
+from libs.cache import Cache
+from libs.config import Settings
+from libs.db.database import ensure_database, open_pool
+from libs.db.migrations import MigrationError, Track, migrate
+from libs.events.relay import OutboxRelay
+from libs.events.tracks import EVENTS_TRACK
+from libs.server import metrics
+from libs.server.access import policies_for
+from libs.server.interceptor import ServiceInterceptor
+
+log = logging.getLogger(__name__)
+
+SERVER_OPTIONS = [
+    # Refuse to share a port with another process: two servers on one port hide bugs.
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+]
+
+
+class StartupError(RuntimeError):
+    """The service cannot start; the message says what to do."""
+
+
+class Background(Protocol):
+    """A task that runs beside the server (relay, sweeper, consumer)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class Resources:
+    """What a service's wiring gets to build its servicer and background tasks."""
+
+    settings: Settings
+    pool: AsyncConnectionPool
+    cache: Cache
+
+
+@dataclass
+class Wiring:
+    """What a service contributes to the server."""
+
+    register: Callable[[aio.Server], None]
+    background: list[Background] = field(default_factory=list)
+    close: Callable[[], Awaitable[None]] | None = None
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    name: str
+    services: Sequence[ServiceDescriptor]
+    tracks: Sequence[Track]
+    build: Callable[[Resources], Awaitable[Wiring]]
+    # Runs on each new pooled connection (e.g. registering enum types).
+    configure_connection: Callable[[AsyncConnection], Awaitable[None]] | None = None
+
+
+def prepare_database(definition: ServiceDefinition, settings: Settings) -> list[str]:
+    """Create the service's database when missing and apply its migrations."""
+    url = settings.database_url(definition.name)
+    ensure_database(url)
+    return migrate(url, [EVENTS_TRACK, *definition.tracks])
+
+
+class ServiceRuntime:
+    """One running service. `start()` returns once it is SERVING; `stop()` drains it."""
+
+    def __init__(self, definition: ServiceDefinition, settings: Settings) -> None:
+        self.definition = definition
+        self.settings = settings
+        self.port = settings.grpc_ports[definition.name]
+        self.metrics_port = settings.metrics_ports[definition.name]
+        self.health = health_aio.HealthServicer()
+        self._started: list[Background] = []
+        self._server: aio.Server | None = None
+        self._pool: AsyncConnectionPool | None = None
+        self._cache: Cache | None = None
+        self._wiring: Wiring | None = None
+        self._metrics_server = None
+
+    @property
+    def names(self) -> list[str]:
+        return [s.full_name for s in self.definition.services]
+
+    async def start(self) -> None:
+        settings, name = self.settings, self.definition.name
+        await asyncio.to_thread(prepare_database, self.definition, settings)
+        self._pool = await open_pool(
+            settings.database_url(name),
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+            configure=self.definition.configure_connection,
+        )
+        self._cache = Cache(settings.redis_url, settings.redis_prefix)
+        self._wiring = await self.definition.build(Resources(settings, self._pool, self._cache))
+
+        interceptor = ServiceInterceptor(
+            policies_for(self.definition.services), settings.jwt_secret
+        )
+        server = aio.server(interceptors=[interceptor], options=SERVER_OPTIONS)
+        self._wiring.register(server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            [
+                *self.names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            server,
+        )
+        try:
+            self.port = server.add_insecure_port(f"{settings.host}:{self.port}")
+        except RuntimeError:
+            raise StartupError(
+                f"cannot listen on {settings.host}:{self.port}: the port is in use (another "
+                f"tiket running?); stop it or set TIKET_{name.upper()}_PORT"
+            ) from None
+        await server.start()
+        self._server = server
+
+        relay = OutboxRelay(self._pool, settings.amqp_url, settings.events_exchange)
+        for task in [relay, *self._wiring.background]:
+            await task.start()
+            self._started.append(task)
+        self._metrics_server, _ = metrics.start(self.metrics_port, settings.host)
+        self.metrics_port = self._metrics_server.server_port
+        for service in ["", *self.names]:
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "serving",
+            extra={"service": name, "grpc_port": self.port, "metrics_port": self.metrics_port},
+        )
+
+    async def stop(self) -> None:
+        """NOT_SERVING first (load balancers stop sending), then drain in-flight calls within
+        the grace period, then stop background tasks and close connections."""
+        await self.health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(self.settings.grace_seconds)
+        for task in reversed(self._started):
+            await task.stop()
+        self._started.clear()
+        if self._wiring and self._wiring.close:
+            await self._wiring.close()
+        if self._cache:
+            await self._cache.close()
+        if self._pool:
+            await self._pool.close()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+        log.info("stopped", extra={"service": self.definition.name})
+
+
+async def _serve_until_signalled(runtime: ServiceRuntime) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await runtime.start()
+    await stop.wait()
+    log.info("draining", extra={"grace_seconds": runtime.settings.grace_seconds})
+    await runtime.stop()
+
+
+def run(definition: ServiceDefinition, settings: Settings) -> None:
+    """Serve `definition` in the foreground until SIGTERM or Ctrl-C; exit 0 after draining,
+    1 with a one-line reason when it cannot start."""
+    settings.check_production()
+    jsonlog.setup(definition.name, settings.log_level)
+    try:
+        asyncio.run(_serve_until_signalled(ServiceRuntime(definition, settings)))
+    except (StartupError, MigrationError) as exc:
+        log.error("cannot start: %s", exc)
+        sys.exit(1)
+    except psycopg.OperationalError as exc:
+        log.error("cannot start: PostgreSQL unreachable (%s); check TIKET_POSTGRES_URL", exc)
+        sys.exit(1)

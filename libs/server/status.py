@@ -1,0 +1,63 @@
+"""Domain errors -> gRPC status codes with google.rpc error details."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+from libs import errors
+
+DOMAIN = "tiket"
+
+CODES: dict[type[errors.TiketError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.Aborted: grpc.StatusCode.ABORTED,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def code_of(error: errors.TiketError) -> grpc.StatusCode:
+    for cls in type(error).__mro__:
+        if cls in CODES:
+            return CODES[cls]
+    return grpc.StatusCode.INTERNAL
+
+
+def rich_status(error: errors.TiketError) -> tuple[grpc.StatusCode, str, bytes]:
+    """(code, message, serialized google.rpc.Status) for the grpc-status-details-bin trailer."""
+    code = code_of(error)
+    status = status_pb2.Status(code=code.value[0], message=error.message)
+    detail = _detail(error)
+    if detail is not None:
+        packed = any_pb2.Any()
+        packed.Pack(detail)
+        status.details.append(packed)
+    return code, error.message, status.SerializeToString()
+
+
+def _detail(error: errors.TiketError):
+    if isinstance(error, errors.InvalidArgument):
+        return error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in error.violations
+            ]
+        )
+    if isinstance(error, errors.FailedPrecondition):
+        return error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN)
+    return None
+
+
+def internal_status(request_id: str) -> tuple[grpc.StatusCode, str, bytes]:
+    message = f"internal error; quote request id {request_id} when reporting it"
+    status = status_pb2.Status(code=code_pb2.INTERNAL, message=message)
+    return grpc.StatusCode.INTERNAL, message, status.SerializeToString()

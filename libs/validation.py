@@ -1,0 +1,65 @@
+"""Input checks shared by the API layers. Each raises InvalidArgument naming the field."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from libs.errors import InvalidArgument
+
+CARD_ID = re.compile(r"^[A-Z0-9]{8,20}$")
+TERMINAL_CODE = re.compile(r"^[A-Z]{1,3}$")
+MAX_PAGE_SIZE = 500
+DEFAULT_PAGE_SIZE = 50
+
+
+def uuid_field(value: str, field: str) -> uuid.UUID:
+    if not value:
+        raise InvalidArgument.field(field, "is required")
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidArgument.field(field, f"{_clip(value)!r} is not a UUID") from None
+
+
+def pattern_field(value: str, field: str, pattern: re.Pattern[str], hint: str) -> str:
+    if not value:
+        raise InvalidArgument.field(field, "is required")
+    if not pattern.fullmatch(value):
+        raise InvalidArgument.field(field, f"{_clip(value)!r} does not match {hint}")
+    return value
+
+
+def card_id_field(value: str, field: str = "card_id") -> str:
+    return pattern_field(value, field, CARD_ID, "^[A-Z0-9]{8,20}$")
+
+
+def text_field(value: str, field: str, *, max_len: int, required: bool = False) -> str | None:
+    """Strip `value`; None when empty and optional."""
+    value = value.strip()
+    if not value:
+        if required:
+            raise InvalidArgument.field(field, "is required")
+        return None
+    if len(value) > max_len:
+        raise InvalidArgument.field(field, f"is {len(value)} characters; at most {max_len}")
+    if any(ord(c) < 32 for c in value):
+        raise InvalidArgument.field(field, "must not contain control characters")
+    return value
+
+
+def key_field(value: str, field: str, *, max_len: int = 100) -> str:
+    """An idempotency key or reference: required, printable, bounded."""
+    checked = text_field(value, field, max_len=max_len, required=True)
+    assert checked is not None
+    return checked
+
+
+def page_size_field(value: int, field: str = "page_size") -> int:
+    if value < 0 or value > MAX_PAGE_SIZE:
+        raise InvalidArgument.field(field, f"must be between 0 and {MAX_PAGE_SIZE}")
+    return value or DEFAULT_PAGE_SIZE
+
+
+def _clip(value: str, limit: int = 40) -> str:
+    return value if len(value) <= limit else value[:limit] + "…"

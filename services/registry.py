@@ -1,0 +1,24 @@
+"""The services tiket has, by name, loaded on demand so one service never imports another."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from libs.server.runtime import ServiceDefinition
+
+# name -> module holding DEFINITION (and, optionally, a demo.py beside it)
+SERVICES: dict[str, str] = {
+    "user": "services.user.service",
+}
+
+
+def definition(name: str) -> ServiceDefinition:
+    if name not in SERVICES:
+        raise KeyError(f"unknown service {name!r}; known: {', '.join(SERVICES)}")
+    return importlib.import_module(SERVICES[name]).DEFINITION
+
+
+def grpc_service_names(name: str) -> list[str]:
+    return [s.full_name for s in definition(name).services]

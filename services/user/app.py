@@ -1,0 +1,336 @@
+"""Use cases of the user & wallet service: each one transaction that changes state, writes
+its events to the outbox and keeps the cache honest."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+import orjson
+from psycopg import AsyncConnection, errors
+from psycopg_pool import AsyncConnectionPool
+
+from libs.cache import Cache
+from libs.db.transaction import in_transaction
+from libs.errors import AlreadyExists, NotFound
+from services.user import domain, events, store
+from services.user.domain import Hold, LedgerEntry, LedgerKind, Pet, User, UserStatus, Wallet
+
+USER_CACHE_TTL = 3600  # seed 004: user:{id}, 1 h (status, never balance)
+SWEEP_BATCH = 500
+
+
+class UserApp:
+    def __init__(self, pool: AsyncConnectionPool, cache: Cache) -> None:
+        self.pool = pool
+        self.cache = cache
+
+    # --- users ---------------------------------------------------------------------
+
+    async def create_user(
+        self,
+        card_id: str,
+        full_name: str,
+        email: str | None,
+        phone: str | None,
+        request_id: str | None,
+    ) -> User:
+        async def work(conn: AsyncConnection) -> User:
+            if request_id and (first := await store.user_by(conn, "create_request_id", request_id)):
+                if first.card_id != card_id:
+                    raise AlreadyExists(f"request_id {request_id!r} already created another user")
+                return first
+            try:
+                async with conn.transaction():
+                    user = await store.insert_user(
+                        conn, card_id, full_name, email, phone, request_id
+                    )
+            except errors.UniqueViolation as exc:
+                if exc.diag.constraint_name == "users_create_request_id_key":
+                    return _found(
+                        await store.user_by(conn, "create_request_id", request_id), "user"
+                    )
+                raise AlreadyExists(f"card {card_id} is already registered") from None
+            await events.user_created(conn, user)
+            return user
+
+        return await in_transaction(self.pool, work)
+
+    async def get_user(self, user_id: uuid.UUID) -> User:
+        async def load() -> User | None:
+            async with self.pool.connection() as conn:
+                return await store.user_by(conn, "id", user_id)
+
+        user = await self.cache.get_or_load(
+            f"user:{user_id}", USER_CACHE_TTL, load, _encode_user, _decode_user
+        )
+        return _found(user, f"user {user_id}")
+
+    async def get_user_by_card(self, card_id: str) -> User:
+        async with self.pool.connection() as conn:
+            return _found(await store.user_by(conn, "card_id", card_id), f"card {card_id}")
+
+    async def list_users(
+        self, status: UserStatus | None, after: tuple[datetime, uuid.UUID] | None, limit: int
+    ) -> list[User]:
+        async with self.pool.connection() as conn:
+            return await store.list_users(conn, status, after, limit)
+
+    async def change_status(
+        self, user_id: uuid.UUID, status: UserStatus, reason: str | None
+    ) -> User:
+        async def work(conn: AsyncConnection) -> User:
+            before = _found(await store.lock_wallet(conn, user_id), f"user {user_id}")
+            user = await store.set_status(conn, user_id, status, reason)
+            if before.status != status:
+                await events.status_changed(conn, user, before.status)
+            return user
+
+        user = await in_transaction(self.pool, work)
+        await self.cache.invalidate(f"user:{user_id}")
+        return user
+
+    # --- pets ----------------------------------------------------------------------
+
+    async def add_pet(
+        self,
+        user_id: uuid.UUID,
+        name: str,
+        species: str,
+        breed: str | None,
+        birth_date: date | None,
+        request_id: str | None,
+    ) -> Pet:
+        async def work(conn: AsyncConnection) -> Pet:
+            _found(await store.user_by(conn, "id", user_id), f"user {user_id}")
+            pet = await store.insert_pet(
+                conn, user_id, name, species, breed, birth_date, request_id
+            )
+            if pet is None:  # a retry: the first call's pet
+                pet = _found(await store.pet_by_request(conn, request_id or ""), "pet")
+                if pet.user_id != user_id or pet.name != name:
+                    raise AlreadyExists(f"request_id {request_id!r} already added another pet")
+            return pet
+
+        return await in_transaction(self.pool, work)
+
+    async def list_pets(self, user_id: uuid.UUID) -> list[Pet]:
+        async with self.pool.connection() as conn:
+            _found(await store.user_by(conn, "id", user_id), f"user {user_id}")
+            return await store.list_pets(conn, user_id)
+
+    # --- wallet --------------------------------------------------------------------
+
+    async def get_wallet(self, user_id: uuid.UUID) -> Wallet:
+        async with self.pool.connection() as conn:
+            return _found(await store.wallet(conn, user_id), f"user {user_id}")
+
+    async def list_entries(
+        self, user_id: uuid.UUID, before_id: int | None, limit: int
+    ) -> list[LedgerEntry]:
+        async with self.pool.connection() as conn:
+            _found(await store.user_by(conn, "id", user_id), f"user {user_id}")
+            return await store.list_entries(conn, user_id, before_id, limit)
+
+    async def top_up(
+        self, user_id: uuid.UUID, amount: Decimal, key: str, description: str | None
+    ) -> LedgerEntry:
+        return await self._move_money(
+            user_id, LedgerKind.TOP_UP, amount, key, None, description or "Top-up"
+        )
+
+    async def charge(
+        self, user_id: uuid.UUID, amount: Decimal, key: str, reference: str, description: str | None
+    ) -> LedgerEntry:
+        return await self._move_money(
+            user_id, LedgerKind.CHARGE, amount, key, reference, description
+        )
+
+    async def refund(
+        self, user_id: uuid.UUID, amount: Decimal, key: str, reference: str, description: str | None
+    ) -> LedgerEntry:
+        return await self._move_money(
+            user_id, LedgerKind.REFUND, amount, key, reference, description
+        )
+
+    async def _move_money(
+        self,
+        user_id: uuid.UUID,
+        kind: LedgerKind,
+        amount: Decimal,
+        key: str,
+        reference: str | None,
+        description: str | None,
+    ) -> LedgerEntry:
+        """Top-up, charge or refund: one ledger row, idempotent by (user, kind, key)."""
+
+        async def work(conn: AsyncConnection) -> LedgerEntry:
+            wallet = _found(await store.lock_wallet(conn, user_id), f"user {user_id}")
+            if first := await store.entry_by_key(conn, user_id, kind, key):
+                return domain.same_request(first, user_id, amount, reference)
+            if kind is LedgerKind.TOP_UP:
+                domain.check_top_up(wallet, amount)
+            elif kind is LedgerKind.CHARGE:
+                domain.require_active(wallet)
+                domain.require_available(wallet, amount)
+            else:
+                charged, refunded = await store.charged_and_refunded(conn, user_id, reference or "")
+                domain.check_refund(charged, refunded, amount, reference or "")
+            signed = -amount if kind is LedgerKind.CHARGE else amount
+            entry = await store.insert_entry(
+                conn,
+                user_id,
+                kind,
+                signed,
+                reference=reference,
+                idempotency_key=key,
+                description=description,
+            )
+            after = Wallet(
+                user_id, wallet.status, entry.balance_after, wallet.held, entry.created_at
+            )
+            await events.money_moved(conn, entry, after)
+            return entry
+
+        return await in_transaction(self.pool, work)
+
+    # --- holds ---------------------------------------------------------------------
+
+    async def place_hold(
+        self,
+        user_id: uuid.UUID,
+        amount: Decimal,
+        reference: str,
+        reason: str | None,
+        ttl: timedelta,
+    ) -> Hold:
+        async def work(conn: AsyncConnection) -> Hold:
+            if first := await store.hold_by(conn, "reference", reference):
+                return domain.same_hold(first, user_id, amount)
+            wallet = _found(await store.lock_wallet(conn, user_id), f"user {user_id}")
+            domain.require_active(wallet)
+            domain.require_available(wallet, amount)
+            hold = await store.insert_hold(
+                conn, user_id, amount, reference, reason or "Trip fare hold", ttl
+            )
+            if hold is None:  # a concurrent first attempt with this reference won
+                first = _found(await store.hold_by(conn, "reference", reference), "hold")
+                return domain.same_hold(first, user_id, amount)
+            await events.hold_changed(conn, "wallet.hold_placed", hold, wallet.available - amount)
+            return hold
+
+        return await in_transaction(self.pool, work)
+
+    async def capture_hold(
+        self, selector: tuple[str, object], final_amount: Decimal
+    ) -> tuple[Hold, LedgerEntry | None, Wallet]:
+        async def work(conn: AsyncConnection) -> tuple[Hold, LedgerEntry | None, Wallet]:
+            hold = await self._locked_hold(conn, selector)
+            now = await _now(conn)
+            if not domain.check_capture(hold, final_amount, now):
+                entry = await store.entry_of_hold(conn, hold.id)
+                return hold, entry, _found(await store.wallet(conn, hold.user_id), "wallet")
+            hold = await store.capture_hold(conn, hold.id, final_amount)
+            entry = None
+            if final_amount > 0:
+                entry = await store.insert_entry(
+                    conn,
+                    hold.user_id,
+                    LedgerKind.CAPTURE,
+                    -final_amount,
+                    reference=hold.reference,
+                    hold_id=hold.id,
+                    description=hold.reason,
+                )
+            wallet = _found(await store.wallet(conn, hold.user_id), "wallet")
+            await events.hold_changed(conn, "wallet.hold_captured", hold, wallet.available)
+            return hold, entry, wallet
+
+        return await in_transaction(self.pool, work)
+
+    async def release_hold(self, selector: tuple[str, object]) -> Hold:
+        async def work(conn: AsyncConnection) -> Hold:
+            hold = await self._locked_hold(conn, selector)
+            if not domain.check_release(hold):
+                return hold
+            [released] = await store.release_holds(conn, [hold.id], "released")
+            wallet = _found(await store.wallet(conn, hold.user_id), "wallet")
+            await events.hold_changed(conn, "wallet.hold_released", released, wallet.available)
+            return released
+
+        return await in_transaction(self.pool, work)
+
+    async def get_hold(self, selector: tuple[str, object]) -> Hold:
+        column, value = selector
+        async with self.pool.connection() as conn:
+            return _found(await store.hold_by(conn, column, value), f"hold {value}")
+
+    async def release_expired_holds(self) -> int:
+        """Release one batch of expired holds; return how many. Safe to run on every replica
+        at once (SKIP LOCKED)."""
+
+        async def work(conn: AsyncConnection) -> int:
+            ids = await store.lock_expired_holds(conn, SWEEP_BATCH)
+            if not ids:
+                return 0
+            released = await store.release_holds(conn, ids, "expired")
+            available = await store.available_of(conn, [h.user_id for h in released])
+            for hold in released:
+                await events.hold_changed(
+                    conn, "wallet.hold_released", hold, available[hold.user_id]
+                )
+            return len(released)
+
+        return await in_transaction(self.pool, work)
+
+    async def _locked_hold(self, conn: AsyncConnection, selector: tuple[str, object]) -> Hold:
+        column, value = selector
+        return _found(await store.hold_by(conn, column, value, lock=True), f"hold {value}")
+
+    # --- export --------------------------------------------------------------------
+
+    async def export_users(
+        self, since: datetime | None
+    ) -> AsyncIterator[domain.UserSnapshot | datetime]:
+        """Every user changed at or after `since`, then the watermark for the next export."""
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            watermark = await store.export_watermark(conn)
+            async for snapshot in store.snapshots_since(conn, since):
+                yield snapshot
+        yield watermark
+
+
+async def _now(conn: AsyncConnection) -> datetime:
+    cur = await conn.execute("SELECT now()")
+    row = await cur.fetchone()
+    assert row is not None
+    return row[0]
+
+
+def _found(value, what: str):
+    if value is None:
+        raise NotFound(f"{what} not found")
+    return value
+
+
+def _encode_user(user: User) -> bytes:
+    return orjson.dumps(asdict(user), default=str)
+
+
+def _decode_user(raw: bytes) -> User:
+    data = orjson.loads(raw)
+    return User(
+        id=uuid.UUID(data["id"]),
+        card_id=data["card_id"],
+        full_name=data["full_name"],
+        email=data["email"],
+        phone=data["phone"],
+        status=UserStatus(data["status"]),
+        status_reason=data["status_reason"],
+        registered_at=datetime.fromisoformat(data["registered_at"]),
+        updated_at=datetime.fromisoformat(data["updated_at"]),
+    )

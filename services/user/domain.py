@@ -1,0 +1,210 @@
+"""Users and wallets: records, states and the rules that decide a request. Pure: no I/O."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+
+from libs.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+
+# E-money wallets in Indonesia are capped at Rp 20,000,000 for registered accounts.
+MAX_BALANCE = Decimal("20000000.00")
+DEFAULT_HOLD_TTL = timedelta(minutes=30)
+MAX_HOLD_TTL = timedelta(hours=24)
+
+
+class UserStatus(StrEnum):
+    ACTIVE = "active"
+    BLOCKED = "blocked"
+    SUSPENDED = "suspended"
+
+
+class HoldStatus(StrEnum):
+    HELD = "held"
+    CAPTURED = "captured"
+    RELEASED = "released"
+
+
+class LedgerKind(StrEnum):
+    TOP_UP = "top_up"
+    CAPTURE = "capture"
+    CHARGE = "charge"
+    REFUND = "refund"
+
+
+@dataclass(frozen=True)
+class User:
+    id: uuid.UUID
+    card_id: str
+    full_name: str
+    email: str | None
+    phone: str | None
+    status: UserStatus
+    status_reason: str | None
+    registered_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Wallet:
+    user_id: uuid.UUID
+    status: UserStatus
+    balance: Decimal
+    held: Decimal
+    updated_at: datetime
+
+    @property
+    def available(self) -> Decimal:
+        return self.balance - self.held
+
+
+@dataclass(frozen=True)
+class Pet:
+    id: uuid.UUID
+    user_id: uuid.UUID
+    name: str
+    species: str
+    breed: str | None
+    birth_date: date | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Hold:
+    id: uuid.UUID
+    user_id: uuid.UUID
+    amount: Decimal
+    final_amount: Decimal | None
+    status: HoldStatus
+    reference: str
+    reason: str
+    release_reason: str | None
+    expires_at: datetime
+    created_at: datetime
+    closed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    id: int
+    user_id: uuid.UUID
+    kind: LedgerKind
+    amount: Decimal
+    balance_after: Decimal
+    reference: str | None
+    idempotency_key: str | None
+    hold_id: uuid.UUID | None
+    description: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class UserSnapshot:
+    """One row of the gate devices' offline list."""
+
+    user_id: uuid.UUID
+    card_id: str
+    full_name: str
+    status: UserStatus
+    available: Decimal
+    updated_at: datetime
+
+
+def require_active(wallet: Wallet) -> None:
+    if wallet.status is not UserStatus.ACTIVE:
+        raise FailedPrecondition("USER_NOT_ACTIVE", f"card is {wallet.status}; it cannot pay")
+
+
+def require_available(wallet: Wallet, amount: Decimal) -> None:
+    if wallet.available < amount:
+        raise FailedPrecondition(
+            "INSUFFICIENT_BALANCE",
+            f"insufficient balance: {amount} needed, {wallet.available} available",
+        )
+
+
+def check_top_up(wallet: Wallet, amount: Decimal) -> None:
+    if wallet.balance + amount > MAX_BALANCE:
+        raise FailedPrecondition(
+            "BALANCE_LIMIT",
+            f"a wallet holds at most {MAX_BALANCE}; this top-up would make it {wallet.balance + amount}",
+        )
+
+
+def hold_ttl(requested: timedelta | None) -> timedelta:
+    if requested is None:
+        return DEFAULT_HOLD_TTL
+    if requested <= timedelta(0) or requested > MAX_HOLD_TTL:
+        raise InvalidArgument.field("expires_in", "must be more than 0 s and at most 24 h")
+    return requested
+
+
+def check_capture(hold: Hold, final_amount: Decimal, now: datetime) -> bool:
+    """True when the capture must be applied, False when it is a retry of the same capture;
+    raises when the hold cannot be captured."""
+    if hold.status is HoldStatus.CAPTURED:
+        if hold.final_amount == final_amount:
+            return False
+        raise FailedPrecondition(
+            "HOLD_ALREADY_CAPTURED",
+            f"hold {hold.reference} was already captured for {hold.final_amount}",
+        )
+    if hold.status is HoldStatus.RELEASED:
+        raise FailedPrecondition(
+            "HOLD_RELEASED", f"hold {hold.reference} was {hold.release_reason}; charge directly"
+        )
+    if hold.expires_at <= now:
+        raise FailedPrecondition(
+            "HOLD_EXPIRED", f"hold {hold.reference} expired at {hold.expires_at.isoformat()}"
+        )
+    if final_amount > hold.amount:
+        raise InvalidArgument.field(
+            "final_amount", f"{final_amount} exceeds the held amount {hold.amount}"
+        )
+    return True
+
+
+def check_release(hold: Hold) -> bool:
+    """True when the release must be applied, False when the hold is already released."""
+    if hold.status is HoldStatus.CAPTURED:
+        raise FailedPrecondition(
+            "HOLD_ALREADY_CAPTURED", f"hold {hold.reference} was captured; refund instead"
+        )
+    return hold.status is HoldStatus.HELD
+
+
+def check_refund(charged: Decimal, refunded: Decimal, amount: Decimal, reference: str) -> None:
+    if charged <= 0:
+        raise FailedPrecondition(
+            "NOTHING_CHARGED", f"nothing was charged for reference {reference}"
+        )
+    if refunded + amount > charged:
+        raise FailedPrecondition(
+            "REFUND_EXCEEDS_CHARGE",
+            f"{charged} was charged for {reference} and {refunded} already refunded; "
+            f"at most {charged - refunded} can be refunded",
+        )
+
+
+def same_request(
+    entry: LedgerEntry, user_id: uuid.UUID, amount: Decimal, reference: str | None
+) -> LedgerEntry:
+    """A retried money movement returns the first entry; the same key with another request
+    is refused."""
+    if entry.user_id != user_id or abs(entry.amount) != amount or entry.reference != reference:
+        raise AlreadyExists(
+            f"idempotency key {entry.idempotency_key!r} was already used for another request "
+            f"(amount {abs(entry.amount)}, reference {entry.reference!r})"
+        )
+    return entry
+
+
+def same_hold(hold: Hold, user_id: uuid.UUID, amount: Decimal) -> Hold:
+    if hold.user_id != user_id or hold.amount != amount:
+        raise AlreadyExists(
+            f"reference {hold.reference!r} already names a hold of {hold.amount} for another request"
+        )
+    return hold

@@ -1,0 +1,371 @@
+"""SQL of the user & wallet service (psycopg 3, parameters only). Every function runs on
+the caller's connection and inside the caller's transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+from psycopg import AsyncConnection
+from psycopg.rows import class_row
+from psycopg.types.enum import EnumInfo, register_enum
+
+from services.user.domain import (
+    Hold,
+    HoldStatus,
+    LedgerEntry,
+    LedgerKind,
+    Pet,
+    User,
+    UserSnapshot,
+    UserStatus,
+    Wallet,
+)
+
+USER_COLUMNS = (
+    "id, card_id, full_name, email, phone, status, status_reason, registered_at, updated_at"
+)
+HOLD_COLUMNS = (
+    "id, user_id, amount, final_amount, status, reference, reason, release_reason, "
+    "expires_at, created_at, closed_at"
+)
+LEDGER_COLUMNS = (
+    "id, user_id, kind, amount, balance_after, reference, idempotency_key, hold_id, "
+    "description, created_at"
+)
+PET_COLUMNS = "id, user_id, name, species, breed, birth_date, created_at"
+
+
+async def register_types(conn: AsyncConnection) -> None:
+    """Map the database enums onto the domain enums, once per pooled connection."""
+    for name, python_type in (
+        ("user_status", UserStatus),
+        ("hold_status", HoldStatus),
+        ("ledger_kind", LedgerKind),
+    ):
+        info = await EnumInfo.fetch(conn, name)
+        register_enum(info, conn, python_type, mapping={m: m.value for m in python_type})
+    await conn.commit()
+
+
+# --- users ---------------------------------------------------------------------------
+
+
+async def insert_user(
+    conn: AsyncConnection,
+    card_id: str,
+    full_name: str,
+    email: str | None,
+    phone: str | None,
+    request_id: str | None,
+) -> User:
+    cur = conn.cursor(row_factory=class_row(User))
+    await cur.execute(
+        f"""INSERT INTO users (card_id, full_name, email, phone, create_request_id)
+            VALUES (%s, %s, %s, %s, %s) RETURNING {USER_COLUMNS}""",
+        (card_id, full_name, email, phone, request_id),
+    )
+    return _one(await cur.fetchone())
+
+
+async def user_by(conn: AsyncConnection, column: str, value: object) -> User | None:
+    assert column in {"id", "card_id", "create_request_id"}
+    cur = conn.cursor(row_factory=class_row(User))
+    await cur.execute(f"SELECT {USER_COLUMNS} FROM users WHERE {column} = %s", (value,))
+    return await cur.fetchone()
+
+
+async def list_users(
+    conn: AsyncConnection,
+    status: UserStatus | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[User]:
+    conditions, params = [], []
+    if status is not None:
+        conditions.append("status = %s")
+        params.append(status)
+    if after is not None:
+        conditions.append("(registered_at, id) > (%s, %s)")
+        params.extend(after)
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    cur = conn.cursor(row_factory=class_row(User))
+    await cur.execute(
+        f"SELECT {USER_COLUMNS} FROM users {where} ORDER BY registered_at, id LIMIT %s",
+        (*params, limit),
+    )
+    return await cur.fetchall()
+
+
+async def set_status(
+    conn: AsyncConnection, user_id: uuid.UUID, status: UserStatus, reason: str | None
+) -> User:
+    cur = conn.cursor(row_factory=class_row(User))
+    await cur.execute(
+        f"""UPDATE users SET status = %s, status_reason = %s, updated_at = now()
+            WHERE id = %s RETURNING {USER_COLUMNS}""",
+        (status, reason, user_id),
+    )
+    return _one(await cur.fetchone())
+
+
+async def lock_wallet(conn: AsyncConnection, user_id: uuid.UUID) -> Wallet | None:
+    """The wallet, locked until the transaction ends: every change of a user's money is
+    serialised on this row."""
+    cur = conn.cursor(row_factory=class_row(Wallet))
+    await cur.execute(
+        """SELECT id AS user_id, status, balance, held, updated_at
+             FROM users WHERE id = %s FOR UPDATE""",
+        (user_id,),
+    )
+    return await cur.fetchone()
+
+
+async def wallet(conn: AsyncConnection, user_id: uuid.UUID) -> Wallet | None:
+    cur = conn.cursor(row_factory=class_row(Wallet))
+    await cur.execute(
+        "SELECT id AS user_id, status, balance, held, updated_at FROM users WHERE id = %s",
+        (user_id,),
+    )
+    return await cur.fetchone()
+
+
+# --- pets ----------------------------------------------------------------------------
+
+
+async def insert_pet(
+    conn: AsyncConnection,
+    user_id: uuid.UUID,
+    name: str,
+    species: str,
+    breed: str | None,
+    birth_date: date | None,
+    request_id: str | None,
+) -> Pet | None:
+    """The new pet, or None when `request_id` was used before."""
+    cur = conn.cursor(row_factory=class_row(Pet))
+    await cur.execute(
+        f"""INSERT INTO pets (user_id, name, species, breed, birth_date, request_id)
+            VALUES (%s, %s, %s, %s, %s, %s)
+            ON CONFLICT (request_id) DO NOTHING RETURNING {PET_COLUMNS}""",
+        (user_id, name, species, breed, birth_date, request_id),
+    )
+    return await cur.fetchone()
+
+
+async def pet_by_request(conn: AsyncConnection, request_id: str) -> Pet | None:
+    cur = conn.cursor(row_factory=class_row(Pet))
+    await cur.execute(f"SELECT {PET_COLUMNS} FROM pets WHERE request_id = %s", (request_id,))
+    return await cur.fetchone()
+
+
+async def list_pets(conn: AsyncConnection, user_id: uuid.UUID) -> list[Pet]:
+    cur = conn.cursor(row_factory=class_row(Pet))
+    await cur.execute(
+        f"SELECT {PET_COLUMNS} FROM pets WHERE user_id = %s ORDER BY created_at, id", (user_id,)
+    )
+    return await cur.fetchall()
+
+
+# --- ledger --------------------------------------------------------------------------
+
+
+async def insert_entry(
+    conn: AsyncConnection,
+    user_id: uuid.UUID,
+    kind: LedgerKind,
+    amount: Decimal,
+    *,
+    reference: str | None = None,
+    idempotency_key: str | None = None,
+    hold_id: uuid.UUID | None = None,
+    description: str | None = None,
+) -> LedgerEntry:
+    """Append a ledger row; its trigger moves the balance and fills balance_after."""
+    cur = conn.cursor(row_factory=class_row(LedgerEntry))
+    await cur.execute(
+        f"""INSERT INTO ledger_entries
+                (user_id, kind, amount, balance_after, reference, idempotency_key, hold_id,
+                 description)
+            VALUES (%s, %s, %s, 0, %s, %s, %s, %s) RETURNING {LEDGER_COLUMNS}""",
+        (user_id, kind, amount, reference, idempotency_key, hold_id, description),
+    )
+    return _one(await cur.fetchone())
+
+
+async def entry_by_key(
+    conn: AsyncConnection, user_id: uuid.UUID, kind: LedgerKind, key: str
+) -> LedgerEntry | None:
+    cur = conn.cursor(row_factory=class_row(LedgerEntry))
+    await cur.execute(
+        f"""SELECT {LEDGER_COLUMNS} FROM ledger_entries
+            WHERE user_id = %s AND kind = %s AND idempotency_key = %s""",
+        (user_id, kind, key),
+    )
+    return await cur.fetchone()
+
+
+async def entry_of_hold(conn: AsyncConnection, hold_id: uuid.UUID) -> LedgerEntry | None:
+    cur = conn.cursor(row_factory=class_row(LedgerEntry))
+    await cur.execute(f"SELECT {LEDGER_COLUMNS} FROM ledger_entries WHERE hold_id = %s", (hold_id,))
+    return await cur.fetchone()
+
+
+async def list_entries(
+    conn: AsyncConnection, user_id: uuid.UUID, before_id: int | None, limit: int
+) -> list[LedgerEntry]:
+    cur = conn.cursor(row_factory=class_row(LedgerEntry))
+    await cur.execute(
+        f"""SELECT {LEDGER_COLUMNS} FROM ledger_entries
+            WHERE user_id = %s AND (%s::bigint IS NULL OR id < %s)
+            ORDER BY id DESC LIMIT %s""",
+        (user_id, before_id, before_id, limit),
+    )
+    return await cur.fetchall()
+
+
+async def charged_and_refunded(
+    conn: AsyncConnection, user_id: uuid.UUID, reference: str
+) -> tuple[Decimal, Decimal]:
+    """(total debited by charges and captures, total refunded) for one reference."""
+    cur = await conn.execute(
+        """SELECT coalesce(-sum(amount) FILTER (WHERE kind IN ('charge', 'capture')), 0),
+                  coalesce(sum(amount) FILTER (WHERE kind = 'refund'), 0)
+             FROM ledger_entries WHERE user_id = %s AND reference = %s""",
+        (user_id, reference),
+    )
+    charged, refunded = _one(await cur.fetchone())
+    return charged, refunded
+
+
+# --- holds ---------------------------------------------------------------------------
+
+
+async def insert_hold(
+    conn: AsyncConnection,
+    user_id: uuid.UUID,
+    amount: Decimal,
+    reference: str,
+    reason: str,
+    ttl: timedelta,
+) -> Hold | None:
+    """The new hold, or None when `reference` already names one."""
+    cur = conn.cursor(row_factory=class_row(Hold))
+    await cur.execute(
+        f"""INSERT INTO holds (user_id, amount, reference, reason, expires_at)
+            VALUES (%s, %s, %s, %s, now() + %s)
+            ON CONFLICT (reference) DO NOTHING RETURNING {HOLD_COLUMNS}""",
+        (user_id, amount, reference, reason, ttl),
+    )
+    return await cur.fetchone()
+
+
+async def hold_by(
+    conn: AsyncConnection, column: str, value: object, *, lock: bool = False
+) -> Hold | None:
+    assert column in {"id", "reference"}
+    cur = conn.cursor(row_factory=class_row(Hold))
+    await cur.execute(
+        f"SELECT {HOLD_COLUMNS} FROM holds WHERE {column} = %s{' FOR UPDATE' if lock else ''}",
+        (value,),
+    )
+    return await cur.fetchone()
+
+
+async def capture_hold(conn: AsyncConnection, hold_id: uuid.UUID, final_amount: Decimal) -> Hold:
+    cur = conn.cursor(row_factory=class_row(Hold))
+    await cur.execute(
+        f"""UPDATE holds SET status = 'captured', final_amount = %s, closed_at = now()
+            WHERE id = %s RETURNING {HOLD_COLUMNS}""",
+        (final_amount, hold_id),
+    )
+    return _one(await cur.fetchone())
+
+
+async def release_holds(conn: AsyncConnection, hold_ids: list[uuid.UUID], why: str) -> list[Hold]:
+    cur = conn.cursor(row_factory=class_row(Hold))
+    await cur.execute(
+        f"""UPDATE holds SET status = 'released', release_reason = %s, closed_at = now()
+            WHERE id = ANY(%s) AND status = 'held' RETURNING {HOLD_COLUMNS}""",
+        (why, hold_ids),
+    )
+    return await cur.fetchall()
+
+
+async def lock_expired_holds(conn: AsyncConnection, limit: int) -> list[uuid.UUID]:
+    """Ids of expired holds no other sweeper is working on, locked."""
+    cur = await conn.execute(
+        """SELECT id FROM holds WHERE status = 'held' AND expires_at <= now()
+            ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED""",
+        (limit,),
+    )
+    return [row[0] for row in await cur.fetchall()]
+
+
+async def available_of(
+    conn: AsyncConnection, user_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, Decimal]:
+    cur = await conn.execute("SELECT id, balance - held FROM users WHERE id = ANY(%s)", (user_ids,))
+    return dict(await cur.fetchall())
+
+
+# --- export --------------------------------------------------------------------------
+
+
+async def export_watermark(conn: AsyncConnection) -> datetime:
+    """An instant no uncommitted change can be older than: the start of the oldest open
+    transaction in this database (ours included). Rows changed by transactions still open
+    carry an updated_at >= it, so an export from it misses nothing."""
+    cur = await conn.execute(
+        """SELECT least(now(), min(xact_start)) FROM pg_stat_activity
+            WHERE datname = current_database() AND xact_start IS NOT NULL"""
+    )
+    return _one(await cur.fetchone())[0]
+
+
+async def snapshots_since(
+    conn: AsyncConnection, since: datetime | None, batch: int = 1000
+) -> AsyncIterator[UserSnapshot]:
+    cur = conn.cursor(name="export_users", row_factory=class_row(UserSnapshot))
+    await cur.execute(
+        """SELECT id AS user_id, card_id, full_name, status, balance - held AS available,
+                  updated_at
+             FROM users WHERE %s::timestamptz IS NULL OR updated_at >= %s
+            ORDER BY updated_at, id""",
+        (since, since),
+    )
+    while rows := await cur.fetchmany(batch):
+        for row in rows:
+            yield row
+    await cur.close()
+
+
+def _one(row):
+    if row is None:
+        raise LookupError("statement returned no row")
+    return row
+
+
+# --- audit ---------------------------------------------------------------------------
+
+
+async def invariant_violations(conn: AsyncConnection) -> list[str]:
+    """Users whose wallet disagrees with its ledger or holds; empty when the money is right.
+    The triggers make these impossible; this is the independent check."""
+    cur = await conn.execute(
+        """SELECT u.card_id, u.balance, coalesce(l.total, 0), u.held, coalesce(h.total, 0)
+             FROM users u
+             LEFT JOIN (SELECT user_id, sum(amount) AS total FROM ledger_entries
+                         GROUP BY user_id) l ON l.user_id = u.id
+             LEFT JOIN (SELECT user_id, sum(amount) AS total FROM holds WHERE status = 'held'
+                         GROUP BY user_id) h ON h.user_id = u.id
+            WHERE u.balance <> coalesce(l.total, 0)
+               OR u.held <> coalesce(h.total, 0)
+               OR u.balance - u.held < 0"""
+    )
+    return [
+        f"{card}: balance {balance} vs ledger {ledger}, held {held} vs holds {holds}"
+        for card, balance, ledger, held, holds in await cur.fetchall()
+    ]
