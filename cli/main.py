@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import importlib
 import sys
-from pathlib import Path
 
 from grpc import aio
 
@@ -16,8 +15,6 @@ from libs import auth
 from libs.config import ConfigError, Settings, load
 from libs.server import runtime
 from services import registry
-
-STATE_DIR = Path(".tiket")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -70,7 +67,10 @@ def _up(args: argparse.Namespace, settings: Settings) -> None:
     for name in names:
         registry.definition(name)  # unknown names fail before anything starts
     print("tiket: checking PostgreSQL, Redis and RabbitMQ …")
-    private = infra.ensure_dependencies(settings, STATE_DIR, out=print)
+    try:
+        private = infra.ensure_dependencies(settings, infra.default_state_dir(), out=print)
+    except infra.InfraError as exc:
+        sys.exit(f"tiket: {exc}")
     try:
         asyncio.run(_run_mesh(names, settings, seed=args.seed))
     except KeyboardInterrupt:

@@ -69,6 +69,8 @@ class _Call:
         self.labels = (service, name)
         self.code = grpc.StatusCode.OK
         self.metadata: dict[str, str] = {}
+        # Health probes arrive every few seconds; they would drown the access log.
+        self.quiet = service == "grpc.health.v1.Health"
 
     def wrap_unary(self, behaviour: Callable[..., Awaitable[Any]], kind: str):
         async def wrapped(request: Any, context: aio.ServicerContext) -> Any:
@@ -140,7 +142,8 @@ class _Call:
         elapsed = time.perf_counter() - started
         metrics.HANDLED.labels(*self.labels, kind, self.code.name).inc()
         metrics.LATENCY.labels(*self.labels, kind).observe(elapsed)
-        log.info(
+        log.log(
+            logging.DEBUG if self.quiet else logging.INFO,
             "rpc",
             extra={
                 "method": self.method,

@@ -166,7 +166,11 @@ class ServiceRuntime:
         if self._server is not None:
             await self._server.stop(self.settings.grace_seconds)
         for task in reversed(self._started):
-            await task.stop()
+            try:
+                async with asyncio.timeout(self.settings.grace_seconds):
+                    await task.stop()
+            except TimeoutError:
+                log.error("%s did not stop within the grace period", type(task).__name__)
         self._started.clear()
         if self._wiring and self._wiring.close:
             await self._wiring.close()

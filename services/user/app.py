@@ -48,11 +48,11 @@ class UserApp:
                     user = await store.insert_user(
                         conn, card_id, full_name, email, phone, request_id
                     )
-            except errors.UniqueViolation as exc:
-                if exc.diag.constraint_name == "users_create_request_id_key":
-                    return _found(
-                        await store.user_by(conn, "create_request_id", request_id), "user"
-                    )
+            except errors.UniqueViolation:
+                # A concurrent first attempt of this same request may have won the race.
+                first = request_id and await store.user_by(conn, "create_request_id", request_id)
+                if first and first.card_id == card_id:
+                    return first
                 raise AlreadyExists(f"card {card_id} is already registered") from None
             await events.user_created(conn, user)
             return user

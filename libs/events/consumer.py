@@ -1,0 +1,405 @@
+"""Idempotent event consumers with bounded retries and a dead-letter queue.
+
+Each consumer owns three durable queues:
+
+* `<name>`: bound to its routing-key patterns on the events exchange;
+* `<name>.retry`: failed deliveries wait here for their backoff (per-message `expiration`),
+  then RabbitMQ dead-letters them back to `<name>` through the default exchange;
+* `<name>.dlq`: deliveries that failed `max_attempts` times, or could not be parsed, kept
+  for an operator to list and replay (`tiket dlq`).
+
+The handler runs in the transaction that records the event id in the `inbox` table, so a
+redelivered event is acknowledged without a second effect. A delivery is acknowledged only
+after its effect committed, or after the broker confirmed its copy in the retry or
+dead-letter queue: nothing is acked and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import aio_pika
+import psycopg
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    HeadersType,
+)
+from psycopg_pool import AsyncConnectionPool
+
+from libs.events import bus
+from libs.events.envelope import CloudEvent, MalformedEvent, parse
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[CloudEvent, psycopg.AsyncConnection], Awaitable[None]]
+
+ATTEMPT = "x-tiket-attempt"
+LAST_ERROR = "x-tiket-last-error"
+ERROR = "x-tiket-error"
+ATTEMPTS = "x-tiket-attempts"
+ORIGINAL_ROUTING_KEY = "x-tiket-original-routing-key"
+FAILED_AT = "x-tiket-failed-at"
+# Headers describing one trip through retry/DLQ; a replayed event starts without them.
+_FAILURE_HEADERS = (ATTEMPT, LAST_ERROR, ERROR, ATTEMPTS, ORIGINAL_ROUTING_KEY, FAILED_AT)
+_BROKER_HEADER_PREFIXES = ("x-death", "x-first-death", "x-last-death")
+MAX_ERROR_CHARS = 500
+
+
+def retry_queue(name: str) -> str:
+    return f"{name}.retry"
+
+
+def dead_letter_queue(name: str) -> str:
+    return f"{name}.dlq"
+
+
+class Consumer:
+    """Consumes the events matching `bindings` into `handler`. `handled`, `duplicates`,
+    `retried` and `dead_lettered` count deliveries since start."""
+
+    def __init__(
+        self,
+        name: str,
+        pool: AsyncConnectionPool,
+        amqp_url: str,
+        exchange_name: str,
+        bindings: list[str],
+        handler: Handler,
+        *,
+        max_attempts: int = 5,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        prefetch: int = 50,
+    ) -> None:
+        self.name = name
+        self._pool = pool
+        self._amqp_url = amqp_url
+        self._exchange_name = exchange_name
+        self._bindings = bindings
+        self._handler = handler
+        self._max_attempts = max_attempts
+        self._backoff_base = backoff_base
+        self._backoff_max = backoff_max
+        self._prefetch = prefetch
+        self._connection: AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._consumer_tag: str | None = None
+        self._in_flight: set[asyncio.Task[object]] = set()
+        self.handled = 0
+        self.duplicates = 0
+        self.retried = 0
+        self.dead_lettered = 0
+
+    async def start(self) -> None:
+        """Declare the queues and start consuming; BusUnavailable when RabbitMQ is down.
+        Later connection losses are recovered by the robust connection."""
+        self._connection = await bus.connect(self._amqp_url)
+        try:
+            self._channel = await bus.open_channel(self._connection)
+            await self._channel.set_qos(prefetch_count=self._prefetch)
+            self._queue = await self._declare_queues(self._channel)
+            self._consumer_tag = await self._queue.consume(self._on_message)
+        except BaseException:
+            await bus.close_quietly(self._connection)
+            raise
+        log.info("consumer %s started on %s", self.name, ", ".join(self._bindings))
+
+    async def stop(self) -> None:
+        """Stop consuming, let the handlers in flight finish, and disconnect."""
+        if self._queue is not None and self._consumer_tag is not None:
+            with contextlib.suppress(Exception):
+                await self._queue.cancel(self._consumer_tag)
+        self._consumer_tag = None
+        while self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+        await bus.close_quietly(self._connection)
+
+    async def _declare_queues(self, channel: AbstractChannel) -> AbstractQueue:
+        exchange = await bus.declare_events_exchange(channel, self._exchange_name)
+        queue = await channel.declare_queue(self.name, durable=True)
+        for pattern in self._bindings:
+            await queue.bind(exchange, pattern)
+        await channel.declare_queue(
+            retry_queue(self.name),
+            durable=True,
+            arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.name},
+        )
+        await channel.declare_queue(dead_letter_queue(self.name), durable=True)
+        return queue
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._in_flight.add(task)
+        try:
+            await self._process(message)
+        except Exception:
+            # The delivery stays unacked or was requeued: the broker will bring it back.
+            log.exception("consumer %s: delivery %s not settled", self.name, message.message_id)
+        finally:
+            self._in_flight.discard(task)
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
+        try:
+            event = _parse(message.body)
+        except MalformedEvent as exc:
+            log.error("consumer %s: malformed event to the DLQ: %s", self.name, exc)
+            await self._settle_by_republishing(message, self._dead_letter(message, str(exc), 0))
+            return
+        try:
+            duplicate = await self._handle(event)
+        except Exception as exc:
+            await self._settle_by_republishing(message, self._after_failure(message, event, exc))
+            return
+        await message.ack()
+        if duplicate:
+            self.duplicates += 1
+        else:
+            self.handled += 1
+
+    async def _handle(self, event: CloudEvent) -> bool:
+        """Record the event in the inbox and apply it, in one transaction; True when it had
+        been handled before (then nothing is applied)."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "INSERT INTO inbox (consumer, event_id, event_type) VALUES (%s, %s, %s) "
+                "ON CONFLICT DO NOTHING",
+                (self.name, event.id, event.type),
+            )
+            if cur.rowcount == 0:
+                return True
+            await self._handler(event, conn)
+        return False
+
+    def _after_failure(
+        self, message: AbstractIncomingMessage, event: CloudEvent, exc: Exception
+    ) -> tuple[str, aio_pika.Message]:
+        """Where a failed delivery goes next: the retry queue, or the DLQ when spent."""
+        attempts = _int_header(message.headers, ATTEMPT) + 1
+        error = _describe(exc)
+        if attempts >= self._max_attempts:
+            log.error(
+                "consumer %s: %s %s failed %d times, to the DLQ: %s",
+                *(self.name, event.type, event.id, attempts, error),
+            )
+            return self._dead_letter(message, error, attempts)
+        delay = min(self._backoff_max, self._backoff_base * 2 ** (attempts - 1))
+        log.warning(
+            "consumer %s: %s %s failed (attempt %d of %d), retry in %.2fs: %s",
+            *(self.name, event.type, event.id, attempts, self._max_attempts, delay, error),
+        )
+        headers = _carried_headers(message)
+        headers.update({ATTEMPT: attempts, LAST_ERROR: error})
+        return retry_queue(self.name), _copy(message, headers, expiration=delay)
+
+    def _dead_letter(
+        self, message: AbstractIncomingMessage, error: str, attempts: int
+    ) -> tuple[str, aio_pika.Message]:
+        headers = _carried_headers(message)
+        headers.update(
+            {
+                ERROR: error,
+                ATTEMPTS: attempts,
+                FAILED_AT: datetime.now(UTC).isoformat(),
+            }
+        )
+        return dead_letter_queue(self.name), _copy(message, headers)
+
+    async def _settle_by_republishing(
+        self, message: AbstractIncomingMessage, target: tuple[str, aio_pika.Message]
+    ) -> None:
+        """Put the copy in its queue, and only once the broker confirmed it, ack the original.
+        When the copy cannot be placed the original is requeued instead."""
+        queue_name, copy = target
+        assert self._channel is not None
+        try:
+            await self._channel.default_exchange.publish(copy, queue_name, mandatory=True)
+        except Exception:
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
+            raise
+        await message.ack()
+        if queue_name == dead_letter_queue(self.name):
+            self.dead_lettered += 1
+        else:
+            self.retried += 1
+
+
+def _parse(body: bytes) -> CloudEvent:
+    """The envelope, with an id the inbox can hold (a UUID)."""
+    event = parse(body)
+    try:
+        uuid.UUID(event.id)
+    except ValueError:
+        raise MalformedEvent(f"event id {event.id!r} is not a UUID") from None
+    return event
+
+
+def _describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+
+
+def _int_header(headers: HeadersType, name: str) -> int:
+    try:
+        return int(headers.get(name) or 0)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0
+
+
+def _carried_headers(message: AbstractIncomingMessage) -> HeadersType:
+    """The delivery's headers minus the broker's dead-lettering history, plus the routing key
+    it was first published with (after a retry it arrives routed by queue name)."""
+    headers = {
+        key: value
+        for key, value in message.headers.items()
+        if not key.startswith(_BROKER_HEADER_PREFIXES)
+    }
+    headers.setdefault(ORIGINAL_ROUTING_KEY, message.routing_key or "")
+    return headers
+
+
+def _copy(
+    message: AbstractIncomingMessage, headers: HeadersType, *, expiration: float | None = None
+) -> aio_pika.Message:
+    """A persistent copy of a delivery with new headers (`expiration` in seconds)."""
+    return aio_pika.Message(
+        message.body,
+        headers=headers,
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        correlation_id=message.correlation_id,
+        reply_to=message.reply_to,
+        expiration=expiration,
+        message_id=message.message_id,
+        timestamp=message.timestamp,
+        type=message.type,
+        app_id=message.app_id,
+    )
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message waiting in a dead-letter queue."""
+
+    event_id: str | None
+    event_type: str | None
+    routing_key: str
+    error: str
+    attempts: int
+    failed_at: str
+    body: bytes
+
+
+def _dead_letter_of(message: AbstractIncomingMessage) -> DeadLetter:
+    headers = message.headers
+    return DeadLetter(
+        event_id=message.message_id,
+        event_type=message.type,
+        routing_key=str(headers.get(ORIGINAL_ROUTING_KEY) or message.routing_key or ""),
+        error=str(headers.get(ERROR, "")),
+        attempts=_int_header(headers, ATTEMPTS),
+        failed_at=str(headers.get(FAILED_AT, "")),
+        body=message.body,
+    )
+
+
+async def _queue_passive(channel: AbstractChannel, queue_name: str) -> AbstractQueue:
+    """The existing queue (never declares one); a clear error when there is none."""
+    try:
+        return await channel.declare_queue(queue_name, passive=True)
+    except aio_pika.exceptions.ChannelNotFoundEntity:
+        raise LookupError(f"RabbitMQ has no queue named {queue_name!r}") from None
+
+
+async def _exchange_passive(channel: AbstractChannel, exchange_name: str) -> AbstractExchange:
+    """The existing exchange (never declares one); a clear error when there is none."""
+    try:
+        return await channel.get_exchange(exchange_name, ensure=True)
+    except aio_pika.exceptions.ChannelNotFoundEntity:
+        raise LookupError(f"RabbitMQ has no exchange named {exchange_name!r}") from None
+
+
+async def list_dead_letters(amqp_url: str, queue_name: str, limit: int) -> list[DeadLetter]:
+    """Up to `limit` messages from the head of a dead-letter queue, left in place.
+
+    They are fetched unacknowledged and then all requeued: RabbitMQ puts requeued messages
+    back at their original position, and should this process die first, closing the
+    connection requeues them just the same.
+    """
+    connection = await bus.connect(amqp_url, robust=False)
+    try:
+        channel = await connection.channel()
+        queue = await _queue_passive(channel, queue_name)
+        fetched: list[AbstractIncomingMessage] = []
+        while len(fetched) < limit:
+            message = await queue.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            fetched.append(message)
+        if fetched:
+            await fetched[-1].nack(multiple=True, requeue=True)
+        return [_dead_letter_of(message) for message in fetched]
+    finally:
+        await bus.close_quietly(connection)
+
+
+async def replay_dead_letters(
+    amqp_url: str, exchange_name: str, queue_name: str, limit: int | None = None
+) -> int:
+    """Publish dead letters again on the events exchange with their original routing key and
+    a fresh attempt count; each leaves the DLQ only once the broker confirmed its copy.
+
+    Only the messages present when the replay begins are taken, so an event failing again
+    at once is not replayed in a loop. Consumers that handled an event already ignore its
+    replay (inbox). Return the number replayed.
+    """
+    connection = await bus.connect(amqp_url, robust=False)
+    try:
+        channel = await bus.open_channel(connection)
+        queue = await _queue_passive(channel, queue_name)
+        exchange = await _exchange_passive(channel, exchange_name)
+        waiting = queue.declaration_result.message_count or 0
+        todo = waiting if limit is None else min(limit, waiting)
+        replayed = 0
+        while replayed < todo:
+            message = await queue.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            await _replay_one(exchange, message)
+            replayed += 1
+        return replayed
+    finally:
+        await bus.close_quietly(connection)
+
+
+async def _replay_one(exchange: AbstractExchange, message: AbstractIncomingMessage) -> None:
+    headers = message.headers
+    routing_key = str(headers.get(ORIGINAL_ROUTING_KEY) or message.routing_key or "")
+    fresh = {
+        key: value
+        for key, value in headers.items()
+        if key not in _FAILURE_HEADERS and not key.startswith(_BROKER_HEADER_PREFIXES)
+    }
+    try:
+        await exchange.publish(_copy(message, fresh), routing_key, mandatory=True)
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            await message.nack(requeue=True)
+        raise RuntimeError(
+            f"could not replay event {message.message_id} with routing key {routing_key!r} "
+            f"(is any queue bound to it?): {type(exc).__name__}: {exc}; it stays in the DLQ"
+        ) from exc
+    await message.ack()

@@ -1,0 +1,234 @@
+"""Bad input, missing tokens and wrong roles get the documented status, and write nothing."""
+
+from __future__ import annotations
+
+import uuid
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+from google.type import money_pb2
+from tiket.user.v1 import user_pb2
+
+from libs.auth import Role
+from services.user.tests.helpers import idr, new_user
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+
+
+def bad_request_fields(error: grpc.aio.AioRpcError) -> list[str]:
+    """Field names in the google.rpc.BadRequest detail of `error`."""
+    raw = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
+    assert raw, "INVALID_ARGUMENT must carry google.rpc.BadRequest details"
+    status = status_pb2.Status.FromString(raw)
+    detail = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(detail)
+    return [v.field for v in detail.field_violations]
+
+
+async def row_counts(db) -> tuple[int, ...]:
+    cur = await db.execute(
+        "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM ledger_entries),"
+        " (SELECT count(*) FROM holds), (SELECT count(*) FROM outbox), (SELECT count(*) FROM pets)"
+    )
+    return await cur.fetchone()
+
+
+@pytest.mark.parametrize(
+    ("method", "request_factory", "field"),
+    [
+        (
+            "CreateUser",
+            lambda u: user_pb2.CreateUserRequest(card_id="card-1", full_name="X"),
+            "card_id",
+        ),
+        (
+            "CreateUser",
+            lambda u: user_pb2.CreateUserRequest(card_id="ABC", full_name="X"),
+            "card_id",
+        ),
+        (
+            "CreateUser",
+            lambda u: user_pb2.CreateUserRequest(card_id="ABCDEFGH", full_name=""),
+            "full_name",
+        ),
+        (
+            "CreateUser",
+            lambda u: user_pb2.CreateUserRequest(card_id="ABCDEFGH", full_name="x" * 256),
+            "full_name",
+        ),
+        (
+            "CreateUser",
+            lambda u: user_pb2.CreateUserRequest(card_id="ABCDEFGH", full_name="X", email="nope"),
+            "email",
+        ),
+        (
+            "TopUp",
+            lambda u: user_pb2.TopUpRequest(user_id=u, amount=idr(0), idempotency_key="k"),
+            "amount",
+        ),
+        (
+            "TopUp",
+            lambda u: user_pb2.TopUpRequest(user_id=u, amount=idr(-5), idempotency_key="k"),
+            "amount",
+        ),
+        ("TopUp", lambda u: user_pb2.TopUpRequest(user_id=u, amount=idr(5)), "idempotency_key"),
+        (
+            "TopUp",
+            lambda u: user_pb2.TopUpRequest(user_id=u, amount=idr(5), idempotency_key="k" * 101),
+            "idempotency_key",
+        ),
+        (
+            "TopUp",
+            lambda u: user_pb2.TopUpRequest(
+                user_id=u,
+                amount=money_pb2.Money(currency_code="USD", units=5),
+                idempotency_key="k",
+            ),
+            "amount.currency_code",
+        ),
+        ("GetWallet", lambda u: user_pb2.GetWalletRequest(user_id="not-a-uuid"), "user_id"),
+        ("GetUser", lambda u: user_pb2.GetUserRequest(), "key"),
+        (
+            "PlaceHold",
+            lambda u: user_pb2.PlaceHoldRequest(user_id=u, amount=idr(5), reference=""),
+            "reference",
+        ),
+        ("CaptureHold", lambda u: user_pb2.CaptureHoldRequest(final_amount=idr(5)), "hold"),
+        (
+            "CaptureHold",
+            lambda u: user_pb2.CaptureHoldRequest(hold=user_pb2.HoldSelector(reference="x")),
+            "final_amount",
+        ),
+        (
+            "ChangeUserStatus",
+            lambda u: user_pb2.ChangeUserStatusRequest(
+                user_id=u, status=user_pb2.USER_STATUS_BLOCKED
+            ),
+            "reason",
+        ),
+        (
+            "ListUsers",
+            lambda u: user_pb2.ListUsersRequest(page_token="garbage"),
+            "page_token",
+        ),
+        ("ListUsers", lambda u: user_pb2.ListUsersRequest(page_size=501), "page_size"),
+    ],
+)
+async def test_bad_input_names_the_field_and_writes_nothing(
+    users, db, method, request_factory, field
+):
+    user = await new_user(users, balance=10_000)
+    before = await row_counts(db)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await users.call(method, request_factory(user.id))
+    assert err.value.code() == INVALID
+    assert field in bad_request_fields(err.value)
+    assert await row_counts(db) == before
+
+
+async def test_unknown_ids_are_not_found(users, db):
+    before = await row_counts(db)
+    missing = str(uuid.uuid4())
+    calls = [
+        ("GetUser", user_pb2.GetUserRequest(user_id=missing)),
+        ("GetUser", user_pb2.GetUserRequest(card_id="NOSUCHCARD")),
+        ("GetWallet", user_pb2.GetWalletRequest(user_id=missing)),
+        ("TopUp", user_pb2.TopUpRequest(user_id=missing, amount=idr(5), idempotency_key="k")),
+        ("PlaceHold", user_pb2.PlaceHoldRequest(user_id=missing, amount=idr(5), reference="r")),
+        (
+            "CaptureHold",
+            user_pb2.CaptureHoldRequest(
+                hold=user_pb2.HoldSelector(hold_id=missing), final_amount=idr(1)
+            ),
+        ),
+        ("AddPet", user_pb2.AddPetRequest(user_id=missing, name="Milo", species="cat")),
+    ]
+    for method, request in calls:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await users.call(method, request)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND, method
+    assert await row_counts(db) == before
+
+
+async def test_duplicate_card_is_already_exists(users):
+    await new_user(users, card_id="DUPCARD01")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await new_user(users, card_id="DUPCARD01")
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert "DUPCARD01" in err.value.details()
+
+
+async def test_missing_or_bad_token_is_unauthenticated(users, db):
+    before = await row_counts(db)
+    request = user_pb2.CreateUserRequest(card_id="NOTOKEN01", full_name="X")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await users.stub.CreateUser(request)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await users.stub.CreateUser(request, metadata=[("authorization", "Bearer not.a.jwt")])
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert await row_counts(db) == before
+
+
+async def test_roles_are_enforced(users, db):
+    user = await new_user(users, balance=10_000)
+    other = await new_user(users)
+    before = await row_counts(db)
+    denied = [
+        (
+            "CreateUser",
+            user_pb2.CreateUserRequest(card_id="ROLECARD1", full_name="X"),
+            Role.USER,
+            user.id,
+        ),
+        (
+            "CreateUser",
+            user_pb2.CreateUserRequest(card_id="ROLECARD1", full_name="X"),
+            Role.GATE,
+            "A-ENTRY-01",
+        ),
+        ("GetWallet", user_pb2.GetWalletRequest(user_id=other.id), Role.USER, user.id),
+        (
+            "TopUp",
+            user_pb2.TopUpRequest(user_id=other.id, amount=idr(5), idempotency_key="k"),
+            Role.USER,
+            user.id,
+        ),
+        (
+            "PlaceHold",
+            user_pb2.PlaceHoldRequest(user_id=user.id, amount=idr(5), reference="r"),
+            Role.USER,
+            user.id,
+        ),
+        ("ListUsers", user_pb2.ListUsersRequest(), Role.GATE, "A-ENTRY-01"),
+    ]
+    for method, request, role, sub in denied:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await users.call(method, request, role=role, sub=sub)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED, (method, role)
+    assert await row_counts(db) == before
+
+
+async def test_a_user_sees_and_tops_up_only_their_own_wallet(users):
+    user = await new_user(users)
+    await users.call(
+        "TopUp",
+        user_pb2.TopUpRequest(user_id=user.id, amount=idr(5_000), idempotency_key="self"),
+        role=Role.USER,
+        sub=user.id,
+    )
+    wallet = await users.call(
+        "GetWallet", user_pb2.GetWalletRequest(user_id=user.id), role=Role.USER, sub=user.id
+    )
+    assert wallet.balance.units == 5_000
+
+
+async def test_gates_may_export_the_offline_list(users):
+    await new_user(users, balance=1_000)
+    call = users.stub.ExportUsers(
+        user_pb2.ExportUsersRequest(), metadata=users.metadata(Role.GATE, "A-ENTRY-01")
+    )
+    items = [item async for item in call]
+    assert items[-1].WhichOneof("item") == "next_since"
+    assert [i.user.available.units for i in items[:-1]] == [1_000]
