@@ -16,12 +16,11 @@ from libs.auth import Role, mint
 TOKEN_TTL_SECONDS = 3600
 
 
-def service_config(
-    service: str, *, timeout_seconds: float, retry_methods: Sequence[str] | None
-) -> str:
-    """gRPC service config: a default deadline for every method of `service`, and retries
-    on UNAVAILABLE for `retry_methods` (None = every method; each tiket mutating RPC is
-    idempotent by key, so a retry never applies twice)."""
+def service_config(service: str, retry_methods: Sequence[str] | None) -> str:
+    """gRPC service config retrying UNAVAILABLE for `retry_methods` of `service` (None =
+    every method; each tiket mutating RPC is idempotent by key, so a retry never applies
+    twice). Deadlines are not set here: grpcio applies a service-config timeout too early
+    (grpc/grpc#40633), so the interceptor below puts one on each call instead."""
     names = (
         [{"service": service}]
         if retry_methods is None
@@ -29,7 +28,6 @@ def service_config(
     )
     retry = {
         "name": names,
-        "timeout": f"{timeout_seconds}s",
         "retryPolicy": {
             "maxAttempts": 4,
             "initialBackoff": "0.05s",
@@ -38,22 +36,21 @@ def service_config(
             "retryableStatusCodes": ["UNAVAILABLE"],
         },
     }
-    configs = [retry]
-    if retry_methods is not None:
-        configs.append({"name": [{"service": service}], "timeout": f"{timeout_seconds}s"})
-    return json.dumps({"methodConfig": configs})
+    return json.dumps({"methodConfig": [retry]})
 
 
-class _AuthAndTrace(aio.UnaryUnaryClientInterceptor, aio.UnaryStreamClientInterceptor):
-    """Adds the service token and the current traceparent/request id to every call."""
+class _CallDefaults(aio.UnaryUnaryClientInterceptor, aio.UnaryStreamClientInterceptor):
+    """Adds the default deadline, the service token and the current traceparent/request id
+    to every call."""
 
-    def __init__(self, secret: str, caller: str) -> None:
+    def __init__(self, secret: str, caller: str, timeout_seconds: float) -> None:
         self.secret = secret
         self.caller = caller
+        self.timeout_seconds = timeout_seconds
         self._token = ""
         self._token_expires = 0.0
 
-    def _metadata(self, details: aio.ClientCallDetails) -> aio.ClientCallDetails:
+    def _details(self, details: aio.ClientCallDetails) -> aio.ClientCallDetails:
         now = time.time()
         if now > self._token_expires - 60:
             self._token = mint(self.secret, Role.SERVICE, self.caller, TOKEN_TTL_SECONDS)
@@ -64,15 +61,16 @@ class _AuthAndTrace(aio.UnaryUnaryClientInterceptor, aio.UnaryStreamClientInterc
             metadata.append(("traceparent", traceparent))
         if request_id := tracing.current_request_id():
             metadata.append(("x-request-id", request_id))
+        timeout = self.timeout_seconds if details.timeout is None else details.timeout
         return aio.ClientCallDetails(
-            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+            details.method, timeout, metadata, details.credentials, details.wait_for_ready
         )
 
     async def intercept_unary_unary(self, continuation, details, request):
-        return await continuation(self._metadata(details), request)
+        return await continuation(self._details(details), request)
 
     async def intercept_unary_stream(self, continuation, details, request):
-        return await continuation(self._metadata(details), request)
+        return await continuation(self._details(details), request)
 
 
 def service_channel(
@@ -87,16 +85,13 @@ def service_channel(
     """A channel to `service` at `target` for the service named `caller`. Create it once
     and share it: channels multiplex calls and reconnect on their own."""
     options = [
-        (
-            "grpc.service_config",
-            service_config(service, timeout_seconds=timeout_seconds, retry_methods=retry_methods),
-        ),
+        ("grpc.service_config", service_config(service, retry_methods)),
         ("grpc.enable_retries", 1),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.max_reconnect_backoff_ms", 2_000),
     ]
     return aio.insecure_channel(
-        target, options=options, interceptors=[_AuthAndTrace(secret, caller)]
+        target, options=options, interceptors=[_CallDefaults(secret, caller, timeout_seconds)]
     )
 
 

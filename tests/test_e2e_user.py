@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import pytest
 from libs.auth import mint
 from libs.config import load
 from libs.db.database import drop_database
+from tests.support.cleanup import delete_exchange
 from tests.support.processes import ServiceProcess, grpcurl, service_process
 from tests.support.settings import isolated_env
 
@@ -24,7 +26,9 @@ def user_process() -> Iterator[ServiceProcess]:
     env = isolated_env()
     with service_process("user", env) as child:
         yield child
-    drop_database(load(env).database_url("user"))
+    settings = load(env)
+    drop_database(settings.database_url("user"))
+    asyncio.run(delete_exchange(settings.amqp_url, settings.events_exchange))
 
 
 @pytest.fixture

@@ -1,0 +1,427 @@
+"""Helpers shared by the benchmarks in bench/: latency figures over a measurement window, a
+plain-text table, a service started as its own process on an isolated database, CPU use read
+from /proc, pgbench runs with their per-transaction logs, and clean-up of what a run made."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import re
+import signal
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aio_pika
+import redis.asyncio as redis
+
+from cli import health
+from libs.config import Settings, load
+from libs.db.database import drop_database
+
+REPO = Path(__file__).resolve().parent.parent
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# --- latency and throughput -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    count: int
+    mean_ms: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Operations completed inside a measurement window: their rate and latencies."""
+
+    rate: float  # per second
+    latency: LatencyStats
+
+
+@dataclass
+class Samples:
+    """Completed operations of one kind: when each ended and how long it took (seconds,
+    on one clock)."""
+
+    ends: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+
+    def add(self, end: float, latency: float) -> None:
+        self.ends.append(end)
+        self.latencies.append(latency)
+
+    def measure(self, start: float, stop: float) -> Measured:
+        """Figures of the operations that ended in [start, stop): warm-up and stragglers
+        stay out, and the rate is their count over the window's length."""
+        inside = [
+            lat for end, lat in zip(self.ends, self.latencies, strict=True) if start <= end < stop
+        ]
+        return Measured(len(inside) / (stop - start), summarize(inside))
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of an ascending sequence; NaN when empty."""
+    if not ordered:
+        return math.nan
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def summarize(seconds: Iterable[float]) -> LatencyStats:
+    ordered = sorted(seconds)
+    if not ordered:
+        return LatencyStats(0, math.nan, math.nan, math.nan, math.nan, math.nan)
+    ms = [s * 1000 for s in ordered]
+    return LatencyStats(
+        count=len(ms),
+        mean_ms=sum(ms) / len(ms),
+        p50_ms=percentile(ms, 50),
+        p95_ms=percentile(ms, 95),
+        p99_ms=percentile(ms, 99),
+        max_ms=ms[-1],
+    )
+
+
+# --- output ---------------------------------------------------------------------------
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain-text table: the first column left-aligned, the others right-aligned;
+    floats with one decimal."""
+    cells = [[_cell(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        first, *rest = values
+        parts = [first.ljust(widths[0])] + [
+            v.rjust(w) for v, w in zip(rest, widths[1:], strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *map(line, cells)])
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:,.1f}"
+    return str(value)
+
+
+def say(message: str, *, end: str = "\n") -> None:
+    """Progress for the person watching, on stderr (stdout carries the results)."""
+    print(message, end=end, file=sys.stderr, flush=True)
+
+
+def progress(label: str, done: int, total: int) -> None:
+    """A counter that rewrites its own line on a terminal."""
+    if sys.stderr.isatty():
+        say(f"\r{label} {done}/{total}", end="\n" if done == total else "")
+    elif done == total:
+        say(f"{label} {done}/{total}")
+
+
+# --- an isolated service process -------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def isolated_env(services: Sequence[str], **overrides: str) -> dict[str, str]:
+    """TIKET_* variables that keep a benchmark run apart from everything else on the
+    servers: its own database prefix, exchange, Redis prefix and free ports."""
+    run = uuid.uuid4().hex[:8]
+    env = {
+        "TIKET_DB_PREFIX": f"tiket_bench_{run}_",
+        "TIKET_EVENTS_EXCHANGE": f"tiket.events.bench.{run}",
+        "TIKET_REDIS_PREFIX": f"bench{run}:",
+        "TIKET_LOG_LEVEL": "warning",
+        "TIKET_GRACE_SECONDS": "2",
+    }
+    for name in services:
+        env[f"TIKET_{name.upper()}_PORT"] = str(free_port())
+        env[f"TIKET_{name.upper()}_METRICS_PORT"] = str(free_port())
+    env.update(overrides)
+    return env
+
+
+class ServiceProcess:
+    """`python -m cli.main serve NAME`, the real service, in its own process; its log goes
+    to a temporary file (shown when it fails to start)."""
+
+    def __init__(self, name: str, env: Mapping[str, str]) -> None:
+        self.name = name
+        self.env = {**os.environ, **env}
+        self.settings = load(self.env)
+        self.address = f"127.0.0.1:{self.settings.grpc_ports[name]}"
+        fd, path = tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")
+        os.close(fd)
+        self.log_path = Path(path)
+        self._process: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, "not started"
+        return self._process.pid
+
+    async def start(self, timeout: float = 60.0) -> None:
+        """Start it and return once its health check says SERVING."""
+        with self.log_path.open("wb") as log:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "cli.main",
+                "serve",
+                self.name,
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,  # Ctrl-C reaches the benchmark, which stops it in order
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.returncode is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with code {self._process.returncode}:\n{self.log_tail()}"
+                )
+            if await health.check(self.address) == "SERVING":
+                return
+            await asyncio.sleep(0.2)
+        raise RuntimeError(f"{self.name} did not report SERVING within {timeout:.0f} s")
+
+    async def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM, wait for the drain, SIGKILL when it takes too long; safe to repeat."""
+        process, self._process = self._process, None
+        if process is None or process.returncode is not None:
+            return None if process is None else process.returncode
+        process.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(process.wait(), timeout)
+        except TimeoutError:
+            process.kill()
+            return await process.wait()
+
+    def log_tail(self, lines: int = 20) -> str:
+        text = self.log_path.read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def close(self) -> None:
+        """Remove the log file (after stop())."""
+        self.log_path.unlink(missing_ok=True)
+
+
+# --- CPU use ----------------------------------------------------------------------------
+
+# What to account CPU to: a pid, or a command name (every process of that name, e.g. postgres).
+CpuSource = int | str
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    at: float
+    used: dict[str, float]  # label -> CPU seconds so far
+    machine_busy: int  # clock ticks, all cores
+    machine_iowait: int
+    machine_total: int
+
+
+def cpu_snapshot(sources: Mapping[str, CpuSource]) -> CpuSnapshot:
+    by_name = _cpu_by_command()
+    used = {
+        label: (_cpu_of_pid(src) if isinstance(src, int) else by_name.get(src, 0.0))
+        for label, src in sources.items()
+    }
+    busy, iowait, total = _machine_ticks()
+    return CpuSnapshot(time.monotonic(), used, busy, iowait, total)
+
+
+def cpu_percent(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, float]:
+    """Per label, percent of one core used between the snapshots; "machine" is the busy
+    share of all cores and "iowait" the share idle while waiting for the disk (fsync).
+    (Processes that ended in between are not counted.)"""
+    wall = after.at - before.at
+    shares = {
+        label: 100 * (after.used[label] - before.used.get(label, 0.0)) / wall
+        for label in after.used
+    }
+    total = after.machine_total - before.machine_total
+    if total:
+        shares["machine"] = 100 * (after.machine_busy - before.machine_busy) / total
+        shares["iowait"] = 100 * (after.machine_iowait - before.machine_iowait) / total
+    return shares
+
+
+async def machine_load(seconds: float = 1.0) -> float:
+    """Busy share (%) of all cores over the next `seconds`: what else runs on the machine
+    before a benchmark starts (figures taken under load are not comparable)."""
+    before = cpu_snapshot({})
+    await asyncio.sleep(seconds)
+    return cpu_percent(before, cpu_snapshot({}))["machine"]
+
+
+def _stat_times(stat: str) -> tuple[str, float]:
+    """(command, user + system CPU seconds) from a /proc/<pid>/stat line."""
+    command = stat[stat.index("(") + 1 : stat.rindex(")")]
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return command, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _cpu_of_pid(pid: int) -> float:
+    try:
+        return _stat_times(Path(f"/proc/{pid}/stat").read_text())[1]
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+
+
+def _cpu_by_command() -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            command, seconds = _stat_times((entry / "stat").read_text())
+            totals[command] = totals.get(command, 0.0) + seconds
+    return totals
+
+
+def _machine_ticks() -> tuple[int, int, int]:
+    """(busy, iowait, total) clock ticks of all cores since boot."""
+    first = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    ticks = [int(v) for v in first[:8]]  # user nice system idle iowait irq softirq steal
+    return sum(ticks) - ticks[3] - ticks[4], ticks[4], sum(ticks)
+
+
+# --- pgbench ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PgbenchResult:
+    tps: float  # as pgbench reports it: whole run, without connection time
+    latency_avg_ms: float
+    processed: int
+    failed: int
+    window: Measured  # from the per-transaction log, warm-up left out
+    cpu: dict[str, float]
+
+
+async def run_pgbench(
+    database_url: str,
+    script: Path,
+    *,
+    clients: int,
+    duration: int,
+    warmup: float,
+    variables: Mapping[str, object] | None = None,
+    jobs: int | None = None,
+    cpu_sources: Mapping[str, CpuSource] | None = None,
+) -> PgbenchResult:
+    """Run `script` with -M prepared and a per-transaction log; figures of the window
+    [first start + warmup, first start + duration) come from that log, so they are defined
+    as the service's are. CPU is sampled over about the same window."""
+    jobs = jobs or min(clients, os.cpu_count() or 1)
+    with tempfile.TemporaryDirectory(prefix="bench-pgbench-") as logs:
+        args = [
+            "pgbench", "--no-vacuum", "--protocol=prepared", f"--file={script}",
+            f"--client={clients}", f"--jobs={jobs}", f"--time={duration}",
+            "--log", f"--log-prefix={logs}/tx",
+            *(f"--define={k}={v}" for k, v in (variables or {}).items()),
+            database_url,
+        ]  # fmt: skip
+        process = await asyncio.create_subprocess_exec(
+            *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        cpu = await _sample_cpu(cpu_sources or {}, warmup, duration)
+        out, err = await process.communicate()
+        text = out.decode() + err.decode()
+        if process.returncode != 0:
+            raise RuntimeError(f"pgbench exited with {process.returncode}:\n{text[-2000:]}")
+        samples = read_pgbench_log(Path(logs))
+    if not samples.ends:
+        raise RuntimeError(f"pgbench logged no successful transaction:\n{text[-2000:]}")
+    first = min(end - lat for end, lat in zip(samples.ends, samples.latencies, strict=True))
+    return PgbenchResult(
+        tps=_number(r"tps = ([\d.]+) \(without initial connection time\)", text),
+        latency_avg_ms=_number(r"latency average = ([\d.]+) ms", text),
+        processed=int(_number(r"number of transactions actually processed: (\d+)", text)),
+        failed=int(_number(r"number of failed transactions: (\d+)", text, default=0)),
+        window=samples.measure(first + warmup, first + duration),
+        cpu=cpu,
+    )
+
+
+async def _sample_cpu(
+    sources: Mapping[str, CpuSource], warmup: float, duration: float
+) -> dict[str, float]:
+    await asyncio.sleep(warmup)
+    before = cpu_snapshot(sources)
+    await asyncio.sleep(max(0.1, duration - warmup - 0.2))
+    return cpu_percent(before, cpu_snapshot(sources))
+
+
+def read_pgbench_log(directory: Path) -> Samples:
+    """Transactions of pgbench's --log files (one per thread): completion time (epoch s)
+    and latency (s). Lines of failed or skipped transactions are left out."""
+    samples = Samples()
+    for path in sorted(directory.iterdir()):
+        for line in path.read_text().splitlines():
+            # client_id transaction_no time script_no time_epoch time_us [...]
+            parts = line.split()
+            if len(parts) < 6 or not parts[2].isdigit():
+                continue
+            samples.add(int(parts[4]) + int(parts[5]) / 1e6, int(parts[2]) / 1e6)
+    return samples
+
+
+def _number(pattern: str, text: str, default: float | None = None) -> float:
+    match = re.search(pattern, text)
+    if match:
+        return float(match.group(1))
+    if default is None:
+        raise RuntimeError(f"pgbench output lacks /{pattern}/:\n{text[-2000:]}")
+    return default
+
+
+# --- clean-up ------------------------------------------------------------------------------
+
+
+async def remove_run_state(settings: Settings, services: Sequence[str]) -> None:
+    """Drop the run's databases, delete its exchange and its Redis keys."""
+    assert settings.db_prefix.startswith("tiket_bench_"), "refusing to drop non-benchmark data"
+    assert settings.redis_prefix.startswith("bench"), "refusing to delete non-benchmark keys"
+    for name in services:
+        await asyncio.to_thread(drop_database, settings.database_url(name))
+    await _delete_exchange(settings.amqp_url, settings.events_exchange)
+    await _delete_redis_prefix(settings.redis_url, settings.redis_prefix)
+
+
+async def _delete_exchange(amqp_url: str, name: str) -> None:
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.exchange_delete(name)
+
+
+async def _delete_redis_prefix(redis_url: str, prefix: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()

@@ -1,0 +1,390 @@
+"""Wallet holds through the user service, measured against the same SQL in pgbench.
+
+    .venv/bin/python -m bench.holds [--duration 15] [--concurrency 32] [--users 200] [--json]
+
+One op = PlaceHold(random wallet, 12 000) then CaptureHold(reference, 7 000), what a check-in
+and a check-out cost the wallet. The benchmark starts its own user service process on an
+isolated database, runs the op from `--concurrency` workers for `--duration` seconds, stops
+the service, runs bench/sql/place_capture.sql in pgbench with as many clients for as long,
+prints both and their ratio, checks the money invariants and removes what it created.
+See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import random
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import grpc
+import psycopg
+from grpc import aio
+from tiket.user.v1 import user_pb2, user_pb2_grpc
+
+from bench import common
+from bench.common import Measured, PgbenchResult, Samples, ServiceProcess
+from libs.auth import mint
+from libs.money import to_money
+from services.user import store
+from services.user.domain import MAX_BALANCE
+
+SCRIPT = Path(__file__).parent / "sql" / "place_capture.sql"
+HOLD = to_money(Decimal(12_000))
+FINAL = to_money(Decimal(7_000))
+CALL_TIMEOUT = 10.0  # seconds; a call slower than this is an error, not a data point
+SETUP_CONCURRENCY = 16
+GOAL_RATIO = 25.0  # ARCHITECTURE.md "Targets": >= 25 % of pgbench on the same SQL
+KINDS = ("op", "PlaceHold", "CaptureHold")
+
+
+@dataclass(frozen=True)
+class Options:
+    duration: int
+    concurrency: int
+    users: int
+    pool_max: int
+    warmup: float
+    as_json: bool
+
+
+@dataclass
+class Workload:
+    """What the workers recorded, on the perf_counter clock."""
+
+    started: float
+    samples: dict[str, Samples] = field(default_factory=lambda: {k: Samples() for k in KINDS})
+    errors: Counter[str] = field(default_factory=Counter)
+    cpu: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Report:
+    options: Options
+    grpc: dict[str, Measured]
+    errors: dict[str, int]
+    service_cpu: dict[str, float]
+    pgbench: PgbenchResult
+    violations: list[str]
+    load_before: float  # % of all cores busy before the run started
+
+    @property
+    def ratio(self) -> float:
+        """Service ops/s as a percentage of pgbench transactions/s."""
+        baseline = self.pgbench.window.rate
+        return 100 * self.grpc["op"].rate / baseline if baseline else math.nan
+
+
+def parse_args(argv: Sequence[str] | None) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.holds", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--duration", type=int, default=15, help="seconds per run (default 15)")
+    parser.add_argument(
+        "--concurrency", type=int, default=32, help="gRPC workers = pgbench clients (default 32)"
+    )
+    parser.add_argument("--users", type=int, default=200, help="wallets (default 200)")
+    parser.add_argument(
+        "--pool-max", type=int, help="service TIKET_DB_POOL_MAX (default: --concurrency)"
+    )
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds left out (default 2)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args(argv)
+    if args.duration <= args.warmup:
+        parser.error("--duration must be longer than --warmup")
+    return Options(
+        duration=args.duration,
+        concurrency=args.concurrency,
+        users=args.users,
+        pool_max=args.pool_max or args.concurrency,
+        warmup=args.warmup,
+        as_json=args.json,
+    )
+
+
+# --- setup ------------------------------------------------------------------------------
+
+
+async def create_wallets(
+    stub: user_pb2_grpc.UserServiceStub, metadata: tuple[tuple[str, str], ...], count: int
+) -> list[str]:
+    """`count` users, each topped up to the largest balance a wallet may hold."""
+    run = uuid.uuid4().hex[:8].upper()
+    gate = asyncio.Semaphore(SETUP_CONCURRENCY)
+    ids: list[str] = []
+
+    async def one(index: int) -> None:
+        async with gate:
+            user = await stub.CreateUser(
+                user_pb2.CreateUserRequest(card_id=f"B{run}{index:06d}", full_name="Bench Rider"),
+                metadata=metadata,
+                timeout=CALL_TIMEOUT,
+            )
+            await stub.TopUp(
+                user_pb2.TopUpRequest(
+                    user_id=user.id, amount=to_money(MAX_BALANCE), idempotency_key="bench-init"
+                ),
+                metadata=metadata,
+                timeout=CALL_TIMEOUT,
+            )
+        ids.append(user.id)
+        common.progress("  wallets created and topped up:", len(ids), count)
+
+    await asyncio.gather(*(one(i) for i in range(count)))
+    return ids
+
+
+async def load_bench_users(database_url: str, user_ids: Sequence[str]) -> None:
+    """bench_users(n, id): pgbench picks a random wallet as a random n."""
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        await conn.execute("CREATE TABLE bench_users (n serial PRIMARY KEY, id uuid NOT NULL)")
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO bench_users (id) VALUES (%s)", [(i,) for i in user_ids]
+            )
+        await conn.execute("ANALYZE")
+        await conn.commit()
+
+
+# --- the workload -------------------------------------------------------------------------
+
+
+async def run_workload(
+    stub: user_pb2_grpc.UserServiceStub,
+    metadata: tuple[tuple[str, str], ...],
+    user_ids: Sequence[str],
+    options: Options,
+    service_pid: int,
+) -> Workload:
+    work = Workload(started=time.perf_counter())
+    deadline = work.started + options.duration
+    sources: dict[str, common.CpuSource] = {
+        "service": service_pid,
+        "load generator": os.getpid(),
+        "postgres": "postgres",
+    }
+    probe = asyncio.create_task(_probe_cpu(work, sources, options))
+    run = uuid.uuid4().hex[:8]
+    await asyncio.gather(
+        *(
+            _worker(stub, metadata, user_ids, deadline, work, f"bench-{run}-{n}")
+            for n in range(options.concurrency)
+        )
+    )
+    await probe
+    return work
+
+
+async def _worker(
+    stub: user_pb2_grpc.UserServiceStub,
+    metadata: tuple[tuple[str, str], ...],
+    user_ids: Sequence[str],
+    deadline: float,
+    work: Workload,
+    prefix: str,
+) -> None:
+    clock, rng, n = time.perf_counter, random.Random(prefix), 0
+    op, place, capture = (work.samples[k] for k in ("op", "PlaceHold", "CaptureHold"))
+    while (began := clock()) < deadline:
+        n += 1
+        reference = f"{prefix}-{n}"
+        try:
+            await stub.PlaceHold(
+                user_pb2.PlaceHoldRequest(
+                    user_id=rng.choice(user_ids), amount=HOLD, reference=reference
+                ),
+                metadata=metadata,
+                timeout=CALL_TIMEOUT,
+            )
+        except aio.AioRpcError as exc:
+            work.errors[f"PlaceHold {exc.code().name}"] += 1
+            continue
+        placed = clock()
+        place.add(placed, placed - began)
+        try:
+            await stub.CaptureHold(
+                user_pb2.CaptureHoldRequest(
+                    hold=user_pb2.HoldSelector(reference=reference), final_amount=FINAL
+                ),
+                metadata=metadata,
+                timeout=CALL_TIMEOUT,
+            )
+        except aio.AioRpcError as exc:
+            work.errors[f"CaptureHold {exc.code().name}"] += 1
+            continue
+        done = clock()
+        capture.add(done, done - placed)
+        op.add(done, done - began)
+
+
+async def _probe_cpu(
+    work: Workload, sources: dict[str, common.CpuSource], options: Options
+) -> None:
+    """CPU use over the measurement window (after the warm-up)."""
+    await asyncio.sleep(options.warmup)
+    before = common.cpu_snapshot(sources)
+    await asyncio.sleep(options.duration - options.warmup)
+    work.cpu = common.cpu_percent(before, common.cpu_snapshot(sources))
+
+
+def measure(work: Workload, options: Options) -> dict[str, Measured]:
+    start = work.started + options.warmup
+    stop = work.started + options.duration
+    return {kind: work.samples[kind].measure(start, stop) for kind in KINDS}
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+async def benchmark(options: Options) -> Report:
+    env = common.isolated_env(["user"], TIKET_DB_POOL_MAX=str(options.pool_max))
+    service = ServiceProcess("user", env)
+    settings = service.settings
+    database_url = settings.database_url("user")
+    metadata = (("authorization", f"Bearer {mint(settings.jwt_secret, 'service', 'bench')}"),)
+    load_before = await common.machine_load()
+    try:
+        common.say(f"starting the user service on {service.address} (database {database_url}) …")
+        await service.start()
+        async with aio.insecure_channel(service.address) as channel:
+            stub = user_pb2_grpc.UserServiceStub(channel)
+            user_ids = await create_wallets(stub, metadata, options.users)
+            common.say(f"gRPC: {options.concurrency} workers for {options.duration} s …")
+            work = await run_workload(stub, metadata, user_ids, options, service.pid)
+        common.say("stopping the service (SIGTERM), so it takes no CPU from pgbench …")
+        await service.stop()
+        await load_bench_users(database_url, user_ids)
+        common.say(f"pgbench: {options.concurrency} clients for {options.duration} s …")
+        pgbench = await common.run_pgbench(
+            database_url,
+            SCRIPT,
+            clients=options.concurrency,
+            duration=options.duration,
+            warmup=options.warmup,
+            variables={"users": len(user_ids)},
+            cpu_sources={"pgbench": "pgbench", "postgres": "postgres"},
+        )
+        violations = await _violations(database_url)
+    finally:
+        await service.stop()
+        service.close()
+        await common.remove_run_state(settings, ["user"])
+    grpc_figures = measure(work, options)
+    return Report(
+        options, grpc_figures, dict(work.errors), work.cpu, pgbench, violations, load_before
+    )
+
+
+async def _violations(database_url: str) -> list[str]:
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        return await store.invariant_violations(conn)
+
+
+# --- output -------------------------------------------------------------------------------
+
+
+def render(report: Report) -> str:
+    o, pg = report.options, report.pgbench
+    headers = ("", "ops/s", "mean ms", "p50 ms", "p95 ms", "p99 ms", "max ms", "count")
+    rows = [
+        _row("gRPC op (PlaceHold + CaptureHold)", report.grpc["op"]),
+        _row("  PlaceHold", report.grpc["PlaceHold"]),
+        _row("  CaptureHold", report.grpc["CaptureHold"]),
+        _row("pgbench place_capture.sql", pg.window),
+    ]
+    ratio_verdict = "meets" if report.ratio >= GOAL_RATIO else "below"
+    lines = [
+        f"holds: {o.concurrency} workers / pgbench clients, {o.users} wallets, {o.duration} s "
+        f"({o.warmup:g} s warm-up left out), service pool max {o.pool_max}",
+        f"machine busy before the run: {report.load_before:.0f} % of all cores"
+        + (
+            " — other work was running; figures are not comparable"
+            if report.load_before > 10
+            else ""
+        ),
+        "",
+        common.table(headers, rows),
+        "",
+        f"service / pgbench: {report.ratio:.1f} % ({ratio_verdict} the goal of {GOAL_RATIO:g} %)",
+        f"pgbench's own figures: tps {pg.tps:,.1f}, latency average {pg.latency_avg_ms:.2f} ms, "
+        f"{pg.processed} transactions, {pg.failed} failed",
+        f"errors: {_errors(report.errors)}",
+        f"CPU, % of one core — gRPC run: {_cpu(report.service_cpu)}",
+        f"CPU, % of one core — pgbench run: {_cpu(pg.cpu)}",
+        _invariants(report.violations),
+    ]
+    return "\n".join(lines)
+
+
+def _row(label: str, m: Measured) -> list[object]:
+    s = m.latency
+    return [label, m.rate, s.mean_ms, s.p50_ms, s.p95_ms, s.p99_ms, s.max_ms, s.count]
+
+
+def _errors(errors: dict[str, int]) -> str:
+    return ", ".join(f"{k} × {v}" for k, v in sorted(errors.items())) or "none"
+
+
+def _cpu(shares: dict[str, float]) -> str:
+    parts = [f"{k} {v:.0f}" for k, v in shares.items() if k not in {"machine", "iowait"}]
+    return (
+        ", ".join(parts)
+        + f"; machine busy {shares.get('machine', 0):.0f} %, iowait {shares.get('iowait', 0):.0f} %"
+        + " of all cores"
+    )
+
+
+def _invariants(violations: list[str]) -> str:
+    if not violations:
+        return "money invariants: OK"
+    return "money invariants: BROKEN\n" + "\n".join(f"  {v}" for v in violations)
+
+
+def as_json(report: Report) -> str:
+    data = {
+        "options": asdict(report.options),
+        "grpc": {k: asdict(v) for k, v in report.grpc.items()},
+        "errors": report.errors,
+        "cpu_grpc_run": report.service_cpu,
+        "pgbench": asdict(report.pgbench),
+        "ratio_percent": report.ratio,
+        "machine_busy_before_percent": report.load_before,
+        "invariants_ok": not report.violations,
+        "violations": report.violations,
+    }
+    return json.dumps(_finite(data), indent=2, default=str)
+
+
+def _finite(value: object) -> object:
+    """NaN (no samples) as null, so the output is strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    options = parse_args(argv)
+    try:
+        report = asyncio.run(benchmark(options))
+    except (RuntimeError, OSError, grpc.RpcError, psycopg.Error) as exc:
+        sys.exit(f"bench.holds: {exc}")
+    print(as_json(report) if options.as_json else render(report))
+    sys.exit(1 if report.violations else 0)
+
+
+if __name__ == "__main__":
+    main()
