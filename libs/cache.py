@@ -1,6 +1,8 @@
 """Redis as a cache only: get-or-load with a TTL, invalidation, and Redis down = read the
 source. After a Redis failure the cache stays out of the way for a short cool-down, so a dead
-or stalled Redis costs one short timeout, not one per request."""
+or stalled Redis costs one short timeout, not one per request. Invalidations that could not
+reach Redis are kept and applied before the cache is used again, so an entry made stale
+during an outage is never served after it."""
 
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ class Cache:
         self.prefix = prefix
         self.cooldown = cooldown
         self._down_until = 0.0
+        self._lost_invalidations: set[str] = set()
         self.hits = 0
         self.misses = 0
 
@@ -58,8 +61,11 @@ class Cache:
         return value
 
     async def invalidate(self, *keys: str) -> None:
-        if keys:
-            await self._call(self.client.delete, *(self.key(k) for k in keys))
+        if not keys:
+            return
+        full = [self.key(k) for k in keys]
+        if await self._call(self.client.delete, *full) is None:
+            self._lost_invalidations.update(full)
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -72,6 +78,9 @@ class Cache:
         if not self.available:
             return None
         try:
+            if self._lost_invalidations:
+                await self.client.delete(*self._lost_invalidations)
+                self._lost_invalidations.clear()
             return await command(*args, **kwargs)
         except (RedisError, OSError) as exc:
             if self._down_until == 0.0 or self.available:

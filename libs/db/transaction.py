@@ -1,9 +1,11 @@
 """Run a unit of work in one transaction, retrying the races PostgreSQL reports as
-retryable (deadlock, serialization failure) before answering ABORTED."""
+retryable (deadlock, serialization failure) before answering ABORTED, and running the
+work's after-commit callbacks once it is durable."""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -16,6 +18,19 @@ from libs.errors import Aborted, Unavailable
 T = TypeVar("T")
 RETRYABLE = (errors.SerializationFailure, errors.DeadlockDetected)
 
+_after_commit: contextvars.ContextVar[dict[Callable[[], None], None] | None] = (
+    contextvars.ContextVar("after_commit", default=None)
+)
+
+
+def after_commit(callback: Callable[[], None]) -> None:
+    """Call `callback` after the surrounding in_transaction() commits (once, however often
+    it is registered); never when it rolls back. Outside in_transaction() nothing happens:
+    callers use this for things that only make work faster (waking the outbox relay)."""
+    callbacks = _after_commit.get()
+    if callbacks is not None:
+        callbacks[callback] = None
+
 
 async def in_transaction(
     pool: AsyncConnectionPool,
@@ -24,19 +39,29 @@ async def in_transaction(
     attempts: int = 3,
 ) -> T:
     for attempt in range(1, attempts + 1):
+        callbacks: dict[Callable[[], None], None] = {}
+        token = _after_commit.set(callbacks)
         try:
-            async with pool.connection() as conn, conn.transaction():
-                return await work(conn)
+            # Pipeline mode: statements whose results are not read yet travel together, so
+            # the writes at the end of a unit of work and its COMMIT cost one round trip.
+            async with pool.connection() as conn, conn.pipeline(), conn.transaction():
+                result = await work(conn)
         except RETRYABLE as exc:
             if attempt == attempts:
                 raise Aborted(
                     f"lost a concurrent update race, retry: {exc.diag.message_primary}"
                 ) from exc
             await asyncio.sleep(random.uniform(0.005, 0.02) * attempt)
+            continue
         except PoolTimeout as exc:
             raise Unavailable("database is busy or unreachable; retry shortly") from exc
         except errors.OperationalError as exc:
             # Connection lost: a cut-off COMMIT has an unknown outcome, but every mutating RPC
             # is idempotent by key, so the caller may simply retry.
             raise Unavailable(f"database connection failed: {exc}") from exc
+        finally:
+            _after_commit.reset(token)
+        for callback in callbacks:
+            callback()
+        return result
     raise AssertionError("unreachable")

@@ -36,6 +36,7 @@ from aio_pika.abc import (
 )
 from psycopg_pool import AsyncConnectionPool
 
+from libs.db.transaction import in_transaction
 from libs.events import bus
 from libs.events.envelope import CloudEvent, MalformedEvent, parse
 
@@ -171,16 +172,19 @@ class Consumer:
     async def _handle(self, event: CloudEvent) -> bool:
         """Record the event in the inbox and apply it, in one transaction; True when it had
         been handled before (then nothing is applied)."""
-        async with self._pool.connection() as conn, conn.transaction():
+
+        async def work(conn: psycopg.AsyncConnection) -> bool:
             cur = await conn.execute(
                 "INSERT INTO inbox (consumer, event_id, event_type) VALUES (%s, %s, %s) "
-                "ON CONFLICT DO NOTHING",
+                "ON CONFLICT DO NOTHING RETURNING 1",
                 (self.name, event.id, event.type),
             )
-            if cur.rowcount == 0:
+            if await cur.fetchone() is None:
                 return True
             await self._handler(event, conn)
-        return False
+            return False
+
+        return await in_transaction(self._pool, work)
 
     def _after_failure(
         self, message: AbstractIncomingMessage, event: CloudEvent, exc: Exception

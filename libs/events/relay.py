@@ -4,8 +4,9 @@ A row is marked sent only in the transaction that locked it and only after the b
 confirmed every message of its batch, so RabbitMQ being down means events wait, never that
 they are lost (at-least-once: a crash between confirm and commit publishes a batch again,
 which the consumers' inbox absorbs). `FOR UPDATE SKIP LOCKED` lets several replicas share
-one outbox. LISTEN/NOTIFY wakes the relay within milliseconds of a commit; a periodic poll
-covers a lost listener.
+one outbox. The writing process wakes its relay right after each commit (libs/events/outbox.py),
+so latency is milliseconds; a periodic poll finds rows written by other processes or left by
+a crash.
 """
 
 from __future__ import annotations
@@ -21,11 +22,9 @@ from aio_pika.abc import AbstractConnection, AbstractExchange
 from prometheus_client import REGISTRY, Counter
 from psycopg_pool import AsyncConnectionPool
 
-from libs.events import bus
+from libs.events import bus, outbox
 
 log = logging.getLogger(__name__)
-
-CHANNEL = "tiket_outbox"
 
 
 def _counter(name: str, documentation: str) -> Counter:
@@ -78,7 +77,7 @@ class OutboxRelay:
         exchange_name: str,
         *,
         batch_size: int = 100,
-        poll_interval: float = 2.0,
+        poll_interval: float = 1.0,
         publish_timeout: float = 10.0,
     ) -> None:
         self._pool = pool
@@ -99,16 +98,15 @@ class OutboxRelay:
         """Run in the background; RabbitMQ need not be up yet."""
         if self._tasks:
             raise RuntimeError("relay already started")
-        self._tasks = [
-            asyncio.create_task(self._listen(), name="outbox-listen"),
-            asyncio.create_task(self._run(), name="outbox-relay"),
-        ]
+        outbox.add_waker(self._wake.set)
+        self._tasks = [asyncio.create_task(self._run(), name="outbox-relay")]
 
     async def stop(self) -> None:
         """Stop now and disconnect; a batch in flight is rolled back and stays unsent."""
         # The flag as well as cancel(): aiormq can turn a CancelledError into an error of its
         # own, and the loops must still end.
         self._stopping = True
+        outbox.remove_waker(self._wake.set)
         self._wake.set()
         for task in self._tasks:
             task.cancel()
@@ -234,21 +232,3 @@ class OutboxRelay:
     async def _disconnect(self) -> None:
         connection, self._connection, self._exchange = self._connection, None, None
         await bus.close_quietly(connection)
-
-    async def _listen(self) -> None:
-        """Wake the relay on every NOTIFY; reconnect after a lost database connection."""
-        backoff = Backoff()
-        while not self._stopping:
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    str(self._pool.conninfo), autocommit=True
-                ) as conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
-                    backoff.reset()
-                    self._wake.set()  # rows committed while nobody listened
-                    while not self._stopping:
-                        async for _ in conn.notifies(timeout=self._poll_interval):
-                            self._wake.set()
-            except psycopg.Error as exc:
-                log.warning("outbox relay: LISTEN %s failed: %s", CHANNEL, exc)
-                await asyncio.sleep(backoff.next())

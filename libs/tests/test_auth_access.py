@@ -186,7 +186,10 @@ def test_check_allows_listed_roles_on_anyone(policies: dict[str, Policy]) -> Non
 
 def test_nested_owner_field() -> None:
     policy = Policy(
-        roles=frozenset(), self_roles=frozenset({Role.USER}), owner_field="hold.hold_id", public=False
+        roles=frozenset(),
+        self_roles=frozenset({Role.USER}),
+        owner_field="hold.hold_id",
+        public=False,
     )
     request = user_pb2.GetHoldRequest(hold=user_pb2.HoldSelector(hold_id="h-1"))
     policy.check(Principal(Role.USER, "h-1"), request)

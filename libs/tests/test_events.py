@@ -10,7 +10,7 @@ import os
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from yarl import URL
 
 from libs.db.database import open_pool
 from libs.db.migrations import Track
+from libs.db.transaction import in_transaction
 from libs.events import bus
 from libs.events.consumer import (
     Consumer,
@@ -66,16 +67,27 @@ async def wait_until(
         await asyncio.sleep(0.02)
 
 
+class RolledBack(Exception):
+    """Raised inside a unit of work to roll it back."""
+
+
 async def emit_events(
     pool: AsyncConnectionPool, count: int = 1, *, commit: bool = True
 ) -> list[str]:
-    """Emit `count` events in one transaction; roll it back unless `commit`."""
-    async with pool.connection() as conn, conn.transaction(force_rollback=not commit):
-        ids = []
+    """Emit `count` events in one transaction, the way services do (in_transaction, which
+    wakes the relay after the commit); roll it back unless `commit`."""
+    ids: list[str] = []
+
+    async def work(conn: psycopg.AsyncConnection) -> None:
         for _ in range(count):
             user_id = f"u-{uuid.uuid4().hex[:8]}"
             data = wallet_pb2.UserCreated(user_id=user_id, card_id=f"c-{user_id}")
             ids.append((await emit(conn, SOURCE, EVENT_TYPE, user_id, data)).id)
+        if not commit:
+            raise RolledBack
+
+    with suppress(RolledBack):
+        await in_transaction(pool, work)
     return ids
 
 
@@ -274,7 +286,8 @@ async def test_committed_event_is_consumed_once_and_rolled_back_one_never_publis
     tap = await broker.tap()
     recorder = Recorder()
     consumer = await start_consumer(running, pool, broker, recorder)
-    # A poll interval far beyond the deadline below: only NOTIFY can wake the relay in time.
+    # A poll interval far beyond the deadline below: only the after-commit wake-up can get
+    # the event out in time.
     relay = await start_relay(running, pool, AMQP_URL, broker.exchange_name, poll_interval=60)
     await asyncio.sleep(0.2)  # let the relay drain the empty outbox and go to sleep
 

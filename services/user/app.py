@@ -208,52 +208,41 @@ class UserApp:
         ttl: timedelta,
     ) -> Hold:
         async def work(conn: AsyncConnection) -> Hold:
-            if first := await store.hold_by(conn, "reference", reference):
+            found = await store.lock_wallet_and_hold(conn, user_id, reference)
+            wallet, first, now = _found(found, f"user {user_id}")
+            if first is not None:
                 return domain.same_hold(first, user_id, amount)
-            wallet = _found(await store.lock_wallet(conn, user_id), f"user {user_id}")
             domain.require_active(wallet)
             domain.require_available(wallet, amount)
-            hold = await store.insert_hold(
-                conn, user_id, amount, reference, reason or "Trip fare hold", ttl
-            )
-            if hold is None:  # a concurrent first attempt with this reference won
-                first = _found(await store.hold_by(conn, "reference", reference), "hold")
-                return domain.same_hold(first, user_id, amount)
+            hold = domain.new_hold(uuid.uuid4(), user_id, amount, reference, reason, now, ttl)
+            await store.insert_hold(conn, hold)
             await events.hold_changed(conn, "wallet.hold_placed", hold, wallet.available - amount)
             return hold
 
-        return await in_transaction(self.pool, work)
+        try:
+            return await in_transaction(self.pool, work)
+        except errors.UniqueViolation:
+            # A concurrent first attempt with this reference committed before us.
+            return domain.same_hold(await self.get_hold(("reference", reference)), user_id, amount)
 
     async def capture_hold(
         self, selector: tuple[str, object], final_amount: Decimal
     ) -> tuple[Hold, LedgerEntry | None, Wallet]:
         async def work(conn: AsyncConnection) -> tuple[Hold, LedgerEntry | None, Wallet]:
-            hold = await self._locked_hold(conn, selector)
-            now = await _now(conn)
+            hold, now = await self._locked_hold(conn, selector)
             if not domain.check_capture(hold, final_amount, now):
                 entry = await store.entry_of_hold(conn, hold.id)
                 return hold, entry, _found(await store.wallet(conn, hold.user_id), "wallet")
-            hold = await store.capture_hold(conn, hold.id, final_amount)
-            entry = None
-            if final_amount > 0:
-                entry = await store.insert_entry(
-                    conn,
-                    hold.user_id,
-                    LedgerKind.CAPTURE,
-                    -final_amount,
-                    reference=hold.reference,
-                    hold_id=hold.id,
-                    description=hold.reason,
-                )
-            wallet = _found(await store.wallet(conn, hold.user_id), "wallet")
-            await events.hold_changed(conn, "wallet.hold_captured", hold, wallet.available)
-            return hold, entry, wallet
+            captured = domain.captured(hold, final_amount, now)
+            entry, wallet = await store.apply_capture(conn, captured)
+            await events.hold_changed(conn, "wallet.hold_captured", captured, wallet.available)
+            return captured, entry, wallet
 
         return await in_transaction(self.pool, work)
 
     async def release_hold(self, selector: tuple[str, object]) -> Hold:
         async def work(conn: AsyncConnection) -> Hold:
-            hold = await self._locked_hold(conn, selector)
+            hold, _ = await self._locked_hold(conn, selector)
             if not domain.check_release(hold):
                 return hold
             [released] = await store.release_holds(conn, [hold.id], "released")
@@ -286,9 +275,11 @@ class UserApp:
 
         return await in_transaction(self.pool, work)
 
-    async def _locked_hold(self, conn: AsyncConnection, selector: tuple[str, object]) -> Hold:
+    async def _locked_hold(
+        self, conn: AsyncConnection, selector: tuple[str, object]
+    ) -> tuple[Hold, datetime]:
         column, value = selector
-        return _found(await store.hold_by(conn, column, value, lock=True), f"hold {value}")
+        return _found(await store.lock_hold(conn, column, value), f"hold {value}")
 
     # --- export --------------------------------------------------------------------
 
@@ -302,13 +293,6 @@ class UserApp:
             async for snapshot in store.snapshots_since(conn, since):
                 yield snapshot
         yield watermark
-
-
-async def _now(conn: AsyncConnection) -> datetime:
-    cur = await conn.execute("SELECT now()")
-    row = await cur.fetchone()
-    assert row is not None
-    return row[0]
 
 
 def _found(value, what: str):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -165,6 +165,35 @@ def check_capture(hold: Hold, final_amount: Decimal, now: datetime) -> bool:
             "final_amount", f"{final_amount} exceeds the held amount {hold.amount}"
         )
     return True
+
+
+def new_hold(
+    hold_id: uuid.UUID,
+    user_id: uuid.UUID,
+    amount: Decimal,
+    reference: str,
+    reason: str | None,
+    now: datetime,
+    ttl: timedelta,
+) -> Hold:
+    return Hold(
+        id=hold_id,
+        user_id=user_id,
+        amount=amount,
+        final_amount=None,
+        status=HoldStatus.HELD,
+        reference=reference,
+        reason=reason or "Trip fare hold",
+        release_reason=None,
+        expires_at=now + ttl,
+        created_at=now,
+        closed_at=None,
+    )
+
+
+def captured(hold: Hold, final_amount: Decimal, now: datetime) -> Hold:
+    """The hold once captured for `final_amount` (checked by check_capture)."""
+    return replace(hold, status=HoldStatus.CAPTURED, final_amount=final_amount, closed_at=now)
 
 
 def check_release(hold: Hold) -> bool:

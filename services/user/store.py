@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 
-from psycopg import AsyncConnection
-from psycopg.rows import class_row
+from psycopg import AsyncConnection, AsyncCursor
+from psycopg.rows import class_row, dict_row
 from psycopg.types.enum import EnumInfo, register_enum
 
 from services.user.domain import (
@@ -27,10 +27,20 @@ from services.user.domain import (
 USER_COLUMNS = (
     "id, card_id, full_name, email, phone, status, status_reason, registered_at, updated_at"
 )
-HOLD_COLUMNS = (
-    "id, user_id, amount, final_amount, status, reference, reason, release_reason, "
-    "expires_at, created_at, closed_at"
+HOLD_FIELDS = (
+    "id",
+    "user_id",
+    "amount",
+    "final_amount",
+    "status",
+    "reference",
+    "reason",
+    "release_reason",
+    "expires_at",
+    "created_at",
+    "closed_at",
 )
+HOLD_COLUMNS = ", ".join(HOLD_FIELDS)
 LEDGER_COLUMNS = (
     "id, user_id, kind, amount, balance_after, reference, idempotency_key, hold_id, "
     "description, created_at"
@@ -184,6 +194,23 @@ async def insert_entry(
     description: str | None = None,
 ) -> LedgerEntry:
     """Append a ledger row; its trigger moves the balance and fills balance_after."""
+    cur = await _send_entry(
+        conn, user_id, kind, amount, reference, idempotency_key, hold_id, description
+    )
+    return _one(await cur.fetchone())
+
+
+async def _send_entry(
+    conn: AsyncConnection,
+    user_id: uuid.UUID,
+    kind: LedgerKind,
+    amount: Decimal,
+    reference: str | None,
+    idempotency_key: str | None,
+    hold_id: uuid.UUID | None,
+    description: str | None,
+) -> AsyncCursor[LedgerEntry]:
+    """Send the INSERT; the caller reads the row when it needs it (pipeline mode)."""
     cur = conn.cursor(row_factory=class_row(LedgerEntry))
     await cur.execute(
         f"""INSERT INTO ledger_entries
@@ -192,7 +219,7 @@ async def insert_entry(
             VALUES (%s, %s, %s, 0, %s, %s, %s, %s) RETURNING {LEDGER_COLUMNS}""",
         (user_id, kind, amount, reference, idempotency_key, hold_id, description),
     )
-    return _one(await cur.fetchone())
+    return cur
 
 
 async def entry_by_key(
@@ -243,45 +270,106 @@ async def charged_and_refunded(
 # --- holds ---------------------------------------------------------------------------
 
 
-async def insert_hold(
-    conn: AsyncConnection,
-    user_id: uuid.UUID,
-    amount: Decimal,
-    reference: str,
-    reason: str,
-    ttl: timedelta,
-) -> Hold | None:
-    """The new hold, or None when `reference` already names one."""
-    cur = conn.cursor(row_factory=class_row(Hold))
+async def lock_wallet_and_hold(
+    conn: AsyncConnection, user_id: uuid.UUID, reference: str
+) -> tuple[Wallet, Hold | None, datetime] | None:
+    """The wallet, locked, the hold already placed under `reference` if any, and the
+    transaction's clock — everything PlaceHold decides on, in one round trip. None when
+    the user does not exist."""
+    cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
-        f"""INSERT INTO holds (user_id, amount, reference, reason, expires_at)
-            VALUES (%s, %s, %s, %s, now() + %s)
-            ON CONFLICT (reference) DO NOTHING RETURNING {HOLD_COLUMNS}""",
-        (user_id, amount, reference, reason, ttl),
+        f"""SELECT u.id AS user_id, u.status, u.balance, u.held, u.updated_at, now() AS now,
+                   {_prefixed("h")}
+              FROM users u LEFT JOIN holds h ON h.reference = %s
+             WHERE u.id = %s
+               FOR UPDATE OF u""",
+        (reference, user_id),
     )
-    return await cur.fetchone()
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    wallet = Wallet(row["user_id"], row["status"], row["balance"], row["held"], row["updated_at"])
+    return wallet, _hold_from(row), row["now"]
 
 
-async def hold_by(
-    conn: AsyncConnection, column: str, value: object, *, lock: bool = False
-) -> Hold | None:
+async def insert_hold(conn: AsyncConnection, hold: Hold) -> None:
+    """Insert a hold built by the caller (its id and times come from the caller, so the
+    statement can be pipelined with the event that announces it)."""
+    await conn.execute(
+        """INSERT INTO holds (id, user_id, amount, reference, reason, expires_at, created_at)
+           VALUES (%s, %s, %s, %s, %s, %s, %s)""",
+        (
+            hold.id,
+            hold.user_id,
+            hold.amount,
+            hold.reference,
+            hold.reason,
+            hold.expires_at,
+            hold.created_at,
+        ),
+    )
+
+
+async def hold_by(conn: AsyncConnection, column: str, value: object) -> Hold | None:
     assert column in {"id", "reference"}
     cur = conn.cursor(row_factory=class_row(Hold))
-    await cur.execute(
-        f"SELECT {HOLD_COLUMNS} FROM holds WHERE {column} = %s{' FOR UPDATE' if lock else ''}",
-        (value,),
-    )
+    await cur.execute(f"SELECT {HOLD_COLUMNS} FROM holds WHERE {column} = %s", (value,))
     return await cur.fetchone()
 
 
-async def capture_hold(conn: AsyncConnection, hold_id: uuid.UUID, final_amount: Decimal) -> Hold:
-    cur = conn.cursor(row_factory=class_row(Hold))
+async def lock_hold(
+    conn: AsyncConnection, column: str, value: object
+) -> tuple[Hold, datetime] | None:
+    """The hold, locked (before its wallet, as every path locks them), and the clock."""
+    assert column in {"id", "reference"}
+    cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
-        f"""UPDATE holds SET status = 'captured', final_amount = %s, closed_at = now()
-            WHERE id = %s RETURNING {HOLD_COLUMNS}""",
-        (final_amount, hold_id),
+        f"SELECT now() AS now, {_prefixed('h')} FROM holds h WHERE h.{column} = %s FOR UPDATE",
+        (value,),
     )
-    return _one(await cur.fetchone())
+    row = await cur.fetchone()
+    hold = None if row is None else _hold_from(row)
+    return None if hold is None else (hold, row["now"])
+
+
+def _prefixed(alias: str) -> str:
+    return ", ".join(f"{alias}.{c} AS h_{c}" for c in HOLD_FIELDS)
+
+
+def _hold_from(row: dict) -> Hold | None:
+    if row["h_id"] is None:
+        return None
+    return Hold(**{c: row[f"h_{c}"] for c in HOLD_FIELDS})
+
+
+async def apply_capture(conn: AsyncConnection, captured: Hold) -> tuple[LedgerEntry | None, Wallet]:
+    """Write a capture decided by the caller: the hold's new state, the debit of its final
+    amount (none when zero) and the wallet after both — sent together, read once."""
+    await conn.execute(
+        "UPDATE holds SET status = 'captured', final_amount = %s, closed_at = %s WHERE id = %s",
+        (captured.final_amount, captured.closed_at, captured.id),
+    )
+    entry = None
+    if captured.final_amount:
+        entry = await _send_entry(
+            conn,
+            captured.user_id,
+            LedgerKind.CAPTURE,
+            -captured.final_amount,
+            captured.reference,
+            None,
+            captured.id,
+            captured.reason,
+        )
+    wallet_cur = conn.cursor(row_factory=class_row(Wallet))
+    await wallet_cur.execute(
+        "SELECT id AS user_id, status, balance, held, updated_at FROM users WHERE id = %s",
+        (captured.user_id,),
+    )
+    return (
+        None if entry is None else _one(await entry.fetchone()),
+        _one(await wallet_cur.fetchone()),
+    )
 
 
 async def release_holds(conn: AsyncConnection, hold_ids: list[uuid.UUID], why: str) -> list[Hold]:

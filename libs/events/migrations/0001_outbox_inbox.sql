@@ -1,5 +1,6 @@
 -- Transactional outbox: events are written in the same transaction as the state change
--- and published by the relay (libs/events/relay.py).
+-- and published by the relay (libs/events/relay.py), woken in-process after the commit
+-- (libs/events/outbox.py says why not by a NOTIFY trigger).
 CREATE TABLE outbox (
     seq         BIGSERIAL PRIMARY KEY,
     event_id    UUID NOT NULL UNIQUE,
@@ -14,18 +15,6 @@ CREATE TABLE outbox (
 
 CREATE INDEX outbox_unsent_idx ON outbox (seq) WHERE sent_at IS NULL;
 CREATE INDEX outbox_sent_at_idx ON outbox (sent_at) WHERE sent_at IS NOT NULL;
-
--- Wake the relay once per inserting statement; it then drains everything unsent.
-CREATE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('tiket_outbox', '');
-    RETURN NULL;
-END;
-$$;
-
-CREATE TRIGGER outbox_notify_trg
-    AFTER INSERT ON outbox
-    FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify();
 
 -- Inbox: the events a consumer has handled, recorded in the same transaction as the effect,
 -- so a redelivered event changes nothing a second time.

@@ -1,0 +1,225 @@
+"""libs.cache against the real Redis (a unique key prefix per test, removed afterwards), and
+with Redis unreachable through the fault-injection proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as redis
+
+from libs.cache import Cache
+from tests.support.cleanup import delete_redis_prefix
+from tests.support.tcp_proxy import TcpProxy
+
+pytestmark = pytest.mark.timeout(30)
+
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+
+
+class Loader:
+    """A load() that counts its calls and returns the current value of the source."""
+
+    def __init__(self, value: str | None = "v1") -> None:
+        self.value = value
+        self.calls = 0
+
+    async def __call__(self) -> str | None:
+        self.calls += 1
+        return self.value
+
+
+def encode(value: str) -> bytes:
+    return value.encode()
+
+
+def decode(raw: bytes) -> str:
+    return raw.decode()
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    prefix = f"test-cache-{uuid.uuid4().hex[:10]}:"
+    yield prefix
+    await delete_redis_prefix(REDIS_URL, prefix)
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def cache(prefix: str) -> AsyncIterator[Cache]:
+    cache = Cache(REDIS_URL, prefix)
+    yield cache
+    await cache.close()
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[TcpProxy]:
+    proxy = TcpProxy(REDIS_HOST, REDIS_PORT)
+    await proxy.start()
+    yield proxy
+    await proxy.stop()
+
+
+async def get(cache: Cache, load: Loader, key: str = "k", ttl: int = 60) -> str | None:
+    return await cache.get_or_load(key, ttl, load, encode, decode)
+
+
+async def test_loads_once_then_hits(cache: Cache, raw: redis.Redis, prefix: str) -> None:
+    load = Loader("v1")
+
+    assert await get(cache, load) == "v1"
+    load.value = "v2"  # the source changes, but the cache is not told
+    assert [await get(cache, load) for _ in range(5)] == ["v1"] * 5
+
+    assert load.calls == 1
+    assert (cache.misses, cache.hits) == (1, 5)
+    assert await raw.get(f"{prefix}k") == b"v1"
+
+
+async def test_keys_carry_the_prefix_and_ttl(cache: Cache, raw: redis.Redis, prefix: str) -> None:
+    await get(cache, Loader("x"), key="user:1", ttl=120)
+
+    ttl = await raw.ttl(f"{prefix}user:1")
+    assert 110 <= ttl <= 120
+    assert [key async for key in raw.scan_iter(match=f"{prefix}*")] == [f"{prefix}user:1".encode()]
+
+
+async def test_entries_expire(cache: Cache) -> None:
+    load = Loader("v1")
+    await get(cache, load, ttl=1)
+    load.value = "v2"
+    await asyncio.sleep(1.2)
+    assert await get(cache, load) == "v2"
+    assert load.calls == 2
+
+
+async def test_invalidate_forces_a_reload(cache: Cache, raw: redis.Redis, prefix: str) -> None:
+    load = Loader("v1")
+    await get(cache, load, key="a")
+    await get(cache, Loader("b1"), key="b")
+    load.value = "v2"
+
+    await cache.invalidate("a", "b")
+
+    assert await raw.exists(f"{prefix}a", f"{prefix}b") == 0
+    assert await get(cache, load, key="a") == "v2"
+    assert load.calls == 2
+    await cache.invalidate()  # no keys: nothing to do, no error
+
+
+async def test_none_is_not_cached(cache: Cache, raw: redis.Redis, prefix: str) -> None:
+    load = Loader(None)
+    assert await get(cache, load) is None
+    assert await get(cache, load) is None
+    assert load.calls == 2
+    assert await raw.exists(f"{prefix}k") == 0
+
+    load.value = "now it exists"
+    assert await get(cache, load) == "now it exists"
+    assert await get(cache, load) == "now it exists"
+    assert load.calls == 3
+
+
+async def test_prefixes_keep_caches_apart(prefix: str) -> None:
+    one, two = Cache(REDIS_URL, prefix + "one:"), Cache(REDIS_URL, prefix + "two:")
+    try:
+        assert await get(one, Loader("from one")) == "from one"
+        assert await get(two, Loader("from two")) == "from two"
+    finally:
+        await one.close()
+        await two.close()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_redis_unreachable_falls_through_to_the_source() -> None:
+    cache = Cache(f"redis://127.0.0.1:{closed_port()}/0", "x:", timeout=0.1, cooldown=5)
+    load = Loader("from db")
+    try:
+        started = time.monotonic()
+        values = [await get(cache, load) for _ in range(20)]
+        elapsed = time.monotonic() - started
+        await cache.invalidate("k")  # no error either
+    finally:
+        await cache.close()
+
+    assert values == ["from db"] * 20
+    assert load.calls == 20
+    assert elapsed < 1
+    assert not cache.available
+
+
+@pytest.mark.parametrize("fault", ["cut", "stall"])
+async def test_redis_down_costs_one_timeout_then_recovers(
+    prefix: str, proxy: TcpProxy, fault: str
+) -> None:
+    cooldown = 0.5
+    cache = Cache(f"redis://127.0.0.1:{proxy.port}/0", prefix, timeout=0.1, cooldown=cooldown)
+    load = Loader("v1")
+    try:
+        assert await get(cache, load) == "v1"
+        assert await get(cache, load) == "v1"
+        assert (load.calls, cache.hits) == (1, 1)
+
+        getattr(proxy, fault)()
+        started = time.monotonic()
+        values = [await get(cache, load) for _ in range(20)]
+        elapsed = time.monotonic() - started
+
+        assert values == ["v1"] * 20
+        assert load.calls == 21  # every call read the source
+        # A stalled Redis would cost 20 x 0.1 s without the cool-down.
+        assert elapsed < min(1.0, cooldown)
+        assert not cache.available
+
+        proxy.restore()
+        await asyncio.sleep(cooldown + 0.1)
+        assert cache.available
+        hits = cache.hits
+        assert await get(cache, load) == "v1"
+        assert await get(cache, load) == "v1"
+        # Redis serves again: the entry stored before the fault is still there.
+        assert cache.hits == hits + 2
+        assert load.calls == 21
+    finally:
+        await cache.close()
+
+
+async def test_invalidation_lost_while_redis_was_unreachable_does_not_serve_stale_data(
+    prefix: str, proxy: TcpProxy
+) -> None:
+    """The data changes (e.g. a card is blocked) while this process cannot reach Redis, so
+    its invalidate() is dropped. Once Redis is reachable again, the cache must not keep
+    serving the old value for the rest of its TTL (ARCHITECTURE.md: with Redis down every
+    RPC still answers correctly)."""
+    cooldown = 0.3
+    cache = Cache(f"redis://127.0.0.1:{proxy.port}/0", prefix, timeout=0.1, cooldown=cooldown)
+    load = Loader("active")
+    try:
+        assert await get(cache, load, key="user:1", ttl=3600) == "active"
+
+        proxy.cut()
+        load.value = "blocked"
+        await cache.invalidate("user:1")
+        assert await get(cache, load, key="user:1", ttl=3600) == "blocked"
+
+        proxy.restore()
+        await asyncio.sleep(cooldown + 0.1)
+        assert await get(cache, load, key="user:1", ttl=3600) == "blocked"
+    finally:
+        await cache.close()
