@@ -19,12 +19,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aio_pika
-import redis.asyncio as redis
-
 from cli import health
 from libs.config import Settings, load
-from libs.db.database import drop_database
+from tests.support.cleanup import remove_run
 
 REPO = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -404,24 +401,4 @@ async def remove_run_state(settings: Settings, services: Sequence[str]) -> None:
     """Drop the run's databases, delete its exchange and its Redis keys."""
     assert settings.db_prefix.startswith("tiket_bench_"), "refusing to drop non-benchmark data"
     assert settings.redis_prefix.startswith("bench"), "refusing to delete non-benchmark keys"
-    for name in services:
-        await asyncio.to_thread(drop_database, settings.database_url(name))
-    await _delete_exchange(settings.amqp_url, settings.events_exchange)
-    await _delete_redis_prefix(settings.redis_url, settings.redis_prefix)
-
-
-async def _delete_exchange(amqp_url: str, name: str) -> None:
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        await channel.exchange_delete(name)
-
-
-async def _delete_redis_prefix(redis_url: str, prefix: str) -> None:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+    await remove_run(settings, services)

@@ -9,7 +9,7 @@ import sys
 
 from grpc import aio
 
-from cli import health, infra, supervisor
+from cli import fares, health, infra, supervisor
 from cli.table import render
 from libs import auth
 from libs.config import ConfigError, Settings, load
@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="health of every service")
     status.set_defaults(run=lambda a, s: asyncio.run(_status(s)))
+
+    fares.register(commands)
     return parser
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf.message import Message
 
 from libs.errors import InvalidArgument
 
@@ -63,3 +66,24 @@ def page_size_field(value: int, field: str = "page_size") -> int:
 
 def _clip(value: str, limit: int = 40) -> str:
     return value if len(value) <= limit else value[:limit] + "…"
+
+
+def duration_field(message: Message, field: str) -> timedelta | None:
+    """The Duration `field` of `message` if set; InvalidArgument when it is out of range."""
+    if not message.HasField(field):
+        return None
+    try:
+        return getattr(message, field).ToTimedelta()
+    except (OverflowError, ValueError):
+        raise InvalidArgument.field(field, "is not a valid duration") from None
+
+
+def timestamp_field(message: Message, field: str) -> datetime | None:
+    """The Timestamp `field` of `message` as an aware UTC datetime if set; InvalidArgument
+    when it is outside what a datetime holds."""
+    if not message.HasField(field):
+        return None
+    try:
+        return getattr(message, field).ToDatetime(tzinfo=UTC)
+    except (OverflowError, ValueError):
+        raise InvalidArgument.field(field, "is not a valid timestamp") from None

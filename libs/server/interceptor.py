@@ -22,13 +22,21 @@ from grpc import aio
 
 from libs import tracing
 from libs.auth import TokenVerifier, set_principal
-from libs.errors import TiketError
+from libs.errors import PermissionDenied, TiketError
 from libs.server import metrics
 from libs.server.access import Policy
 from libs.server.status import code_of, internal_status, rich_status
 
 log = logging.getLogger("tiket.rpc")
 DETAILS_KEY = "grpc-status-details-bin"
+# The only services served without a token; any other method must declare a policy.
+OPEN_SERVICES = frozenset(
+    {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    }
+)
 
 
 class ServiceInterceptor(aio.ServerInterceptor):
@@ -60,6 +68,7 @@ class _Method:
         self.policy = policy
         self.verifier = verifier
         _, service, name = method.split("/")
+        self.open = service in OPEN_SERVICES
         # Health probes arrive every few seconds; they would drown the access log.
         self.log_level = logging.DEBUG if service == "grpc.health.v1.Health" else logging.INFO
         self.started = {
@@ -143,8 +152,10 @@ class _Method:
         return time.perf_counter()
 
     def _authorize(self, request: Any, context: aio.ServicerContext) -> None:
-        if self.policy is None or self.policy.public:
-            return  # health, reflection and RPCs declared public
+        if self.open or (self.policy is not None and self.policy.public):
+            return
+        if self.policy is None:
+            raise PermissionDenied(f"{self.method} declares no access policy; nobody may call it")
         authorization = None
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":

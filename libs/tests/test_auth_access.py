@@ -12,7 +12,15 @@ import pytest
 from grpc_health.v1 import health_pb2
 from tiket.user.v1 import user_pb2
 
-from libs.auth import ISSUER, Principal, Role, mint, principal_from_metadata, verify
+from libs.auth import (
+    ISSUER,
+    Principal,
+    Role,
+    TokenVerifier,
+    mint,
+    principal_from_metadata,
+    verify,
+)
 from libs.errors import PermissionDenied, Unauthenticated
 from libs.server.access import MissingPolicy, Policy, policies_for
 
@@ -104,6 +112,43 @@ def test_bearer_metadata() -> None:
 def test_missing_or_garbage_bearer(authorization: str | None, message: str) -> None:
     with pytest.raises(Unauthenticated, match=re.escape(message)):
         principal_from_metadata(SECRET, authorization)
+
+
+def test_token_verifier_remembers_valid_tokens() -> None:
+    verifier = TokenVerifier(SECRET)
+    token = mint(SECRET, Role.GATE, "ABC")
+    for _ in range(3):
+        assert verifier.from_metadata(f"Bearer {token}") == Principal(Role.GATE, "ABC")
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "", "Bearer", "Basic x", "Bearer garbage", f"Bearer {mint(OTHER_SECRET, 'admin', 'x')}"],
+)
+def test_token_verifier_refuses_what_verify_refuses(authorization: str | None) -> None:
+    verifier = TokenVerifier(SECRET)
+    for _ in range(2):  # a refusal is not remembered as a success
+        with pytest.raises(Unauthenticated):
+            verifier.from_metadata(authorization)
+
+
+def test_token_verifier_does_not_accept_a_remembered_token_after_it_expires() -> None:
+    verifier = TokenVerifier(SECRET)
+    token = mint(SECRET, Role.SERVICE, "journey", ttl_seconds=1)
+    assert verifier.from_metadata(f"Bearer {token}").subject == "journey"
+    time.sleep(2.1)
+    with pytest.raises(Unauthenticated, match="expired"):
+        verifier.from_metadata(f"Bearer {token}")
+
+
+def test_token_verifier_memory_is_bounded() -> None:
+    verifier = TokenVerifier(SECRET, max_entries=5)
+    tokens = [mint(SECRET, Role.USER, f"u{i}") for i in range(12)]
+    for i, token in enumerate(tokens):
+        assert verifier.from_metadata(f"Bearer {token}").subject == f"u{i}"
+    assert len(verifier._known) <= 5
+    # Forgotten tokens are verified again, not refused.
+    assert verifier.from_metadata(f"Bearer {tokens[0]}").subject == "u0"
 
 
 # --- policies ------------------------------------------------------------------------

@@ -104,18 +104,42 @@ async def test_entries_expire(cache: Cache) -> None:
     assert load.calls == 2
 
 
-async def test_invalidate_forces_a_reload(cache: Cache, raw: redis.Redis, prefix: str) -> None:
-    load = Loader("v1")
-    await get(cache, load, key="a")
-    await get(cache, Loader("b1"), key="b")
-    load.value = "v2"
+async def test_invalidate_forces_a_reload(cache: Cache) -> None:
+    load_a, load_b = Loader("a1"), Loader("b1")
+    await get(cache, load_a, key="a")
+    await get(cache, load_b, key="b")
+    load_a.value, load_b.value = "a2", "b2"
 
     await cache.invalidate("a", "b")
 
-    assert await raw.exists(f"{prefix}a", f"{prefix}b") == 0
-    assert await get(cache, load, key="a") == "v2"
-    assert load.calls == 2
+    assert await get(cache, load_a, key="a") == "a2"
+    assert await get(cache, load_b, key="b") == "b2"
+    assert (load_a.calls, load_b.calls) == (2, 2)
+    # Never the old value again, whether the new one is cached yet or not.
+    assert [await get(cache, load_a, key="a") for _ in range(3)] == ["a2"] * 3
     await cache.invalidate()  # no keys: nothing to do, no error
+
+
+async def test_a_load_racing_an_invalidation_does_not_store_the_old_value(cache: Cache) -> None:
+    """A reader loads the old value, the data changes and is invalidated, then the reader
+    stores what it loaded: the stale value must not be served afterwards."""
+    loaded, release = asyncio.Event(), asyncio.Event()
+    source = {"value": "old"}
+
+    async def slow_load() -> str:
+        value = source["value"]  # read before the change commits
+        loaded.set()
+        await release.wait()
+        return value
+
+    reader = asyncio.create_task(cache.get_or_load("k", 60, slow_load, encode, decode))
+    await loaded.wait()
+    source["value"] = "new"
+    await cache.invalidate("k")
+    release.set()
+    assert await reader == "old"  # that reader started before the change
+
+    assert await get(cache, Loader("new")) == "new"
 
 
 async def test_none_is_not_cached(cache: Cache, raw: redis.Redis, prefix: str) -> None:

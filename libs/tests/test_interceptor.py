@@ -4,6 +4,7 @@ request ids and metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -11,6 +12,8 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
 from prometheus_client import REGISTRY
 from tiket.user.v1 import user_pb2
 
@@ -159,6 +162,17 @@ def rich_status(error: aio.AioRpcError) -> status_pb2.Status:
     return status
 
 
+async def counted(method: str, code: str, *rest) -> None:
+    """Wait until the handled counter of `method`/`code` reaches the expected value: the
+    server counts in the `finally` after it sent the status, so the client may be first."""
+    *kind, expected = rest
+    for _ in range(100):
+        if handled(method, code, *kind) == expected:
+            return
+        await asyncio.sleep(0.01)
+    assert handled(method, code, *kind) == expected
+
+
 def handled(method: str, code: str, kind: str = "unary") -> float:
     labels = {"grpc_service": SERVICE, "grpc_method": method, "grpc_type": kind, "grpc_code": code}
     return REGISTRY.get_sample_value("grpc_server_handled_total", labels) or 0.0
@@ -211,7 +225,7 @@ async def test_unauthenticated(channel: aio.Channel, metadata: list) -> None:
     before = handled("Ok", "UNAUTHENTICATED")
     error = await failure(channel, "Ok", metadata=metadata)
     assert error.code() is grpc.StatusCode.UNAUTHENTICATED
-    assert handled("Ok", "UNAUTHENTICATED") == before + 1
+    await counted("Ok", "UNAUTHENTICATED", before + 1)
 
 
 async def test_policy_allows_self_and_denies_others(channel: aio.Channel) -> None:
@@ -256,7 +270,7 @@ async def test_invalid_argument_carries_bad_request_details(channel: aio.Channel
         ("user_id", "is not a UUID"),
         ("amount.nanos", "whole cents"),
     ]
-    assert handled("Invalid", "INVALID_ARGUMENT") == before + 1
+    await counted("Invalid", "INVALID_ARGUMENT", before + 1)
 
 
 async def test_failed_precondition_carries_error_info(channel: aio.Channel) -> None:
@@ -270,7 +284,7 @@ async def test_failed_precondition_carries_error_info(channel: aio.Channel) -> N
     info = error_details_pb2.ErrorInfo()
     assert packed.Unpack(info)
     assert (info.reason, info.domain) == ("INSUFFICIENT_BALANCE", "tiket")
-    assert handled("Refused", "FAILED_PRECONDITION") == before + 1
+    await counted("Refused", "FAILED_PRECONDITION", before + 1)
 
 
 @pytest.mark.parametrize(
@@ -282,7 +296,7 @@ async def test_other_domain_errors(channel: aio.Channel, method: str, code) -> N
     error = await failure(channel, method)
     assert error.code() is code
     assert rich_status(error).details == []
-    assert handled(method, code.name) == before + 1
+    await counted(method, code.name, before + 1)
 
 
 async def test_unexpected_exception_is_internal_without_leaks(channel: aio.Channel) -> None:
@@ -299,7 +313,7 @@ async def test_unexpected_exception_is_internal_without_leaks(channel: aio.Chann
     assert b"secret stack" not in raw and b"Traceback" not in raw
     assert rich_status(error).details == []
     assert trailers(error)["x-request-id"] == "crash-77"
-    assert handled("Crash", "INTERNAL") == before + 1
+    await counted("Crash", "INTERNAL", before + 1)
 
 
 async def test_aborts_by_the_behaviour_are_counted_with_their_code(channel: aio.Channel) -> None:
@@ -307,20 +321,40 @@ async def test_aborts_by_the_behaviour_are_counted_with_their_code(channel: aio.
     error = await failure(channel, "Aborts")
     assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert error.details() == "slow down"
-    assert handled("Aborts", "RESOURCE_EXHAUSTED") == before + 1
+    await counted("Aborts", "RESOURCE_EXHAUSTED", before + 1)
 
 
 async def test_success_is_counted_as_ok(channel: aio.Channel) -> None:
     before = handled("Ok", "OK")
     for _ in range(3):
         await call(channel, "Ok")
-    assert handled("Ok", "OK") == before + 3
+    await counted("Ok", "OK", before + 3)
 
 
-async def test_methods_without_a_policy_are_served_unchecked(channel: aio.Channel) -> None:
-    # Health and reflection have no tiket policy; runtime builds policies for every tiket
-    # method with policies_for(), which refuses a method without one.
-    assert (await call(channel, "Undeclared", metadata=[])).user_id == "u1"
+async def test_methods_without_a_policy_are_refused_even_with_a_token(
+    channel: aio.Channel,
+) -> None:
+    # Only health and reflection are open; a servicer registered without a declared policy
+    # must not become an open door.
+    for metadata in ([], auth(Role.ADMIN)):
+        error = await failure(channel, "Undeclared", metadata=metadata)
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "declares no access policy" in error.details()
+
+
+async def test_health_is_open_without_a_token() -> None:
+    health = health_aio.HealthServicer()
+    await health.set("", health_pb2.HealthCheckResponse.SERVING)
+    server = aio.server(interceptors=[ServiceInterceptor(POLICIES, SECRET)])
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+    finally:
+        await server.stop(None)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 # --- server streaming ----------------------------------------------------------------
@@ -345,7 +379,7 @@ async def test_stream_error_after_items(channel: aio.Channel) -> None:
     info = error_details_pb2.ErrorInfo()
     assert rich_status(caught.value).details[0].Unpack(info)
     assert info.reason == "EXPORT_BROKEN"
-    assert handled("Stream", "FAILED_PRECONDITION", "server_stream") == before + 1
+    await counted("Stream", "FAILED_PRECONDITION", "server_stream", before + 1)
 
 
 async def test_stream_crash_is_internal_without_leaks(channel: aio.Channel) -> None:

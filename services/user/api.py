@@ -15,9 +15,11 @@ from libs.errors import InvalidArgument
 from libs.money import to_decimal
 from libs.validation import (
     card_id_field,
+    duration_field,
     key_field,
     page_size_field,
     text_field,
+    timestamp_field,
     uuid_field,
 )
 from services.user import domain, messages
@@ -146,13 +148,12 @@ class UserApi(user_pb2_grpc.UserServiceServicer):
     # --- holds ---------------------------------------------------------------------
 
     async def PlaceHold(self, request: user_pb2.PlaceHoldRequest, context: aio.ServicerContext):
-        requested_ttl = request.expires_in.ToTimedelta() if request.HasField("expires_in") else None
         hold = await self.app.place_hold(
             uuid_field(request.user_id, "user_id"),
             to_decimal(request.amount, "amount"),
             key_field(request.reference, "reference"),
             text_field(request.reason, "reason", max_len=255),
-            domain.hold_ttl(requested_ttl),
+            domain.hold_ttl(duration_field(request, "expires_in")),
         )
         return messages.hold(hold)
 
@@ -181,7 +182,7 @@ class UserApi(user_pb2_grpc.UserServiceServicer):
     async def ExportUsers(
         self, request: user_pb2.ExportUsersRequest, context: aio.ServicerContext
     ) -> AsyncIterator[user_pb2.ExportUsersResponse]:
-        since = request.since.ToDatetime(tzinfo=UTC) if request.HasField("since") else None
+        since = timestamp_field(request, "since")
         async for item in self.app.export_users(since):
             if isinstance(item, datetime):
                 yield user_pb2.ExportUsersResponse(next_since=messages.timestamp(item))
@@ -243,15 +244,15 @@ def _after_user(token: str) -> tuple[datetime, uuid.UUID] | None:
     key = paging.decode(token, 2)
     if key is None:
         return None
-    try:
-        return datetime.fromisoformat(key[0]), uuid.UUID(key[1])
-    except (TypeError, ValueError):
-        raise InvalidArgument.field(
-            "page_token", "is not a token from a previous response"
-        ) from None
+    if all(isinstance(part, str) for part in key):
+        try:
+            return datetime.fromisoformat(key[0]), uuid.UUID(key[1])
+        except ValueError:
+            pass
+    raise InvalidArgument.field("page_token", "is not a token from a previous response")
 
 
 def _int_key(value: object) -> int:
-    if not isinstance(value, int):
+    if type(value) is not int or not 0 < value < 2**63:
         raise InvalidArgument.field("page_token", "is not a token from a previous response")
     return value

@@ -1,11 +1,16 @@
-"""Removing what a test run created on the shared servers."""
+"""Removing what a test or benchmark run created on the shared servers."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from collections.abc import Sequence
 
 import aio_pika
 import redis.asyncio as redis
+
+from libs.config import Settings
+from libs.db.database import drop_database
 
 
 async def delete_exchange(amqp_url: str, name: str) -> None:
@@ -24,3 +29,11 @@ async def delete_redis_prefix(redis_url: str, prefix: str) -> None:
             await client.delete(*keys)
     finally:
         await client.aclose()
+
+
+async def remove_run(settings: Settings, services: Sequence[str]) -> None:
+    """Drop the run's databases, delete its exchange and its Redis keys."""
+    for name in services:
+        await asyncio.to_thread(drop_database, settings.database_url(name))
+    await delete_exchange(settings.amqp_url, settings.events_exchange)
+    await delete_redis_prefix(settings.redis_url, settings.redis_prefix)
