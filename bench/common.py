@@ -225,8 +225,17 @@ class ServiceProcess:
 
 # --- CPU use ----------------------------------------------------------------------------
 
-# What to account CPU to: a pid, or a command name (every process of that name, e.g. postgres).
-CpuSource = int | str
+
+@dataclass(frozen=True)
+class ProcessTree:
+    """A process and its children (a service and its worker processes)."""
+
+    pid: int
+
+
+# What to account CPU to: a pid alone, a process tree, or a command name (every process of
+# that name, e.g. postgres).
+CpuSource = int | ProcessTree | str
 
 
 @dataclass(frozen=True)
@@ -240,10 +249,7 @@ class CpuSnapshot:
 
 def cpu_snapshot(sources: Mapping[str, CpuSource]) -> CpuSnapshot:
     by_name = _cpu_by_command()
-    used = {
-        label: (_cpu_of_pid(src) if isinstance(src, int) else by_name.get(src, 0.0))
-        for label, src in sources.items()
-    }
+    used = {label: _cpu_of(source, by_name) for label, source in sources.items()}
     busy, iowait, total = _machine_ticks()
     return CpuSnapshot(time.monotonic(), used, busy, iowait, total)
 
@@ -279,11 +285,26 @@ def _stat_times(stat: str) -> tuple[str, float]:
     return command, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def _cpu_of(source: CpuSource, by_name: Mapping[str, float]) -> float:
+    if isinstance(source, str):
+        return by_name.get(source, 0.0)
+    if isinstance(source, ProcessTree):
+        return _cpu_of_pid(source.pid) + sum(_cpu_of_pid(c) for c in _children(source.pid))
+    return _cpu_of_pid(source)
+
+
 def _cpu_of_pid(pid: int) -> float:
     try:
         return _stat_times(Path(f"/proc/{pid}/stat").read_text())[1]
     except (FileNotFoundError, ProcessLookupError):
         return 0.0
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (FileNotFoundError, ProcessLookupError):
+        return []
 
 
 def _cpu_by_command() -> dict[str, float]:

@@ -54,6 +54,7 @@ class Options:
     concurrency: int
     users: int
     pool_max: int
+    workers: int
     warmup: float
     as_json: bool
 
@@ -97,6 +98,9 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument(
         "--pool-max", type=int, help="service TIKET_DB_POOL_MAX (default: --concurrency)"
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="service processes (tiket serve --workers)"
+    )
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds left out (default 2)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
@@ -106,7 +110,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         duration=args.duration,
         concurrency=args.concurrency,
         users=args.users,
-        pool_max=args.pool_max or args.concurrency,
+        pool_max=args.pool_max or max(2, args.concurrency // args.workers),
+        workers=args.workers,
         warmup=args.warmup,
         as_json=args.json,
     )
@@ -160,7 +165,7 @@ async def load_bench_users(database_url: str, user_ids: Sequence[str]) -> None:
 
 
 async def run_workload(
-    stub: user_pb2_grpc.UserServiceStub,
+    stubs: Sequence[user_pb2_grpc.UserServiceStub],
     metadata: tuple[tuple[str, str], ...],
     user_ids: Sequence[str],
     options: Options,
@@ -169,7 +174,7 @@ async def run_workload(
     work = Workload(started=time.perf_counter())
     deadline = work.started + options.duration
     sources: dict[str, common.CpuSource] = {
-        "service": service_pid,
+        "service": common.ProcessTree(service_pid),
         "load generator": os.getpid(),
         "postgres": "postgres",
     }
@@ -177,7 +182,7 @@ async def run_workload(
     run = uuid.uuid4().hex[:8]
     await asyncio.gather(
         *(
-            _worker(stub, metadata, user_ids, deadline, work, f"bench-{run}-{n}")
+            _worker(stubs[n % len(stubs)], metadata, user_ids, deadline, work, f"bench-{run}-{n}")
             for n in range(options.concurrency)
         )
     )
@@ -247,7 +252,9 @@ def measure(work: Workload, options: Options) -> dict[str, Measured]:
 
 
 async def benchmark(options: Options) -> Report:
-    env = common.isolated_env(["user"], TIKET_DB_POOL_MAX=str(options.pool_max))
+    env = common.isolated_env(
+        ["user"], TIKET_DB_POOL_MAX=str(options.pool_max), TIKET_WORKERS=str(options.workers)
+    )
     service = ServiceProcess("user", env)
     settings = service.settings
     database_url = settings.database_url("user")
@@ -256,11 +263,16 @@ async def benchmark(options: Options) -> Report:
     try:
         common.say(f"starting the user service on {service.address} (database {database_url}) …")
         await service.start()
-        async with aio.insecure_channel(service.address) as channel:
-            stub = user_pb2_grpc.UserServiceStub(channel)
-            user_ids = await create_wallets(stub, metadata, options.users)
+        # A channel is one connection, and the kernel gives a connection to one worker
+        # process: two channels per worker spread the load.
+        channels = [aio.insecure_channel(service.address) for _ in range(2 * options.workers)]
+        try:
+            stubs = [user_pb2_grpc.UserServiceStub(channel) for channel in channels]
+            user_ids = await create_wallets(stubs[0], metadata, options.users)
             common.say(f"gRPC: {options.concurrency} workers for {options.duration} s …")
-            work = await run_workload(stub, metadata, user_ids, options, service.pid)
+            work = await run_workload(stubs, metadata, user_ids, options, service.pid)
+        finally:
+            await asyncio.gather(*(channel.close() for channel in channels))
         common.say("stopping the service (SIGTERM), so it takes no CPU from pgbench …")
         await service.stop()
         await load_bench_users(database_url, user_ids)
@@ -305,7 +317,8 @@ def render(report: Report) -> str:
     ratio_verdict = "meets" if report.ratio >= GOAL_RATIO else "below"
     lines = [
         f"holds: {o.concurrency} workers / pgbench clients, {o.users} wallets, {o.duration} s "
-        f"({o.warmup:g} s warm-up left out), service pool max {o.pool_max}",
+        f"({o.warmup:g} s warm-up left out), {o.workers} service process(es), pool max "
+        f"{o.pool_max} each",
         f"machine busy before the run: {report.load_before:.0f} % of all cores"
         + (
             " — other work was running; figures are not comparable"

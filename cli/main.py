@@ -13,7 +13,7 @@ from cli import fares, health, infra, supervisor
 from cli.table import render
 from libs import auth
 from libs.config import ConfigError, Settings, load
-from libs.server import runtime
+from libs.server import runtime, workers
 from services import registry
 
 
@@ -42,7 +42,13 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run one service in the foreground")
     serve.add_argument("name", choices=sorted(registry.SERVICES))
-    serve.set_defaults(run=lambda a, s: runtime.run(registry.definition(a.name), s))
+    serve.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes sharing the port, one per core (default: TIKET_WORKERS, else 1)",
+    )
+    serve.set_defaults(run=_serve)
 
     migrate = commands.add_parser("migrate", help="create databases and apply migrations")
     migrate.add_argument("names", nargs="*", metavar="NAME", help="default: every service")
@@ -62,6 +68,15 @@ def _parser() -> argparse.ArgumentParser:
 
     fares.register(commands)
     return parser
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> None:
+    definition = registry.definition(args.name)
+    count = args.workers or settings.workers
+    if workers.is_worker() or count == 1:
+        runtime.run(definition, settings, worker=workers.is_worker())
+    else:
+        workers.serve_workers(definition, settings, count)
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> None:

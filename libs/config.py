@@ -61,6 +61,13 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _workers(raw: str) -> int:
+    value = int(raw)
+    if not 1 <= value <= 64:
+        raise ValueError("must be 1-64")
+    return value
+
+
 def _choice(*allowed: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         value = raw.strip().lower()
@@ -90,6 +97,7 @@ class Settings:
     grace_seconds: float = 10.0
     sweep_interval_seconds: float = 5.0
     hold_ttl_seconds: int = 1800
+    workers: int = 1
     grpc_ports: dict[str, int] = field(default_factory=dict)
     metrics_ports: dict[str, int] = field(default_factory=dict)
     addresses: dict[str, str] = field(default_factory=dict)
@@ -162,6 +170,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         hold_ttl_seconds=_read(
             env, "TIKET_HOLD_TTL_SECONDS", d.hold_ttl_seconds, _positive_int, "seconds"
         ),
+        workers=_read(env, "TIKET_WORKERS", d.workers, _workers, "a number of processes, 1-64"),
         grpc_ports=grpc_ports,
         metrics_ports=metrics_ports,
         addresses=addresses,

@@ -35,8 +35,6 @@ from libs.server.interceptor import ServiceInterceptor
 log = logging.getLogger(__name__)
 
 SERVER_OPTIONS = [
-    # Refuse to share a port with another process: two servers on one port hide bugs.
-    ("grpc.so_reuseport", 0),
     ("grpc.max_receive_message_length", 4 * 1024 * 1024),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
@@ -93,9 +91,14 @@ def prepare_database(definition: ServiceDefinition, settings: Settings) -> list[
 class ServiceRuntime:
     """One running service. `start()` returns once it is SERVING; `stop()` drains it."""
 
-    def __init__(self, definition: ServiceDefinition, settings: Settings) -> None:
+    def __init__(
+        self, definition: ServiceDefinition, settings: Settings, *, worker: bool = False
+    ) -> None:
+        """`worker`: one of several processes sharing the port (SO_REUSEPORT); the parent
+        (libs/server/workers.py) migrated the database and serves the metrics."""
         self.definition = definition
         self.settings = settings
+        self.worker = worker
         self.port = settings.grpc_ports[definition.name]
         self.metrics_port = settings.metrics_ports[definition.name]
         self.health = health_aio.HealthServicer()
@@ -112,7 +115,8 @@ class ServiceRuntime:
 
     async def start(self) -> None:
         settings, name = self.settings, self.definition.name
-        await asyncio.to_thread(prepare_database, self.definition, settings)
+        if not self.worker:
+            await asyncio.to_thread(prepare_database, self.definition, settings)
         self._pool = await open_pool(
             settings.database_url(name),
             min_size=settings.db_pool_min,
@@ -125,7 +129,10 @@ class ServiceRuntime:
         interceptor = ServiceInterceptor(
             policies_for(self.definition.services), settings.jwt_secret
         )
-        server = aio.server(interceptors=[interceptor], options=SERVER_OPTIONS)
+        # A lone server refuses to share its port (two servers on one port hide bugs);
+        # workers share it on purpose and the kernel spreads connections across them.
+        options = [*SERVER_OPTIONS, ("grpc.so_reuseport", int(self.worker))]
+        server = aio.server(interceptors=[interceptor], options=options)
         self._wiring.register(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -150,8 +157,9 @@ class ServiceRuntime:
         for task in [relay, *self._wiring.background]:
             await task.start()
             self._started.append(task)
-        self._metrics_server, _ = metrics.start(self.metrics_port, settings.host)
-        self.metrics_port = self._metrics_server.server_port
+        if not self.worker:
+            self._metrics_server, _ = metrics.start(self.metrics_port, settings.host)
+            self.metrics_port = self._metrics_server.server_port
         for service in ["", *self.names]:
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -195,13 +203,13 @@ async def _serve_until_signalled(runtime: ServiceRuntime) -> None:
     await runtime.stop()
 
 
-def run(definition: ServiceDefinition, settings: Settings) -> None:
+def run(definition: ServiceDefinition, settings: Settings, *, worker: bool = False) -> None:
     """Serve `definition` in the foreground until SIGTERM or Ctrl-C; exit 0 after draining,
     1 with a one-line reason when it cannot start."""
     settings.check_production()
     jsonlog.setup(definition.name, settings.log_level)
     try:
-        asyncio.run(_serve_until_signalled(ServiceRuntime(definition, settings)))
+        asyncio.run(_serve_until_signalled(ServiceRuntime(definition, settings, worker=worker)))
     except (StartupError, MigrationError) as exc:
         log.error("cannot start: %s", exc)
         sys.exit(1)

@@ -85,8 +85,8 @@ class ServiceProcess:
 
 
 @contextmanager
-def service_process(name: str, env: dict[str, str]) -> Iterator[ServiceProcess]:
-    """`tiket serve NAME` as a child process on free ports, SERVING when yielded."""
+def service_process(name: str, env: dict[str, str], *args: str) -> Iterator[ServiceProcess]:
+    """`tiket serve NAME [ARGS]` as a child process on free ports, SERVING when yielded."""
     port, metrics = free_port(), free_port()
     env = {
         **os.environ,
@@ -96,7 +96,7 @@ def service_process(name: str, env: dict[str, str]) -> Iterator[ServiceProcess]:
     }
     with tempfile.NamedTemporaryFile(prefix=f"tiket-{name}-", suffix=".log") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "serve", name],
+            [sys.executable, "-m", "cli.main", "serve", name, *args],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
