@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 
@@ -14,7 +16,7 @@ from libs.auth import mint
 from libs.config import load
 from libs.db.database import drop_database
 from tests.support.cleanup import delete_exchange
-from tests.support.processes import ServiceProcess, grpcurl, service_process
+from tests.support.processes import ROOT, ServiceProcess, grpcurl, service_process
 from tests.support.settings import isolated_env
 
 pytestmark = pytest.mark.e2e
@@ -104,3 +106,18 @@ def test_errors_reach_grpcurl_with_status_and_field(user_process, admin_token):
 
 def test_sigterm_drains_and_exits_zero(user_process):
     assert user_process.terminate() == 0
+
+
+def test_production_refuses_the_development_secret():
+    done = subprocess.run(
+        [sys.executable, "-m", "cli.main", "serve", "user"],
+        cwd=ROOT,
+        env={**os.environ, **isolated_env(TIKET_ENV="production")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "TIKET_JWT_SECRET" in done.stderr
+    assert "Traceback" not in done.stderr
