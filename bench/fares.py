@@ -35,7 +35,7 @@ from tiket.fare.v1 import fare_pb2, fare_pb2_grpc
 from bench import common
 from bench.common import Measured, PgbenchResult, Samples, ServiceProcess
 from libs.auth import mint
-from services.fare import consumers, demo
+from services.fare import demo
 
 CALL_TIMEOUT = 10.0
 PAIRS = [(o, d) for o in "ABCDE" for d in "ABCDE" if o != d]
@@ -227,7 +227,6 @@ async def benchmark(options: Options) -> Report:
         for service in (cached_service, uncached_service):
             await service.stop()
             service.close()
-        await consumers.delete_queues(settings.amqp_url, settings.events_exchange)
         await common.remove_run_state(settings, ["fare"])
     return Report(
         options,

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 # name -> module holding DEFINITION (and, optionally, a demo.py beside it)
 SERVICES: dict[str, str] = {
     "user": "services.user.service",
+    "fare": "services.fare.service",
 }
 
 
@@ -22,3 +23,13 @@ def definition(name: str) -> ServiceDefinition:
 
 def grpc_service_names(name: str) -> list[str]:
     return [s.full_name for s in definition(name).services]
+
+
+def consumer_queues(name: str, exchange: str) -> list[str]:
+    """The consumer queues service `name` declares on `exchange` (its consumers module's
+    queue_names), for tests and benchmarks to delete."""
+    try:
+        consumers = importlib.import_module(f"{SERVICES[name].rsplit('.', 1)[0]}.consumers")
+    except ModuleNotFoundError:
+        return []
+    return consumers.queue_names(exchange)

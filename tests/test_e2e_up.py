@@ -13,9 +13,8 @@ import time
 import pytest
 
 from libs.config import load
-from libs.db.database import drop_database
 from services import registry
-from tests.support.cleanup import delete_exchange, delete_redis_prefix
+from tests.support.cleanup import remove_run
 from tests.support.processes import ROOT, free_port
 from tests.support.settings import isolated_env
 
@@ -83,8 +82,4 @@ def test_up_seed_status_and_ctrl_c():
         if up.poll() is None:
             up.kill()
             up.wait()
-        settings = load(env)
-        for name in registry.SERVICES:
-            drop_database(settings.database_url(name))
-        asyncio.run(delete_exchange(settings.amqp_url, settings.events_exchange))
-        asyncio.run(delete_redis_prefix(settings.redis_url, settings.redis_prefix))
+        asyncio.run(remove_run(load(env), list(registry.SERVICES)))

@@ -14,8 +14,7 @@ import pytest
 
 from libs.auth import mint
 from libs.config import load
-from libs.db.database import drop_database
-from tests.support.cleanup import delete_exchange
+from tests.support.cleanup import remove_run
 from tests.support.processes import ROOT, ServiceProcess, grpcurl, service_process
 from tests.support.settings import isolated_env
 
@@ -28,9 +27,7 @@ def user_process() -> Iterator[ServiceProcess]:
     env = isolated_env()
     with service_process("user", env) as child:
         yield child
-    settings = load(env)
-    drop_database(settings.database_url("user"))
-    asyncio.run(delete_exchange(settings.amqp_url, settings.events_exchange))
+    asyncio.run(remove_run(load(env), ["user"]))
 
 
 @pytest.fixture

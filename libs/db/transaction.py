@@ -1,13 +1,15 @@
-"""Run a unit of work in one transaction, retrying the races PostgreSQL reports as
-retryable (deadlock, serialization failure) before answering ABORTED, and running the
-work's after-commit callbacks once it is durable."""
+"""Units of work on the database. in_transaction runs one transaction, retrying the races
+PostgreSQL reports as retryable (deadlock, serialization failure) before answering ABORTED,
+and runs the work's after-commit callbacks once it is durable; read runs a query on a pooled
+connection. Both answer UNAVAILABLE, never INTERNAL, when the database cannot be reached."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 from psycopg import AsyncConnection, errors
@@ -32,6 +34,28 @@ def after_commit(callback: Callable[[], None]) -> None:
         callbacks[callback] = None
 
 
+@contextlib.contextmanager
+def database_unavailable() -> Iterator[None]:
+    """Turn 'cannot reach the database' into Unavailable for the code inside. A connection
+    lost during COMMIT leaves the outcome unknown, but every mutating RPC is idempotent by
+    key, so the caller may simply retry."""
+    try:
+        yield
+    except RETRYABLE:
+        raise  # a lost race, not an outage: in_transaction retries it
+    except PoolTimeout as exc:
+        raise Unavailable("database is busy or unreachable; retry shortly") from exc
+    except errors.OperationalError as exc:
+        raise Unavailable(f"database connection failed: {exc}") from exc
+
+
+async def read(pool: AsyncConnectionPool, query: Callable[..., Awaitable[T]], *args: object) -> T:
+    """`query(conn, *args)` on a pooled connection, outside any explicit transaction."""
+    with database_unavailable():
+        async with pool.connection() as conn:
+            return await query(conn, *args)
+
+
 async def in_transaction(
     pool: AsyncConnectionPool,
     work: Callable[[AsyncConnection], Awaitable[T]],
@@ -44,8 +68,9 @@ async def in_transaction(
         try:
             # Pipeline mode: statements whose results are not read yet travel together, so
             # the writes at the end of a unit of work and its COMMIT cost one round trip.
-            async with pool.connection() as conn, conn.pipeline(), conn.transaction():
-                result = await work(conn)
+            with database_unavailable():
+                async with pool.connection() as conn, conn.pipeline(), conn.transaction():
+                    result = await work(conn)
         except RETRYABLE as exc:
             if attempt == attempts:
                 raise Aborted(
@@ -53,12 +78,6 @@ async def in_transaction(
                 ) from exc
             await asyncio.sleep(random.uniform(0.005, 0.02) * attempt)
             continue
-        except PoolTimeout as exc:
-            raise Unavailable("database is busy or unreachable; retry shortly") from exc
-        except errors.OperationalError as exc:
-            # Connection lost: a cut-off COMMIT has an unknown outcome, but every mutating RPC
-            # is idempotent by key, so the caller may simply retry.
-            raise Unavailable(f"database connection failed: {exc}") from exc
         finally:
             _after_commit.reset(token)
         for callback in callbacks:

@@ -336,6 +336,51 @@ async def _exchange_passive(channel: AbstractChannel, exchange_name: str) -> Abs
         raise LookupError(f"RabbitMQ has no exchange named {exchange_name!r}") from None
 
 
+class StartsWhenReachable:
+    """Runs a consumer beside a server without making RabbitMQ a start-up dependency: the
+    first connection is retried in the background (later losses the consumer recovers by
+    itself). What a service puts in its Wiring.background."""
+
+    def __init__(self, consumer: Consumer, retry_seconds: float = 2.0) -> None:
+        self.consumer = consumer
+        self.retry_seconds = retry_seconds
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._connect(), name=f"start {self.consumer.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.consumer.stop()
+
+    async def _connect(self) -> None:
+        while True:
+            try:
+                await self.consumer.start()
+                return
+            except bus.BusUnavailable as exc:
+                log.warning(
+                    "%s; consumer %s retries in %.0f s", exc, self.consumer.name, self.retry_seconds
+                )
+                await asyncio.sleep(self.retry_seconds)
+
+
+async def delete_queues(amqp_url: str, name: str) -> None:
+    """Remove a consumer's queue with its retry queue and DLQ (the end of a test run or a
+    benchmark; a deployment keeps them)."""
+    connection = await bus.connect(amqp_url, robust=False)
+    try:
+        channel = await connection.channel()
+        for queue in (name, retry_queue(name), dead_letter_queue(name)):
+            with contextlib.suppress(Exception):
+                await channel.queue_delete(queue)
+    finally:
+        await bus.close_quietly(connection)
+
+
 async def list_dead_letters(amqp_url: str, queue_name: str, limit: int) -> list[DeadLetter]:
     """Up to `limit` messages from the head of a dead-letter queue, left in place.
 

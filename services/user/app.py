@@ -14,7 +14,7 @@ from psycopg import AsyncConnection, errors
 from psycopg_pool import AsyncConnectionPool
 
 from libs.cache import Cache
-from libs.db.transaction import in_transaction
+from libs.db.transaction import database_unavailable, in_transaction, read
 from libs.errors import AlreadyExists, NotFound
 from services.user import domain, events, store
 from services.user.domain import Hold, LedgerEntry, LedgerKind, Pet, User, UserStatus, Wallet
@@ -60,24 +60,23 @@ class UserApp:
         return await in_transaction(self.pool, work)
 
     async def get_user(self, user_id: uuid.UUID) -> User:
-        async def load() -> User | None:
-            async with self.pool.connection() as conn:
-                return await store.user_by(conn, "id", user_id)
-
         user = await self.cache.get_or_load(
-            f"user:{user_id}", USER_CACHE_TTL, load, _encode_user, _decode_user
+            f"user:{user_id}",
+            USER_CACHE_TTL,
+            lambda: read(self.pool, store.user_by, "id", user_id),
+            _encode_user,
+            _decode_user,
         )
         return _found(user, f"user {user_id}")
 
     async def get_user_by_card(self, card_id: str) -> User:
-        async with self.pool.connection() as conn:
-            return _found(await store.user_by(conn, "card_id", card_id), f"card {card_id}")
+        user = await read(self.pool, store.user_by, "card_id", card_id)
+        return _found(user, f"card {card_id}")
 
     async def list_users(
         self, status: UserStatus | None, after: tuple[datetime, uuid.UUID] | None, limit: int
     ) -> list[User]:
-        async with self.pool.connection() as conn:
-            return await store.list_users(conn, status, after, limit)
+        return await read(self.pool, store.list_users, status, after, limit)
 
     async def change_status(
         self, user_id: uuid.UUID, status: UserStatus, reason: str | None
@@ -118,22 +117,25 @@ class UserApp:
         return await in_transaction(self.pool, work)
 
     async def list_pets(self, user_id: uuid.UUID) -> list[Pet]:
-        async with self.pool.connection() as conn:
+        async def query(conn: AsyncConnection) -> list[Pet]:
             _found(await store.user_by(conn, "id", user_id), f"user {user_id}")
             return await store.list_pets(conn, user_id)
+
+        return await read(self.pool, query)
 
     # --- wallet --------------------------------------------------------------------
 
     async def get_wallet(self, user_id: uuid.UUID) -> Wallet:
-        async with self.pool.connection() as conn:
-            return _found(await store.wallet(conn, user_id), f"user {user_id}")
+        return _found(await read(self.pool, store.wallet, user_id), f"user {user_id}")
 
     async def list_entries(
         self, user_id: uuid.UUID, before_id: int | None, limit: int
     ) -> list[LedgerEntry]:
-        async with self.pool.connection() as conn:
+        async def query(conn: AsyncConnection) -> list[LedgerEntry]:
             _found(await store.user_by(conn, "id", user_id), f"user {user_id}")
             return await store.list_entries(conn, user_id, before_id, limit)
+
+        return await read(self.pool, query)
 
     async def top_up(
         self, user_id: uuid.UUID, amount: Decimal, key: str, description: str | None
@@ -254,8 +256,7 @@ class UserApp:
 
     async def get_hold(self, selector: tuple[str, object]) -> Hold:
         column, value = selector
-        async with self.pool.connection() as conn:
-            return _found(await store.hold_by(conn, column, value), f"hold {value}")
+        return _found(await read(self.pool, store.hold_by, column, value), f"hold {value}")
 
     async def release_expired_holds(self) -> int:
         """Release one batch of expired holds; return how many. Safe to run on every replica
@@ -287,11 +288,12 @@ class UserApp:
         self, since: datetime | None
     ) -> AsyncIterator[domain.UserSnapshot | datetime]:
         """Every user changed at or after `since`, then the watermark for the next export."""
-        async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            watermark = await store.export_watermark(conn)
-            async for snapshot in store.snapshots_since(conn, since):
-                yield snapshot
+        with database_unavailable():
+            async with self.pool.connection() as conn, conn.transaction():
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                watermark = await store.export_watermark(conn)
+                async for snapshot in store.snapshots_since(conn, since):
+                    yield snapshot
         yield watermark
 
 

@@ -11,6 +11,8 @@ import redis.asyncio as redis
 
 from libs.config import Settings
 from libs.db.database import drop_database
+from libs.events.consumer import delete_queues
+from services import registry
 
 
 async def delete_exchange(amqp_url: str, name: str) -> None:
@@ -32,8 +34,12 @@ async def delete_redis_prefix(redis_url: str, prefix: str) -> None:
 
 
 async def remove_run(settings: Settings, services: Sequence[str]) -> None:
-    """Drop the run's databases, delete its exchange and its Redis keys."""
+    """Drop the run's databases, delete every service's consumer queues on its exchange, the
+    exchange and its Redis keys."""
     for name in services:
         await asyncio.to_thread(drop_database, settings.database_url(name))
+    for name in registry.SERVICES:
+        for queue in registry.consumer_queues(name, settings.events_exchange):
+            await delete_queues(settings.amqp_url, queue)
     await delete_exchange(settings.amqp_url, settings.events_exchange)
     await delete_redis_prefix(settings.redis_url, settings.redis_prefix)

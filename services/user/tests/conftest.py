@@ -12,11 +12,10 @@ from tiket.user.v1 import user_pb2_grpc
 
 from libs.auth import Role, mint
 from libs.config import Settings
-from libs.db.database import drop_database
 from libs.server.runtime import ServiceRuntime
 from services.user import store
 from services.user.service import DEFINITION
-from tests.support.cleanup import delete_exchange, delete_redis_prefix
+from tests.support.cleanup import remove_run
 from tests.support.settings import isolated_settings
 
 
@@ -46,9 +45,7 @@ async def user_service() -> AsyncIterator[ServiceRuntime]:
         url = settings.database_url("user")
         async with await psycopg.AsyncConnection.connect(url) as conn:
             violations = await store.invariant_violations(conn)
-        drop_database(url)
-        await delete_exchange(settings.amqp_url, settings.events_exchange)
-        await delete_redis_prefix(settings.redis_url, settings.redis_prefix)
+        await remove_run(settings, ["user"])
         assert violations == [], f"wallet invariants broken: {violations}"
 
 

@@ -1,0 +1,37 @@
+"""Event handlers of the fare service: fare.updated renews the fare cache generation.
+
+The writer renews it right after its commit; the consumer does it again for the changes made
+by other processes and for a writer that died between its commit and the renewal. Redis is
+shared by every replica, so one delivery per event is enough: the queue is shared, not one
+per replica.
+"""
+
+from __future__ import annotations
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from libs.events.consumer import Consumer
+from libs.events.envelope import CloudEvent
+from services.fare.cache import FareCache
+from services.fare.events import FARE_UPDATED
+
+
+def queue_name(exchange: str) -> str:
+    """One queue per events exchange, so two deployments (or test runs) sharing a broker do
+    not take each other's deliveries."""
+    return f"fare.cache-invalidation.{exchange}"
+
+
+def queue_names(exchange: str) -> list[str]:
+    """Every consumer queue of this service (tests and benchmarks delete them)."""
+    return [queue_name(exchange)]
+
+
+def cache_invalidation(
+    pool: AsyncConnectionPool, amqp_url: str, exchange: str, cache: FareCache
+) -> Consumer:
+    async def handle(event: CloudEvent, conn: AsyncConnection) -> None:
+        await cache.changed()  # never raises: an unreachable Redis is settled by the cache
+
+    return Consumer(queue_name(exchange), pool, amqp_url, exchange, [FARE_UPDATED], handle)
