@@ -1,5 +1,5 @@
 """libs.cache against the real Redis (a unique key prefix per test, removed afterwards), and
-with Redis unreachable through the fault-injection proxy."""
+with Redis unreachable through the fault-injection redis_proxy."""
 
 from __future__ import annotations
 
@@ -61,14 +61,6 @@ async def cache(prefix: str) -> AsyncIterator[Cache]:
     cache = Cache(REDIS_URL, prefix)
     yield cache
     await cache.close()
-
-
-@pytest.fixture
-async def proxy() -> AsyncIterator[TcpProxy]:
-    proxy = TcpProxy(REDIS_HOST, REDIS_PORT)
-    await proxy.start()
-    yield proxy
-    await proxy.stop()
 
 
 async def get(cache: Cache, load: Loader, key: str = "k", ttl: int = 60) -> str | None:
@@ -190,17 +182,17 @@ async def test_redis_unreachable_falls_through_to_the_source() -> None:
 
 @pytest.mark.parametrize("fault", ["cut", "stall"])
 async def test_redis_down_costs_one_timeout_then_recovers(
-    prefix: str, proxy: TcpProxy, fault: str
+    prefix: str, redis_proxy: TcpProxy, fault: str
 ) -> None:
     cooldown = 0.5
-    cache = Cache(f"redis://127.0.0.1:{proxy.port}/0", prefix, timeout=0.1, cooldown=cooldown)
+    cache = Cache(f"redis://127.0.0.1:{redis_proxy.port}/0", prefix, timeout=0.1, cooldown=cooldown)
     load = Loader("v1")
     try:
         assert await get(cache, load) == "v1"
         assert await get(cache, load) == "v1"
         assert (load.calls, cache.hits) == (1, 1)
 
-        getattr(proxy, fault)()
+        getattr(redis_proxy, fault)()
         started = time.monotonic()
         values = [await get(cache, load) for _ in range(20)]
         elapsed = time.monotonic() - started
@@ -211,7 +203,7 @@ async def test_redis_down_costs_one_timeout_then_recovers(
         assert elapsed < min(1.0, cooldown)
         assert not cache.available
 
-        proxy.restore()
+        redis_proxy.restore()
         await asyncio.sleep(cooldown + 0.1)
         assert cache.available
         hits = cache.hits
@@ -225,24 +217,24 @@ async def test_redis_down_costs_one_timeout_then_recovers(
 
 
 async def test_invalidation_lost_while_redis_was_unreachable_does_not_serve_stale_data(
-    prefix: str, proxy: TcpProxy
+    prefix: str, redis_proxy: TcpProxy
 ) -> None:
     """The data changes (e.g. a card is blocked) while this process cannot reach Redis, so
     its invalidate() is dropped. Once Redis is reachable again, the cache must not keep
     serving the old value for the rest of its TTL (ARCHITECTURE.md: with Redis down every
     RPC still answers correctly)."""
     cooldown = 0.3
-    cache = Cache(f"redis://127.0.0.1:{proxy.port}/0", prefix, timeout=0.1, cooldown=cooldown)
+    cache = Cache(f"redis://127.0.0.1:{redis_proxy.port}/0", prefix, timeout=0.1, cooldown=cooldown)
     load = Loader("active")
     try:
         assert await get(cache, load, key="user:1", ttl=3600) == "active"
 
-        proxy.cut()
+        redis_proxy.cut()
         load.value = "blocked"
         await cache.invalidate("user:1")
         assert await get(cache, load, key="user:1", ttl=3600) == "blocked"
 
-        proxy.restore()
+        redis_proxy.restore()
         await asyncio.sleep(cooldown + 0.1)
         assert await get(cache, load, key="user:1", ttl=3600) == "blocked"
     finally:

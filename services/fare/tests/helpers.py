@@ -114,16 +114,6 @@ def fixture_text(name: str) -> str:
     return (FIXTURE_FEED / name).read_text()
 
 
-def bad_request_fields(error: grpc.aio.AioRpcError) -> list[str]:
-    """Field names in the google.rpc.BadRequest detail of `error`."""
-    raw = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
-    assert raw, "INVALID_ARGUMENT must carry google.rpc.BadRequest details"
-    status = status_pb2.Status.FromString(raw)
-    detail = error_details_pb2.BadRequest()
-    assert status.details[0].Unpack(detail)
-    return [v.field for v in detail.field_violations]
-
-
 def error_reason(error: grpc.aio.AioRpcError) -> str:
     """The google.rpc.ErrorInfo reason of a FAILED_PRECONDITION."""
     raw = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")

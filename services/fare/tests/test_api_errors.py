@@ -11,7 +11,8 @@ from google.type import latlng_pb2, money_pb2
 from tiket.fare.v1 import fare_pb2
 
 from libs.auth import Role
-from services.fare.tests.helpers import bad_request_fields, idr, in_seconds, row_counts, seed, ts
+from services.fare.tests.helpers import idr, in_seconds, row_counts, seed, ts
+from tests.support.grpc_errors import bad_request_fields
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 F = fare_pb2

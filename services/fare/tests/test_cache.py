@@ -1,5 +1,5 @@
 """The fare cache against the real Redis (a key prefix per test) and through the
-fault-injection proxy: hits, retirement by a change, the load-versus-change race, and Redis
+fault-injection redis_proxy: hits, retirement by a change, the load-versus-change race, and Redis
 cut or stalled."""
 
 from __future__ import annotations
@@ -65,16 +65,8 @@ async def fares(prefix: str) -> AsyncIterator[FareCache]:
 
 
 @pytest.fixture
-async def proxy() -> AsyncIterator[TcpProxy]:
-    proxy = TcpProxy(REDIS_HOST, REDIS_PORT)
-    await proxy.start()
-    yield proxy
-    await proxy.stop()
-
-
-@pytest.fixture
-async def proxied(prefix: str, proxy: TcpProxy) -> AsyncIterator[FareCache]:
-    cache, fares = await open_cache(f"redis://127.0.0.1:{proxy.port}/0", prefix)
+async def proxied(prefix: str, redis_proxy: TcpProxy) -> AsyncIterator[FareCache]:
+    cache, fares = await open_cache(f"redis://127.0.0.1:{redis_proxy.port}/0", prefix)
     yield fares
     await fares.stop()
     await cache.close()
@@ -116,16 +108,18 @@ async def test_a_load_that_raced_a_change_is_never_served_afterwards(fares):
     assert source.calls == 2
 
 
-async def test_redis_cut_serves_the_source_and_no_stale_entry_after_it_returns(proxied, proxy):
+async def test_redis_cut_serves_the_source_and_no_stale_entry_after_it_returns(
+    proxied, redis_proxy
+):
     source = Source(5000)
-    assert await proxied.versions(KEY, source) == versions(5000)  # cached through the proxy
-    proxy.cut()
+    assert await proxied.versions(KEY, source) == versions(5000)  # cached through the redis_proxy
+    redis_proxy.cut()
     assert await proxied.versions(KEY, source) == versions(5000)
     assert not proxied.usable
     source.price = 6000
     await proxied.changed()  # a change while Redis is unreachable: the renewal is owed
     assert await proxied.versions(KEY, source) == versions(6000)
-    proxy.restore()
+    redis_proxy.restore()
     # Never the entry cached before the cut, whether the renewal happened yet or not.
     assert await proxied.versions(KEY, source) == versions(6000)
     deadline = time.monotonic() + 5
@@ -139,15 +133,15 @@ async def test_redis_cut_serves_the_source_and_no_stale_entry_after_it_returns(p
     assert source.calls == calls + 1  # cached again
 
 
-async def test_a_stalled_redis_costs_one_short_timeout(proxied, proxy):
+async def test_a_stalled_redis_costs_one_short_timeout(proxied, redis_proxy):
     source = Source(5000)
     await proxied.versions(KEY, source)
-    proxy.stall()
+    redis_proxy.stall()
     started = time.monotonic()
     for _ in range(20):
         assert await proxied.versions(KEY, source) == versions(5000)
     assert time.monotonic() - started < 1.0
-    proxy.restore()
+    redis_proxy.restore()
 
 
 async def test_an_unreadable_entry_is_reloaded(fares, prefix):

@@ -1,12 +1,11 @@
 """Dependencies down. Redis cut between the service and the real Redis (fault-injection
-proxy): every fare RPC still answers correctly, and once Redis is back no lookup returns a
+redis_proxy): every fare RPC still answers correctly, and once Redis is back no lookup returns a
 fare superseded while it was away. RabbitMQ unreachable at start: the service serves anyway
 (events wait in the outbox, the consumer connects when it can)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
@@ -16,32 +15,23 @@ from tiket.fare.v1 import fare_pb2
 from libs.auth import Role
 from services.fare.tests.helpers import amount_of, caller_for, feed_zip, price_of, seed, set_fare
 from tests.support.processes import free_port
-from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-async def proxy() -> AsyncIterator[TcpProxy]:
-    proxy = TcpProxy("127.0.0.1", 6379)
-    await proxy.start()
-    yield proxy
-    await proxy.stop()
-
-
-async def test_every_fare_rpc_answers_with_redis_cut(start_fare, proxy):
-    runtime = await start_fare(TIKET_REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0")
+async def test_every_fare_rpc_answers_with_redis_cut(start_fare, redis_proxy):
+    runtime = await start_fare(TIKET_REDIS_URL=f"redis://127.0.0.1:{redis_proxy.port}/0")
     fares = caller_for(runtime)
     try:
         await seed(fares)
-        assert await price_of(fares, "A", "E") == 12000  # cached through the proxy
-        proxy.cut()
+        assert await price_of(fares, "A", "E") == 12000  # cached through the redis_proxy
+        redis_proxy.cut()
         called = await call_every_rpc(fares)
         service = fare_pb2.DESCRIPTOR.services_by_name["FareService"]
         assert called == {m.name for m in service.methods}
         assert await price_of(fares, "A", "E") == 12500  # set while Redis was cut
 
-        proxy.restore()
+        redis_proxy.restore()
         for _ in range(30):  # before and after the owed renewal: never the cached 12000
             assert await price_of(fares, "A", "E") == 12500
             await asyncio.sleep(0.05)

@@ -9,7 +9,6 @@ from tiket.fare.v1 import fare_pb2
 
 from libs.auth import Role
 from services.fare.tests.helpers import (
-    bad_request_fields,
     error_reason,
     feed_zip,
     fixture_text,
@@ -20,6 +19,7 @@ from services.fare.tests.helpers import (
     set_fare,
     ts,
 )
+from tests.support.grpc_errors import bad_request_fields
 
 
 async def import_feed(

@@ -6,24 +6,14 @@ import uuid
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2
 from google.type import money_pb2
 from tiket.user.v1 import user_pb2
 
 from libs.auth import Role
 from services.user.tests.helpers import idr, new_user
+from tests.support.grpc_errors import bad_request_fields
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
-
-
-def bad_request_fields(error: grpc.aio.AioRpcError) -> list[str]:
-    """Field names in the google.rpc.BadRequest detail of `error`."""
-    raw = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
-    assert raw, "INVALID_ARGUMENT must carry google.rpc.BadRequest details"
-    status = status_pb2.Status.FromString(raw)
-    detail = error_details_pb2.BadRequest()
-    assert status.details[0].Unpack(detail)
-    return [v.field for v in detail.field_violations]
 
 
 async def row_counts(db) -> tuple[int, ...]:

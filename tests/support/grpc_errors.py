@@ -1,0 +1,16 @@
+"""Reading the google.rpc details of a failed call."""
+
+from __future__ import annotations
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+
+def bad_request_fields(error: grpc.aio.AioRpcError) -> list[str]:
+    """Field names in the google.rpc.BadRequest detail of `error`."""
+    raw = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
+    assert raw, "INVALID_ARGUMENT must carry google.rpc.BadRequest details"
+    status = status_pb2.Status.FromString(raw)
+    detail = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(detail)
+    return [v.field for v in detail.field_violations]
