@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 SERVICES: dict[str, str] = {
     "user": "services.user.service",
     "fare": "services.fare.service",
+    "journey": "services.journey.service",
 }
 
 

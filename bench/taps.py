@@ -1,0 +1,409 @@
+"""Gate taps through the mesh (journey -> user, fare), measured against the same SQL in pgbench.
+
+    .venv/bin/python -m bench.taps [--duration 15] [--gates 64] [--riders 512] [--json]
+
+One ride = CheckIn at a random terminal's entry gate, then CheckOut at another terminal's
+exit gate, each with the gate's own token: a hold of the maximum fare, then its capture.
+The benchmark starts its own user, fare and journey processes on isolated databases, seeds
+seed 004's terminals, gates and fares and `--riders` wallets, runs `--gates` simulated gates
+(each riding its own riders, one ride at a time) for `--duration` seconds, stops the
+services, checks that every rupiah adds up, then runs bench/sql/taps.sql — the database work
+of one ride — in pgbench with as many clients for as long, prints both and their ratio, and
+removes what it created. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import random
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import grpc
+import psycopg
+from grpc import aio
+from tiket.journey.v1 import journey_pb2, journey_pb2_grpc
+from tiket.user.v1 import user_pb2, user_pb2_grpc
+
+from bench import common
+from bench.common import Measured, PgbenchResult, Samples, ServiceProcess
+from libs.auth import Role, mint
+from libs.money import to_money
+from services.fare import demo as fare_demo
+from services.journey.tests.audit import audit
+from services.user.domain import MAX_BALANCE
+
+SCRIPT = Path(__file__).parent / "sql" / "taps.sql"
+JOURNEY_SCHEMA = Path(__file__).parent.parent / "services/journey/migrations/0001_init.sql"
+SERVICES = ("user", "fare", "journey")
+TERMINALS = "ABCDE"
+CALL_TIMEOUT = 10.0
+SETUP_CONCURRENCY = 16
+CHANNELS = 8
+GOAL_RATE = 1000.0  # check-ins/s through the mesh (ARCHITECTURE.md "Targets")
+GOAL_RATIO = 25.0  # % of pgbench on the same SQL
+KINDS = ("ride", "CheckIn", "CheckOut")
+
+
+@dataclass(frozen=True)
+class Options:
+    duration: int
+    gates: int
+    riders: int
+    workers: dict[str, int]
+    pool_max: int
+    warmup: float
+    active_trip_cache: bool
+    as_json: bool
+
+
+@dataclass
+class Workload:
+    started: float
+    samples: dict[str, Samples] = field(default_factory=lambda: {k: Samples() for k in KINDS})
+    errors: Counter[str] = field(default_factory=Counter)
+    cpu: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Report:
+    options: Options
+    grpc: dict[str, Measured]
+    errors: dict[str, int]
+    service_cpu: dict[str, float]
+    pgbench: PgbenchResult
+    problems: list[str]
+    load_before: float
+
+    @property
+    def ratio(self) -> float:
+        """Rides/s through the mesh as a percentage of pgbench rides/s on the same SQL."""
+        baseline = self.pgbench.window.rate
+        return 100 * self.grpc["ride"].rate / baseline if baseline else math.nan
+
+
+def parse_args(argv: Sequence[str] | None) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.taps", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--duration", type=int, default=15, help="seconds per run (default 15)")
+    parser.add_argument(
+        "--gates", type=int, default=64, help="simulated gates = pgbench clients (default 64)"
+    )
+    parser.add_argument("--riders", type=int, default=512, help="wallets (default 512)")
+    for name, default in (("journey", 1), ("user", 1), ("fare", 1)):
+        parser.add_argument(
+            f"--{name}-workers",
+            type=int,
+            default=default,
+            help=f"{name} service processes (tiket serve --workers; default {default})",
+        )
+    parser.add_argument("--pool-max", type=int, default=16, help="TIKET_DB_POOL_MAX (default 16)")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds left out (default 3)")
+    parser.add_argument(
+        "--no-active-trip-cache",
+        action="store_true",
+        help="TIKET_JOURNEY_ACTIVE_TRIP_CACHE=off (no Redis hint)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args(argv)
+    if args.duration <= args.warmup:
+        parser.error("--duration must be longer than --warmup")
+    if args.riders < args.gates:
+        parser.error("--riders must be at least --gates (each gate rides its own riders)")
+    return Options(
+        duration=args.duration,
+        gates=args.gates,
+        riders=args.riders - args.riders % args.gates,
+        workers={n: getattr(args, f"{n}_workers") for n in SERVICES},
+        pool_max=args.pool_max,
+        warmup=args.warmup,
+        active_trip_cache=not args.no_active_trip_cache,
+        as_json=args.json,
+    )
+
+
+# --- setup ------------------------------------------------------------------------------
+
+
+async def create_riders(address: str, metadata, count: int) -> list[tuple[str, str]]:
+    """(user id, card id) of `count` riders, each topped up to the largest balance."""
+    run = uuid.uuid4().hex[:6].upper()
+    gate = asyncio.Semaphore(SETUP_CONCURRENCY)
+    riders: list[tuple[str, str]] = []
+    async with aio.insecure_channel(address) as channel:
+        stub = user_pb2_grpc.UserServiceStub(channel)
+
+        async def one(index: int) -> None:
+            card = f"T{run}{index:06d}"
+            async with gate:
+                user = await stub.CreateUser(
+                    user_pb2.CreateUserRequest(card_id=card, full_name="Bench Rider"),
+                    metadata=metadata,
+                    timeout=CALL_TIMEOUT,
+                )
+                await stub.TopUp(
+                    user_pb2.TopUpRequest(
+                        user_id=user.id, amount=to_money(MAX_BALANCE), idempotency_key="bench"
+                    ),
+                    metadata=metadata,
+                    timeout=CALL_TIMEOUT,
+                )
+            riders.append((user.id, card))
+            common.progress("  riders created and topped up:", len(riders), count)
+
+        await asyncio.gather(*(one(i) for i in range(count)))
+    return riders
+
+
+def gate_code(terminal: str, kind: str) -> str:
+    """Seed 004's gates: D has one bidirectional gate, the others an entry and an exit."""
+    return "D-BI-01" if terminal == "D" else f"{terminal}-{kind}-01"
+
+
+async def prepare_pgbench(database_url: str, riders: Sequence[tuple[str, str]]) -> None:
+    """The journey schema beside the user schema, and bench_users(n, id, card_id)."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute(JOURNEY_SCHEMA.read_text())
+        await conn.execute(
+            "CREATE TABLE bench_users (n serial PRIMARY KEY, id uuid NOT NULL, card_id text)"
+        )
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO bench_users (id, card_id) VALUES (%s, %s)", list(riders)
+            )
+        await conn.execute("ANALYZE")
+
+
+# --- the workload -------------------------------------------------------------------------
+
+
+async def run_workload(
+    address: str, settings, riders: Sequence[tuple[str, str]], options: Options, pids
+) -> Workload:
+    work = Workload(started=time.perf_counter())
+    deadline = work.started + options.duration
+    sources: dict[str, common.CpuSource] = {**pids, "load generator": os.getpid()}
+    sources.update(postgres="postgres", rabbitmq="beam.smp", redis="redis-server")
+    probe = asyncio.create_task(_probe_cpu(work, sources, options))
+    tokens = {
+        gate_code(t, k): mint(settings.jwt_secret, Role.GATE, gate_code(t, k))
+        for t in TERMINALS
+        for k in ("ENTRY", "EXIT")
+    }
+    # Several connections, so the kernel spreads them over the journey workers (one HTTP/2
+    # connection reaches only one of them). Channels with equal arguments would share one
+    # connection: each gets an argument of its own.
+    channels = [
+        aio.insecure_channel(address, options=[("grpc.primary_user_agent", f"bench-gate-{n}")])
+        for n in range(CHANNELS)
+    ]
+    stubs = [journey_pb2_grpc.JourneyServiceStub(c) for c in channels]
+    try:
+        await asyncio.gather(
+            *(
+                _gate(stubs[n % CHANNELS], tokens, riders[n :: options.gates], deadline, work, n)
+                for n in range(options.gates)
+            )
+        )
+    finally:
+        for channel in channels:
+            await channel.close()
+    await probe
+    return work
+
+
+async def _gate(stub, tokens, riders, deadline: float, work: Workload, seed: int) -> None:
+    clock, rng = time.perf_counter, random.Random(seed)
+    ride, check_in, check_out = (work.samples[k] for k in KINDS)
+    turn = 0
+    while (began := clock()) < deadline:
+        _, card = riders[turn % len(riders)]
+        turn += 1
+        origin, destination = rng.sample(TERMINALS, 2)
+        entry, exit_ = gate_code(origin, "ENTRY"), gate_code(destination, "EXIT")
+        try:
+            await stub.CheckIn(
+                journey_pb2.CheckInRequest(
+                    card_id=card, terminal_code=origin, gate_code=entry, tap_id=str(uuid.uuid4())
+                ),
+                metadata=(("authorization", f"Bearer {tokens[entry]}"),),
+                timeout=CALL_TIMEOUT,
+            )
+            entered = clock()
+            check_in.add(entered, entered - began)
+            await stub.CheckOut(
+                journey_pb2.CheckOutRequest(
+                    card_id=card,
+                    terminal_code=destination,
+                    gate_code=exit_,
+                    tap_id=str(uuid.uuid4()),
+                ),
+                metadata=(("authorization", f"Bearer {tokens[exit_]}"),),
+                timeout=CALL_TIMEOUT,
+            )
+        except aio.AioRpcError as exc:
+            work.errors[f"{exc.code().name}: {(exc.details() or '')[:60]}"] += 1
+            continue
+        done = clock()
+        check_out.add(done, done - entered)
+        ride.add(done, done - began)
+
+
+async def _probe_cpu(work: Workload, sources, options: Options) -> None:
+    await asyncio.sleep(options.warmup)
+    before = common.cpu_snapshot(sources)
+    await asyncio.sleep(options.duration - options.warmup)
+    work.cpu = common.cpu_percent(before, common.cpu_snapshot(sources))
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and the worker processes it started (tiket serve --workers)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+                children.append(int(entry.name))
+    return [pid, *children]
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+async def benchmark(options: Options) -> Report:
+    env = common.isolated_env(
+        list(SERVICES),
+        TIKET_DB_POOL_MAX=str(options.pool_max),
+        TIKET_JOURNEY_ACTIVE_TRIP_CACHE="on" if options.active_trip_cache else "off",
+    )
+    services = {
+        name: ServiceProcess(name, {**env, "TIKET_WORKERS": str(options.workers[name])})
+        for name in SERVICES
+    }
+    settings = services["journey"].settings
+    admin = (("authorization", f"Bearer {mint(settings.jwt_secret, Role.ADMIN, 'bench')}"),)
+    load_before = await common.machine_load()
+    try:
+        common.say("starting the user, fare and journey services …")
+        await asyncio.gather(*(s.start() for s in services.values()))
+        async with aio.insecure_channel(services["fare"].address) as channel:
+            await fare_demo.load(channel, list(admin), lambda _: None)
+        riders = await create_riders(services["user"].address, admin, options.riders)
+        pids = {
+            f"{name}{'#' + str(i) if i else ''}": pid
+            for name, service in services.items()
+            for i, pid in enumerate(process_tree(service.pid))
+        }
+        common.say(f"gRPC: {options.gates} gates riding for {options.duration} s …")
+        work = await run_workload(services["journey"].address, settings, riders, options, pids)
+        common.say("stopping the services (SIGTERM), so they take no CPU from pgbench …")
+        for service in services.values():
+            await service.stop()
+        problems = await audit(settings.database_url("user"), settings.database_url("journey"))
+        await prepare_pgbench(settings.database_url("user"), riders)
+        common.say(f"pgbench: {options.gates} clients for {options.duration} s …")
+        pgbench = await common.run_pgbench(
+            settings.database_url("user"),
+            SCRIPT,
+            clients=options.gates,
+            duration=options.duration,
+            warmup=options.warmup,
+            variables={"clients": options.gates, "per": options.riders // options.gates},
+            cpu_sources={"pgbench": "pgbench", "postgres": "postgres"},
+        )
+    finally:
+        for service in services.values():
+            await service.stop()
+            service.close()
+        await common.remove_run_state(settings, list(SERVICES))
+    start, stop = work.started + options.warmup, work.started + options.duration
+    figures = {kind: work.samples[kind].measure(start, stop) for kind in KINDS}
+    return Report(options, figures, dict(work.errors), work.cpu, pgbench, problems, load_before)
+
+
+# --- output -------------------------------------------------------------------------------
+
+
+def render(report: Report) -> str:
+    o, pg, g = report.options, report.pgbench, report.grpc
+    labelled = [
+        ("ride (CheckIn + CheckOut)", g["ride"]),
+        ("  CheckIn", g["CheckIn"]),
+        ("  CheckOut", g["CheckOut"]),
+        ("pgbench taps.sql (one ride)", pg.window),
+    ]
+    stats = ("mean_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms", "count")
+    rows = [[label, m.rate, *(getattr(m.latency, f) for f in stats)] for label, m in labelled]
+    check_ins = g["CheckIn"].rate
+    verdict = {True: "meets", False: "below"}
+    busy = report.load_before
+    lines = [
+        f"taps: {o.gates} gates / pgbench clients, {o.riders} riders, {o.duration} s "
+        f"({o.warmup:g} s warm-up left out); processes: {o.workers}; pool max {o.pool_max}; "
+        f"active_trip cache {'on' if o.active_trip_cache else 'off'}",
+        f"machine busy before the run: {busy:.0f} % of all cores"
+        + (" — other work was running; figures are not comparable" if busy > 10 else ""),
+        "",
+        common.table(
+            ("", "per s", "mean ms", "p50 ms", "p95 ms", "p99 ms", "max ms", "count"), rows
+        ),
+        "",
+        f"taps/s {check_ins + g['CheckOut'].rate:,.1f}; check-ins/s {check_ins:,.1f} "
+        f"({verdict[check_ins >= GOAL_RATE]} the goal of {GOAL_RATE:,.0f})",
+        f"mesh / pgbench: {report.ratio:.1f} % "
+        f"({verdict[report.ratio >= GOAL_RATIO]} the goal of {GOAL_RATIO:g} %)",
+        f"pgbench's own figures: tps {pg.tps:,.1f}, latency average {pg.latency_avg_ms:.2f} ms, "
+        f"{pg.processed} rides, {pg.failed} failed",
+        f"errors: {', '.join(f'{k} × {v}' for k, v in sorted(report.errors.items())) or 'none'}",
+        "CPU, % of one core (machine and iowait: % of all cores)",
+        "  gRPC run:    " + ", ".join(f"{k} {v:.0f}" for k, v in report.service_cpu.items()),
+        "  pgbench run: " + ", ".join(f"{k} {v:.0f}" for k, v in pg.cpu.items()),
+        "money audit: OK"
+        if not report.problems
+        else "money audit: BROKEN\n" + "\n".join(f"  {p}" for p in report.problems[:20]),
+    ]
+    return "\n".join(lines)
+
+
+def as_json(report: Report) -> str:
+    data = {
+        "options": asdict(report.options),
+        "grpc": {k: asdict(v) for k, v in report.grpc.items()},
+        "errors": report.errors,
+        "cpu_grpc_run": report.service_cpu,
+        "pgbench": asdict(report.pgbench),
+        "ratio_percent": report.ratio,
+        "machine_busy_before_percent": report.load_before,
+        "audit_ok": not report.problems,
+        "problems": report.problems,
+    }
+    # NaN (no samples) becomes null, so the output is strict JSON.
+    lenient = json.dumps(data, default=str)
+    return json.dumps(json.loads(lenient, parse_constant=lambda _: None), indent=2)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    options = parse_args(argv)
+    try:
+        report = asyncio.run(benchmark(options))
+    except (RuntimeError, OSError, grpc.RpcError, psycopg.Error) as exc:
+        sys.exit(f"bench.taps: {exc}")
+    print(as_json(report) if options.as_json else render(report))
+    sys.exit(1 if report.problems else 0)
+
+
+if __name__ == "__main__":
+    main()

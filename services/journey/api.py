@@ -1,0 +1,129 @@
+"""tiket.journey.v1.JourneyService: proto <-> domain, input validation. Errors raised here or
+below are turned into status codes by the shared interceptor."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from grpc import aio
+from tiket.journey.v1 import journey_pb2, journey_pb2_grpc
+
+from libs import paging
+from libs.auth import current_principal
+from libs.errors import InvalidArgument
+from libs.validation import (
+    TERMINAL_CODE,
+    card_id_field,
+    page_size_field,
+    pattern_field,
+    timestamp_field,
+    uuid_field,
+)
+from services.journey import domain, messages, remote
+from services.journey.app import JourneyApp
+from services.journey.config import JourneyConfig
+from services.journey.domain import TapKind, TapRequest
+from services.journey.store import JourneyFilter
+
+
+class JourneyApi(journey_pb2_grpc.JourneyServiceServicer):
+    def __init__(self, app: JourneyApp, config: JourneyConfig) -> None:
+        self.app = app
+        self.config = config
+
+    async def CheckIn(self, request: journey_pb2.CheckInRequest, context: aio.ServicerContext):
+        tap = self._tap(TapKind.CHECKIN, request)
+        remote.set_deadline(context.time_remaining())
+        return await self.app.check_in(tap)
+
+    async def CheckOut(self, request: journey_pb2.CheckOutRequest, context: aio.ServicerContext):
+        tap = self._tap(TapKind.CHECKOUT, request)
+        remote.set_deadline(context.time_remaining())
+        return await self.app.check_out(tap)
+
+    async def GetActiveJourney(
+        self, request: journey_pb2.GetActiveJourneyRequest, context: aio.ServicerContext
+    ):
+        key = request.WhichOneof("key")
+        if key == "user_id":
+            journey = await self.app.active_journey(uuid_field(request.user_id, "user_id"), None)
+        elif key == "card_id":
+            journey = await self.app.active_journey(None, card_id_field(request.card_id))
+        else:
+            raise InvalidArgument.field("key", "set user_id or card_id")
+        return messages.journey(journey)
+
+    async def GetJourney(
+        self, request: journey_pb2.GetJourneyRequest, context: aio.ServicerContext
+    ):
+        journey_id = uuid_field(request.journey_id, "journey_id")
+        return messages.journey(await self.app.journey(journey_id, current_principal()))
+
+    async def ListJourneys(
+        self, request: journey_pb2.ListJourneysRequest, context: aio.ServicerContext
+    ):
+        limit = page_size_field(request.page_size)
+        where = JourneyFilter(
+            user_id=uuid_field(request.user_id, "user_id") if request.user_id else None,
+            terminal_code=_terminal(request.terminal_code) if request.terminal_code else None,
+            started_from=timestamp_field(request, "started_from"),
+            started_before=timestamp_field(request, "started_before"),
+            status=_status(request.status),
+        )
+        if (
+            where.started_from
+            and where.started_before
+            and where.started_from >= where.started_before
+        ):
+            raise InvalidArgument.field("started_before", "must be after started_from")
+        found = await self.app.list_journeys(where, _after(request.page_token), limit + 1)
+        token = ""
+        if len(found) > limit:
+            last = found[limit - 1]
+            started = last.checkin_time or last.checkout_time
+            assert started is not None
+            token = paging.encode(started.isoformat(), str(last.id))
+        return journey_pb2.ListJourneysResponse(
+            journeys=[messages.journey(j) for j in found[:limit]], next_page_token=token
+        )
+
+    def _tap(
+        self, kind: TapKind, request: journey_pb2.CheckInRequest | journey_pb2.CheckOutRequest
+    ) -> TapRequest:
+        tapped_at = timestamp_field(request, "tapped_at")
+        return TapRequest(
+            kind=kind,
+            tap_id=uuid_field(request.tap_id, "tap_id"),
+            card_id=card_id_field(request.card_id),
+            terminal_code=_terminal(request.terminal_code),
+            gate_code=pattern_field(
+                request.gate_code, "gate_code", domain.GATE_CODE, "^[A-Z0-9][A-Z0-9-]{0,19}$"
+            ),
+            tapped_at=domain.check_tap_time(tapped_at, datetime.now(UTC), self.config),
+        )
+
+
+def _terminal(value: str) -> str:
+    return pattern_field(value, "terminal_code", TERMINAL_CODE, "^[A-Z]{1,3}$")
+
+
+def _status(value: int) -> domain.JourneyStatus | None:
+    if value == journey_pb2.JOURNEY_STATUS_UNSPECIFIED:
+        return None
+    if value not in messages.STATUS_FROM_PROTO:
+        raise InvalidArgument.field("status", "is not a JourneyStatus")
+    return messages.STATUS_FROM_PROTO[value]
+
+
+def _after(token: str) -> tuple[datetime, uuid.UUID] | None:
+    key = paging.decode(token, 2)
+    if key is None:
+        return None
+    try:
+        started, journey_id = key
+        if isinstance(started, str) and isinstance(journey_id, str):
+            return datetime.fromisoformat(started), uuid.UUID(journey_id)
+    except ValueError:
+        pass
+    raise InvalidArgument.field("page_token", "is not a token from a previous response")

@@ -1,0 +1,107 @@
+"""Closing a journey, the one saga every ending goes through (check-out, exit without entry,
+entry while active, the sweeper):
+
+1. claim: the closing (status, price, exit) is written in the database, settlement pending —
+   only one closer can win an active journey;
+2. collect: the wallet captures the price from the hold (or charges it directly), idempotent
+   by the journey's reference, so repeating it after a crash takes the money once;
+3. settle: the outcome is recorded with its event, and the check-out tap's answer.
+
+A crash between 1 and 3 leaves a pending closing that a retried tap or the sweeper finishes."""
+
+from __future__ import annotations
+
+import logging
+
+from psycopg import AsyncConnection, errors
+from psycopg_pool import AsyncConnectionPool
+
+from libs.db.transaction import in_transaction
+from libs.errors import FailedPrecondition, NotFound
+from services.journey import domain, events, messages, store, tap_store
+from services.journey.domain import Journey, Settlement, TapState
+from services.journey.trips import ActiveTrips
+from services.journey.wallet import Collected, Refused, Wallet
+
+log = logging.getLogger(__name__)
+UNPAID_NOTE = "the journey is closed unpaid: another one started meanwhile"
+
+
+class Closings:
+    def __init__(self, pool: AsyncConnectionPool, wallet: Wallet, trips: ActiveTrips) -> None:
+        self.pool = pool
+        self.wallet = wallet
+        self.trips = trips
+
+    async def abandon(self, journey: Journey, reason: str) -> Journey | None:
+        """Close an active journey as abandoned and charge its held fare; None when another
+        closer got to it first."""
+        closing = domain.abandoning(journey, reason)
+
+        async def work(conn: AsyncConnection) -> Journey | None:
+            return await store.claim(conn, journey.id, closing)
+
+        claimed = await in_transaction(self.pool, work)
+        return None if claimed is None else await self.settle(claimed)
+
+    async def settle(self, journey: Journey) -> Journey:
+        """Finish a pending closing (a no-op for a settled one). When the wallet refuses the
+        money of a closing a check-out tap asked for, the closing is undone, the tap refused,
+        and FailedPrecondition raised with the wallet's reason; any other refused closing
+        stays closed and unpaid."""
+        if journey.settlement is not Settlement.PENDING:
+            return journey
+        outcome = await self.wallet.collect(journey)
+        undo = isinstance(outcome, Refused) and domain.closed_by_tap(journey)
+        if undo and await self._undo(journey, outcome):
+            raise FailedPrecondition(outcome.reason, outcome.message)
+
+        async def work(conn: AsyncConnection) -> Journey:
+            if isinstance(outcome, Collected):
+                settled = await store.settle(
+                    conn, journey.id, Settlement.PAID, outcome.available, outcome.notes
+                )
+            else:
+                notes = {"unpaid_reason": f"{outcome.reason}: {outcome.message}"}
+                settled = await store.settle(conn, journey.id, Settlement.UNPAID, None, notes)
+            if settled is None:  # another attempt settled it
+                return _found(await store.journey(conn, journey.id), journey)
+            await events.closed(conn, settled)
+            tap_id = settled.closing_tap_id
+            if tap_id is not None and settled.settlement is Settlement.PAID:
+                answer = messages.check_out_response(settled).SerializeToString()
+                await tap_store.finish_tap(conn, tap_id, answer, settled.id)
+            elif tap_id is not None:  # closed unpaid: the gate stays shut, the debt is kept
+                assert isinstance(outcome, Refused)
+                message = f"{outcome.message}; {UNPAID_NOTE}"
+                await tap_store.refuse_tap(conn, tap_id, TapState.REFUSED, outcome.reason, message)
+            return settled
+
+        settled = await in_transaction(self.pool, work)
+        await self.trips.ended(journey.user_id)
+        return settled
+
+    async def _undo(self, journey: Journey, refused: Refused) -> bool:
+        """Put the journey back and refuse its tap; False when that is impossible (the rider
+        has started another journey meanwhile), and the closing then stays, unpaid."""
+        assert journey.closing_tap_id is not None
+        tap_id = journey.closing_tap_id
+
+        async def work(conn: AsyncConnection) -> None:
+            await store.undo_closing(conn, journey)
+            await tap_store.refuse_tap(
+                conn, tap_id, TapState.REFUSED, refused.reason, refused.message
+            )
+
+        try:
+            await in_transaction(self.pool, work)
+        except errors.UniqueViolation:
+            log.warning("cannot reopen journey %s: its rider is on another journey", journey.id)
+            return False
+        return True
+
+
+def _found(value: Journey | None, journey: Journey) -> Journey:
+    if value is None:  # an incomplete journey undone by a concurrent attempt
+        raise NotFound(f"journey {journey.id} was undone")
+    return value

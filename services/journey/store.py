@@ -1,0 +1,321 @@
+"""SQL of the journeys (psycopg 3, parameters only; the taps are in tap_store.py). Every
+function runs on the caller's connection and inside the caller's transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from psycopg import AsyncConnection
+from psycopg.rows import class_row
+from psycopg.types.enum import EnumInfo, register_enum
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from libs.db.transaction import in_transaction
+from services.journey.domain import (
+    Closing,
+    Journey,
+    JourneyStatus,
+    Settlement,
+    TapKind,
+    TapState,
+)
+
+T = TypeVar("T")
+# What a statement sent in pipeline mode gives back once its results are in: inside the
+# transaction (reading it makes the round trip) or after the COMMIT (commit_then_read).
+Read = Callable[[], Awaitable[T]]
+JOURNEY_COLUMNS = ", ".join(f.name for f in fields(Journey))
+
+
+async def commit_then_read(
+    pool: AsyncConnectionPool, work: Callable[[AsyncConnection], Awaitable[Read[T]]]
+) -> T:
+    """Run `work` in one transaction whose statements all travel with the COMMIT (one round
+    trip; psycopg keeps each statement's result in its cursor), then read its results."""
+    read = await in_transaction(pool, work)
+    return await read()
+
+
+async def register_types(conn: AsyncConnection) -> None:
+    """Map the database enums onto the domain enums, once per pooled connection."""
+    for name, python_type in (
+        ("journey_status_enum", JourneyStatus),
+        ("settlement_status", Settlement),
+        ("tap_kind", TapKind),
+        ("tap_state", TapState),
+    ):
+        info = await EnumInfo.fetch(conn, name)
+        register_enum(info, conn, python_type, mapping={m: m.value for m in python_type})
+    await conn.commit()
+
+
+# --- journeys ----------------------------------------------------------------------------
+
+
+async def journey(conn: AsyncConnection, journey_id: uuid.UUID) -> Journey | None:
+    cur = conn.cursor(row_factory=class_row(Journey))
+    await cur.execute(f"SELECT {JOURNEY_COLUMNS} FROM journey_history WHERE id = %s", (journey_id,))
+    return await cur.fetchone()
+
+
+async def active_journey(
+    conn: AsyncConnection, user_id: uuid.UUID, *, lock: bool = False
+) -> Journey | None:
+    return await (await send_active_journey(conn, user_id, lock=lock))()
+
+
+async def send_active_journey(
+    conn: AsyncConnection, user_id: uuid.UUID, *, lock: bool = False
+) -> Read[Journey | None]:
+    cur = conn.cursor(row_factory=class_row(Journey))
+    await cur.execute(
+        f"""SELECT {JOURNEY_COLUMNS} FROM journey_history
+             WHERE user_id = %s AND status = 'active' {"FOR UPDATE" if lock else ""}""",
+        (user_id,),
+    )
+    return cur.fetchone
+
+
+INSERT_JOURNEY = f"""
+    INSERT INTO journey_history
+           (id, user_id, card_id, status, settlement,
+            checkin_terminal_code, checkin_terminal_name, checkin_gate_code, checkin_time,
+            checkout_terminal_code, checkout_terminal_name, checkout_gate_code, checkout_time,
+            held_amount, fare_charged, pricing, close_reason, hold_reference, closing_tap_id,
+            metadata, closed_at)
+    VALUES (%(id)s, %(user_id)s, %(card_id)s, %(status)s, %(settlement)s,
+            %(checkin_terminal_code)s, %(checkin_terminal_name)s, %(checkin_gate_code)s,
+            %(checkin_time)s, %(checkout_terminal_code)s, %(checkout_terminal_name)s,
+            %(checkout_gate_code)s, %(checkout_time)s, %(held_amount)s, %(fare_charged)s,
+            %(pricing)s, %(close_reason)s, %(hold_reference)s, %(closing_tap_id)s,
+            %(metadata)s, CASE WHEN %(closed)s THEN now() END)
+    ON CONFLICT (id) DO NOTHING RETURNING {JOURNEY_COLUMNS}"""
+
+
+def _journey_values(j: Journey) -> dict[str, Any]:
+    values = {f.name: getattr(j, f.name) for f in fields(Journey)}
+    values.update(metadata=Jsonb(j.metadata), closed=j.status is not JourneyStatus.ACTIVE)
+    return values
+
+
+async def insert_journey(conn: AsyncConnection, j: Journey) -> Journey | None:
+    """Insert `j`; None when a journey with its id exists (a retry of the same tap). Raises
+    UniqueViolation when `j` is active and its user already has an active journey."""
+    cur = conn.cursor(row_factory=class_row(Journey))
+    await cur.execute(INSERT_JOURNEY, _journey_values(j))
+    return await cur.fetchone()
+
+
+async def start_journey(
+    conn: AsyncConnection, j: Journey, tap_id: uuid.UUID, answer: bytes
+) -> Read[Journey | None]:
+    """Insert the journey a check-in starts and store the tap's answer, in one statement.
+    The reader gives the journey, or None when another attempt of the tap answered it first
+    (the journey existed, or the tap was no longer pending): nothing was written then. Raises
+    UniqueViolation when the rider already has another active journey."""
+    cur = conn.cursor(row_factory=class_row(Journey))
+    await cur.execute(
+        f"""WITH started AS ({INSERT_JOURNEY}),
+                 answered AS (
+                     UPDATE taps SET state = 'done', response = %(answer)s,
+                            journey_id = %(id)s, updated_at = now()
+                      WHERE tap_id = %(tap_id)s AND state = 'pending'
+                        AND EXISTS (SELECT 1 FROM started)
+                  RETURNING 1)
+            SELECT {JOURNEY_COLUMNS} FROM started WHERE EXISTS (SELECT 1 FROM answered)""",
+        {**_journey_values(j), "tap_id": tap_id, "answer": answer},
+    )
+    return cur.fetchone
+
+
+CLOSING_SET = """status = %s, settlement = 'pending', fare_charged = %s, pricing = %s,
+    close_reason = %s, checkout_terminal_code = %s, checkout_terminal_name = %s,
+    checkout_gate_code = %s, checkout_time = %s, closing_tap_id = %s,
+    metadata = metadata || %s, closed_at = now(), updated_at = now()"""
+
+
+def _closing_values(c: Closing) -> tuple:
+    code, name, gate = c.exit or (None, None, None)
+    return (
+        c.status,
+        c.fare,
+        c.pricing,
+        c.reason,
+        code,
+        name,
+        gate,
+        c.checkout_time,
+        c.closing_tap_id,
+        Jsonb(c.metadata),
+    )
+
+
+async def claim(conn: AsyncConnection, journey_id: uuid.UUID, c: Closing) -> Journey | None:
+    """Close an active journey as `c` says, money still to settle; None when it is no
+    longer active (another tap or the sweeper closed it first)."""
+    cur = conn.cursor(row_factory=class_row(Journey))
+    await cur.execute(
+        f"""UPDATE journey_history SET {CLOSING_SET}
+             WHERE id = %s AND status = 'active' RETURNING {JOURNEY_COLUMNS}""",
+        (*_closing_values(c), journey_id),
+    )
+    return await cur.fetchone()
+
+
+async def claim_for_tap(
+    conn: AsyncConnection, journey_id: uuid.UUID, user_id: uuid.UUID, c: Closing
+) -> Read[Journey | None]:
+    """Close `journey_id` as the check-out tap `c.closing_tap_id` asks — only when it is
+    still the rider's active journey and the tap is new (pending, closing nothing yet) —
+    and link the tap to it. One statement, so it travels with the tap's INSERT and the
+    COMMIT: the reader gives the claimed journey, or None (the caller then looks closer)."""
+    cur = conn.cursor(row_factory=class_row(Journey))
+    await cur.execute(
+        f"""WITH claimed AS (
+                UPDATE journey_history SET {CLOSING_SET}
+                 WHERE id = %s AND user_id = %s AND status = 'active'
+                   AND EXISTS (SELECT 1 FROM taps WHERE tap_id = %s AND state = 'pending'
+                                  AND journey_id IS NULL)
+             RETURNING {JOURNEY_COLUMNS}),
+            linked AS (
+                UPDATE taps SET journey_id = %s, updated_at = now()
+                 WHERE tap_id = %s AND EXISTS (SELECT 1 FROM claimed))
+            SELECT {JOURNEY_COLUMNS} FROM claimed""",
+        (*_closing_values(c), journey_id, user_id, c.closing_tap_id, journey_id, c.closing_tap_id),
+    )
+    return cur.fetchone
+
+
+async def claim_overdue(
+    conn: AsyncConnection, older_than: timedelta, reason: str, limit: int
+) -> list[Journey]:
+    """Close as abandoned (charged the held fare, money still to settle) up to `limit`
+    journeys active for longer than `older_than` that no other sweeper is closing."""
+    cur = conn.cursor(row_factory=class_row(Journey))
+    await cur.execute(
+        f"""UPDATE journey_history
+               SET status = 'abandoned', settlement = 'pending', fare_charged = held_amount,
+                   pricing = 'abandoned', close_reason = %s, closed_at = now(),
+                   updated_at = now()
+             WHERE id IN (SELECT id FROM journey_history
+                           WHERE status = 'active' AND created_at < now() - %s
+                           ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED)
+         RETURNING {JOURNEY_COLUMNS}""",
+        (reason, older_than, limit),
+    )
+    return await cur.fetchall()
+
+
+async def settle(
+    conn: AsyncConnection,
+    journey_id: uuid.UUID,
+    settlement: Settlement,
+    remaining: Decimal | None,
+    notes: dict[str, Any],
+) -> Journey | None:
+    """Record the outcome of a pending closing; None when it was settled already."""
+    cur = conn.cursor(row_factory=class_row(Journey))
+    await cur.execute(
+        f"""UPDATE journey_history
+               SET settlement = %s, remaining_balance = %s, metadata = metadata || %s,
+                   updated_at = now()
+             WHERE id = %s AND settlement = 'pending' RETURNING {JOURNEY_COLUMNS}""",
+        (settlement, remaining, Jsonb(notes), journey_id),
+    )
+    return await cur.fetchone()
+
+
+async def undo_closing(conn: AsyncConnection, j: Journey) -> bool:
+    """Put a journey whose check-out the wallet refused back as it was: active again, or
+    gone when it was the incomplete journey the tap made. False when already settled."""
+    if j.status is JourneyStatus.INCOMPLETE:
+        return await changed(
+            conn,
+            "DELETE FROM journey_history WHERE id = %s AND settlement = 'pending' RETURNING 1",
+            (j.id,),
+        )
+    return await changed(
+        conn,
+        """UPDATE journey_history
+              SET status = 'active', settlement = 'none', fare_charged = NULL, pricing = NULL,
+                  close_reason = NULL, checkout_terminal_code = NULL,
+                  checkout_terminal_name = NULL, checkout_gate_code = NULL,
+                  checkout_time = NULL, closing_tap_id = NULL, closed_at = NULL,
+                  updated_at = now()
+            WHERE id = %s AND settlement = 'pending' RETURNING 1""",
+        (j.id,),
+    )
+
+
+async def unsettled(conn: AsyncConnection, older_than: timedelta, limit: int) -> list[Journey]:
+    """Closed journeys whose money is still unconfirmed after `older_than`."""
+    cur = conn.cursor(row_factory=class_row(Journey))
+    await cur.execute(
+        f"""SELECT {JOURNEY_COLUMNS} FROM journey_history
+             WHERE settlement = 'pending' AND updated_at < now() - %s
+             ORDER BY updated_at LIMIT %s""",
+        (older_than, limit),
+    )
+    return await cur.fetchall()
+
+
+@dataclass(frozen=True)
+class JourneyFilter:
+    user_id: uuid.UUID | None = None
+    terminal_code: str | None = None
+    started_from: datetime | None = None
+    started_before: datetime | None = None
+    status: JourneyStatus | None = None
+
+
+async def list_journeys(
+    conn: AsyncConnection,
+    f: JourneyFilter,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[Journey]:
+    """Newest first, keyset-paged on (started_at, id)."""
+    conditions: list[str] = []
+    params: list[Any] = []
+    for sql, value in (
+        ("user_id = %s", f.user_id),
+        ("started_at >= %s", f.started_from),
+        ("started_at < %s", f.started_before),
+        ("status = %s", f.status),
+    ):
+        if value is not None:
+            conditions.append(sql)
+            params.append(value)
+    if f.terminal_code is not None:
+        conditions.append("(checkin_terminal_code = %s OR checkout_terminal_code = %s)")
+        params += [f.terminal_code, f.terminal_code]
+    if after is not None:
+        conditions.append("(started_at, id) < (%s, %s)")
+        params += list(after)
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    cur = conn.cursor(row_factory=class_row(Journey))
+    await cur.execute(
+        f"""SELECT {JOURNEY_COLUMNS} FROM journey_history {where}
+             ORDER BY started_at DESC, id DESC LIMIT %s""",
+        (*params, limit),
+    )
+    return await cur.fetchall()
+
+
+async def changed(conn: AsyncConnection, statement: str, params: tuple) -> bool:
+    """Whether a conditional UPDATE/DELETE … RETURNING hit its row (rowcount is unknown
+    until a pipeline syncs; fetching the row forces the sync)."""
+    cur = await conn.execute(statement, params)
+    return await cur.fetchone() is not None
+
+
+def one(row):
+    if row is None:
+        raise LookupError("statement returned no row")
+    return row

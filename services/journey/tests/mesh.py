@@ -1,0 +1,221 @@
+"""The real user, fare and journey services in this process (port 0, one isolated run:
+databases, exchange, Redis prefix), seeded with seed 004's terminals, gates and fares, plus
+the builders and the money audit the journey tests share."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
+from functools import partial
+
+import psycopg
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc import aio
+from tiket.journey.v1 import journey_pb2, journey_pb2_grpc
+from tiket.user.v1 import user_pb2, user_pb2_grpc
+
+from libs.auth import Role, mint
+from libs.cache import Cache
+from libs.config import Settings, load
+from libs.db.database import open_pool
+from libs.money import from_money, to_money
+from libs.server.runtime import ServiceRuntime
+from services.fare import demo as fare_demo
+from services.fare.service import DEFINITION as FARE
+from services.journey import service, store
+from services.journey.app import JourneyApp
+from services.journey.config import JourneyConfig
+from services.journey.jobs import Sweeper
+from services.user.service import DEFINITION as USER
+from tests.support.cleanup import remove_run
+from tests.support.settings import isolated_env
+from tests.support.tcp_proxy import TcpProxy
+
+SERVICES = ("user", "fare", "journey")
+_cards = itertools.count(1)
+
+
+@dataclass
+class Mesh:
+    settings: Settings  # the journey service's (its TIKET_USER_ADDR/FARE_ADDR point at them)
+    runtimes: dict[str, ServiceRuntime]
+    channels: dict[str, aio.Channel]
+    config: JourneyConfig
+    # name -> the proxy the journey service reaches that dependency through, when asked
+    proxies: dict[str, TcpProxy] = field(default_factory=dict)
+
+    @property
+    def journeys(self) -> journey_pb2_grpc.JourneyServiceStub:
+        return journey_pb2_grpc.JourneyServiceStub(self.channels["journey"])
+
+    @property
+    def users(self) -> user_pb2_grpc.UserServiceStub:
+        return user_pb2_grpc.UserServiceStub(self.channels["user"])
+
+    def metadata(self, role: Role | str = Role.ADMIN, sub: str = "tests") -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {mint(self.settings.jwt_secret, role, sub)}")]
+
+    def database_url(self, name: str) -> str:
+        return self.settings.database_url(name)
+
+
+@asynccontextmanager
+async def running_mesh(
+    config: JourneyConfig | None = None, *, proxied: bool = False
+) -> AsyncIterator[Mesh]:
+    """Start the three services; with `proxied` the journey service reaches the user and
+    fare services through fault-injection proxies (mesh.proxies)."""
+    env = isolated_env(TIKET_SWEEP_INTERVAL_SECONDS="3600")
+    base = load(env)
+    runtimes = {"user": ServiceRuntime(USER, base), "fare": ServiceRuntime(FARE, base)}
+    channels: dict[str, aio.Channel] = {}
+    proxies: dict[str, TcpProxy] = {}
+    config = config or JourneyConfig()
+    try:
+        await asyncio.gather(*(r.start() for r in runtimes.values()))
+        ports = {name: runtime.port for name, runtime in runtimes.items()}
+        if proxied:
+            for name, port in ports.items():
+                proxies[name] = TcpProxy("127.0.0.1", port)
+                await proxies[name].start()
+                ports[name] = proxies[name].port
+        addresses = {f"TIKET_{n.upper()}_ADDR": f"127.0.0.1:{p}" for n, p in ports.items()}
+        settings = load({**env, **addresses})
+        definition = replace(
+            service.DEFINITION, build=partial(service.build, journey_config=config)
+        )
+        runtimes["journey"] = ServiceRuntime(definition, settings)
+        await runtimes["journey"].start()
+        for name, runtime in runtimes.items():
+            channels[name] = aio.insecure_channel(f"127.0.0.1:{runtime.port}")
+        mesh = Mesh(settings, runtimes, channels, config, proxies)
+        await fare_demo.load(channels["fare"], mesh.metadata(), lambda _: None)
+        yield mesh
+    finally:
+        for channel in channels.values():
+            await channel.close()
+        for runtime in reversed(list(runtimes.values())):
+            await runtime.stop()
+        for proxy in proxies.values():
+            await proxy.stop()
+        await remove_run(base, SERVICES)
+
+
+@asynccontextmanager
+async def sweeper_of(mesh: Mesh, config: JourneyConfig) -> AsyncIterator[Sweeper]:
+    """A second journey replica's sweeper (own pool and channels) with its own config."""
+    pool = await open_pool(
+        mesh.database_url("journey"), min_size=1, max_size=4, configure=store.register_types
+    )
+    channels = service.dependency_channels(mesh.settings, config)
+    cache = Cache(mesh.settings.redis_url, mesh.settings.redis_prefix)
+    try:
+        yield Sweeper(JourneyApp(pool, cache, config, *channels))
+    finally:
+        for channel in channels:
+            await channel.close()
+        await cache.close()
+        await pool.close()
+
+
+# --- builders ------------------------------------------------------------------------------
+
+
+def new_card() -> str:
+    return f"J{uuid.uuid4().hex[:9].upper()}{next(_cards):04d}"
+
+
+def idr(amount: int | str | Decimal):
+    return to_money(Decimal(amount))
+
+
+def stamp(value: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+async def new_rider(mesh: Mesh, balance: int = 100_000) -> tuple[str, str]:
+    """(user_id, card_id) of a new active rider with `balance` on the wallet."""
+    card = new_card()
+    md = mesh.metadata()
+    user = await mesh.users.CreateUser(
+        user_pb2.CreateUserRequest(card_id=card, full_name="Rider"), metadata=md
+    )
+    if balance:
+        await mesh.users.TopUp(
+            user_pb2.TopUpRequest(user_id=user.id, amount=idr(balance), idempotency_key="init"),
+            metadata=md,
+        )
+    return user.id, card
+
+
+def tap_request(
+    kind: str,
+    card: str,
+    terminal: str,
+    gate: str,
+    tap_id: str | None = None,
+    tapped_at: datetime | None = None,
+):
+    message = journey_pb2.CheckInRequest if kind == "in" else journey_pb2.CheckOutRequest
+    request = message(
+        card_id=card, terminal_code=terminal, gate_code=gate, tap_id=tap_id or str(uuid.uuid4())
+    )
+    if tapped_at is not None:
+        request.tapped_at.CopyFrom(stamp(tapped_at))
+    return request
+
+
+async def tap_in(
+    mesh: Mesh,
+    card: str,
+    terminal: str = "A",
+    gate: str = "A-ENTRY-01",
+    timeout: float | None = None,
+    **kw,
+):
+    """CheckIn with the gate's own token."""
+    request = tap_request("in", card, terminal, gate, **kw)
+    md = mesh.metadata(Role.GATE, gate)
+    return await mesh.journeys.CheckIn(request, metadata=md, timeout=timeout)
+
+
+async def tap_out(
+    mesh: Mesh,
+    card: str,
+    terminal: str = "E",
+    gate: str = "E-EXIT-01",
+    timeout: float | None = None,
+    **kw,
+):
+    """CheckOut with the gate's own token."""
+    request = tap_request("out", card, terminal, gate, **kw)
+    md = mesh.metadata(Role.GATE, gate)
+    return await mesh.journeys.CheckOut(request, metadata=md, timeout=timeout)
+
+
+async def wallet(mesh: Mesh, user_id: str) -> tuple[Decimal, Decimal, Decimal]:
+    """(balance, held, available)."""
+    w = await mesh.users.GetWallet(
+        user_pb2.GetWalletRequest(user_id=user_id), metadata=mesh.metadata()
+    )
+    return from_money(w.balance), from_money(w.held), from_money(w.available)
+
+
+async def counts(mesh: Mesh) -> tuple[int, int, int]:
+    """(taps, journeys, holds): for checking that a refused request wrote nothing."""
+    async with await psycopg.AsyncConnection.connect(mesh.database_url("journey")) as conn:
+        cur = await conn.execute(
+            "SELECT (SELECT count(*) FROM taps), (SELECT count(*) FROM journey_history)"
+        )
+        taps, journeys = await cur.fetchone()
+    async with await psycopg.AsyncConnection.connect(mesh.database_url("user")) as conn:
+        holds = (await (await conn.execute("SELECT count(*) FROM holds")).fetchone())[0]
+    return taps, journeys, holds

@@ -1,0 +1,201 @@
+"""Idempotency and the fail-safe: the same tap many times takes effect once; an attempt that
+died half-way is finished by its retry or undone by the sweeper; journeys left open are
+closed after the maximum trip time."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import grpc
+import psycopg
+import pytest
+from tiket.journey.v1 import journey_pb2
+from tiket.user.v1 import user_pb2
+
+from libs.auth import Role
+from libs.errors import FailedPrecondition
+from services.journey import domain, store, tap_store
+from services.journey.domain import JourneyStatus, TapKind, TapRequest
+from services.journey.tests.mesh import (
+    idr,
+    new_rider,
+    sweeper_of,
+    tap_in,
+    tap_out,
+    tap_request,
+    wallet,
+)
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+async def journey_db(mesh) -> psycopg.AsyncConnection:
+    conn = await psycopg.AsyncConnection.connect(mesh.database_url("journey"), autocommit=True)
+    await store.register_types(conn)
+    return conn
+
+
+async def holds_of(mesh, user_id: str) -> list[tuple[str, str]]:
+    async with await psycopg.AsyncConnection.connect(mesh.database_url("user")) as conn:
+        cur = await conn.execute(
+            "SELECT reference, status::text FROM holds WHERE user_id = %s", (user_id,)
+        )
+        return await cur.fetchall()
+
+
+async def test_the_same_tap_five_times_at_once_makes_one_journey_one_hold_one_charge(mesh):
+    user_id, card = await new_rider(mesh, 50_000)
+    request = tap_request("in", card, "A", "A-ENTRY-01")
+    md = mesh.metadata(Role.GATE, "A-ENTRY-01")
+    entries = await asyncio.gather(*(mesh.journeys.CheckIn(request, metadata=md) for _ in range(5)))
+    assert len({e.SerializeToString() for e in entries}) == 1
+    exit_request = tap_request("out", card, "E", "E-EXIT-01")
+    md = mesh.metadata(Role.GATE, "E-EXIT-01")
+    exits = await asyncio.gather(
+        *(mesh.journeys.CheckOut(exit_request, metadata=md) for _ in range(5))
+    )
+    assert len({e.SerializeToString() for e in exits}) == 1
+    assert len(await holds_of(mesh, user_id)) == 1
+    assert await wallet(mesh, user_id) == (Decimal(38_000), 0, Decimal(38_000))
+    again = await mesh.journeys.CheckIn(request, metadata=mesh.metadata(Role.SERVICE))
+    assert again == entries[0]  # later still the first answer, though the journey is over
+
+
+async def test_a_retry_adopts_the_hold_of_an_attempt_that_died_before_the_journey(mesh):
+    user_id, card = await new_rider(mesh, 50_000)
+    tap = await crashed_check_in(mesh, user_id, card)
+    entered = await tap_in(mesh, card, tap_id=str(tap.tap_id))
+    assert entered.journey.id == str(tap.journey_id)
+    assert await holds_of(mesh, user_id) == [(domain.hold_reference(tap.journey_id), "held")]
+    assert await wallet(mesh, user_id) == (Decimal(50_000), Decimal(12_000), Decimal(38_000))
+
+
+async def test_the_sweeper_releases_the_hold_of_an_attempt_nobody_retried(mesh):
+    user_id, card = await new_rider(mesh, 50_000)
+    tap = await crashed_check_in(mesh, user_id, card)
+    async with sweeper_of(mesh, replace(mesh.config, orphan_after=timedelta(0))) as sweeper:
+        assert await sweeper.expire_taps() >= 1
+    assert await wallet(mesh, user_id) == (Decimal(50_000), 0, Decimal(50_000))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await tap_in(mesh, card, tap_id=str(tap.tap_id))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "tap again" in err.value.details()
+
+
+async def test_journeys_open_past_the_maximum_trip_time_are_abandoned(mesh):
+    user_id, card = await new_rider(mesh, 50_000)
+    entered = await tap_in(mesh, card, "B", "B-ENTRY-01")
+    async with sweeper_of(mesh, replace(mesh.config, max_trip=timedelta(0))) as sweeper:
+        hint = await sweeper.app.trips.hint(uuid.UUID(user_id))  # seed 004's active_trip
+        assert hint is not None and str(hint.journey_id) == entered.journey.id
+        assert await sweeper.close_overdue() >= 1
+        assert await sweeper.app.trips.hint(uuid.UUID(user_id)) is None  # status cleared
+    conn = await journey_db(mesh)
+    async with conn:
+        journey = await store.journey(conn, uuid.UUID(entered.journey.id))
+    assert journey is not None
+    assert (journey.status, journey.settlement) == (JourneyStatus.ABANDONED, "paid")
+    assert journey.fare_charged == Decimal(11_000)  # the dearest from B, as held
+    assert await wallet(mesh, user_id) == (Decimal(39_000), 0, Decimal(39_000))
+    left = await tap_out(mesh, card)  # the rider reappears: an exit without entry
+    assert left.journey.status == journey_pb2.JOURNEY_STATUS_INCOMPLETE
+
+
+async def test_a_check_out_that_died_after_its_claim_is_settled_and_answered(mesh):
+    user_id, card = await new_rider(mesh, 50_000)
+    entered = await tap_in(mesh, card)
+    exit_tap = TapRequest(TapKind.CHECKOUT, uuid.uuid4(), card, "C", "C-EXIT-01", datetime.now(UTC))
+    conn = await journey_db(mesh)
+    async with conn:  # what a check-out had written when its process died
+        active = await store.active_journey(conn, uuid.UUID(user_id))
+        assert active is not None and str(active.id) == entered.journey.id
+        await (await tap_store.record_tap(conn, exit_tap, active.user_id, None))()  # pending
+        closing = domain.completing(
+            active.entry, exit_tap, datetime.now(UTC), "Terminal Timur", Decimal(7_000), mesh.config
+        )
+        await store.claim(conn, active.id, closing)
+        await tap_store.link_tap(conn, exit_tap.tap_id, active.id)
+    async with sweeper_of(mesh, replace(mesh.config, settle_after=timedelta(0))) as sweeper:
+        assert await sweeper.settle_unfinished() >= 1
+    assert await wallet(mesh, user_id) == (Decimal(43_000), 0, Decimal(43_000))
+    answer = await tap_out(
+        mesh, card, "C", "C-EXIT-01", tap_id=str(exit_tap.tap_id), tapped_at=exit_tap.tapped_at
+    )
+    assert answer.journey.id == entered.journey.id
+    assert answer.remaining_balance.units == 43_000
+
+
+async def test_a_check_out_refused_by_the_wallet_is_undone_and_the_gate_stays_shut(mesh):
+    user_id, card = await new_rider(mesh, 12_000)
+    entered = await tap_in(mesh, card)
+    await mesh.users.ReleaseHold(  # staff freed the hold: the exit must charge directly …
+        user_pb2.ReleaseHoldRequest(
+            hold=user_pb2.HoldSelector(reference=entered.journey.hold_reference)
+        ),
+        metadata=mesh.metadata(),
+    )
+    await mesh.users.Charge(  # … and the rider spent the money meanwhile
+        user_pb2.ChargeRequest(
+            user_id=user_id, amount=idr(10_000), idempotency_key="shop", reference="shop-1"
+        ),
+        metadata=mesh.metadata(),
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await tap_out(mesh, card)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "insufficient balance" in err.value.details()
+    conn = await journey_db(mesh)
+    async with conn:
+        active = await store.active_journey(conn, uuid.UUID(user_id))
+    assert active is not None and str(active.id) == entered.journey.id  # still travelling
+    await mesh.users.TopUp(
+        user_pb2.TopUpRequest(user_id=user_id, amount=idr(20_000), idempotency_key="more"),
+        metadata=mesh.metadata(),
+    )
+    left = await tap_out(mesh, card)
+    assert left.fare.units == 12_000
+    assert await wallet(mesh, user_id) == (Decimal(10_000), 0, Decimal(10_000))
+
+
+async def crashed_check_in(mesh, user_id: str, card: str) -> domain.Tap:
+    """What a check-in at A had done when its process died: the tap recorded, the hold
+    placed, no journey yet."""
+    request = TapRequest(TapKind.CHECKIN, uuid.uuid4(), card, "A", "A-ENTRY-01", None)
+    conn = await journey_db(mesh)
+    async with conn:
+        recorded = await (
+            await tap_store.record_tap(conn, request, uuid.UUID(user_id), request.journey_id)
+        )()
+        assert recorded is not None
+        tap = recorded[0]
+    await mesh.users.PlaceHold(
+        user_pb2.PlaceHoldRequest(
+            user_id=user_id,
+            amount=idr(12_000),
+            reference=domain.hold_reference(request.journey_id),
+        ),
+        metadata=mesh.metadata(),
+    )
+    return tap
+
+
+async def test_a_retry_gets_the_first_answer_even_when_the_card_was_blocked_since(mesh):
+    user_id, card = await new_rider(mesh, 50_000)
+    tap_id = str(uuid.uuid4())
+    entered = await tap_in(mesh, card, tap_id=tap_id)
+    await mesh.users.ChangeUserStatus(
+        user_pb2.ChangeUserStatusRequest(
+            user_id=user_id, status=user_pb2.USER_STATUS_BLOCKED, reason="lost card"
+        ),
+        metadata=mesh.metadata(),
+    )
+    retry = TapRequest(TapKind.CHECKIN, uuid.UUID(tap_id), card, "A", "A-ENTRY-01", None)
+    async with sweeper_of(mesh, mesh.config) as replica:  # fresh caches: it asks the wallet
+        assert await replica.app.check_in(retry) == entered
+        with pytest.raises(FailedPrecondition) as refused:  # a new tap is refused
+            await replica.app.check_in(replace(retry, tap_id=uuid.uuid4()))
+    assert refused.value.reason == "USER_NOT_ACTIVE"

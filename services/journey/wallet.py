@@ -1,0 +1,159 @@
+"""What the journey service asks the user service: who holds a card, and the money moves of
+a journey. Every move is idempotent by a key derived from the journey, so any step may be
+repeated — by a retried tap, after a crash, by the sweeper — and takes effect once."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from google.protobuf.duration_pb2 import Duration
+from grpc import aio
+from tiket.user.v1 import user_pb2, user_pb2_grpc
+
+from libs.errors import AlreadyExists, FailedPrecondition, NotFound
+from libs.money import from_money, to_money
+from services.journey import remote
+from services.journey.domain import Journey, hold_reference
+from services.journey.lookups import TtlCache
+
+WHAT = "the wallet (user service)"
+# A card's user never changes, so the mapping may be kept long; status is not cached.
+RIDER_TTL = 3600.0
+HOLD_GONE = {"HOLD_RELEASED", "HOLD_EXPIRED"}
+
+
+@dataclass(frozen=True)
+class Rider:
+    user_id: uuid.UUID
+    # From a fresh GetUser; None when the id came from the cache (the wallet then decides).
+    active: bool | None
+
+
+@dataclass(frozen=True)
+class Hold:
+    held: bool
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class Collected:
+    available: Decimal
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Refused:
+    reason: str
+    message: str
+
+
+class Wallet:
+    def __init__(self, channel: aio.Channel, timeout: float) -> None:
+        self.stub = user_pb2_grpc.UserServiceStub(channel)
+        self.timeout = timeout
+        self._riders: TtlCache[str, uuid.UUID] = TtlCache(RIDER_TTL, max_entries=200_000)
+
+    async def rider(self, card_id: str) -> Rider:
+        """NOT_FOUND for a card nobody holds."""
+        fresh: list[bool] = []
+
+        async def load() -> uuid.UUID:
+            user = await self._call(self.stub.GetUser, user_pb2.GetUserRequest(card_id=card_id))
+            fresh.append(user.status == user_pb2.USER_STATUS_ACTIVE)
+            return uuid.UUID(user.id)
+
+        user_id = await self._riders.get(card_id, load)
+        return Rider(user_id, fresh[0] if fresh else None)
+
+    async def place_hold(
+        self, user_id: uuid.UUID, amount: Decimal, journey_id: uuid.UUID, ttl: timedelta, why: str
+    ) -> Hold:
+        """The hold of the journey: placed now, or the one a first attempt placed (adopted)."""
+        expires_in = Duration()
+        expires_in.FromTimedelta(ttl)
+        reference = hold_reference(journey_id)
+        try:
+            hold = await self._call(
+                self.stub.PlaceHold,
+                user_pb2.PlaceHoldRequest(
+                    user_id=str(user_id),
+                    amount=to_money(amount),
+                    reference=reference,
+                    reason=why[:255],
+                    expires_in=expires_in,
+                ),
+            )
+        except AlreadyExists:
+            # A first attempt held another amount (the maximum fare changed in between):
+            # its hold is the journey's.
+            hold = await self._call(
+                self.stub.GetHold,
+                user_pb2.GetHoldRequest(hold=user_pb2.HoldSelector(reference=reference)),
+            )
+        return Hold(hold.status == user_pb2.HOLD_STATUS_HELD, from_money(hold.amount))
+
+    async def release(self, reference: str) -> None:
+        """Release an orphan hold; nothing when it was never placed or is gone."""
+        try:
+            await self._call(
+                self.stub.ReleaseHold,
+                user_pb2.ReleaseHoldRequest(hold=user_pb2.HoldSelector(reference=reference)),
+            )
+        except NotFound:
+            return
+        except FailedPrecondition as exc:
+            if exc.reason != "HOLD_ALREADY_CAPTURED":
+                raise
+
+    async def available(self, user_id: uuid.UUID) -> Decimal:
+        wallet = await self._call(
+            self.stub.GetWallet, user_pb2.GetWalletRequest(user_id=str(user_id))
+        )
+        return from_money(wallet.available)
+
+    async def collect(self, journey: Journey) -> Collected | Refused:
+        """Take the price of a closed journey: capture it from the hold (the rest is
+        released), or charge it directly when the hold is gone or there never was one.
+        Refused only when a direct charge is refused (balance short, card blocked)."""
+        assert journey.fare_charged is not None
+        reference = hold_reference(journey.id)
+        notes: dict[str, Any] = {}
+        if journey.hold_reference is not None:
+            try:
+                captured = await self._call(
+                    self.stub.CaptureHold,
+                    user_pb2.CaptureHoldRequest(
+                        hold=user_pb2.HoldSelector(reference=journey.hold_reference),
+                        final_amount=to_money(journey.fare_charged),
+                    ),
+                )
+                return Collected(from_money(captured.wallet.available))
+            except FailedPrecondition as exc:
+                if exc.reason not in HOLD_GONE:
+                    raise
+                notes["charged_directly"] = exc.reason
+            if notes["charged_directly"] == "HOLD_EXPIRED":
+                # Expired but not yet swept: free it, or it would keep the money it reserves.
+                await self.release(journey.hold_reference)
+        if journey.fare_charged > 0:
+            try:
+                await self._call(
+                    self.stub.Charge,
+                    user_pb2.ChargeRequest(
+                        user_id=str(journey.user_id),
+                        amount=to_money(journey.fare_charged),
+                        idempotency_key=reference,
+                        reference=reference,
+                        description=f"Journey {journey.pricing}",
+                    ),
+                )
+            except FailedPrecondition as exc:
+                return Refused(exc.reason, exc.message)
+        return Collected(await self.available(journey.user_id), notes)
+
+    async def _call(self, method, request):
+        return await remote.call(method, request, WHAT, self.timeout)

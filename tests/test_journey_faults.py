@@ -1,0 +1,269 @@
+"""Faults around the journey service, injected without touching the shared servers:
+
+- its dependencies cut off or hung (a TCP proxy between it and them): CheckIn answers
+  UNAVAILABLE within the gate's deadline, never hangs, writes nothing a retry cannot finish;
+- its own process killed (SIGKILL) in the middle of a burst of taps and started again: the
+  gates' retries complete every tap, and no rupiah is lost or taken twice."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import grpc
+import pytest
+import pytest_asyncio
+from grpc import aio
+from tiket.journey.v1 import journey_pb2_grpc
+from tiket.user.v1 import user_pb2, user_pb2_grpc
+
+from libs.auth import Role, mint
+from libs.config import load
+from libs.money import to_money
+from services.fare import demo as fare_demo
+from services.journey.tests.audit import audit
+from services.journey.tests.mesh import (
+    Mesh,
+    counts,
+    new_rider,
+    running_mesh,
+    tap_in,
+    tap_out,
+    tap_request,
+    wallet,
+)
+from tests.support.cleanup import remove_run
+from tests.support.processes import service_process
+from tests.support.settings import isolated_env
+from tests.support.tcp_proxy import TcpProxy
+
+GATE_DEADLINE = 1.5  # seconds a gate waits before falling back to offline mode
+module_loop = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def mesh() -> AsyncIterator[Mesh]:
+    async with running_mesh(proxied=True) as running:
+        yield running
+        for proxy in running.proxies.values():
+            proxy.restore()
+        assert await audit(running.database_url("user"), running.database_url("journey")) == []
+
+
+async def timed_refusal(call) -> tuple[grpc.StatusCode, float]:
+    started = time.monotonic()
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call
+    return err.value.code(), time.monotonic() - started
+
+
+@module_loop
+async def test_wallet_cut_off_answers_unavailable_at_once_and_writes_nothing(mesh):
+    _, card = await new_rider(mesh)
+    before = await counts(mesh)
+    mesh.proxies["user"].cut()
+    try:
+        code, took = await timed_refusal(tap_in(mesh, card, timeout=GATE_DEADLINE))
+    finally:
+        mesh.proxies["user"].restore()
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert took < GATE_DEADLINE
+    assert await counts(mesh) == before
+    assert (await once_back(tap_in, mesh, card)).open_gate
+    await tap_out(mesh, card)
+
+
+@module_loop
+async def test_wallet_hanging_answers_unavailable_within_the_gate_deadline(mesh):
+    user_id, card = await new_rider(mesh, 50_000)
+    tap_id = str(uuid.uuid4())
+    mesh.proxies["user"].stall()
+    try:
+        code, took = await timed_refusal(tap_in(mesh, card, tap_id=tap_id, timeout=GATE_DEADLINE))
+    finally:
+        mesh.proxies["user"].restore()
+    assert code == grpc.StatusCode.UNAVAILABLE  # our answer, not the gate's own deadline
+    assert took < GATE_DEADLINE
+    entered = await once_back(tap_in, mesh, card, tap_id=tap_id)  # the gate's retry
+    await tap_out(mesh, card)
+    assert await wallet(mesh, user_id) == (Decimal(38_000), 0, Decimal(38_000))
+    assert entered.open_gate
+
+
+@module_loop
+async def test_fare_service_down_cold_lookups_unavailable_warm_ones_keep_working(mesh):
+    _, warm = await new_rider(mesh)
+    await tap_in(mesh, warm)  # gates, terminal and fares of A are now in the journey cache
+    _, card = await new_rider(mesh)
+    mesh.proxies["fare"].cut()
+    try:
+        code, took = await timed_refusal(
+            tap_in(mesh, card, "C", "C-ENTRY-01", timeout=GATE_DEADLINE)
+        )
+        assert (code, took < GATE_DEADLINE) == (grpc.StatusCode.UNAVAILABLE, True)
+        assert (await tap_in(mesh, card, timeout=GATE_DEADLINE)).open_gate
+    finally:
+        mesh.proxies["fare"].restore()
+    await once_back(tap_out, mesh, warm)
+    await tap_out(mesh, card)
+
+
+@module_loop
+async def test_wallet_lost_during_check_out_the_retry_completes_it_once(mesh):
+    user_id, card = await new_rider(mesh, 50_000)
+    await tap_in(mesh, card)
+    request = tap_request("out", card, "E", "E-EXIT-01")
+    md = mesh.metadata(Role.GATE, "E-EXIT-01")
+    mesh.proxies["user"].cut()
+    try:
+        code, _ = await timed_refusal(
+            mesh.journeys.CheckOut(request, metadata=md, timeout=GATE_DEADLINE)
+        )
+    finally:
+        mesh.proxies["user"].restore()
+    assert code == grpc.StatusCode.UNAVAILABLE
+    first = await once_back(mesh.journeys.CheckOut, request, metadata=md)
+    again = await mesh.journeys.CheckOut(request, metadata=md)
+    assert first == again and first.fare.units == 12_000
+    assert await wallet(mesh, user_id) == (Decimal(38_000), 0, Decimal(38_000))
+
+
+async def once_back(call, *args, **kwargs):
+    """`call` retried while the link comes back (the channel reconnects with backoff)."""
+    for _ in range(50):
+        try:
+            return await call(*args, **kwargs)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+            await asyncio.sleep(0.1)
+    raise AssertionError("the dependency never came back")
+
+
+# --- the journey service killed mid-burst ----------------------------------------------------
+
+RIDERS = 30
+PAIRS = 3
+BALANCE = 100_000
+
+
+class Gate:
+    """A gate that keeps retrying a tap (same tap id) until it gets a real answer."""
+
+    def __init__(self, address: str, token: str) -> None:
+        self.channel = aio.insecure_channel(address)
+        self.stub = journey_pb2_grpc.JourneyServiceStub(self.channel)
+        self.metadata = [("authorization", f"Bearer {token}")]
+        self.retries = 0
+
+    async def tap(self, method: str, request) -> object:
+        for _ in range(200):
+            try:
+                return await getattr(self.stub, method)(
+                    request, metadata=self.metadata, timeout=GATE_DEADLINE
+                )
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in (
+                    grpc.StatusCode.UNAVAILABLE,
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    grpc.StatusCode.ABORTED,
+                ):
+                    raise
+                self.retries += 1
+                await asyncio.sleep(0.1)
+        raise AssertionError(f"{method} never answered")
+
+
+async def ride(gate: Gate, card: str) -> None:
+    for _ in range(PAIRS):
+        await gate.tap("CheckIn", tap_request("in", card, "A", "A-ENTRY-01"))
+        await gate.tap("CheckOut", tap_request("out", card, "E", "E-EXIT-01"))
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(180)
+async def test_killing_the_journey_service_mid_burst_loses_and_doubles_nothing():
+    env = isolated_env(
+        TIKET_SWEEP_INTERVAL_SECONDS="0.5",
+        TIKET_JOURNEY_SETTLE_AFTER_SECONDS="2",
+        TIKET_JOURNEY_ORPHAN_AFTER_SECONDS="60",
+    )
+    settings = load(env)
+    token = mint(settings.jwt_secret, Role.SERVICE, "fault-test")
+    admin = [("authorization", f"Bearer {mint(settings.jwt_secret, Role.ADMIN, 'fault-test')}")]
+    with contextlib.ExitStack() as stack:
+        user = stack.enter_context(service_process("user", env))
+        fare = stack.enter_context(service_process("fare", env))
+        journey_env = {**env, "TIKET_USER_ADDR": user.address, "TIKET_FARE_ADDR": fare.address}
+        first = stack.enter_context(service_process("journey", journey_env))
+        proxy = TcpProxy("127.0.0.1", int(first.address.rsplit(":", 1)[1]))
+        await proxy.start()
+        try:
+            async with aio.insecure_channel(fare.address) as channel:
+                await fare_demo.load(channel, admin, lambda _: None)
+            cards = await make_riders(user.address, admin)
+            gates = [Gate(f"127.0.0.1:{proxy.port}", token) for _ in cards]
+            burst = asyncio.gather(*(ride(g, c) for g, c in zip(gates, cards, strict=True)))
+            await asyncio.sleep(1.0)
+            first.process.kill()  # SIGKILL: no drain, whatever was in flight is cut
+            first.process.wait()
+            second = await asyncio.to_thread(
+                stack.enter_context, service_process("journey", journey_env)
+            )
+            proxy.target_port = int(second.address.rsplit(":", 1)[1])
+            await burst
+            assert sum(g.retries for g in gates) > 0, "the kill interrupted nothing"
+            for gate in gates:
+                await gate.channel.close()
+            problems = await settled_audit(settings)
+            assert problems == []
+            assert await balances(user.address, admin, cards) == {BALANCE - PAIRS * 12_000}
+        finally:
+            await proxy.stop()
+            stack.close()
+            await remove_run(settings, ["user", "fare", "journey"])
+
+
+async def make_riders(address: str, admin) -> list[str]:
+    cards = [f"K{uuid.uuid4().hex[:8].upper()}{n:03d}" for n in range(RIDERS)]
+    async with aio.insecure_channel(address) as channel:
+        users = user_pb2_grpc.UserServiceStub(channel)
+        for card in cards:
+            user = await users.CreateUser(
+                user_pb2.CreateUserRequest(card_id=card, full_name="Rider"), metadata=admin
+            )
+            await users.TopUp(
+                user_pb2.TopUpRequest(
+                    user_id=user.id,
+                    amount=to_money(Decimal(BALANCE)),
+                    idempotency_key="init",
+                ),
+                metadata=admin,
+            )
+    return cards
+
+
+async def balances(address: str, admin, cards: list[str]) -> set[Decimal]:
+    found = set()
+    async with aio.insecure_channel(address) as channel:
+        users = user_pb2_grpc.UserServiceStub(channel)
+        for card in cards:
+            user = await users.GetUser(user_pb2.GetUserRequest(card_id=card), metadata=admin)
+            w = await users.GetWallet(user_pb2.GetWalletRequest(user_id=user.id), metadata=admin)
+            assert (w.held.units, w.held.nanos) == (0, 0)
+            found.add(Decimal(w.available.units))
+    return found
+
+
+async def settled_audit(settings, within: float = 20.0) -> list[str]:
+    """The audit, once the restarted service's sweeper has finished what the kill left."""
+    deadline = time.monotonic() + within
+    while True:
+        problems = await audit(settings.database_url("user"), settings.database_url("journey"))
+        if not problems or time.monotonic() > deadline:
+            return problems
+        await asyncio.sleep(0.5)
