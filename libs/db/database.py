@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from enum import Enum
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.types.enum import EnumInfo, register_enum
 from psycopg_pool import AsyncConnectionPool
 
 log = logging.getLogger(__name__)
@@ -67,3 +69,18 @@ async def open_pool(
     )
     await pool.open(wait=True, timeout=15)
     return pool
+
+
+def enum_types(
+    enums: Mapping[str, type[Enum]],
+) -> Callable[[psycopg.AsyncConnection], Awaitable[None]]:
+    """A pool `configure` callback mapping database enum types (by name) onto Python enums
+    whose values are the labels, once per new connection."""
+
+    async def register(conn: psycopg.AsyncConnection) -> None:
+        for name, python_type in enums.items():
+            info = await EnumInfo.fetch(conn, name)
+            register_enum(info, conn, python_type, mapping={m: m.value for m in python_type})
+        await conn.commit()
+
+    return register

@@ -10,8 +10,8 @@ from typing import TypeVar
 
 from psycopg import AsyncConnection
 from psycopg.rows import class_row
-from psycopg.types.enum import EnumInfo, register_enum
 
+from libs.db.database import enum_types
 from services.fare.domain import (
     FareVersion,
     Gate,
@@ -41,12 +41,8 @@ FARE_SELECT = """
 T = TypeVar("T")
 
 
-async def register_types(conn: AsyncConnection) -> None:
-    """Map the database enums onto the domain enums, once per pooled connection."""
-    for name, python_type in (("gate_type", GateType), ("gate_status", GateStatus)):
-        info = await EnumInfo.fetch(conn, name)
-        register_enum(info, conn, python_type, mapping={m: m.value for m in python_type})
-    await conn.commit()
+# Maps the database enums onto the domain enums, once per pooled connection.
+register_types = enum_types({"gate_type": GateType, "gate_status": GateStatus})
 
 
 # --- terminals -----------------------------------------------------------------------------

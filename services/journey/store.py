@@ -12,10 +12,10 @@ from typing import Any, TypeVar
 
 from psycopg import AsyncConnection
 from psycopg.rows import class_row
-from psycopg.types.enum import EnumInfo, register_enum
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from libs.db.database import enum_types
 from libs.db.transaction import in_transaction
 from services.journey.domain import (
     Closing,
@@ -42,17 +42,15 @@ async def commit_then_read(
     return await read()
 
 
-async def register_types(conn: AsyncConnection) -> None:
-    """Map the database enums onto the domain enums, once per pooled connection."""
-    for name, python_type in (
-        ("journey_status_enum", JourneyStatus),
-        ("settlement_status", Settlement),
-        ("tap_kind", TapKind),
-        ("tap_state", TapState),
-    ):
-        info = await EnumInfo.fetch(conn, name)
-        register_enum(info, conn, python_type, mapping={m: m.value for m in python_type})
-    await conn.commit()
+# Maps the database enums onto the domain enums, once per pooled connection.
+register_types = enum_types(
+    {
+        "journey_status_enum": JourneyStatus,
+        "settlement_status": Settlement,
+        "tap_kind": TapKind,
+        "tap_state": TapState,
+    }
+)
 
 
 # --- journeys ----------------------------------------------------------------------------

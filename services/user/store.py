@@ -10,8 +10,8 @@ from decimal import Decimal
 
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import class_row, dict_row
-from psycopg.types.enum import EnumInfo, register_enum
 
+from libs.db.database import enum_types
 from services.user.domain import (
     Hold,
     HoldStatus,
@@ -48,16 +48,10 @@ LEDGER_COLUMNS = (
 PET_COLUMNS = "id, user_id, name, species, breed, birth_date, created_at"
 
 
-async def register_types(conn: AsyncConnection) -> None:
-    """Map the database enums onto the domain enums, once per pooled connection."""
-    for name, python_type in (
-        ("user_status", UserStatus),
-        ("hold_status", HoldStatus),
-        ("ledger_kind", LedgerKind),
-    ):
-        info = await EnumInfo.fetch(conn, name)
-        register_enum(info, conn, python_type, mapping={m: m.value for m in python_type})
-    await conn.commit()
+# Maps the database enums onto the domain enums, once per pooled connection.
+register_types = enum_types(
+    {"user_status": UserStatus, "hold_status": HoldStatus, "ledger_kind": LedgerKind}
+)
 
 
 # --- users ---------------------------------------------------------------------------
