@@ -60,7 +60,9 @@ class CheckIns(TapFlow):
             return await self._refuse(tap, TapState.REFUSED, refusal)
         if not hold.held:  # released by the orphan sweeper before this retry came
             return await self._refuse(tap, TapState.EXPIRED, domain.expired_tap(tap.tap_id))
-        available = await self.wallet.available(rider.user_id)
+        available = hold.available
+        if available is None:
+            available = await self.wallet.available(rider.user_id)
         journey = domain.new_journey(request, rider.user_id, tap.tapped_at, terminal, hold.amount)
         response = messages.check_in_response(journey, available, abandoned)
 

@@ -37,6 +37,8 @@ class Rider:
 class Hold:
     held: bool
     amount: Decimal
+    # The wallet's available balance after the hold, when PlaceHold answered it.
+    available: Decimal | None
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,8 @@ class Wallet:
                 self.stub.GetHold,
                 user_pb2.GetHoldRequest(hold=user_pb2.HoldSelector(reference=reference)),
             )
-        return Hold(hold.status == user_pb2.HOLD_STATUS_HELD, from_money(hold.amount))
+        available = from_money(hold.available_after) if hold.HasField("available_after") else None
+        return Hold(hold.status == user_pb2.HOLD_STATUS_HELD, from_money(hold.amount), available)
 
     async def release(self, reference: str) -> None:
         """Release an orphan hold; nothing when it was never placed or is gone."""

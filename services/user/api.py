@@ -12,7 +12,7 @@ from tiket.user.v1 import user_pb2, user_pb2_grpc
 
 from libs import paging
 from libs.errors import InvalidArgument
-from libs.money import to_decimal
+from libs.money import to_decimal, to_money
 from libs.validation import (
     card_id_field,
     duration_field,
@@ -148,14 +148,16 @@ class UserApi(user_pb2_grpc.UserServiceServicer):
     # --- holds ---------------------------------------------------------------------
 
     async def PlaceHold(self, request: user_pb2.PlaceHoldRequest, context: aio.ServicerContext):
-        hold = await self.app.place_hold(
+        hold, available = await self.app.place_hold(
             uuid_field(request.user_id, "user_id"),
             to_decimal(request.amount, "amount"),
             key_field(request.reference, "reference"),
             text_field(request.reason, "reason", max_len=255),
             domain.hold_ttl(duration_field(request, "expires_in")),
         )
-        return messages.hold(hold)
+        message = messages.hold(hold)
+        message.available_after.CopyFrom(to_money(available))
+        return message
 
     async def CaptureHold(self, request: user_pb2.CaptureHoldRequest, context: aio.ServicerContext):
         if not request.HasField("final_amount"):

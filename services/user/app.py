@@ -208,24 +208,29 @@ class UserApp:
         reference: str,
         reason: str | None,
         ttl: timedelta,
-    ) -> Hold:
-        async def work(conn: AsyncConnection) -> Hold:
+    ) -> tuple[Hold, Decimal]:
+        """The hold (placed now, or by a first attempt with this reference) and the wallet's
+        available balance after it."""
+
+        async def work(conn: AsyncConnection) -> tuple[Hold, Decimal]:
             found = await store.lock_wallet_and_hold(conn, user_id, reference)
             wallet, first, now = _found(found, f"user {user_id}")
             if first is not None:
-                return domain.same_hold(first, user_id, amount)
+                return domain.same_hold(first, user_id, amount), wallet.available
             domain.require_active(wallet)
             domain.require_available(wallet, amount)
             hold = domain.new_hold(uuid.uuid4(), user_id, amount, reference, reason, now, ttl)
             await store.insert_hold(conn, hold)
-            await events.hold_changed(conn, "wallet.hold_placed", hold, wallet.available - amount)
-            return hold
+            available = wallet.available - amount
+            await events.hold_changed(conn, "wallet.hold_placed", hold, available)
+            return hold, available
 
         try:
             return await in_transaction(self.pool, work)
         except errors.UniqueViolation:
             # A concurrent first attempt with this reference committed before us.
-            return domain.same_hold(await self.get_hold(("reference", reference)), user_id, amount)
+            first = domain.same_hold(await self.get_hold(("reference", reference)), user_id, amount)
+            return first, (await self.get_wallet(user_id)).available
 
     async def capture_hold(
         self, selector: tuple[str, object], final_amount: Decimal

@@ -19,6 +19,7 @@ async def test_top_up_hold_capture_leaves_the_right_balance(users):
         "PlaceHold", user_pb2.PlaceHoldRequest(user_id=user.id, amount=idr(12_000), reference="J-1")
     )
     assert hold.status == user_pb2.HOLD_STATUS_HELD
+    assert amount_of(hold.available_after) == Decimal(38_000)
     assert await wallet(users, user.id) == (Decimal(50_000), Decimal(12_000), Decimal(38_000))
 
     captured = await users.call(
