@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: run test setup proto lint format bench clean
+.PHONY: run test setup proto lint format bench bench-fares bench-taps clean
 
 ## run: set everything up, start the whole mesh with demo data, serve in the foreground
 run: setup
@@ -48,6 +48,14 @@ format: setup
 ## bench: PlaceHold+CaptureHold through gRPC against pgbench on the same SQL
 bench: setup
 	$(BIN)/python -m bench.holds
+
+## bench-fares: GetFare cached and uncached against pgbench on the same SELECT
+bench-fares: setup
+	$(BIN)/python -m bench.fares
+
+## bench-taps: gate check-in/check-out pairs through the mesh against pgbench
+bench-taps: setup
+	$(BIN)/python -m bench.taps
 
 clean:
 	rm -rf $(VENV) .pytest_cache gen/.stamp
