@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -289,7 +290,7 @@ def _cpu_of(source: CpuSource, by_name: Mapping[str, float]) -> float:
     if isinstance(source, str):
         return by_name.get(source, 0.0)
     if isinstance(source, ProcessTree):
-        return _cpu_of_pid(source.pid) + sum(_cpu_of_pid(c) for c in _children(source.pid))
+        return sum(_cpu_of_pid(pid) for pid in process_tree(source.pid))
     return _cpu_of_pid(source)
 
 
@@ -300,11 +301,13 @@ def _cpu_of_pid(pid: int) -> float:
         return 0.0
 
 
-def _children(pid: int) -> list[int]:
+def process_tree(pid: int) -> list[int]:
+    """`pid` and the processes it started (a service's workers: tiket serve --workers)."""
     try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except (FileNotFoundError, ProcessLookupError):
-        return []
+        return [pid]
+    return [pid, *(int(child) for child in children)]
 
 
 def _cpu_by_command() -> dict[str, float]:
@@ -423,3 +426,31 @@ async def remove_run_state(settings: Settings, services: Sequence[str]) -> None:
     assert settings.db_prefix.startswith("tiket_bench_"), "refusing to drop non-benchmark data"
     assert settings.redis_prefix.startswith("bench"), "refusing to delete non-benchmark keys"
     await remove_run(settings, services)
+
+
+@dataclass
+class Workload:
+    """What a benchmark's load workers recorded, on the perf_counter clock: latency samples
+    per kind of operation, errors by name, and CPU use over the measured window."""
+
+    kinds: tuple[str, ...]
+    started: float = field(default_factory=time.perf_counter)
+    samples: dict[str, Samples] = field(init=False)
+    errors: Counter[str] = field(default_factory=Counter)
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.samples = {kind: Samples() for kind in self.kinds}
+
+    async def probe_cpu(
+        self, sources: Mapping[str, CpuSource], warmup: float, duration: float
+    ) -> None:
+        """CPU use over the measurement window (after the warm-up)."""
+        await asyncio.sleep(warmup)
+        before = cpu_snapshot(sources)
+        await asyncio.sleep(duration - warmup)
+        self.cpu = cpu_percent(before, cpu_snapshot(sources))
+
+    def measure(self, warmup: float, duration: float) -> dict[str, Measured]:
+        start, stop = self.started + warmup, self.started + duration
+        return {kind: self.samples[kind].measure(start, stop) for kind in self.kinds}

@@ -21,9 +21,8 @@ import random
 import sys
 import time
 import uuid
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from decimal import Decimal
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from grpc import aio
 from tiket.user.v1 import user_pb2, user_pb2_grpc
 
 from bench import common
-from bench.common import Measured, PgbenchResult, Samples, ServiceProcess
+from bench.common import Measured, PgbenchResult, ServiceProcess, Workload
 from libs.auth import mint
 from libs.money import to_money
 from services.user import store
@@ -57,16 +56,6 @@ class Options:
     workers: int
     warmup: float
     as_json: bool
-
-
-@dataclass
-class Workload:
-    """What the workers recorded, on the perf_counter clock."""
-
-    started: float
-    samples: dict[str, Samples] = field(default_factory=lambda: {k: Samples() for k in KINDS})
-    errors: Counter[str] = field(default_factory=Counter)
-    cpu: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -171,14 +160,14 @@ async def run_workload(
     options: Options,
     service_pid: int,
 ) -> Workload:
-    work = Workload(started=time.perf_counter())
+    work = Workload(KINDS)
     deadline = work.started + options.duration
     sources: dict[str, common.CpuSource] = {
         "service": common.ProcessTree(service_pid),
         "load generator": os.getpid(),
         "postgres": "postgres",
     }
-    probe = asyncio.create_task(_probe_cpu(work, sources, options))
+    probe = asyncio.create_task(work.probe_cpu(sources, options.warmup, options.duration))
     run = uuid.uuid4().hex[:8]
     await asyncio.gather(
         *(
@@ -232,22 +221,6 @@ async def _worker(
         op.add(done, done - began)
 
 
-async def _probe_cpu(
-    work: Workload, sources: dict[str, common.CpuSource], options: Options
-) -> None:
-    """CPU use over the measurement window (after the warm-up)."""
-    await asyncio.sleep(options.warmup)
-    before = common.cpu_snapshot(sources)
-    await asyncio.sleep(options.duration - options.warmup)
-    work.cpu = common.cpu_percent(before, common.cpu_snapshot(sources))
-
-
-def measure(work: Workload, options: Options) -> dict[str, Measured]:
-    start = work.started + options.warmup
-    stop = work.started + options.duration
-    return {kind: work.samples[kind].measure(start, stop) for kind in KINDS}
-
-
 # --- the run ------------------------------------------------------------------------------
 
 
@@ -291,7 +264,7 @@ async def benchmark(options: Options) -> Report:
         await service.stop()
         service.close()
         await common.remove_run_state(settings, ["user"])
-    grpc_figures = measure(work, options)
+    grpc_figures = work.measure(options.warmup, options.duration)
     return Report(
         options, grpc_figures, dict(work.errors), work.cpu, pgbench, violations, load_before
     )

@@ -23,9 +23,8 @@ import random
 import sys
 import time
 import uuid
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import grpc
@@ -35,7 +34,7 @@ from tiket.journey.v1 import journey_pb2, journey_pb2_grpc
 from tiket.user.v1 import user_pb2, user_pb2_grpc
 
 from bench import common
-from bench.common import Measured, PgbenchResult, Samples, ServiceProcess
+from bench.common import Measured, PgbenchResult, ServiceProcess, Workload
 from libs.auth import Role, mint
 from libs.money import to_money
 from services.fare import demo as fare_demo
@@ -64,14 +63,6 @@ class Options:
     warmup: float
     active_trip_cache: bool
     as_json: bool
-
-
-@dataclass
-class Workload:
-    started: float
-    samples: dict[str, Samples] = field(default_factory=lambda: {k: Samples() for k in KINDS})
-    errors: Counter[str] = field(default_factory=Counter)
-    cpu: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -190,11 +181,11 @@ async def prepare_pgbench(database_url: str, riders: Sequence[tuple[str, str]]) 
 async def run_workload(
     address: str, settings, riders: Sequence[tuple[str, str]], options: Options, pids
 ) -> Workload:
-    work = Workload(started=time.perf_counter())
+    work = Workload(KINDS)
     deadline = work.started + options.duration
     sources: dict[str, common.CpuSource] = {**pids, "load generator": os.getpid()}
     sources.update(postgres="postgres", rabbitmq="beam.smp", redis="redis-server")
-    probe = asyncio.create_task(_probe_cpu(work, sources, options))
+    probe = asyncio.create_task(work.probe_cpu(sources, options.warmup, options.duration))
     tokens = {
         gate_code(t, k): mint(settings.jwt_secret, Role.GATE, gate_code(t, k))
         for t in TERMINALS
@@ -259,27 +250,6 @@ async def _gate(stub, tokens, riders, deadline: float, work: Workload, seed: int
         ride.add(done, done - began)
 
 
-async def _probe_cpu(work: Workload, sources, options: Options) -> None:
-    await asyncio.sleep(options.warmup)
-    before = common.cpu_snapshot(sources)
-    await asyncio.sleep(options.duration - options.warmup)
-    work.cpu = common.cpu_percent(before, common.cpu_snapshot(sources))
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and the worker processes it started (tiket serve --workers)."""
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
-                children.append(int(entry.name))
-    return [pid, *children]
-
-
 # --- the run ------------------------------------------------------------------------------
 
 
@@ -305,7 +275,7 @@ async def benchmark(options: Options) -> Report:
         pids = {
             f"{name}{'#' + str(i) if i else ''}": pid
             for name, service in services.items()
-            for i, pid in enumerate(process_tree(service.pid))
+            for i, pid in enumerate(common.process_tree(service.pid))
         }
         common.say(f"gRPC: {options.gates} gates riding for {options.duration} s …")
         work = await run_workload(services["journey"].address, settings, riders, options, pids)
@@ -329,8 +299,7 @@ async def benchmark(options: Options) -> Report:
             await service.stop()
             service.close()
         await common.remove_run_state(settings, list(SERVICES))
-    start, stop = work.started + options.warmup, work.started + options.duration
-    figures = {kind: work.samples[kind].measure(start, stop) for kind in KINDS}
+    figures = work.measure(options.warmup, options.duration)
     return Report(options, figures, dict(work.errors), work.cpu, pgbench, problems, load_before)
 
 
