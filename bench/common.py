@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cli import health
 from libs.config import Settings, load
@@ -454,3 +455,23 @@ class Workload:
     def measure(self, warmup: float, duration: float) -> dict[str, Measured]:
         start, stop = self.started + warmup, self.started + duration
         return {kind: self.samples[kind].measure(start, stop) for kind in self.kinds}
+
+
+@dataclass(frozen=True)
+class Report:
+    """One benchmark run: the gRPC figures by kind, and the pgbench baseline of the same SQL."""
+
+    options: Any
+    grpc: dict[str, Measured]
+    errors: dict[str, int]
+    service_cpu: dict[str, float]
+    pgbench: PgbenchResult
+    problems: list[str]  # broken invariants found after the run
+    load_before: float  # % of all cores busy before the run started
+    headline: str  # the kind compared with pgbench
+
+    @property
+    def ratio(self) -> float:
+        """The headline's rate as a percentage of pgbench's on the same SQL."""
+        baseline = self.pgbench.window.rate
+        return 100 * self.grpc[self.headline].rate / baseline if baseline else math.nan

@@ -32,7 +32,7 @@ from grpc import aio
 from tiket.user.v1 import user_pb2, user_pb2_grpc
 
 from bench import common
-from bench.common import Measured, PgbenchResult, ServiceProcess, Workload
+from bench.common import Measured, Report, ServiceProcess, Workload
 from libs.auth import mint
 from libs.money import to_money
 from services.user import store
@@ -56,23 +56,6 @@ class Options:
     workers: int
     warmup: float
     as_json: bool
-
-
-@dataclass(frozen=True)
-class Report:
-    options: Options
-    grpc: dict[str, Measured]
-    errors: dict[str, int]
-    service_cpu: dict[str, float]
-    pgbench: PgbenchResult
-    violations: list[str]
-    load_before: float  # % of all cores busy before the run started
-
-    @property
-    def ratio(self) -> float:
-        """Service ops/s as a percentage of pgbench transactions/s."""
-        baseline = self.pgbench.window.rate
-        return 100 * self.grpc["op"].rate / baseline if baseline else math.nan
 
 
 def parse_args(argv: Sequence[str] | None) -> Options:
@@ -266,7 +249,7 @@ async def benchmark(options: Options) -> Report:
         await common.remove_run_state(settings, ["user"])
     grpc_figures = work.measure(options.warmup, options.duration)
     return Report(
-        options, grpc_figures, dict(work.errors), work.cpu, pgbench, violations, load_before
+        options, grpc_figures, dict(work.errors), work.cpu, pgbench, violations, load_before, "op"
     )
 
 
@@ -307,7 +290,7 @@ def render(report: Report) -> str:
         f"errors: {_errors(report.errors)}",
         f"CPU, % of one core — gRPC run: {_cpu(report.service_cpu)}",
         f"CPU, % of one core — pgbench run: {_cpu(pg.cpu)}",
-        _invariants(report.violations),
+        _invariants(report.problems),
     ]
     return "\n".join(lines)
 
@@ -345,8 +328,8 @@ def as_json(report: Report) -> str:
         "pgbench": asdict(report.pgbench),
         "ratio_percent": report.ratio,
         "machine_busy_before_percent": report.load_before,
-        "invariants_ok": not report.violations,
-        "violations": report.violations,
+        "invariants_ok": not report.problems,
+        "problems": report.problems,
     }
     return json.dumps(_finite(data), indent=2, default=str)
 
@@ -369,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (RuntimeError, OSError, grpc.RpcError, psycopg.Error) as exc:
         sys.exit(f"bench.holds: {exc}")
     print(as_json(report) if options.as_json else render(report))
-    sys.exit(1 if report.violations else 0)
+    sys.exit(1 if report.problems else 0)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import random
 import sys
@@ -34,7 +33,7 @@ from tiket.journey.v1 import journey_pb2, journey_pb2_grpc
 from tiket.user.v1 import user_pb2, user_pb2_grpc
 
 from bench import common
-from bench.common import Measured, PgbenchResult, ServiceProcess, Workload
+from bench.common import Report, ServiceProcess, Workload
 from libs.auth import Role, mint
 from libs.money import to_money
 from services.fare import demo as fare_demo
@@ -63,23 +62,6 @@ class Options:
     warmup: float
     active_trip_cache: bool
     as_json: bool
-
-
-@dataclass(frozen=True)
-class Report:
-    options: Options
-    grpc: dict[str, Measured]
-    errors: dict[str, int]
-    service_cpu: dict[str, float]
-    pgbench: PgbenchResult
-    problems: list[str]
-    load_before: float
-
-    @property
-    def ratio(self) -> float:
-        """Rides/s through the mesh as a percentage of pgbench rides/s on the same SQL."""
-        baseline = self.pgbench.window.rate
-        return 100 * self.grpc["ride"].rate / baseline if baseline else math.nan
 
 
 def parse_args(argv: Sequence[str] | None) -> Options:
@@ -300,7 +282,9 @@ async def benchmark(options: Options) -> Report:
             service.close()
         await common.remove_run_state(settings, list(SERVICES))
     figures = work.measure(options.warmup, options.duration)
-    return Report(options, figures, dict(work.errors), work.cpu, pgbench, problems, load_before)
+    return Report(
+        options, figures, dict(work.errors), work.cpu, pgbench, problems, load_before, "ride"
+    )
 
 
 # --- output -------------------------------------------------------------------------------
