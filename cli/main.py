@@ -9,7 +9,7 @@ import sys
 
 from grpc import aio
 
-from cli import demo, fares, health, infra, supervisor
+from cli import demo, dlq, fares, health, infra, supervisor
 from cli.table import render
 from libs import auth
 from libs.config import ConfigError, Settings, load
@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     status.set_defaults(run=lambda a, s: asyncio.run(_status(s)))
 
     fares.register(commands)
+    dlq.register(commands)
     demo.register(commands)
     return parser
 

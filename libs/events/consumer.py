@@ -21,7 +21,6 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import aio_pika
@@ -29,7 +28,6 @@ import psycopg
 from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
-    AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
     HeadersType,
@@ -51,8 +49,8 @@ ATTEMPTS = "x-tiket-attempts"
 ORIGINAL_ROUTING_KEY = "x-tiket-original-routing-key"
 FAILED_AT = "x-tiket-failed-at"
 # Headers describing one trip through retry/DLQ; a replayed event starts without them.
-_FAILURE_HEADERS = (ATTEMPT, LAST_ERROR, ERROR, ATTEMPTS, ORIGINAL_ROUTING_KEY, FAILED_AT)
-_BROKER_HEADER_PREFIXES = ("x-death", "x-first-death", "x-last-death")
+FAILURE_HEADERS = (ATTEMPT, LAST_ERROR, ERROR, ATTEMPTS, ORIGINAL_ROUTING_KEY, FAILED_AT)
+BROKER_HEADER_PREFIXES = ("x-death", "x-first-death", "x-last-death")
 MAX_ERROR_CHARS = 500
 
 
@@ -190,7 +188,7 @@ class Consumer:
         self, message: AbstractIncomingMessage, event: CloudEvent, exc: Exception
     ) -> tuple[str, aio_pika.Message]:
         """Where a failed delivery goes next: the retry queue, or the DLQ when spent."""
-        attempts = _int_header(message.headers, ATTEMPT) + 1
+        attempts = int_header(message.headers, ATTEMPT) + 1
         error = _describe(exc)
         if attempts >= self._max_attempts:
             log.error(
@@ -205,7 +203,7 @@ class Consumer:
         )
         headers = _carried_headers(message)
         headers.update({ATTEMPT: attempts, LAST_ERROR: error})
-        return retry_queue(self.name), _copy(message, headers, expiration=delay)
+        return retry_queue(self.name), copy_message(message, headers, expiration=delay)
 
     def _dead_letter(
         self, message: AbstractIncomingMessage, error: str, attempts: int
@@ -218,7 +216,7 @@ class Consumer:
                 FAILED_AT: datetime.now(UTC).isoformat(),
             }
         )
-        return dead_letter_queue(self.name), _copy(message, headers)
+        return dead_letter_queue(self.name), copy_message(message, headers)
 
     async def _settle_by_republishing(
         self, message: AbstractIncomingMessage, target: tuple[str, aio_pika.Message]
@@ -255,7 +253,7 @@ def _describe(exc: BaseException) -> str:
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
 
-def _int_header(headers: HeadersType, name: str) -> int:
+def int_header(headers: HeadersType, name: str) -> int:
     try:
         return int(headers.get(name) or 0)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -268,13 +266,13 @@ def _carried_headers(message: AbstractIncomingMessage) -> HeadersType:
     headers = {
         key: value
         for key, value in message.headers.items()
-        if not key.startswith(_BROKER_HEADER_PREFIXES)
+        if not key.startswith(BROKER_HEADER_PREFIXES)
     }
     headers.setdefault(ORIGINAL_ROUTING_KEY, message.routing_key or "")
     return headers
 
 
-def _copy(
+def copy_message(
     message: AbstractIncomingMessage, headers: HeadersType, *, expiration: float | None = None
 ) -> aio_pika.Message:
     """A persistent copy of a delivery with new headers (`expiration` in seconds)."""
@@ -292,48 +290,6 @@ def _copy(
         type=message.type,
         app_id=message.app_id,
     )
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """A message waiting in a dead-letter queue."""
-
-    event_id: str | None
-    event_type: str | None
-    routing_key: str
-    error: str
-    attempts: int
-    failed_at: str
-    body: bytes
-
-
-def _dead_letter_of(message: AbstractIncomingMessage) -> DeadLetter:
-    headers = message.headers
-    return DeadLetter(
-        event_id=message.message_id,
-        event_type=message.type,
-        routing_key=str(headers.get(ORIGINAL_ROUTING_KEY) or message.routing_key or ""),
-        error=str(headers.get(ERROR, "")),
-        attempts=_int_header(headers, ATTEMPTS),
-        failed_at=str(headers.get(FAILED_AT, "")),
-        body=message.body,
-    )
-
-
-async def _queue_passive(channel: AbstractChannel, queue_name: str) -> AbstractQueue:
-    """The existing queue (never declares one); a clear error when there is none."""
-    try:
-        return await channel.declare_queue(queue_name, passive=True)
-    except aio_pika.exceptions.ChannelNotFoundEntity:
-        raise LookupError(f"RabbitMQ has no queue named {queue_name!r}") from None
-
-
-async def _exchange_passive(channel: AbstractChannel, exchange_name: str) -> AbstractExchange:
-    """The existing exchange (never declares one); a clear error when there is none."""
-    try:
-        return await channel.get_exchange(exchange_name, ensure=True)
-    except aio_pika.exceptions.ChannelNotFoundEntity:
-        raise LookupError(f"RabbitMQ has no exchange named {exchange_name!r}") from None
 
 
 class StartsWhenReachable:
@@ -379,76 +335,3 @@ async def delete_queues(amqp_url: str, name: str) -> None:
                 await channel.queue_delete(queue)
     finally:
         await bus.close_quietly(connection)
-
-
-async def list_dead_letters(amqp_url: str, queue_name: str, limit: int) -> list[DeadLetter]:
-    """Up to `limit` messages from the head of a dead-letter queue, left in place.
-
-    They are fetched unacknowledged and then all requeued: RabbitMQ puts requeued messages
-    back at their original position, and should this process die first, closing the
-    connection requeues them just the same.
-    """
-    connection = await bus.connect(amqp_url, robust=False)
-    try:
-        channel = await connection.channel()
-        queue = await _queue_passive(channel, queue_name)
-        fetched: list[AbstractIncomingMessage] = []
-        while len(fetched) < limit:
-            message = await queue.get(no_ack=False, fail=False)
-            if message is None:
-                break
-            fetched.append(message)
-        if fetched:
-            await fetched[-1].nack(multiple=True, requeue=True)
-        return [_dead_letter_of(message) for message in fetched]
-    finally:
-        await bus.close_quietly(connection)
-
-
-async def replay_dead_letters(
-    amqp_url: str, exchange_name: str, queue_name: str, limit: int | None = None
-) -> int:
-    """Publish dead letters again on the events exchange with their original routing key and
-    a fresh attempt count; each leaves the DLQ only once the broker confirmed its copy.
-
-    Only the messages present when the replay begins are taken, so an event failing again
-    at once is not replayed in a loop. Consumers that handled an event already ignore its
-    replay (inbox). Return the number replayed.
-    """
-    connection = await bus.connect(amqp_url, robust=False)
-    try:
-        channel = await bus.open_channel(connection)
-        queue = await _queue_passive(channel, queue_name)
-        exchange = await _exchange_passive(channel, exchange_name)
-        waiting = queue.declaration_result.message_count or 0
-        todo = waiting if limit is None else min(limit, waiting)
-        replayed = 0
-        while replayed < todo:
-            message = await queue.get(no_ack=False, fail=False)
-            if message is None:
-                break
-            await _replay_one(exchange, message)
-            replayed += 1
-        return replayed
-    finally:
-        await bus.close_quietly(connection)
-
-
-async def _replay_one(exchange: AbstractExchange, message: AbstractIncomingMessage) -> None:
-    headers = message.headers
-    routing_key = str(headers.get(ORIGINAL_ROUTING_KEY) or message.routing_key or "")
-    fresh = {
-        key: value
-        for key, value in headers.items()
-        if key not in _FAILURE_HEADERS and not key.startswith(_BROKER_HEADER_PREFIXES)
-    }
-    try:
-        await exchange.publish(_copy(message, fresh), routing_key, mandatory=True)
-    except Exception as exc:
-        with contextlib.suppress(Exception):
-            await message.nack(requeue=True)
-        raise RuntimeError(
-            f"could not replay event {message.message_id} with routing key {routing_key!r} "
-            f"(is any queue bound to it?): {type(exc).__name__}: {exc}; it stays in the DLQ"
-        ) from exc
-    await message.ack()

@@ -26,13 +26,8 @@ from libs.db.database import open_pool
 from libs.db.migrations import Track
 from libs.db.transaction import in_transaction
 from libs.events import bus
-from libs.events.consumer import (
-    Consumer,
-    dead_letter_queue,
-    list_dead_letters,
-    replay_dead_letters,
-    retry_queue,
-)
+from libs.events.consumer import Consumer, dead_letter_queue, retry_queue
+from libs.events.dead_letters import list_dead_letters, replay_dead_letters
 from libs.events.envelope import CloudEvent, new_event
 from libs.events.outbox import emit
 from libs.events.relay import OutboxRelay
