@@ -69,6 +69,8 @@ class Gate:
     terminal_code: str
     gate_code: str
     gate_type: GateType
+    # False while staff have the gate in maintenance: its taps are refused.
+    in_service: bool = True
 
 
 @dataclass(frozen=True)
@@ -194,7 +196,15 @@ def check_tap_time(
     return tapped_at
 
 
+def require_in_service(gate: Gate) -> None:
+    if not gate.in_service:
+        raise FailedPrecondition(
+            "GATE_OUT_OF_SERVICE", f"{gate.gate_code} is in maintenance: use another gate"
+        )
+
+
 def require_entry_gate(gate: Gate) -> None:
+    require_in_service(gate)
     if gate.gate_type is GateType.EXIT:
         raise FailedPrecondition(
             "WRONG_GATE_TYPE", f"{gate.gate_code} is an exit gate: tap in at an entry gate"
@@ -202,6 +212,7 @@ def require_entry_gate(gate: Gate) -> None:
 
 
 def require_exit_gate(gate: Gate) -> None:
+    require_in_service(gate)
     if gate.gate_type is GateType.ENTRY:
         raise FailedPrecondition(
             "WRONG_GATE_TYPE", f"{gate.gate_code} is an entry gate: tap out at an exit gate"

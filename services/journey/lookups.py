@@ -158,7 +158,10 @@ class FareLookups:
             )
             for g in page.gates:
                 if g.type in GATE_TYPES:
-                    gates[g.gate_code] = Gate(g.terminal_code, g.gate_code, GATE_TYPES[g.type])
+                    in_service = g.status != fare_pb2.GATE_STATUS_MAINTENANCE
+                    gates[g.gate_code] = Gate(
+                        g.terminal_code, g.gate_code, GATE_TYPES[g.type], in_service
+                    )
             token = page.next_page_token
             if not token:
                 return gates

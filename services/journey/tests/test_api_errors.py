@@ -96,6 +96,39 @@ async def test_an_entry_gate_refuses_exit(mesh):
     assert await counts(mesh) == before
 
 
+async def test_a_gate_in_maintenance_refuses_taps_without_a_trace(mesh):
+    from tiket.fare.v1 import fare_pb2, fare_pb2_grpc
+
+    fares = fare_pb2_grpc.FareServiceStub(mesh.channels["fare"])
+    # A terminal of its own, so no cached gate list of another test hides the new gate.
+    await fares.CreateTerminal(
+        fare_pb2.CreateTerminalRequest(code="MNT", name="Terminal Perawatan"),
+        metadata=mesh.metadata(),
+    )
+    await fares.RegisterGate(
+        fare_pb2.RegisterGateRequest(
+            terminal_code="MNT", gate_code="MNT-BI-01", type=fare_pb2.GATE_TYPE_BIDIRECTIONAL
+        ),
+        metadata=mesh.metadata(),
+    )
+    await fares.ChangeGateStatus(
+        fare_pb2.ChangeGateStatusRequest(
+            terminal_code="MNT",
+            gate_code="MNT-BI-01",
+            status=fare_pb2.GATE_STATUS_MAINTENANCE,
+            reason="turnstile jammed",
+        ),
+        metadata=mesh.metadata(),
+    )
+    _, card = await new_rider(mesh)
+    before = await counts(mesh)
+    for tap in (tap_in, tap_out):
+        error = await refused(tap(mesh, card, "MNT", "MNT-BI-01"))
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert details_of(error).reason == "GATE_OUT_OF_SERVICE"
+    assert await counts(mesh) == before
+
+
 async def test_a_blocked_card_is_refused_without_a_trace(mesh):
     from tiket.user.v1 import user_pb2
 

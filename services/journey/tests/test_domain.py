@@ -155,6 +155,14 @@ def test_gate_types(gate_type, entry_ok, exit_ok):
             assert err.value.reason == "WRONG_GATE_TYPE"
 
 
+def test_a_gate_in_maintenance_refuses_taps_of_either_direction():
+    gate = Gate("D", "D-BI-01", GateType.BIDIRECTIONAL, in_service=False)
+    for check in (domain.require_entry_gate, domain.require_exit_gate):
+        with pytest.raises(FailedPrecondition) as err:
+            check(gate)
+        assert err.value.reason == "GATE_OUT_OF_SERVICE"
+
+
 def test_a_closed_terminal_refuses_entry():
     with pytest.raises(FailedPrecondition) as err:
         domain.require_open(Terminal("A", "Terminal Utara", False))
