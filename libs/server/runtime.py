@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import psycopg
+import uvloop
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -209,7 +210,9 @@ def run(definition: ServiceDefinition, settings: Settings, *, worker: bool = Fal
     settings.check_production()
     jsonlog.setup(definition.name, settings.log_level)
     try:
-        asyncio.run(_serve_until_signalled(ServiceRuntime(definition, settings, worker=worker)))
+        # uvloop: the database, Redis and RabbitMQ clients spend less CPU per call on it
+        # (about 13 % of the journey service's CPU per ride in bench/taps.py).
+        uvloop.run(_serve_until_signalled(ServiceRuntime(definition, settings, worker=worker)))
     except (StartupError, MigrationError) as exc:
         log.error("cannot start: %s", exc)
         sys.exit(1)
