@@ -51,3 +51,9 @@ def to_money(amount: Decimal, currency: str = DEFAULT_CURRENCY) -> money_pb2.Mon
 def from_money(money: money_pb2.Money) -> Decimal:
     """The signed amount of a Money a tiket service produced (no input checks)."""
     return (Decimal(money.units) + Decimal(money.nanos) / Decimal(1_000_000_000)).quantize(CENT)
+
+
+def rupiah(amount: Decimal) -> str:
+    """`amount` as Indonesians write it: Rp 12.000, Rp 1.234.567,50 (seed 004's texts)."""
+    grouped = f"{amount:,.2f}".replace(",", "\x00").replace(".", ",").replace("\x00", ".")
+    return "Rp " + grouped.removesuffix(",00")

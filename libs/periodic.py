@@ -12,13 +12,20 @@ log = logging.getLogger(__name__)
 
 class Periodic:
     """Runs `work` every `interval` seconds; `work` returning a positive count (a full batch
-    done) runs it again at once. Failures are logged and retried next tick."""
+    done) runs it again at once, and so does wake(). Failures are logged and retried next
+    tick."""
 
     def __init__(self, name: str, work: Callable[[], Awaitable[int]], interval: float) -> None:
         self.name = name
         self.work = work
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Run `work` now rather than at the next tick (e.g. right after a commit that gave
+        it something to do); a wake during a run makes one more run."""
+        self._wake.set()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name=self.name)
@@ -32,6 +39,7 @@ class Periodic:
 
     async def _loop(self) -> None:
         while True:
+            self._wake.clear()
             try:
                 done = await self.work()
                 if done:
@@ -41,4 +49,6 @@ class Periodic:
                 raise
             except Exception:
                 log.exception("%s failed; retrying in %.1f s", self.name, self.interval)
-            await asyncio.sleep(self.interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval):
+                    await self._wake.wait()

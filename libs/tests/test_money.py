@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from libs.errors import InvalidArgument
-from libs.money import MAX_AMOUNT, NANOS_PER_CENT, from_money, to_decimal, to_money
+from libs.money import MAX_AMOUNT, NANOS_PER_CENT, from_money, rupiah, to_decimal, to_money
 
 
 def money(units: int = 0, nanos: int = 0, currency: str = "IDR") -> money_pb2.Money:
@@ -150,3 +150,17 @@ def test_negative_round_trip_property(amount: Decimal) -> None:
     m = to_money(-amount)
     assert m.units <= 0 and m.nanos <= 0
     assert from_money(m) == -amount
+
+
+@pytest.mark.parametrize(
+    ("amount", "written"),
+    [
+        ("12000.00", "Rp 12.000"),
+        ("138000", "Rp 138.000"),
+        ("12000.50", "Rp 12.000,50"),
+        ("1234567.05", "Rp 1.234.567,05"),
+        ("0", "Rp 0"),
+    ],
+)
+def test_rupiah_is_written_the_indonesian_way(amount: str, written: str) -> None:
+    assert rupiah(Decimal(amount)) == written
