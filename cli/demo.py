@@ -19,7 +19,7 @@ from tiket.user.v1 import user_pb2, user_pb2_grpc
 
 from libs import auth
 from libs.config import Settings
-from libs.money import from_money
+from libs.money import from_money, rupiah
 
 GATE_DEADLINE = 3.0  # seconds; what a gate waits before it falls back to offline mode
 
@@ -107,5 +107,4 @@ async def _available(users: user_pb2_grpc.UserServiceStub, user_id: str, metadat
 
 
 def _rp(amount: Decimal) -> str:
-    sign = "-" if amount < 0 else ""
-    return f"{sign}Rp {abs(amount):,.0f}".replace(",", ".")
+    return ("-" if amount < 0 else "") + rupiah(abs(amount))

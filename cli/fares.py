@@ -23,7 +23,7 @@ from tiket.fare.v1 import fare_pb2, fare_pb2_grpc
 from cli.table import render
 from libs import auth
 from libs.config import Settings
-from libs.money import from_money
+from libs.money import from_money, rupiah
 from services.fare import gtfs
 
 CALL_TIMEOUT = 120.0
@@ -133,4 +133,4 @@ def render_report(feed: Path, report: fare_pb2.ImportGtfsFaresResponse) -> str:
 
 
 def _idr(money) -> str:
-    return f"Rp {from_money(money):,.0f}"
+    return rupiah(from_money(money))

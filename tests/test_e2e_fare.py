@@ -106,7 +106,7 @@ def test_import_gtfs_command_imports_once_and_refuses_a_broken_feed(fare_process
     first = tiket(fare_process, "fares", "import-gtfs", str(feed))
     assert first.returncode == 0, first.stderr
     assert "imported 4 fare(s)" in first.stdout
-    assert re.search(r"A -> B +Rp 5,000 +Rp 5,500 +fare_leg_rules.txt:2", first.stdout)
+    assert re.search(r"A -> B +Rp 5.000 +Rp 5.500 +fare_leg_rules.txt:2", first.stdout)
     assert "fare_leg_rules.txt:14  time-of-day fare" in first.stdout
     assert "areas: A=A, B=B, C=C, pusat=E" in first.stdout
     assert get_fare(fare_process, "A", "B")["price"]["units"] == "5500"

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from libs.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from libs.money import rupiah
 from services.journey.config import JourneyConfig
 
 GATE_CODE = re.compile(r"^[A-Z0-9][A-Z0-9-]{0,19}$")
@@ -378,12 +379,6 @@ def closed_by_tap(journey: Journey) -> bool:
         JourneyStatus.COMPLETED,
         JourneyStatus.INCOMPLETE,
     )
-
-
-def rupiah(amount: Decimal) -> str:
-    """Rp 12.000 — Indonesian grouping, as in seed 004's notification texts."""
-    whole = f"{amount:,.2f}".replace(",", "\x00").replace(".", ",").replace("\x00", ".")
-    return "Rp " + whole.removesuffix(",00")
 
 
 def checkin_message(terminal_name: str, held: Decimal, available: Decimal) -> str:

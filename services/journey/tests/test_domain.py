@@ -233,12 +233,6 @@ def test_a_refused_tap_gives_its_refusal_again():
 # --- texts and settings -------------------------------------------------------------------
 
 
-def test_amounts_read_as_in_seed_004():
-    assert domain.rupiah(Decimal("138000.00")) == "Rp 138.000"
-    assert domain.rupiah(Decimal("1234567.50")) == "Rp 1.234.567,50"
-    assert domain.rupiah(Decimal(0)) == "Rp 0"
-
-
 def test_settings_from_the_environment():
     loaded = config.load(
         {
