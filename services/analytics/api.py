@@ -1,0 +1,97 @@
+"""tiket.analytics.v1.AnalyticsService: proto <-> reports, input validation. Errors raised
+here or below are turned into status codes by the shared interceptor."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from google.protobuf.message import Message
+from grpc import aio
+from tiket.analytics.v1 import analytics_pb2, analytics_pb2_grpc
+
+from libs import paging
+from libs.errors import InvalidArgument
+from libs.validation import TERMINAL_CODE, page_size_field, pattern_field
+from services.analytics import domain, messages
+from services.analytics.app import AnalyticsApp
+
+
+class AnalyticsApi(analytics_pb2_grpc.AnalyticsServiceServicer):
+    def __init__(self, app: AnalyticsApp) -> None:
+        self.app = app
+
+    async def GetTerminalDailyMetrics(
+        self, request: analytics_pb2.GetTerminalDailyMetricsRequest, context: aio.ServicerContext
+    ):
+        code = _code(request.terminal_code, "terminal_code")
+        start, end = _date_range(request)
+        rows = await self.app.terminal_days(code, start, end)
+        return analytics_pb2.GetTerminalDailyMetricsResponse(
+            days=[messages.terminal_day(row) for row in rows]
+        )
+
+    async def GetPeakHours(
+        self, request: analytics_pb2.GetPeakHoursRequest, context: aio.ServicerContext
+    ):
+        code = _code(request.terminal_code, "terminal_code") if request.terminal_code else None
+        start, end = _date_range(request)
+        counts = await self.app.hourly_taps(code, start, end)
+        return messages.peak_hours(counts, *domain.peak(counts))
+
+    async def GetRouteMatrix(
+        self, request: analytics_pb2.GetRouteMatrixRequest, context: aio.ServicerContext
+    ):
+        start, end = _date_range(request)
+        origin = _code(request.origin_code, "origin_code") if request.origin_code else None
+        limit = page_size_field(request.page_size)
+        key = paging.decode(request.page_token, 2)
+        after = (_code(key[0], "page_token"), _code(key[1], "page_token")) if key else None
+        rows = await self.app.routes(start, end, origin, after, limit + 1)
+        token = ""
+        if len(rows) > limit:
+            token = paging.encode(rows[limit - 1].origin_code, rows[limit - 1].destination_code)
+        return analytics_pb2.GetRouteMatrixResponse(
+            routes=[messages.route(row) for row in rows[:limit]], next_page_token=token
+        )
+
+    async def GetBookingStats(
+        self, request: analytics_pb2.GetBookingStatsRequest, context: aio.ServicerContext
+    ):
+        start, end = _date_range(request)
+        rows = await self.app.booking_days(start, end)
+        return analytics_pb2.GetBookingStatsResponse(days=[messages.booking_day(r) for r in rows])
+
+
+# --- fields ----------------------------------------------------------------------------------
+
+
+def _code(value: object, field: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidArgument.field(field, "is not a token from a previous response")
+    return pattern_field(value, field, TERMINAL_CODE, "^[A-Z]{1,3}$")
+
+
+def _date(request: Message, field: str) -> date:
+    if not request.HasField(field):
+        raise InvalidArgument.field(field, "is required")
+    value = getattr(request, field)
+    try:
+        return date(value.year, value.month, value.day)
+    except (ValueError, OverflowError):
+        raise InvalidArgument.field(
+            field, f"{value.year:04d}-{value.month:02d}-{value.day:02d} is not a calendar date"
+        ) from None
+
+
+def _date_range(request: Message) -> tuple[date, date]:
+    """(start_date, end_date): an inclusive range of at most MAX_RANGE_DAYS days."""
+    start, end = _date(request, "start_date"), _date(request, "end_date")
+    if end < start:
+        raise InvalidArgument.field("end_date", "must not be before start_date")
+    if domain.range_days(start, end) > domain.MAX_RANGE_DAYS:
+        raise InvalidArgument.field(
+            "end_date",
+            f"the range covers {domain.range_days(start, end)} days; "
+            f"at most {domain.MAX_RANGE_DAYS}",
+        )
+    return start, end
