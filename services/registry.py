@@ -13,6 +13,7 @@ SERVICES: dict[str, str] = {
     "user": "services.user.service",
     "fare": "services.fare.service",
     "journey": "services.journey.service",
+    "notification": "services.notification.service",
     "analytics": "services.analytics.service",
 }
 

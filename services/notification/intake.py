@@ -1,0 +1,201 @@
+"""What each event becomes: a Plan (which template, which values, for whom), or None for an
+event riders are not told about. Pure.
+
+- journey.checked_in / checked_out / abandoned / incomplete: the rider of the journey;
+  a closing the wallet could not charge uses the template's `.unpaid` variant.
+- fare.updated: the riders who opted into fare news (Plan.user_id None).
+- wallet.topped_up, wallet.refunded, and wallet.hold_released of an expired hold (money
+  back without a trip). Other wallet events are part of a journey the rider is told about.
+- booking.*: the booking service does not exist yet, so its payload is unknown: the rider is
+  data.userId / data.user_id (else a UUID subject), the reference data.bookingId /
+  reservationId when present; a type without a template of its own uses `booking`. A booking
+  event naming no rider is ignored.
+
+Anything else is ignored: the consumer acknowledges it (its inbox keeps the id and type).
+An event of a known type whose payload cannot be read raises PoisonEvent: the consumer
+retries it and then dead-letters it for an operator."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from tiket.events.v1 import fare_pb2, journey_pb2, wallet_pb2
+
+from libs.events.envelope import CloudEvent
+from libs.money import from_money
+from services.notification import render
+from services.notification.domain import NotificationType
+from services.notification.render import Day, Value
+
+T = NotificationType
+CLOSED = {
+    "journey.checked_out": T.CHECKOUT,
+    "journey.abandoned": T.ABANDONED,
+    "journey.incomplete": T.INCOMPLETE,
+}
+WALLET_MOVES = ("wallet.topped_up", "wallet.refunded")
+BOOKING_USER_KEYS = ("userId", "user_id")
+BOOKING_REFERENCE_KEYS = ("bookingId", "booking_id", "reservationId", "reservation_id")
+
+
+class PoisonEvent(ValueError):
+    """A supported event whose payload cannot be read; retrying will not help."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    type: NotificationType
+    template: str
+    values: dict[str, Value]
+    # None: every rider who opted into fare news.
+    user_id: uuid.UUID | None
+    terminal_code: str | None = None
+    reference: str | None = None
+
+
+def plan(event: CloudEvent) -> Plan | None:
+    kind = event.type
+    if kind == "journey.checked_in":
+        return _checked_in(_data(event, journey_pb2.JourneyCheckedIn))
+    if kind in CLOSED:
+        return _closed(kind, _data(event, journey_pb2.JourneyClosed))
+    if kind == "fare.updated":
+        return _fare_updated(_data(event, fare_pb2.FareUpdated))
+    if kind in WALLET_MOVES:
+        return _money_moved(kind, _data(event, wallet_pb2.WalletMoneyMoved))
+    if kind == "wallet.hold_released":
+        return _hold_released(_data(event, wallet_pb2.WalletHoldChanged))
+    if kind.startswith("booking."):
+        return _booking(event)
+    return None
+
+
+def _checked_in(d: journey_pb2.JourneyCheckedIn) -> Plan:
+    return Plan(
+        T.CHECKIN,
+        "journey.checked_in",
+        {
+            "terminal": d.terminal_name or d.terminal_code,
+            "time": _time(d, "checkin_time"),
+            "held": from_money(d.held_amount),
+        },
+        _user(d.user_id),
+        terminal_code=d.terminal_code or None,
+        reference=d.journey_id or None,
+    )
+
+
+def _closed(kind: str, d: journey_pb2.JourneyClosed) -> Plan:
+    values: dict[str, Value] = {
+        "origin": d.origin_name or d.origin_code,
+        "destination": d.destination_name or d.destination_code,
+        "fare": from_money(d.fare),
+    }
+    if kind == "journey.abandoned":
+        values["time"] = _time(d, "checkin_time")
+    elif kind == "journey.incomplete":
+        values["time"] = _time(d, "checkout_time")
+    if not d.unpaid:
+        values["balance"] = from_money(d.remaining_balance)
+    # Where it ended: the exit, or the entry of a trip that never exited.
+    terminal = d.origin_code if kind == "journey.abandoned" else d.destination_code
+    return Plan(
+        CLOSED[kind],
+        f"{kind}.unpaid" if d.unpaid else kind,
+        values,
+        _user(d.user_id),
+        terminal_code=terminal or None,
+        reference=d.journey_id or None,
+    )
+
+
+def _fare_updated(d: fare_pb2.FareUpdated) -> Plan:
+    if not d.HasField("effective_from"):
+        raise PoisonEvent("fare.updated without effective_from")
+    values: dict[str, Value] = {
+        "origin": d.origin_name or d.origin_code,
+        "destination": d.destination_name or d.destination_code,
+        "price": from_money(d.new_price),
+        "effective": Day(_timestamp(d.effective_from)),
+    }
+    return Plan(
+        T.FARE_UPDATE, "fare.updated", values, None, reference=str(d.fare_id) if d.fare_id else None
+    )
+
+
+def _money_moved(kind: str, d: wallet_pb2.WalletMoneyMoved) -> Plan:
+    values: dict[str, Value] = {
+        "amount": from_money(d.amount),
+        "balance": from_money(d.balance_after),
+    }
+    reference = d.reference or d.ledger_entry_id or None
+    return Plan(T.WALLET, kind, values, _user(d.user_id), reference=reference)
+
+
+def _hold_released(d: wallet_pb2.WalletHoldChanged) -> Plan | None:
+    if d.release_reason != "expired":
+        return None  # released by its check-out or booking: the rider hears about that
+    values: dict[str, Value] = {
+        "amount": from_money(d.amount),
+        "available": from_money(d.available_after),
+    }
+    return Plan(
+        T.WALLET, "wallet.hold_released", values, _user(d.user_id), reference=d.reference or None
+    )
+
+
+def _booking(event: CloudEvent) -> Plan | None:
+    user = _first(event.data, BOOKING_USER_KEYS)
+    if user is None:
+        try:
+            user = str(uuid.UUID(event.subject))
+        except ValueError:
+            return None  # nobody to tell
+    reference = _first(event.data, BOOKING_REFERENCE_KEYS)
+    template = event.type if render.has_template(event.type) else "booking"
+    values: dict[str, Value] = {"reference": f" {reference}" if reference else ""}
+    return Plan(T.BOOKING, template, values, _user(user), reference=reference)
+
+
+# --- reading payloads -------------------------------------------------------------------
+
+
+def _data(event: CloudEvent, message_type: type[Message]) -> Any:
+    try:
+        return event.data_as(message_type)
+    except json_format.ParseError as exc:
+        raise PoisonEvent(f"{event.type} data is not a {message_type.__name__}: {exc}") from None
+
+
+def _user(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise PoisonEvent(f"user id {value[:40]!r} is not a UUID") from None
+
+
+def _timestamp(stamp: Timestamp) -> datetime:
+    try:
+        return stamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise PoisonEvent(f"timestamp {stamp} is out of range") from None
+
+
+def _time(message: Message, field: str) -> datetime:
+    if not message.HasField(field):
+        raise PoisonEvent(f"{field} is missing")
+    return _timestamp(getattr(message, field))
+
+
+def _first(data: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        value = data.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()[:100]
+    return None

@@ -1,0 +1,11 @@
+"""Background jobs of the notification service."""
+
+from __future__ import annotations
+
+from libs.periodic import Periodic
+from services.notification.delivery import DeliveryWorker
+
+
+def delivery_worker(worker: DeliveryWorker, poll_interval: float) -> Periodic:
+    """Sends due deliveries; wake() it after a commit that made some."""
+    return Periodic("notification-delivery", worker.deliver_due, poll_interval)

@@ -1,0 +1,289 @@
+"""Events -> plans -> texts, without servers: seed 004's texts, amounts as Rp 12.000, times in
+the rider's zone, "besok" / "hari ini", every template in every language, what is ignored and
+what is poison."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import pytest
+from google.protobuf.message import Message
+from tiket.events.v1 import fare_pb2, journey_pb2, wallet_pb2
+
+from libs.events.envelope import CloudEvent, new_event
+from libs.money import to_money
+from services.notification import intake, render
+from services.notification.domain import LANGUAGES, NotificationType
+from services.notification.intake import Plan, PoisonEvent
+
+JAKARTA = ZoneInfo("Asia/Jakarta")
+RIDER = str(uuid.uuid4())
+NOW = datetime(2024, 12, 16, 3, 0, tzinfo=UTC)  # 10:00 in Jakarta
+
+
+def idr(amount: str | int):
+    return to_money(Decimal(amount))
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def make(event_type: str, data: Message, subject: str = RIDER) -> CloudEvent:
+    return new_event("/tests", event_type, subject, data)
+
+
+def text(event: CloudEvent, language: str = "id", zone: ZoneInfo = JAKARTA) -> str:
+    plan = intake.plan(event)
+    assert plan is not None
+    return render.render(plan.template, language, plan.values, zone, NOW)
+
+
+def checked_in(**fields) -> journey_pb2.JourneyCheckedIn:
+    data = journey_pb2.JourneyCheckedIn(
+        journey_id=str(uuid.uuid4()),
+        user_id=RIDER,
+        terminal_code="A",
+        terminal_name="Terminal Utara",
+        held_amount=idr(12000),
+        **fields,
+    )
+    data.checkin_time.FromDatetime(at("2024-12-16T01:30:00"))
+    return data
+
+
+def closed(status: str, **fields) -> journey_pb2.JourneyClosed:
+    data = journey_pb2.JourneyClosed(
+        journey_id=str(uuid.uuid4()),
+        user_id=RIDER,
+        status=status,
+        origin_code="A",
+        origin_name="Terminal Utara",
+        destination_code="E",
+        destination_name="Terminal Pusat",
+        fare=idr(12000),
+        remaining_balance=idr(138000),
+        **fields,
+    )
+    data.checkin_time.FromDatetime(at("2024-12-16T01:30:00"))
+    data.checkout_time.FromDatetime(at("2024-12-16T02:05:00"))
+    return data
+
+
+def fare_updated(effective: datetime) -> fare_pb2.FareUpdated:
+    data = fare_pb2.FareUpdated(
+        fare_id=3,
+        origin_code="B",
+        origin_name="Terminal Barat",
+        destination_code="E",
+        destination_name="Terminal Pusat",
+        new_price=idr(9500),
+    )
+    data.effective_from.FromDatetime(effective)
+    return data
+
+
+# --- formats -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("amount", "shown"),
+    [
+        ("12000", "Rp 12.000"),
+        ("138000.00", "Rp 138.000"),
+        ("12000.50", "Rp 12.000,50"),
+        ("1234567.05", "Rp 1.234.567,05"),
+        ("500", "Rp 500"),
+        ("0", "Rp 0"),
+    ],
+)
+def test_amounts_are_written_the_indonesian_way(amount: str, shown: str) -> None:
+    assert render.format_value(Decimal(amount), "id", JAKARTA, NOW) == shown
+    assert render.format_value(Decimal(amount), "en", JAKARTA, NOW) == shown
+
+
+@pytest.mark.parametrize(
+    ("zone", "shown"),
+    [("Asia/Jakarta", "08:30"), ("Asia/Makassar", "09:30"), ("Asia/Jayapura", "10:30")],
+)
+def test_times_are_shown_in_the_riders_zone(zone: str, shown: str) -> None:
+    assert render.format_value(at("2024-12-16T01:30:00"), "id", ZoneInfo(zone), NOW) == shown
+
+
+@pytest.mark.parametrize(
+    ("day", "language", "shown"),
+    [
+        (date(2024, 12, 16), "id", "hari ini"),
+        (date(2024, 12, 17), "id", "besok"),
+        (date(2024, 12, 18), "id", "18 Desember 2024"),
+        (date(2025, 1, 2), "id", "2 Januari 2025"),
+        (date(2024, 12, 15), "id", "15 Desember 2024"),
+        (date(2024, 12, 16), "en", "today"),
+        (date(2024, 12, 17), "en", "tomorrow"),
+        (date(2025, 8, 17), "en", "17 August 2025"),
+    ],
+)
+def test_effective_days(day: date, language: str, shown: str) -> None:
+    assert render.day_phrase(day, date(2024, 12, 16), language) == shown
+
+
+def test_tomorrow_is_the_riders_tomorrow() -> None:
+    # At 16:30 UTC on the 16th it is 23:30 in Jakarta, and 17:00 UTC is midnight there.
+    effective = make("fare.updated", fare_updated(at("2024-12-16T17:00:00")))
+    evening = datetime(2024, 12, 16, 16, 30, tzinfo=UTC)
+    plan = intake.plan(effective)
+    assert plan is not None
+    assert render.render(plan.template, "id", plan.values, JAKARTA, evening).endswith(
+        "efektif besok."
+    )
+    assert render.render(plan.template, "id", plan.values, ZoneInfo("UTC"), evening).endswith(
+        "efektif hari ini."
+    )
+
+
+# --- seed 004's texts ----------------------------------------------------------------------
+
+
+def test_seed_check_in_text() -> None:
+    assert text(make("journey.checked_in", checked_in())) == (
+        "Anda check-in di Terminal Utara pada 08:30. Saldo ditahan sementara Rp 12.000. "
+        "Saldo akan disesuaikan saat check-out berdasarkan tujuan akhir."
+    )
+
+
+def test_seed_check_out_text() -> None:
+    assert text(make("journey.checked_out", closed("completed"))) == (
+        "Perjalanan selesai dari Terminal Utara ke Terminal Pusat. Tarif: Rp 12.000. "
+        "Sisa saldo: Rp 138.000."
+    )
+
+
+def test_seed_fare_update_text() -> None:
+    assert text(make("fare.updated", fare_updated(at("2024-12-17T00:00:00")))) == (
+        "Informasi: Tarif perjalanan Terminal Barat ke Terminal Pusat telah diperbarui menjadi "
+        "Rp 9.500 efektif besok."
+    )
+
+
+def test_english_variants() -> None:
+    assert text(make("journey.checked_out", closed("completed")), "en") == (
+        "Trip completed from Terminal Utara to Terminal Pusat. Fare: Rp 12.000. "
+        "Remaining balance: Rp 138.000."
+    )
+    assert text(make("fare.updated", fare_updated(at("2024-12-20T00:00:00"))), "en") == (
+        "Notice: the fare from Terminal Barat to Terminal Pusat has been updated to Rp 9.500, "
+        "effective 20 December 2024."
+    )
+
+
+def test_abandoned_incomplete_and_unpaid_journeys() -> None:
+    assert text(make("journey.abandoned", closed("abandoned"))) == (
+        "Perjalanan dari Terminal Utara (check-in pukul 08:30) ditutup otomatis karena tidak "
+        "ada check-out. Dikenakan tarif maksimum: Rp 12.000. Sisa saldo: Rp 138.000."
+    )
+    incomplete = closed("incomplete", unpaid=True)
+    assert text(make("journey.incomplete", incomplete)) == (
+        "Anda check-out di Terminal Pusat pada 09:05 tanpa check-in. Denda Rp 12.000 belum "
+        "terbayar karena saldo tidak mencukupi. Silakan isi ulang saldo Anda."
+    )
+    plan = intake.plan(make("journey.checked_out", closed("completed", unpaid=True)))
+    assert plan is not None and plan.template == "journey.checked_out.unpaid"
+    assert plan.terminal_code == "E"
+
+
+def test_wallet_texts() -> None:
+    moved = wallet_pb2.WalletMoneyMoved(
+        user_id=RIDER, amount=idr("25000.50"), balance_after=idr(175000), reference="r-1"
+    )
+    assert text(make("wallet.refunded", moved)) == (
+        "Pengembalian dana sebesar Rp 25.000,50 telah masuk ke saldo Anda. Saldo Anda sekarang "
+        "Rp 175.000."
+    )
+    expired = wallet_pb2.WalletHoldChanged(
+        user_id=RIDER, amount=idr(12000), available_after=idr(50000), release_reason="expired"
+    )
+    assert "Rp 12.000" in text(make("wallet.hold_released", expired), "en")
+
+
+def test_booking_events_use_whatever_fields_they_carry() -> None:
+    def booking(event_type: str, data: dict, subject: str = "") -> CloudEvent:
+        return CloudEvent(str(uuid.uuid4()), "/booking", event_type, "", subject, data)
+
+    confirmed = booking("booking.confirmed", {"userId": RIDER, "bookingId": "BK-42"})
+    assert text(confirmed) == "Pemesanan Anda BK-42 telah dikonfirmasi."
+    assert text(confirmed, "en") == "Your booking BK-42 has been confirmed."
+    new_kind = booking("booking.waitlisted", {"user_id": RIDER})
+    assert text(new_kind) == "Ada pembaruan untuk pemesanan Anda."
+    by_subject = intake.plan(booking("booking.cancelled", {}, subject=RIDER))
+    assert by_subject is not None and str(by_subject.user_id) == RIDER
+    assert intake.plan(booking("booking.cancelled", {"bookingId": "BK-1"})) is None
+
+
+# --- every template, ignored and poison events ---------------------------------------------
+
+
+def every_plan() -> list[Plan]:
+    moved = wallet_pb2.WalletMoneyMoved(user_id=RIDER, amount=idr(1), balance_after=idr(2))
+    expired = wallet_pb2.WalletHoldChanged(user_id=RIDER, release_reason="expired")
+    events = [
+        make("journey.checked_in", checked_in()),
+        make("fare.updated", fare_updated(NOW)),
+        make("wallet.topped_up", moved),
+        make("wallet.refunded", moved),
+        make("wallet.hold_released", expired),
+    ]
+    for kind, status in (("checked_out", "completed"), ("abandoned", ""), ("incomplete", "")):
+        for unpaid in (False, True):
+            events.append(make(f"journey.{kind}", closed(status, unpaid=unpaid)))
+    for name in sorted(render.names("id")):
+        if name.startswith("booking"):
+            booking_type = name if "." in name else "booking.other"
+            data = {"userId": RIDER, "reservationId": "R-1"}
+            events.append(CloudEvent(str(uuid.uuid4()), "/b", booking_type, "", "", data))
+    plans = [intake.plan(e) for e in events]
+    assert all(p is not None for p in plans)
+    return [p for p in plans if p is not None]
+
+
+def test_every_template_exists_in_every_language_and_renders() -> None:
+    assert render.names("en") == render.names("id")
+    plans = every_plan()
+    assert {p.template for p in plans} == render.names("id")
+    assert {p.type for p in plans} == set(NotificationType)
+    for language in LANGUAGES:
+        for plan in plans:
+            message = render.render(plan.template, language, plan.values, JAKARTA, NOW)
+            assert message and "$" not in message, (plan.template, language)
+        for kind in NotificationType:
+            assert render.subject(language, kind)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        make("wallet.hold_placed", wallet_pb2.WalletHoldChanged(user_id=RIDER)),
+        make("wallet.hold_captured", wallet_pb2.WalletHoldChanged(user_id=RIDER)),
+        make("wallet.charged", wallet_pb2.WalletMoneyMoved(user_id=RIDER)),
+        make("wallet.hold_released", wallet_pb2.WalletHoldChanged(release_reason="released")),
+        make("user.created", wallet_pb2.UserCreated(user_id=RIDER)),
+        make("journey.teleported", checked_in()),
+    ],
+    ids=lambda e: e.type,
+)
+def test_events_riders_are_not_told_about(event: CloudEvent) -> None:
+    assert intake.plan(event) is None
+
+
+def test_unreadable_payloads_are_poison() -> None:
+    bad_user = make("journey.checked_in", checked_in())
+    bad_user.data["userId"] = "42"
+    bad_money = make("journey.checked_in", checked_in())
+    bad_money.data["heldAmount"] = {"units": "lots"}
+    no_time = make("journey.checked_in", journey_pb2.JourneyCheckedIn(user_id=RIDER))
+    no_effective = make("fare.updated", fare_pb2.FareUpdated(fare_id=1))
+    for event in (bad_user, bad_money, no_time, no_effective):
+        with pytest.raises(PoisonEvent):
+            intake.plan(event)
