@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: run test setup proto lint format bench bench-fares bench-taps clean
+.PHONY: run test setup proto lint format bench bench-fares bench-taps bench-fanout clean
 
 ## run: set everything up, start the whole mesh with demo data, serve in the foreground
 run: setup
@@ -56,6 +56,10 @@ bench-fares: setup
 ## bench-taps: gate check-in/check-out pairs through the mesh against pgbench
 bench-taps: setup
 	$(BIN)/python -m bench.taps
+
+## bench-fanout: notification and analytics keeping up with the taps load
+bench-fanout: setup
+	$(BIN)/python -m bench.fanout
 
 clean:
 	rm -rf $(VENV) .pytest_cache gen/.stamp
