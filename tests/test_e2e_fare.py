@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,8 @@ from libs.config import load
 from services.fare import demo
 from services.fare.tests.helpers import feed_zip, fixture_text
 from tests.support.cleanup import remove_run
-from tests.support.processes import ROOT, ServiceProcess, grpcurl, service_process
+from tests.support.processes import ServiceProcess, grpcurl, service_process
+from tests.support.processes import tiket as run_tiket
 from tests.support.settings import isolated_env
 
 pytestmark = pytest.mark.e2e
@@ -84,15 +84,7 @@ def test_bad_input_and_unknown_pairs_reach_grpcurl_with_their_status(fare_proces
 
 
 def tiket(process: ServiceProcess, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
-        cwd=ROOT,
-        env=process.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_tiket(*args, env=process.env)
 
 
 def test_import_gtfs_command_imports_once_and_refuses_a_broken_feed(fare_process, tmp_path: Path):

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +16,7 @@ import pytest
 from libs.auth import mint
 from libs.config import Settings, load
 from tests.support.cleanup import remove_run
-from tests.support.processes import ROOT, grpcurl, service_process
+from tests.support.processes import grpcurl, service_process, tiket
 from tests.support.settings import isolated_env
 
 pytestmark = pytest.mark.e2e
@@ -55,18 +53,6 @@ def mesh() -> Iterator[Mesh]:
         finally:
             stack.close()
             asyncio.run(remove_run(settings, ["user", "fare", "journey"]))
-
-
-def tiket(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def tap_data(card: str, terminal: str, gate: str) -> dict[str, str]:

@@ -113,3 +113,16 @@ def service_process(name: str, env: dict[str, str], *args: str) -> Iterator[Serv
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def tiket(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The `tiket` command line with `env` added, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
