@@ -18,6 +18,8 @@ from services import registry
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Lines reach a pipe or a log file as they are printed (`tiket up | tee up.log`).
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -113,7 +115,7 @@ async def _run_mesh(names: list[str], settings: Settings, *, seed: bool) -> None
         await supervisor.stream_logs(children, print)
     finally:
         print("\ntiket: stopping services (draining in-flight calls) …")
-        await supervisor.stop_all(children, settings.grace_seconds)
+        await supervisor.stop_all(children, settings.grace_seconds, print)
         print("tiket: stopped")
 
 

@@ -75,25 +75,37 @@ async def _read_rest(child: Child) -> str:
 
 async def stream_logs(children: list[Child], out: Callable[[str], None]) -> None:
     """Print every child's log lines until all have exited."""
+    await asyncio.gather(*(_follow(c, out) for c in children))
 
-    async def follow(child: Child) -> None:
-        assert child.process.stderr is not None
-        async for raw in child.process.stderr:
+
+async def _follow(child: Child, out: Callable[[str], None] | None) -> None:
+    """Read a child's log to its end, printing each line when `out` is given."""
+    assert child.process.stderr is not None
+    async for raw in child.process.stderr:
+        if out is not None:
             out(pretty(child.name, raw.decode(errors="replace").rstrip()))
 
-    await asyncio.gather(*(follow(c) for c in children))
 
-
-async def stop_all(children: list[Child], grace: float) -> None:
-    """SIGTERM every child (they drain), then SIGKILL what is left after the grace period."""
+async def stop_all(
+    children: list[Child], grace: float, out: Callable[[str], None] | None = None
+) -> None:
+    """SIGTERM every child (they drain), then SIGKILL what is left after the grace period.
+    Their last log lines are read meanwhile (and printed with `out`): a child whose log pipe
+    is full would block in the middle of its drain."""
+    readers = [asyncio.create_task(_follow(child, out)) for child in children]
     for child in children:
         if child.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 child.process.send_signal(signal.SIGTERM)
-    for child in children:
-        try:
-            await asyncio.wait_for(child.process.wait(), grace + 5)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                child.process.kill()
-            await child.process.wait()
+    try:
+        for child in children:
+            try:
+                await asyncio.wait_for(child.process.wait(), grace + 5)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    child.process.kill()
+                await child.process.wait()
+    finally:
+        await asyncio.wait(readers, timeout=2)
+        for reader in readers:
+            reader.cancel()

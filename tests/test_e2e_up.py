@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -21,16 +22,33 @@ from tests.support.settings import isolated_env
 pytestmark = pytest.mark.e2e
 
 
-def read_until(process: subprocess.Popen, marker: str, timeout: float = 90) -> str:
-    seen, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        if marker in line:
-            return "".join(seen)
-    raise AssertionError(f"{marker!r} never printed; output was:\n{''.join(seen)}")
+class Output:
+    """Everything a process prints, read by a thread as it comes, so its pipe never fills
+    (a full pipe would stall the process) and a failing test can show all of it."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(process,), daemon=True)
+        self._thread.start()
+
+    def _read(self, process: subprocess.Popen) -> None:
+        for line in process.stdout:
+            self.lines.append(line)
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, marker: str, timeout: float = 90) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if marker in (text := self.text()):
+                return text
+            time.sleep(0.1)
+        raise AssertionError(f"{marker!r} never printed; output was:\n{self.text()}")
+
+    def finish(self, timeout: float = 10) -> str:
+        self._thread.join(timeout)
+        return self.text()
 
 
 def test_up_seed_status_and_ctrl_c():
@@ -46,8 +64,9 @@ def test_up_seed_status_and_ctrl_c():
         stderr=subprocess.STDOUT,
         text=True,
     )
+    output = Output(up)
     try:
-        printed = read_until(up, "streaming logs")
+        printed = output.wait_for("streaming logs")
         assert "CARD0001  John Doe" in printed
         assert "tiket.user.v1.UserService" in printed
         status = subprocess.run(
@@ -63,7 +82,11 @@ def test_up_seed_status_and_ctrl_c():
         assert "SERVING" in status.stdout
 
         up.send_signal(signal.SIGINT)
-        rest, _ = up.communicate(timeout=60)
+        try:
+            up.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"tiket up still running 60 s after Ctrl-C; it printed:\n{output.text()}")
+        rest = output.finish()
         assert up.returncode == 0, rest
         assert "tiket: stopped" in rest
 
