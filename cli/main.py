@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import signal
 import sys
 
 from grpc import aio
@@ -94,7 +95,7 @@ def _up(args: argparse.Namespace, settings: Settings) -> None:
         sys.exit(f"tiket: {exc}")
     try:
         asyncio.run(_run_mesh(names, settings, seed=args.seed))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         pass
     except RuntimeError as exc:
         sys.exit(f"tiket: {exc}")
@@ -105,6 +106,12 @@ def _up(args: argparse.Namespace, settings: Settings) -> None:
 
 
 async def _run_mesh(names: list[str], settings: Settings, *, seed: bool) -> None:
+    # Ctrl-C and SIGTERM (a process manager stopping us) both stop the mesh in order. Set
+    # explicitly: a SIGINT ignored by whoever started us (a background job) is inherited.
+    main = asyncio.current_task()
+    assert main is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, main.cancel)
     print(f"tiket: starting {', '.join(names)} …")
     children = await supervisor.start_all(names, settings, print)
     try:
