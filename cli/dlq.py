@@ -52,7 +52,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     listing.add_argument("target", nargs="?", help="a service, consumer queue or DLQ name")
     listing.add_argument("--limit", type=int, default=20, help="events shown per queue")
-    listing.set_defaults(run=lambda args, settings: _run(list_command(args, settings), settings))
+    listing.set_defaults(run=lambda args, settings: _run(list_command(args, settings)))
 
     replay = actions.add_parser(
         "replay",
@@ -61,7 +61,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     replay.add_argument("target", help="a service, consumer queue or DLQ name")
     replay.add_argument("--limit", type=int, help="replay at most this many (default: all)")
-    replay.set_defaults(run=lambda args, settings: _run(replay_command(args, settings), settings))
+    replay.set_defaults(run=lambda args, settings: _run(replay_command(args, settings)))
 
 
 def known_queues(settings: Settings) -> list[DeadLetterQueue]:
@@ -127,7 +127,7 @@ def _shorten(text: str) -> str:
     return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 1] + "…"
 
 
-def _run(command: Coroutine[Any, Any, None], settings: Settings) -> None:
+def _run(command: Coroutine[Any, Any, None]) -> None:
     try:
         asyncio.run(command)
     except BusUnavailable as exc:
