@@ -53,26 +53,43 @@ class NotificationApp:
             riders = await store.fare_subscribers(conn)
         else:
             riders = [await store.preferences(conn, plan.user_id)]
-        now = datetime.now(UTC)
-        drafts = [self._draft(event, plan, rider, now) for rider in riders]
+        drafts = self._drafts(event, plan, riders)
         await store.insert_notifications(conn, drafts)
         if any(d.channels for d in drafts):
             after_commit(self.wake)
         EVENTS.labels("stored").inc()
 
-    def _draft(self, event: CloudEvent, plan: Plan, rider: Preferences, now: datetime) -> Draft:
-        return Draft(
-            event_id=uuid.UUID(event.id),
-            event_type=event.type,
-            type=plan.type,
-            user_id=rider.user_id,
-            message=render.render(plan.template, rider.language, plan.values, rider.zone, now),
-            language=rider.language,
-            terminal_code=plan.terminal_code,
-            reference=plan.reference,
-            metadata=render.stored(plan.values),
-            channels=rider.channels(self.config.channels),
-        )
+    def _drafts(self, event: CloudEvent, plan: Plan, riders: list[Preferences]) -> list[Draft]:
+        """One draft per rider. What does not depend on the rider (metadata, configured
+        channels) is made once, and each text once per language and zone: a fare update
+        fans out to every subscriber, most of whom share both."""
+        now = datetime.now(UTC)
+        event_id = uuid.UUID(event.id)
+        metadata = render.stored(plan.values)
+        configured = self.config.channels
+        texts: dict[tuple[str, str], str] = {}
+        drafts: list[Draft] = []
+        for rider in riders:
+            key = (rider.language, rider.time_zone)
+            if key not in texts:
+                texts[key] = render.render(
+                    plan.template, rider.language, plan.values, rider.zone, now
+                )
+            drafts.append(
+                Draft(
+                    event_id=event_id,
+                    event_type=event.type,
+                    type=plan.type,
+                    user_id=rider.user_id,
+                    message=texts[key],
+                    language=rider.language,
+                    terminal_code=plan.terminal_code,
+                    reference=plan.reference,
+                    metadata=metadata,
+                    channels=rider.channels(configured),
+                )
+            )
+        return drafts
 
     # --- API ---------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ one failed, else sent (store.ROLL_UP, so concurrent workers agree)."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -62,11 +63,23 @@ class Preferences:
 
     @property
     def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.time_zone)
+        return zone_info(self.time_zone)
 
     def channels(self, configured: frozenset[Channel]) -> list[Channel]:
         """The channels a new notification goes out on, in a stable order."""
         return [c for c in Channel if c in configured and c not in self.muted_channels]
+
+
+@functools.cache
+def zone_info(name: str) -> ZoneInfo:
+    """The zone called `name`, built once per name (every event renders in the rider's zone;
+    the names are the few hundred IANA ones check_time_zone admits). A saved name the
+    installed tz database no longer knows falls back to the default: a tzdata upgrade must
+    not make every event of that rider poison."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return ZoneInfo(DEFAULT_TIME_ZONE)
 
 
 def check_language(value: str, field: str = "language") -> str:

@@ -8,6 +8,7 @@ once its lease is over (at-least-once)."""
 
 from __future__ import annotations
 
+import asyncio
 from email.message import EmailMessage
 from email.utils import parseaddr
 from typing import Protocol
@@ -31,6 +32,9 @@ def idempotency_key(item: Claimed) -> str:
 
 
 class EmailSender:
+    """One SMTP session per message. A recipient refused with a 5xx reply is a rejection;
+    a 4xx (greylisting, a relay's rate limit, a full mailbox) is worth another attempt."""
+
     def __init__(self, config: NotificationConfig) -> None:
         self.config = config
         self.domain = parseaddr(config.smtp_from)[1].rpartition("@")[2] or "tiket.local"
@@ -47,18 +51,25 @@ class EmailSender:
         message["Message-ID"] = f"<{idempotency_key(item)}@{self.domain}>"
         message.set_content(item.message)
         try:
-            await aiosmtplib.send(
-                message,
-                hostname=config.smtp_host,
-                port=config.smtp_port,
-                username=config.smtp_username or None,
-                password=config.smtp_password or None,
-                use_tls=config.smtp_security == "tls",
-                start_tls=config.smtp_security == "starttls",
-                timeout=config.send_timeout,
-            )
+            # aiosmtplib's timeout bounds each command, not the session: a server answering
+            # just in time to each of them would hold the claim past its lease, and another
+            # worker would send the message again. The whole session gets send_timeout.
+            async with asyncio.timeout(config.send_timeout):
+                await aiosmtplib.send(
+                    message,
+                    hostname=config.smtp_host,
+                    port=config.smtp_port,
+                    username=config.smtp_username or None,
+                    password=config.smtp_password or None,
+                    use_tls=config.smtp_security == "tls",
+                    start_tls=config.smtp_security == "starttls",
+                    timeout=config.send_timeout,
+                )
         except aiosmtplib.SMTPRecipientsRefused as exc:
-            return Attempt(Outcome.REJECTED, to, f"recipient refused: {exc}")
+            permanent = all(r.code >= 500 for r in exc.recipients)
+            outcome = Outcome.REJECTED if permanent else Outcome.FAILED
+            replies = "; ".join(f"{r.code} {r.message}" for r in exc.recipients)
+            return Attempt(outcome, to, f"recipient refused: {replies}")
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             return Attempt(Outcome.FAILED, to, f"{type(exc).__name__}: {exc}")
         return Attempt(Outcome.SENT, to)
@@ -86,7 +97,9 @@ class WebhookSender:
                 self.url, json=payload, headers=headers, timeout=self.timeout
             ) as response:
                 status = response.status
-                body = (await response.text())[:200] if status >= 300 else ""
+                # At most 200 bytes of an error body, whatever its size or encoding.
+                raw = await response.content.read(200) if status >= 300 else b""
+                body = raw.decode(errors="replace")
         except (aiohttp.ClientError, TimeoutError) as exc:
             return Attempt(Outcome.FAILED, to, f"{type(exc).__name__}: {exc}")
         if 200 <= status < 300:

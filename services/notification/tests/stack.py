@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from email import policy
 from email.message import EmailMessage
-from functools import partial
 from typing import Any
 
 import aio_pika
@@ -29,9 +28,10 @@ from tiket.user.v1 import user_pb2, user_pb2_grpc
 from libs.auth import Role, mint
 from libs.config import Settings, load
 from libs.events import bus
+from libs.events.consumer import Consumer, StartsWhenReachable
 from libs.events.envelope import CloudEvent, new_event
-from libs.server.runtime import ServiceRuntime
-from services.notification import consumers, service
+from libs.server.runtime import Resources, ServiceRuntime, Wiring
+from services.notification import consumers, service, store
 from services.notification.config import NotificationConfig
 from services.user.service import DEFINITION as USER
 from tests.support.cleanup import remove_run
@@ -43,10 +43,20 @@ _cards = itertools.count(1)
 
 
 class SmtpInbox:
-    """An aiosmtpd handler keeping every message it accepts."""
+    """An aiosmtpd handler keeping every message it accepts; `refuse` maps a recipient to
+    the reply its RCPT gets instead of 250 (e.g. "450 4.2.0 greylisted")."""
 
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
+        self.refuse: dict[str, str] = {}
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if address in self.refuse:
+            return self.refuse[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         assert isinstance(envelope.content, bytes)
@@ -83,6 +93,7 @@ class Stack:
     smtp_proxy: TcpProxy
     webhook: WebhookInbox
     config: NotificationConfig
+    consumer: Consumer  # the first notification service's: what it handled, what it dropped
 
     @asynccontextmanager
     async def replica(self) -> AsyncIterator[ServiceRuntime]:
@@ -137,6 +148,14 @@ class Stack:
     async def publish_raw(self, body: bytes, routing_key: str) -> None:
         message = bus.event_message(body, event_id=str(uuid.uuid4()), event_type=routing_key)
         await self.exchange.publish(message, routing_key, mandatory=True)
+
+    @asynccontextmanager
+    async def database(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        """A connection to the notification database that speaks its enum types (for tests
+        that drive the store as a worker would)."""
+        async with await psycopg.AsyncConnection.connect(self.database_url()) as conn:
+            await store.register_types(conn)
+            yield conn
 
     async def rows(self, query: str, *params: object) -> list[tuple]:
         async with await psycopg.AsyncConnection.connect(self.database_url()) as conn:
@@ -196,9 +215,13 @@ async def running_stack(config: NotificationConfig = TEST_CONFIG) -> AsyncIterat
     try:
         await runtimes["user"].start()
         settings = load({**env, "TIKET_USER_ADDR": f"127.0.0.1:{runtimes['user'].port}"})
-        definition = replace(
-            service.DEFINITION, build=partial(service.build, notification_config=config)
-        )
+        wirings: list[Wiring] = []
+
+        async def build(resources: Resources) -> Wiring:
+            wirings.append(await service.build(resources, notification_config=config))
+            return wirings[-1]
+
+        definition = replace(service.DEFINITION, build=build)
         runtimes["notification"] = ServiceRuntime(definition, settings)
         await runtimes["notification"].start()
         for name, runtime in runtimes.items():
@@ -207,7 +230,12 @@ async def running_stack(config: NotificationConfig = TEST_CONFIG) -> AsyncIterat
         channel = await bus.open_channel(connection)
         exchange = await bus.declare_events_exchange(channel, settings.events_exchange)
         await consumer_ready(settings)
-        yield Stack(settings, runtimes, channels, exchange, smtp, smtp_proxy, webhook, config)
+        [consumer] = [
+            b.consumer for b in wirings[0].background if isinstance(b, StartsWhenReachable)
+        ]
+        yield Stack(
+            settings, runtimes, channels, exchange, smtp, smtp_proxy, webhook, config, consumer
+        )
     finally:
         await bus.close_quietly(connection)
         for grpc_channel in channels.values():

@@ -21,6 +21,7 @@ from services.notification.domain import (
     check_language,
     check_time_zone,
     retry_delay,
+    zone_info,
 )
 
 
@@ -65,6 +66,12 @@ def test_preference_checks() -> None:
             check_time_zone(zone)
     with pytest.raises(InvalidArgument):
         check_language("fr")
+
+
+def test_zones_are_built_once_and_a_vanished_one_falls_back_to_the_default() -> None:
+    assert zone_info("Asia/Jayapura") is zone_info("Asia/Jayapura")
+    assert zone_info("Asia/Jayapura").key == "Asia/Jayapura"
+    assert zone_info("Gone/Since/Tzdata2099").key == "Asia/Jakarta"
 
 
 def test_settings_and_channels() -> None:

@@ -18,7 +18,15 @@ from libs.auth import Role
 from libs.events import bus
 from libs.events.consumer import dead_letter_queue
 from libs.money import to_money
-from services.notification import consumers
+from services.notification import consumers, store
+from services.notification.domain import (
+    Attempt,
+    Channel,
+    DeliveryStatus,
+    Draft,
+    NotificationType,
+    Outcome,
+)
 from services.notification.tests.stack import Stack, event, wait_until
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
@@ -98,9 +106,15 @@ async def test_a_check_in_is_stored_with_the_seed_text_and_sent_on_every_channel
 async def test_the_same_event_twice_makes_one_notification_and_one_email(stack):
     rider = await stack.new_rider()
     user = await stack.contact(rider)
+    duplicates = stack.consumer.duplicates
     twice = event("journey.checked_in", rider, checked_in(rider))
     await stack.publish(twice)
     await stack.publish(twice)
+
+    async def second_copy_dropped() -> bool:  # else the asserts below could run before it
+        return stack.consumer.duplicates > duplicates
+
+    await wait_until(second_copy_dropped, "the second copy to be handled")
     await settled(stack, rider)
     await stack.publish(event("journey.checked_in", rider, checked_in(rider)))  # a later one
     await settled(stack, rider, count=2)
@@ -175,8 +189,15 @@ async def test_events_riders_are_not_told_about_are_acknowledged_and_ignored(sta
     [booking] = await settled(stack, rider)
     assert booking.message == "Pembayaran pemesanan Anda telah diterima."
     ids = [e.id for e in ignored]
-    rows = await stack.rows("SELECT event_type FROM inbox WHERE event_id = ANY(%s)", ids)
+    rows: list[tuple] = []
+
+    async def all_acknowledged() -> bool:  # handled concurrently: in no particular order
+        rows[:] = await stack.rows("SELECT event_type FROM inbox WHERE event_id = ANY(%s)", ids)
+        return len(rows) == len(ignored)
+
+    await wait_until(all_acknowledged, "the ignored events in the inbox")
     assert sorted(r[0] for r in rows) == sorted(e.type for e in ignored)
+    assert await listed(stack, rider) == [booking]
 
 
 async def test_an_unreadable_event_goes_to_the_dead_letter_queue(stack):
@@ -291,3 +312,92 @@ async def test_two_replicas_send_every_delivery_exactly_once(stack):
         "SELECT count(*) FROM delivery_attempts WHERE notification_id = ANY(%s)", list(ids)
     )
     assert attempts == [(len(ids) * 3,)]
+
+
+async def only_email(stack: Stack, rider: str) -> None:
+    muted = [pb.CHANNEL_PUSH, pb.CHANNEL_SMS]
+    await stack.call(
+        "SetPreferences", pb.SetPreferencesRequest(user_id=rider, muted_channels=muted)
+    )
+
+
+async def test_a_recipient_refused_for_now_is_retried_and_one_refused_for_good_is_not(stack):
+    later, never = await stack.new_rider(), await stack.new_rider()
+    replies = {later: "450 4.2.0 Greylisted, try again", never: "550 5.1.1 No such mailbox"}
+    for rider, reply in replies.items():
+        await only_email(stack, rider)
+        stack.smtp.refuse[(await stack.contact(rider)).email] = reply
+    try:
+        for rider in replies:
+            await stack.publish(event("journey.checked_in", rider, checked_in(rider)))
+        [[retried], [rejected]] = [await settled(stack, rider) for rider in replies]
+    finally:
+        stack.smtp.refuse.clear()
+    for notification, attempts, code in ((retried, 3, "450"), (rejected, 1, "550")):
+        assert notification.status == pb.NOTIFICATION_STATUS_FAILED
+        [mail] = notification.deliveries
+        assert (mail.status, mail.attempts) == (pb.DELIVERY_STATUS_FAILED, attempts)
+        assert code in mail.last_error
+
+
+def push_draft(user_id: str, event_id: uuid.UUID | None = None) -> Draft:
+    return Draft(
+        event_id=event_id or uuid.uuid4(),
+        event_type="journey.checked_in",
+        type=NotificationType.CHECKIN,
+        user_id=uuid.UUID(user_id),
+        message="Anda check-in.",
+        language="id",
+        terminal_code=None,
+        reference=None,
+        metadata={},
+        channels=[Channel.PUSH],
+    )
+
+
+async def test_a_replayed_event_cannot_make_a_second_notification_or_delivery(stack):
+    """Whatever gets past the inbox (a queue renamed, an event replayed into another
+    consumer), the store keeps one notification, and one delivery per channel, per event and
+    rider."""
+    rider, other = await stack.new_rider(), await stack.new_rider()
+    event_id = uuid.uuid4()
+    async with stack.database() as conn:
+        for drafts in ([push_draft(rider, event_id)], [push_draft(rider, event_id)] * 2):
+            async with conn.transaction():
+                await store.insert_notifications(conn, drafts)
+        async with conn.transaction():
+            await store.insert_notifications(conn, [push_draft(other, event_id)])
+    [mine], [theirs] = await settled(stack, rider), await settled(stack, other)
+    assert [len(mine.deliveries), len(theirs.deliveries)] == [1, 1]
+    assert len(stack.webhook.to(rider)) == 1
+
+
+async def test_a_claim_whose_worker_died_is_sent_once_its_lease_is_over(stack):
+    """A worker claims a delivery and dies before recording it: the delivery is not lost (the
+    running worker takes it once the lease is over, as attempt 2), and a late result of the
+    dead claim changes nothing."""
+    rider = await stack.new_rider()
+    async with stack.database() as conn:
+        async with conn.transaction():
+            await store.insert_notifications(conn, [push_draft(rider)])
+            claims = await store.claim_due(conn, 100, timedelta(milliseconds=300))
+        [dead] = [c for c in claims if str(c.user_id) == rider]
+        [sent] = await settled(stack, rider)
+        [push] = sent.deliveries
+        assert (sent.status, push.status, push.attempts) == (
+            pb.NOTIFICATION_STATUS_SENT,
+            pb.DELIVERY_STATUS_SENT,
+            2,
+        )
+        late = Attempt(Outcome.FAILED, error="late")
+        async with conn.transaction():
+            await store.record_results(
+                conn, [store.Result(dead, late, DeliveryStatus.FAILED, None)]
+            )
+    assert await listed(stack, rider) == [sent]
+    assert len(stack.webhook.to(rider)) == 1
+    attempts = await stack.rows(
+        "SELECT attempt, outcome::text FROM delivery_attempts WHERE notification_id = %s",
+        sent.id,
+    )
+    assert attempts == [(2, "sent")]
