@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TypeVar
 
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 
 DEV_JWT_SECRET = "tiket-dev-secret-change-me-in-production"
 
@@ -30,49 +32,64 @@ class ConfigError(ValueError):
     """An environment variable holds a value tiket cannot use."""
 
 
-def _read(env: Mapping[str, str], name: str, default: T, parse: Callable[[str], T], hint: str) -> T:
-    raw = env.get(name)
-    if raw is None or raw == "":
+def read_setting(env: Mapping[str, str], name: str, default: T, parse: Callable[[str], T]) -> T:
+    """Variable `name` of `env` parsed, `default` when unset or empty. ConfigError names the
+    variable, its value and what `parse` expected (its ValueError's message)."""
+    raw = env.get(name, "")
+    if raw == "":
         return default
     try:
         return parse(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name}={raw!r} is invalid: expected {hint} ({exc})") from None
+    except (ValueError, ArithmeticError) as exc:
+        raise ConfigError(f"{name}={raw!r} is invalid: {exc}") from None
 
 
-def _port(raw: str) -> int:
-    value = int(raw)
-    if not 0 <= value <= 65535:
-        raise ValueError("out of range")
+def _number(convert: Callable[[str], N], raw: str, ok: Callable[[N], bool], expected: str) -> N:
+    """`raw` converted, or ValueError(`expected`) when it is not a number or `ok` refuses it."""
+    try:
+        value = convert(raw)
+    except ValueError:
+        raise ValueError(expected) from None
+    if not ok(value):
+        raise ValueError(expected)
     return value
 
 
-def _positive_float(raw: str) -> float:
-    value = float(raw)
-    if value <= 0:
-        raise ValueError("must be > 0")
-    return value
+def port(raw: str) -> int:
+    return _number(int, raw, lambda v: 0 <= v <= 65535, "expected a port number, 0-65535")
 
 
-def _positive_int(raw: str) -> int:
-    value = int(raw)
-    if value <= 0:
-        raise ValueError("must be > 0")
-    return value
+def positive_float(raw: str) -> float:
+    return _number(float, raw, lambda v: v > 0, "expected a number > 0")
 
 
-def _workers(raw: str) -> int:
-    value = int(raw)
-    if not 1 <= value <= 64:
-        raise ValueError("must be 1-64")
-    return value
+def positive_int(raw: str) -> int:
+    return _number(int, raw, lambda v: v > 0, "expected an integer > 0")
 
 
-def _choice(*allowed: str) -> Callable[[str], str]:
+def int_between(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        return _number(int, raw, lambda v: low <= v <= high, f"expected an integer, {low}-{high}")
+
+    return parse
+
+
+def duration_up_to(limit: timedelta) -> Callable[[str], timedelta]:
+    """Seconds, more than 0 and at most `limit`."""
+    most = limit.total_seconds()
+    expected = f"expected seconds, more than 0 and at most {most:g}"
+
+    def parse(raw: str) -> timedelta:
+        return timedelta(seconds=_number(float, raw, lambda v: 0 < v <= most, expected))
+
+    return parse
+
+
+def choice(*allowed: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         value = raw.strip().lower()
         if value not in allowed:
-            raise ValueError(f"one of {', '.join(allowed)}")
+            raise ValueError(f"expected one of {', '.join(allowed)}")
         return value
 
     return parse
@@ -128,49 +145,39 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     grpc_ports, metrics_ports, addresses = {}, {}, {}
     for name, (grpc_default, metrics_default) in SERVICE_PORTS.items():
         upper = name.upper()
-        grpc_ports[name] = _read(env, f"TIKET_{upper}_PORT", grpc_default, _port, "a port number")
-        metrics_ports[name] = _read(
-            env, f"TIKET_{upper}_METRICS_PORT", metrics_default, _port, "a port number"
+        grpc_ports[name] = read_setting(env, f"TIKET_{upper}_PORT", grpc_default, port)
+        metrics_ports[name] = read_setting(
+            env, f"TIKET_{upper}_METRICS_PORT", metrics_default, port
         )
-        addresses[name] = _read(
-            env, f"TIKET_{upper}_ADDR", f"127.0.0.1:{grpc_ports[name]}", str, "host:port"
+        addresses[name] = read_setting(
+            env, f"TIKET_{upper}_ADDR", f"127.0.0.1:{grpc_ports[name]}", str
         )
-    secret = _read(env, "TIKET_JWT_SECRET", d.jwt_secret, str, "a string")
+    secret = read_setting(env, "TIKET_JWT_SECRET", d.jwt_secret, str)
     if len(secret) < 32:
         raise ConfigError("TIKET_JWT_SECRET is too short: use at least 32 characters")
     return Settings(
-        env=_read(env, "TIKET_ENV", d.env, _choice("development", "test", "production"), "a name"),
-        postgres_url=_read(env, "TIKET_POSTGRES_URL", d.postgres_url, str, "a postgresql:// URL"),
-        db_prefix=_read(env, "TIKET_DB_PREFIX", d.db_prefix, _identifier, "letters, digits, _"),
-        db_pool_min=_read(env, "TIKET_DB_POOL_MIN", d.db_pool_min, _positive_int, "an integer"),
-        db_pool_max=_read(env, "TIKET_DB_POOL_MAX", d.db_pool_max, _positive_int, "an integer"),
-        redis_url=_read(env, "TIKET_REDIS_URL", d.redis_url, str, "a redis:// URL"),
-        redis_prefix=_read(env, "TIKET_REDIS_PREFIX", d.redis_prefix, str, "a key prefix"),
-        amqp_url=_read(env, "TIKET_AMQP_URL", d.amqp_url, str, "an amqp:// URL"),
-        events_exchange=_read(env, "TIKET_EVENTS_EXCHANGE", d.events_exchange, str, "a name"),
+        env=read_setting(env, "TIKET_ENV", d.env, choice("development", "test", "production")),
+        postgres_url=read_setting(env, "TIKET_POSTGRES_URL", d.postgres_url, str),
+        db_prefix=read_setting(env, "TIKET_DB_PREFIX", d.db_prefix, _identifier),
+        db_pool_min=read_setting(env, "TIKET_DB_POOL_MIN", d.db_pool_min, positive_int),
+        db_pool_max=read_setting(env, "TIKET_DB_POOL_MAX", d.db_pool_max, positive_int),
+        redis_url=read_setting(env, "TIKET_REDIS_URL", d.redis_url, str),
+        redis_prefix=read_setting(env, "TIKET_REDIS_PREFIX", d.redis_prefix, str),
+        amqp_url=read_setting(env, "TIKET_AMQP_URL", d.amqp_url, str),
+        events_exchange=read_setting(env, "TIKET_EVENTS_EXCHANGE", d.events_exchange, str),
         jwt_secret=secret,
-        host=_read(env, "TIKET_HOST", d.host, str, "an address to listen on"),
-        log_level=_read(
-            env,
-            "TIKET_LOG_LEVEL",
-            d.log_level,
-            _choice("debug", "info", "warning", "error"),
-            "a level",
+        host=read_setting(env, "TIKET_HOST", d.host, str),
+        log_level=read_setting(
+            env, "TIKET_LOG_LEVEL", d.log_level, choice("debug", "info", "warning", "error")
         ),
-        grace_seconds=_read(
-            env, "TIKET_GRACE_SECONDS", d.grace_seconds, _positive_float, "seconds"
+        grace_seconds=read_setting(env, "TIKET_GRACE_SECONDS", d.grace_seconds, positive_float),
+        sweep_interval_seconds=read_setting(
+            env, "TIKET_SWEEP_INTERVAL_SECONDS", d.sweep_interval_seconds, positive_float
         ),
-        sweep_interval_seconds=_read(
-            env,
-            "TIKET_SWEEP_INTERVAL_SECONDS",
-            d.sweep_interval_seconds,
-            _positive_float,
-            "seconds",
+        hold_ttl_seconds=read_setting(
+            env, "TIKET_HOLD_TTL_SECONDS", d.hold_ttl_seconds, positive_int
         ),
-        hold_ttl_seconds=_read(
-            env, "TIKET_HOLD_TTL_SECONDS", d.hold_ttl_seconds, _positive_int, "seconds"
-        ),
-        workers=_read(env, "TIKET_WORKERS", d.workers, _workers, "a number of processes, 1-64"),
+        workers=read_setting(env, "TIKET_WORKERS", d.workers, int_between(1, 64)),
         grpc_ports=grpc_ports,
         metrics_ports=metrics_ports,
         addresses=addresses,
@@ -179,5 +186,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
 
 def _identifier(raw: str) -> str:
     if not raw.replace("_", "").isalnum() or not raw.isascii() or raw.lower() != raw:
-        raise ValueError("lower-case letters, digits and _ only")
+        raise ValueError("expected lower-case letters, digits and _ only")
     return raw

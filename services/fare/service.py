@@ -10,7 +10,7 @@ from pathlib import Path
 from grpc import aio
 from tiket.fare.v1 import fare_pb2, fare_pb2_grpc
 
-from libs.config import ConfigError
+from libs.config import duration_up_to, read_setting
 from libs.db.migrations import Track
 from libs.events.consumer import StartsWhenReachable
 from libs.server.runtime import Resources, ServiceDefinition, Wiring
@@ -28,20 +28,12 @@ DEFAULT_OFFLINE_AFTER = 90.0  # three missed heartbeats of a gate beating every 
 
 def gate_offline_after(env: Mapping[str, str] | None = None) -> timedelta:
     """How long an online gate may stay silent before it is shown offline."""
-    env = os.environ if env is None else env
-    raw = env.get(OFFLINE_AFTER_VARIABLE, "")
-    if not raw:
-        return timedelta(seconds=DEFAULT_OFFLINE_AFTER)
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds <= 86_400:
-        raise ConfigError(
-            f"{OFFLINE_AFTER_VARIABLE}={raw!r} is invalid: expected seconds, more than 0 and "
-            "at most 86400"
-        )
-    return timedelta(seconds=seconds)
+    return read_setting(
+        os.environ if env is None else env,
+        OFFLINE_AFTER_VARIABLE,
+        timedelta(seconds=DEFAULT_OFFLINE_AFTER),
+        duration_up_to(timedelta(days=1)),
+    )
 
 
 async def build(resources: Resources) -> Wiring:

@@ -5,16 +5,15 @@ with a message naming the variable."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from decimal import Decimal, InvalidOperation
-from typing import TypeVar
+from decimal import Decimal
 
-from libs.config import ConfigError
+from libs.config import ConfigError, duration_up_to, positive_float, read_setting
 
-T = TypeVar("T")
 PREFIX = "TIKET_JOURNEY_"
+SECONDS = duration_up_to(timedelta(days=7))
 
 
 @dataclass(frozen=True)
@@ -53,22 +52,30 @@ def load(env: Mapping[str, str] | None = None) -> JourneyConfig:
     env = os.environ if env is None else env
     d = JourneyConfig()
     config = JourneyConfig(
-        max_trip=_read(env, "MAX_TRIP_SECONDS", d.max_trip, _seconds),
-        hold_margin=_read(env, "HOLD_MARGIN_SECONDS", d.hold_margin, _seconds),
-        same_terminal_window=_read(
-            env, "SAME_TERMINAL_WINDOW_SECONDS", d.same_terminal_window, _seconds
+        max_trip=read_setting(env, PREFIX + "MAX_TRIP_SECONDS", d.max_trip, SECONDS),
+        hold_margin=read_setting(env, PREFIX + "HOLD_MARGIN_SECONDS", d.hold_margin, SECONDS),
+        same_terminal_window=read_setting(
+            env, PREFIX + "SAME_TERMINAL_WINDOW_SECONDS", d.same_terminal_window, SECONDS
         ),
-        same_terminal_fare=_read(env, "SAME_TERMINAL_FARE", d.same_terminal_fare, _amount),
-        no_entry_penalty=_read(env, "NO_ENTRY_PENALTY", d.no_entry_penalty, _amount),
-        dependency_timeout=_read(
-            env, "DEPENDENCY_TIMEOUT_SECONDS", d.dependency_timeout, _positive_float
+        same_terminal_fare=read_setting(
+            env, PREFIX + "SAME_TERMINAL_FARE", d.same_terminal_fare, _amount
         ),
-        lookup_ttl=_read(env, "LOOKUP_TTL_SECONDS", d.lookup_ttl, _positive_float),
-        orphan_after=_read(env, "ORPHAN_AFTER_SECONDS", d.orphan_after, _seconds),
-        settle_after=_read(env, "SETTLE_AFTER_SECONDS", d.settle_after, _seconds),
-        max_clock_skew=_read(env, "MAX_CLOCK_SKEW_SECONDS", d.max_clock_skew, _seconds),
-        max_tap_age=_read(env, "MAX_TAP_AGE_SECONDS", d.max_tap_age, _seconds),
-        active_trip_cache=_read(env, "ACTIVE_TRIP_CACHE", d.active_trip_cache, _flag),
+        no_entry_penalty=read_setting(
+            env, PREFIX + "NO_ENTRY_PENALTY", d.no_entry_penalty, _amount
+        ),
+        dependency_timeout=read_setting(
+            env, PREFIX + "DEPENDENCY_TIMEOUT_SECONDS", d.dependency_timeout, positive_float
+        ),
+        lookup_ttl=read_setting(env, PREFIX + "LOOKUP_TTL_SECONDS", d.lookup_ttl, positive_float),
+        orphan_after=read_setting(env, PREFIX + "ORPHAN_AFTER_SECONDS", d.orphan_after, SECONDS),
+        settle_after=read_setting(env, PREFIX + "SETTLE_AFTER_SECONDS", d.settle_after, SECONDS),
+        max_clock_skew=read_setting(
+            env, PREFIX + "MAX_CLOCK_SKEW_SECONDS", d.max_clock_skew, SECONDS
+        ),
+        max_tap_age=read_setting(env, PREFIX + "MAX_TAP_AGE_SECONDS", d.max_tap_age, SECONDS),
+        active_trip_cache=read_setting(
+            env, PREFIX + "ACTIVE_TRIP_CACHE", d.active_trip_cache, _flag
+        ),
     )
     if config.hold_ttl > timedelta(hours=24):
         raise ConfigError(
@@ -76,30 +83,6 @@ def load(env: Mapping[str, str] | None = None) -> JourneyConfig:
             "(the longest hold the wallet places)"
         )
     return config
-
-
-def _read(env: Mapping[str, str], name: str, default: T, parse: Callable[[str], T]) -> T:
-    raw = env.get(PREFIX + name, "")
-    if not raw:
-        return default
-    try:
-        return parse(raw)
-    except (ValueError, InvalidOperation) as exc:
-        raise ConfigError(f"{PREFIX}{name}={raw!r} is invalid: {exc}") from None
-
-
-def _seconds(raw: str) -> timedelta:
-    value = float(raw)
-    if not 0 < value <= 7 * 86_400:
-        raise ValueError("expected seconds, more than 0 and at most 7 days")
-    return timedelta(seconds=value)
-
-
-def _positive_float(raw: str) -> float:
-    value = float(raw)
-    if value <= 0:
-        raise ValueError("expected a number > 0")
-    return value
 
 
 def _amount(raw: str) -> Decimal:

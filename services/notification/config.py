@@ -6,16 +6,15 @@ all the same. An invalid value stops the process with a message naming the varia
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypeVar
 from urllib.parse import urlsplit
 
-from libs.config import ConfigError
+from libs.config import choice, int_between, positive_float, positive_int, read_setting
 from services.notification.domain import Channel
 
-T = TypeVar("T")
 PREFIX = "TIKET_NOTIFICATION_"
+ATTEMPTS = int_between(1, 100)
 
 
 @dataclass(frozen=True)
@@ -61,70 +60,33 @@ def load(env: Mapping[str, str] | None = None) -> NotificationConfig:
     env = os.environ if env is None else env
     d = NotificationConfig()
     return NotificationConfig(
-        smtp_host=_read(env, "SMTP_HOST", d.smtp_host, str.strip),
-        smtp_port=_read(env, "SMTP_PORT", d.smtp_port, _port),
-        smtp_from=_read(env, "SMTP_FROM", d.smtp_from, _sender),
-        smtp_username=_read(env, "SMTP_USERNAME", d.smtp_username, str),
-        smtp_password=_read(env, "SMTP_PASSWORD", d.smtp_password, str),
-        smtp_security=_read(env, "SMTP_SECURITY", d.smtp_security, _security),
-        webhook_url=_read(env, "WEBHOOK_URL", d.webhook_url, _url),
-        send_timeout=_read(env, "SEND_TIMEOUT_SECONDS", d.send_timeout, _positive_float),
-        max_attempts=_read(env, "MAX_ATTEMPTS", d.max_attempts, _attempts),
-        retry_base=_read(env, "RETRY_BASE_SECONDS", d.retry_base, _positive_float),
-        retry_max=_read(env, "RETRY_MAX_SECONDS", d.retry_max, _positive_float),
-        poll_interval=_read(env, "POLL_INTERVAL_SECONDS", d.poll_interval, _positive_float),
-        batch_size=_read(env, "BATCH_SIZE", d.batch_size, _attempts),
-        contact_ttl=_read(env, "CONTACT_TTL_SECONDS", d.contact_ttl, _positive_int),
-        dependency_timeout=_read(
-            env, "DEPENDENCY_TIMEOUT_SECONDS", d.dependency_timeout, _positive_float
+        smtp_host=read_setting(env, PREFIX + "SMTP_HOST", d.smtp_host, str.strip),
+        smtp_port=read_setting(env, PREFIX + "SMTP_PORT", d.smtp_port, int_between(1, 65535)),
+        smtp_from=read_setting(env, PREFIX + "SMTP_FROM", d.smtp_from, _sender),
+        smtp_username=read_setting(env, PREFIX + "SMTP_USERNAME", d.smtp_username, str),
+        smtp_password=read_setting(env, PREFIX + "SMTP_PASSWORD", d.smtp_password, str),
+        smtp_security=read_setting(
+            env, PREFIX + "SMTP_SECURITY", d.smtp_security, choice("none", "starttls", "tls")
         ),
-        event_max_attempts=_read(env, "EVENT_MAX_ATTEMPTS", d.event_max_attempts, _attempts),
+        webhook_url=read_setting(env, PREFIX + "WEBHOOK_URL", d.webhook_url, _url),
+        send_timeout=read_setting(
+            env, PREFIX + "SEND_TIMEOUT_SECONDS", d.send_timeout, positive_float
+        ),
+        max_attempts=read_setting(env, PREFIX + "MAX_ATTEMPTS", d.max_attempts, ATTEMPTS),
+        retry_base=read_setting(env, PREFIX + "RETRY_BASE_SECONDS", d.retry_base, positive_float),
+        retry_max=read_setting(env, PREFIX + "RETRY_MAX_SECONDS", d.retry_max, positive_float),
+        poll_interval=read_setting(
+            env, PREFIX + "POLL_INTERVAL_SECONDS", d.poll_interval, positive_float
+        ),
+        batch_size=read_setting(env, PREFIX + "BATCH_SIZE", d.batch_size, ATTEMPTS),
+        contact_ttl=read_setting(env, PREFIX + "CONTACT_TTL_SECONDS", d.contact_ttl, positive_int),
+        dependency_timeout=read_setting(
+            env, PREFIX + "DEPENDENCY_TIMEOUT_SECONDS", d.dependency_timeout, positive_float
+        ),
+        event_max_attempts=read_setting(
+            env, PREFIX + "EVENT_MAX_ATTEMPTS", d.event_max_attempts, ATTEMPTS
+        ),
     )
-
-
-def _read(env: Mapping[str, str], name: str, default: T, parse: Callable[[str], T]) -> T:
-    raw = env.get(PREFIX + name, "")
-    if not raw:
-        return default
-    try:
-        return parse(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{PREFIX}{name}={raw!r} is invalid: {exc}") from None
-
-
-def _port(raw: str) -> int:
-    value = int(raw)
-    if not 1 <= value <= 65535:
-        raise ValueError("expected a port number, 1-65535")
-    return value
-
-
-def _positive_float(raw: str) -> float:
-    value = float(raw)
-    if not value > 0:
-        raise ValueError("expected a number > 0")
-    return value
-
-
-def _positive_int(raw: str) -> int:
-    value = int(raw)
-    if value <= 0:
-        raise ValueError("expected an integer > 0")
-    return value
-
-
-def _attempts(raw: str) -> int:
-    value = int(raw)
-    if not 1 <= value <= 100:
-        raise ValueError("expected an integer, 1-100")
-    return value
-
-
-def _security(raw: str) -> str:
-    value = raw.strip().lower()
-    if value not in {"none", "starttls", "tls"}:
-        raise ValueError("expected none, starttls or tls")
-    return value
 
 
 def _sender(raw: str) -> str:
