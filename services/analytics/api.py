@@ -22,7 +22,7 @@ class AnalyticsApi(analytics_pb2_grpc.AnalyticsServiceServicer):
 
     async def GetTerminalDailyMetrics(
         self, request: analytics_pb2.GetTerminalDailyMetricsRequest, context: aio.ServicerContext
-    ):
+    ) -> analytics_pb2.GetTerminalDailyMetricsResponse:
         code = _code(request.terminal_code, "terminal_code")
         start, end = _date_range(request)
         rows = await self.app.terminal_days(code, start, end)
@@ -32,7 +32,7 @@ class AnalyticsApi(analytics_pb2_grpc.AnalyticsServiceServicer):
 
     async def GetPeakHours(
         self, request: analytics_pb2.GetPeakHoursRequest, context: aio.ServicerContext
-    ):
+    ) -> analytics_pb2.GetPeakHoursResponse:
         code = _code(request.terminal_code, "terminal_code") if request.terminal_code else None
         start, end = _date_range(request)
         counts = await self.app.hourly_taps(code, start, end)
@@ -40,7 +40,7 @@ class AnalyticsApi(analytics_pb2_grpc.AnalyticsServiceServicer):
 
     async def GetRouteMatrix(
         self, request: analytics_pb2.GetRouteMatrixRequest, context: aio.ServicerContext
-    ):
+    ) -> analytics_pb2.GetRouteMatrixResponse:
         start, end = _date_range(request)
         origin = _code(request.origin_code, "origin_code") if request.origin_code else None
         limit = page_size_field(request.page_size)
@@ -56,7 +56,7 @@ class AnalyticsApi(analytics_pb2_grpc.AnalyticsServiceServicer):
 
     async def GetBookingStats(
         self, request: analytics_pb2.GetBookingStatsRequest, context: aio.ServicerContext
-    ):
+    ) -> analytics_pb2.GetBookingStatsResponse:
         start, end = _date_range(request)
         rows = await self.app.booking_days(start, end)
         return analytics_pb2.GetBookingStatsResponse(days=[messages.booking_day(r) for r in rows])

@@ -4,14 +4,12 @@ Settings. An invalid value stops the process with a message naming the variable.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from libs.config import ConfigError
+from libs.config import int_between, read_setting
 
-T = TypeVar("T")
 PREFIX = "TIKET_ANALYTICS_"
 DEFAULT_TIME_ZONE = "Asia/Jakarta"
 
@@ -33,24 +31,14 @@ def load(env: Mapping[str, str] | None = None) -> AnalyticsConfig:
     env = os.environ if env is None else env
     d = AnalyticsConfig()
     return AnalyticsConfig(
-        time_zone=_read(env, "TIME_ZONE", d.time_zone, _zone),
-        partition_months_ahead=_read(
-            env, "PARTITION_MONTHS_AHEAD", d.partition_months_ahead, _months
+        time_zone=read_setting(env, PREFIX + "TIME_ZONE", d.time_zone, _zone),
+        partition_months_ahead=read_setting(
+            env, PREFIX + "PARTITION_MONTHS_AHEAD", d.partition_months_ahead, int_between(0, 120)
         ),
-        retry_backoff_seconds=_read(
-            env, "RETRY_BACKOFF_SECONDS", d.retry_backoff_seconds, _backoff
+        retry_backoff_seconds=read_setting(
+            env, PREFIX + "RETRY_BACKOFF_SECONDS", d.retry_backoff_seconds, _backoff
         ),
     )
-
-
-def _read(env: Mapping[str, str], name: str, default: T, parse: Callable[[str], T]) -> T:
-    raw = env.get(PREFIX + name, "")
-    if not raw:
-        return default
-    try:
-        return parse(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{PREFIX}{name}={raw!r} is invalid: {exc}") from None
 
 
 def _zone(raw: str) -> ZoneInfo:
@@ -58,13 +46,6 @@ def _zone(raw: str) -> ZoneInfo:
         return ZoneInfo(raw.strip())
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError("expected an IANA time zone name such as Asia/Jakarta") from None
-
-
-def _months(raw: str) -> int:
-    value = int(raw)
-    if not 0 <= value <= 120:
-        raise ValueError("expected a number of months from 0 to 120")
-    return value
 
 
 def _backoff(raw: str) -> float:

@@ -96,12 +96,14 @@ def facts_of(event: CloudEvent, zone: ZoneInfo, received_at: datetime) -> Facts:
 
 
 def envelope_time(raw: str) -> datetime | None:
-    """The CloudEvents `time` (RFC 3339) as an aware datetime; None when absent or bad."""
+    """The CloudEvents `time` (RFC 3339) in UTC; None when absent, bad, or outside what a
+    UTC datetime holds (0001-01-01T00:00+01:00): an unknown event is then stored at its
+    arrival rather than failing on its partition."""
     try:
         parsed = datetime.fromisoformat(raw)
-    except ValueError:
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 # --- journeys ------------------------------------------------------------------------------

@@ -23,25 +23,18 @@ from services.analytics.facts import Booking, Facts, Tap, Trip, Unfinished
 # --- writes --------------------------------------------------------------------------------
 
 
-ENSURE_PARTITION = "SELECT analytics_ensure_partition(%s, %s, %s)"
-
-
 async def ensure_partition(conn: AsyncConnection, partition: MonthPartition) -> bool:
     """Create the month's partition when missing; True when this call created it."""
-    cur = await conn.execute(ENSURE_PARTITION, _bounds(partition))
+    cur = await conn.execute(
+        "SELECT analytics_ensure_partition(%s, %s, %s)",
+        (partition.name, partition.start, partition.end),
+    )
     row = await cur.fetchone()
     return bool(row and row[0])
 
 
-def _bounds(partition: MonthPartition) -> tuple[str, object, object]:
-    return partition.name, partition.start, partition.end
-
-
 async def insert_event(conn: AsyncConnection, event: CloudEvent, facts: Facts) -> None:
-    """The raw event, in the partition of its month, created first when missing (in this
-    transaction: a failure later leaves no partition behind to be wrongly assumed)."""
-    # Not read back: in the pipeline this travels with the writes and the COMMIT.
-    await conn.execute(ENSURE_PARTITION, _bounds(MonthPartition.of(facts.occurred_at)))
+    """The raw event, in the partition of its month (the caller made sure it exists)."""
     await conn.execute(
         """INSERT INTO analytics_events
                (event_id, event_type, terminal_code, user_id, data, event_timestamp)

@@ -32,7 +32,9 @@ CREATE INDEX idx_analytics_data ON analytics_events USING GIN (data);
 
 -- Creates the partition `name` over [lower, upper) (upper NULL = MAXVALUE) unless it
 -- exists; true when it created it. Replicas and concurrent consumers may call it for the
--- same month at once: the advisory lock lets one create, the others then find it.
+-- same month at once: the advisory lock lets one create, the others then find it. The
+-- re-check reads pg_inherits with the statement's fresh snapshot: to_regclass() would answer
+-- from this backend's catalog cache, still "missing" from the first check.
 CREATE FUNCTION analytics_ensure_partition(name TEXT, lower TIMESTAMPTZ, upper TIMESTAMPTZ)
 RETURNS BOOLEAN AS $$
 BEGIN
@@ -40,7 +42,8 @@ BEGIN
         RETURN FALSE;
     END IF;
     PERFORM pg_advisory_xact_lock(hashtext('analytics_events'), hashtext(name));
-    IF to_regclass(name) IS NOT NULL THEN
+    IF EXISTS (SELECT FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                WHERE i.inhparent = 'analytics_events'::regclass AND c.relname = name) THEN
         RETURN FALSE;
     END IF;
     EXECUTE format(

@@ -15,7 +15,6 @@ from typing import Any
 import aio_pika
 import psycopg
 from google.protobuf.timestamp_pb2 import Timestamp
-from google.type import date_pb2
 from grpc import aio
 from tiket.analytics.v1 import analytics_pb2_grpc
 from tiket.events.v1 import journey_pb2
@@ -29,6 +28,7 @@ from libs.money import to_money
 from libs.server.runtime import ServiceRuntime
 from services.analytics.config import AnalyticsConfig
 from services.analytics.consumers import queue_name
+from services.analytics.messages import proto_date
 
 # Short retries, so a poison event reaches the dead letters in well under a second.
 TEST_CONFIG = AnalyticsConfig(retry_backoff_seconds=0.02)
@@ -53,8 +53,7 @@ def caller_for(runtime: ServiceRuntime) -> Caller:
     return Caller(aio.insecure_channel(f"127.0.0.1:{runtime.port}"), runtime.settings)
 
 
-def pdate(value: date) -> date_pb2.Date:
-    return date_pb2.Date(year=value.year, month=value.month, day=value.day)
+pdate = proto_date
 
 
 def stamp(value: datetime) -> Timestamp:

@@ -210,6 +210,11 @@ def test_envelope_times():
     assert envelope_time("2024-01-15T08:30:00+07:00") == EIGHT_THIRTY
     assert envelope_time("2024-01-15T01:30:00") == EIGHT_THIRTY  # no offset: UTC
     assert envelope_time("") is None
+    # Valid RFC 3339, but outside what a UTC datetime holds: the arrival time is used.
+    assert envelope_time("0001-01-01T00:00:00+01:00") is None
+    assert envelope_time("9999-12-31T23:30:00-05:00") is None
+    far = CloudEvent("1", "s", "gate.opened", "0001-01-01T00:00:00+01:00", "", {})
+    assert facts_of(far, JAKARTA, NOW).occurred_at == NOW
 
 
 # --- settings --------------------------------------------------------------------------------

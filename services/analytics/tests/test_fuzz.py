@@ -19,7 +19,7 @@ from tiket.analytics.v1 import analytics_pb2
 
 from libs.auth import Role
 from services.analytics.domain import BOOKING_TYPES
-from services.analytics.tests.helpers import checked_in, closed, raw_event, settled, wib
+from services.analytics.tests.helpers import checked_in, closed, pdate, raw_event, settled, wib
 
 pytestmark = pytest.mark.timeout(120)
 A = analytics_pb2
@@ -46,10 +46,6 @@ def mostly(valid, malformed):
 codes = mostly(st.sampled_from(["A", "B", "C", "E", "Z", "XYZ"]), junk)
 optional_codes = st.one_of(st.just(""), codes)
 near_days = st.integers(-200, 200).map(lambda n: DAY + timedelta(days=n))
-
-
-def pdate(day: date) -> date_pb2.Date:
-    return date_pb2.Date(year=day.year, month=day.month, day=day.day)
 
 
 dates = st.one_of(
