@@ -62,7 +62,10 @@ class DeliveryWorker:
         """One round; the number of deliveries attempted (0 when none was due)."""
 
         async def claim(conn: AsyncConnection) -> list[Claimed]:
-            return await store.claim_due(conn, self.config.batch_size, self.lease)
+            await store.fail_unfinished(conn, self.config.max_attempts)
+            return await store.claim_due(
+                conn, self.config.batch_size, self.lease, self.config.max_attempts
+            )
 
         claimed = await in_transaction(self.pool, claim)
         if not claimed:

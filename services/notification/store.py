@@ -234,14 +234,44 @@ async def retry(conn: AsyncConnection, notification_id: int) -> None:
 # --- deliveries ----------------------------------------------------------------------------
 
 
-async def claim_due(conn: AsyncConnection, limit: int, lease: timedelta) -> list[Claimed]:
-    """Take up to `limit` due deliveries no other worker holds, counting their attempt and
-    pushing them out by `lease`: sent or not, they are not taken again before it is over."""
+async def fail_unfinished(conn: AsyncConnection, max_attempts: int) -> int:
+    """Fail the deliveries claimed `max_attempts` times whose last lease ran out with no
+    outcome recorded (the worker died or hung on every attempt), so a delivery that kills its
+    worker is not taken forever; return how many. A late outcome of the last claim is then
+    ignored by record_results (the delivery is no longer pending)."""
+    cur = await conn.execute(
+        "SELECT DISTINCT notification_id FROM notification_deliveries "
+        "WHERE status = 'pending' AND next_attempt_at <= now() AND attempts >= %s",
+        (max_attempts,),
+    )
+    ids = sorted(row[0] for row in await cur.fetchall())
+    if not ids:
+        return 0
+    await lock_notifications(conn, ids)
+    cur = await conn.execute(
+        """UPDATE notification_deliveries
+              SET status = 'failed', updated_at = now(),
+                  last_error = 'no outcome after ' || attempts || ' attempts: the sender '
+                               || 'stopped or hung each time'
+            WHERE notification_id = ANY(%s) AND status = 'pending'
+              AND next_attempt_at <= now() AND attempts >= %s""",
+        (ids, max_attempts),
+    )
+    await conn.execute(ROLL_UP, (ids,))
+    return cur.rowcount
+
+
+async def claim_due(
+    conn: AsyncConnection, limit: int, lease: timedelta, max_attempts: int
+) -> list[Claimed]:
+    """Take up to `limit` due deliveries no other worker holds and with attempts left,
+    counting their attempt and pushing them out by `lease`: sent or not, they are not taken
+    again before it is over."""
     cur = conn.cursor(row_factory=class_row(Claimed))
     await cur.execute(
         """WITH due AS (
                SELECT notification_id, channel FROM notification_deliveries
-                WHERE status = 'pending' AND next_attempt_at <= now()
+                WHERE status = 'pending' AND next_attempt_at <= now() AND attempts < %s
                 ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED),
            claimed AS (
                UPDATE notification_deliveries d
@@ -254,7 +284,7 @@ async def claim_due(conn: AsyncConnection, limit: int, lease: timedelta) -> list
                   n.language, n.type
              FROM claimed c JOIN notifications n ON n.id = c.notification_id
             ORDER BY c.notification_id, c.channel""",
-        (limit, lease),
+        (max_attempts, limit, lease),
     )
     return await cur.fetchall()
 

@@ -380,7 +380,9 @@ async def test_a_claim_whose_worker_died_is_sent_once_its_lease_is_over(stack):
     async with stack.database() as conn:
         async with conn.transaction():
             await store.insert_notifications(conn, [push_draft(rider)])
-            claims = await store.claim_due(conn, 100, timedelta(milliseconds=300))
+            claims = await store.claim_due(
+                conn, 100, timedelta(milliseconds=300), stack.config.max_attempts
+            )
         [dead] = [c for c in claims if str(c.user_id) == rider]
         [sent] = await settled(stack, rider)
         [push] = sent.deliveries
@@ -401,3 +403,23 @@ async def test_a_claim_whose_worker_died_is_sent_once_its_lease_is_over(stack):
         sent.id,
     )
     assert attempts == [(2, "sent")]
+
+
+async def test_a_delivery_whose_worker_dies_on_every_attempt_fails_after_the_last(stack):
+    """Claimed `max_attempts` times by workers that all died before recording an outcome: the
+    delivery is failed (and can be retried by an operator), never claimed forever."""
+    rider = await stack.new_rider()
+    async with stack.database() as conn, conn.transaction():
+        await store.insert_notifications(conn, [push_draft(rider)])
+        for _ in range(stack.config.max_attempts):  # each lease over at once
+            claims = await store.claim_due(conn, 100, timedelta(0), stack.config.max_attempts)
+            assert [c for c in claims if str(c.user_id) == rider]
+    [failed] = await settled(stack, rider)
+    [push] = failed.deliveries
+    assert (failed.status, push.status, push.attempts) == (
+        pb.NOTIFICATION_STATUS_FAILED,
+        pb.DELIVERY_STATUS_FAILED,
+        stack.config.max_attempts,
+    )
+    assert f"no outcome after {stack.config.max_attempts} attempts" in push.last_error
+    assert stack.webhook.to(rider) == []
