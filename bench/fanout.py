@@ -159,12 +159,12 @@ async def emitted_at(settings: Settings) -> dict[str, datetime]:
 async def consumer_figures(
     settings: Settings,
     consumer: str,
+    emitted: dict[str, datetime],
     deepest: int,
     at_end: int,
     cpu_percent: float,
     load: tuple[datetime, datetime],
 ) -> ConsumerFigures:
-    emitted = await emitted_at(settings)
     async with await psycopg.AsyncConnection.connect(settings.database_url(consumer)) as conn:
         cur = await conn.execute("SELECT event_id::text, event_type, handled_at FROM inbox")
         rows = await cur.fetchall()
@@ -219,9 +219,16 @@ async def benchmark(options: taps.Options) -> FanoutReport:
         at_end = dict(await depths.sample())
         common.say("waiting for the consumers to handle every event …")
         drain = await wait_drained(settings, depths)
+        emitted = await emitted_at(settings)
         figures = [
             await consumer_figures(
-                settings, c, depths.deepest[c], at_end[c], work.cpu.get(c, 0.0), (began, ended)
+                settings,
+                c,
+                emitted,
+                depths.deepest[c],
+                at_end[c],
+                work.cpu.get(c, 0.0),
+                (began, ended),
             )
             for c in CONSUMERS
         ]
