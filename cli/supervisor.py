@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from cli import health
 from cli.logview import pretty
 from libs.config import Settings
+from libs.server.runtime import SUPERVISOR_PID
 from services import registry
 
 
@@ -39,7 +40,7 @@ async def start_all(
             name,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
-            env=os.environ.copy(),
+            env={**os.environ, SUPERVISOR_PID: str(os.getpid())},
             start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
         )
         children.append(Child(name, settings.addresses[name], process))

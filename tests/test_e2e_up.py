@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -106,3 +108,45 @@ def test_up_seed_status_and_ctrl_c():
             up.kill()
             up.wait()
         asyncio.run(remove_run(load(env), list(registry.SERVICES)))
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        with contextlib.suppress(OSError):
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines())
+            if int(fields["PPid"]) == pid:
+                found.append(int(status.parent.name))
+    return found
+
+
+def test_services_stop_when_tiket_up_is_killed():
+    """Killed without a chance to stop them (SIGKILL, out of memory), `tiket up` leaves no
+    orphan serving on: each service notices its supervisor is gone, drains and exits."""
+    env = {**os.environ, **isolated_env()}
+    env["TIKET_USER_PORT"], env["TIKET_USER_METRICS_PORT"] = str(free_port()), str(free_port())
+    up = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "up", "--only", "user"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = Output(up)
+    try:
+        output.wait_for("streaming logs")
+        [service] = children_of(up.pid)
+        up.kill()
+        up.wait()
+        deadline = time.monotonic() + 20
+        while Path(f"/proc/{service}").exists() and time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(service, os.WNOHANG)  # reaped by init, normally; never by us
+            time.sleep(0.2)
+        assert not Path(f"/proc/{service}").exists(), "the user service outlived tiket up"
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        asyncio.run(remove_run(load(env), ["user"]))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -35,6 +36,9 @@ from libs.server.interceptor import ServiceInterceptor
 
 log = logging.getLogger(__name__)
 
+# Set by `tiket up` (cli/supervisor.py) in the environment of the services it starts.
+SUPERVISOR_PID = "TIKET_SUPERVISOR_PID"
+ORPHAN_CHECK_SECONDS = 1.0
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", 4 * 1024 * 1024),
     ("grpc.keepalive_permit_without_calls", 1),
@@ -198,10 +202,25 @@ async def _serve_until_signalled(runtime: ServiceRuntime) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    supervisor = os.environ.get(SUPERVISOR_PID, "")
+    watch = None
+    if supervisor == str(os.getppid()):  # not in worker processes: their parent is ours
+        watch = asyncio.create_task(_stop_when_orphaned(stop, int(supervisor)))
     await runtime.start()
     await stop.wait()
+    if watch is not None:
+        watch.cancel()
     log.info("draining", extra={"grace_seconds": runtime.settings.grace_seconds})
     await runtime.stop()
+
+
+async def _stop_when_orphaned(stop: asyncio.Event, supervisor: int) -> None:
+    """Started by `tiket up`: should it die without stopping us (killed, out of memory), drain
+    and exit instead of serving on as an orphan nobody will stop."""
+    while os.getppid() == supervisor:  # noqa: ASYNC110 - a parent's death sets no event
+        await asyncio.sleep(ORPHAN_CHECK_SECONDS)
+    log.warning("the supervisor (pid %d) is gone; stopping", supervisor)
+    stop.set()
 
 
 def run(definition: ServiceDefinition, settings: Settings, *, worker: bool = False) -> None:
