@@ -5,11 +5,10 @@ queues, and removes them."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, suppress
 from datetime import timedelta
 from pathlib import Path
@@ -34,6 +33,7 @@ from libs.events.relay import OutboxRelay
 from libs.events.tracks import EVENTS_TRACK
 from tests.support.databases import temporary_database
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.waiting import wait_until
 
 AMQP_URL = os.environ.get("TIKET_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 EFFECTS_TRACK = Track("events_test", Path(__file__).parent / "migrations_events_test")
@@ -44,22 +44,6 @@ pytestmark = pytest.mark.timeout(30)
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-async def wait_until(
-    condition: Callable[[], bool | Awaitable[bool]], what: str, within: float = 5.0
-) -> None:
-    """Poll `condition` until it holds; fail the test after `within` seconds."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        result = condition()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 class RolledBack(Exception):

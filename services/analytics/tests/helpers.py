@@ -3,10 +3,8 @@ emits them, a publisher onto the test's exchange, and waits on what the consumer
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -29,6 +27,7 @@ from libs.server.runtime import ServiceRuntime
 from services.analytics.config import AnalyticsConfig
 from services.analytics.consumers import queue_name
 from services.analytics.messages import proto_date
+from tests.support.waiting import wait_until
 
 # Short retries, so a poison event reaches the dead letters in well under a second.
 TEST_CONFIG = AnalyticsConfig(retry_backoff_seconds=0.02)
@@ -161,16 +160,6 @@ class Publisher:
             body, event_id=message_id or str(uuid.uuid4()), event_type=routing_key
         )
         await self._exchange.publish(message, routing_key, mandatory=True)
-
-
-async def wait_until(
-    condition: Callable[[], Awaitable[bool]], what: str, within: float = 10.0
-) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def scalar(db: psycopg.AsyncConnection, query: str, *params: object) -> Any:

@@ -23,9 +23,9 @@ from services.analytics.tests.helpers import (
     raw_event,
     scalar,
     settled,
-    wait_until,
     wib,
 )
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 A = analytics_pb2

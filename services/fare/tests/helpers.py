@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import zipfile
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -22,6 +20,7 @@ from libs.config import Settings
 from libs.money import from_money, to_money
 from libs.server.runtime import ServiceRuntime
 from services.fare import demo
+from tests.support.waiting import wait_until
 
 FIXTURE_FEED = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "gtfs"
 
@@ -150,16 +149,6 @@ async def timeline_violations(conn: AsyncConnection) -> list[str]:
                      AND n.effective_from = f.effective_until)"""
     )
     return [row[0] for row in await cur.fetchall()]
-
-
-async def wait_until(
-    condition: Callable[[], Awaitable[bool]], what: str, within: float = 5.0
-) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def fare_events_consumed(db: AsyncConnection) -> None:

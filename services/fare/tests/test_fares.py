@@ -28,8 +28,8 @@ from services.fare.tests.helpers import (
     seed,
     set_fare,
     ts,
-    wait_until,
 )
+from tests.support.waiting import wait_until
 
 
 async def test_the_seeded_matrix_answers(fares):

@@ -15,7 +15,8 @@ from tiket.fare.v1 import fare_pb2
 from libs.auth import Role
 from libs.config import ConfigError
 from services.fare.service import gate_offline_after
-from services.fare.tests.helpers import caller_for, seed, wait_until
+from services.fare.tests.helpers import caller_for, seed
+from tests.support.waiting import wait_until
 
 ONLINE, OFFLINE = fare_pb2.GATE_STATUS_ONLINE, fare_pb2.GATE_STATUS_OFFLINE
 MAINTENANCE = fare_pb2.GATE_STATUS_MAINTENANCE

@@ -9,7 +9,7 @@ import contextlib
 import email
 import itertools
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from email import policy
@@ -37,6 +37,7 @@ from services.user.service import DEFINITION as USER
 from tests.support.cleanup import remove_run
 from tests.support.settings import isolated_env
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.waiting import wait_until
 
 SERVICES = ("user", "notification")
 _cards = itertools.count(1)
@@ -165,16 +166,6 @@ class Stack:
 
 def event(event_type: str, subject: str, data: ProtoMessage) -> CloudEvent:
     return new_event("/tests", event_type, subject, data)
-
-
-async def wait_until(
-    condition: Callable[[], Awaitable[bool]], what: str, within: float = 10.0
-) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 TEST_CONFIG = NotificationConfig(

@@ -17,8 +17,9 @@ from libs import paging
 from libs.auth import Role
 from libs.money import to_money
 from services.fare.tests.helpers import error_reason
-from services.notification.tests.stack import Stack, event, wait_until
+from services.notification.tests.stack import Stack, event
 from tests.support.grpc_errors import bad_request_fields
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
 USER = str(uuid.uuid4())

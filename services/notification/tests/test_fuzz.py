@@ -21,7 +21,8 @@ from tiket.notification.v1 import notification_pb2 as pb
 
 from libs.auth import Role
 from libs.money import to_money
-from services.notification.tests.stack import Stack, event, wait_until
+from services.notification.tests.stack import Stack, event
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
 ANSWERS = {

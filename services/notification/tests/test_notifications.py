@@ -27,7 +27,8 @@ from services.notification.domain import (
     NotificationType,
     Outcome,
 )
-from services.notification.tests.stack import Stack, event, wait_until
+from services.notification.tests.stack import Stack, event
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
 SEED_CHECKIN = (
