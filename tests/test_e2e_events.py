@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from email import message_from_bytes, policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,13 +24,12 @@ import pytest
 from aiosmtpd.controller import Controller
 from tiket.events.v1 import wallet_pb2
 
-from libs.auth import mint
 from libs.config import Settings, load
 from libs.events import bus
 from libs.events.envelope import new_event
 from tests.support.cleanup import remove_run
 from tests.support.processes import free_port, grpcurl, service_process, tiket
-from tests.support.settings import isolated_env
+from tests.support.settings import MeshEnv, isolated_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 SERVICES = ["user", "fare", "journey", "notification", "analytics"]
@@ -70,18 +70,10 @@ class WebhookCalls(list):
         return ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 
 
-class Mesh:
-    def __init__(self, env: dict[str, str], inbox: SmtpInbox, webhook: WebhookCalls) -> None:
-        self.env = env
-        self.settings: Settings = load(env)
-        self.inbox = inbox
-        self.webhook = webhook
-
-    def address(self, name: str) -> str:
-        return self.settings.addresses[name]
-
-    def token(self, role: str, sub: str) -> str:
-        return mint(self.settings.jwt_secret, role, sub)
+@dataclass
+class Mesh(MeshEnv):
+    inbox: SmtpInbox
+    webhook: WebhookCalls
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +97,7 @@ def mesh() -> Iterator[Mesh]:
         seeded = tiket("seed", env=env)
         assert "CARD0002" in seeded.stdout, seeded.stdout + seeded.stderr
         try:
-            yield Mesh(env, inbox, webhook)
+            yield Mesh(env, load(env), inbox, webhook)
         finally:
             stack.close()
             smtp.stop()

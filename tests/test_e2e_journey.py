@@ -8,36 +8,22 @@ import contextlib
 import subprocess
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import psycopg
 import pytest
 
-from libs.auth import mint
-from libs.config import Settings, load
+from libs.config import load
 from tests.support.cleanup import remove_run
 from tests.support.processes import grpcurl, service_process, tiket
-from tests.support.settings import isolated_env
+from tests.support.settings import MeshEnv, isolated_env
 
 pytestmark = pytest.mark.e2e
 JOURNEY = "tiket.journey.v1.JourneyService"
 USER = "tiket.user.v1.UserService"
 
 
-@dataclass
-class Mesh:
-    env: dict[str, str]  # with TIKET_*_ADDR of the three processes
-    settings: Settings
-
-    def address(self, name: str) -> str:
-        return self.settings.addresses[name]
-
-    def token(self, role: str, sub: str) -> str:
-        return mint(self.settings.jwt_secret, role, sub)
-
-
 @pytest.fixture(scope="module")
-def mesh() -> Iterator[Mesh]:
+def mesh() -> Iterator[MeshEnv]:
     env = isolated_env()
     settings = load(env)
     with contextlib.ExitStack() as stack:
@@ -49,7 +35,7 @@ def mesh() -> Iterator[Mesh]:
         seeded = tiket("seed", env=env)
         assert "CARD0001" in seeded.stdout, seeded.stdout + seeded.stderr
         try:
-            yield Mesh(env, load(env))
+            yield MeshEnv(env, load(env))
         finally:
             stack.close()
             asyncio.run(remove_run(settings, ["user", "fare", "journey"]))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
+from libs.auth import mint
 from libs.config import SERVICE_PORTS, Settings, load
 
 
@@ -28,3 +30,18 @@ def isolated_env(**overrides: str) -> dict[str, str]:
 
 def isolated_settings(**overrides: str) -> Settings:
     return load(isolated_env(**overrides))
+
+
+@dataclass
+class MeshEnv:
+    """The environment of the service processes a test started (with their TIKET_*_ADDR),
+    for reaching them and minting their tokens."""
+
+    env: dict[str, str]
+    settings: Settings
+
+    def address(self, name: str) -> str:
+        return self.settings.addresses[name]
+
+    def token(self, role: str, sub: str) -> str:
+        return mint(self.settings.jwt_secret, role, sub)
