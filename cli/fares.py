@@ -24,6 +24,7 @@ from cli.table import render
 from libs import auth
 from libs.config import Settings
 from libs.money import from_money, rupiah
+from libs.timestamps import to_timestamp
 from services.fare import gtfs
 
 CALL_TIMEOUT = 120.0
@@ -102,9 +103,7 @@ def _instant(text: str) -> Timestamp:
         sys.exit(f"tiket: --effective-from {text!r} is not an ISO 8601 time")
     if value.tzinfo is None:
         sys.exit(f"tiket: --effective-from {text!r} needs an offset, e.g. {text}+07:00")
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
+    return to_timestamp(value)
 
 
 def render_report(feed: Path, report: fare_pb2.ImportGtfsFaresResponse) -> str:

@@ -15,6 +15,7 @@ from libs import paging
 from libs.auth import current_principal
 from libs.errors import InvalidArgument
 from libs.money import to_decimal, to_money
+from libs.timestamps import to_timestamp
 from libs.validation import (
     TERMINAL_CODE,
     page_size_field,
@@ -210,7 +211,7 @@ class FareApi(fare_pb2_grpc.FareServiceServicer):
             else:
                 generated_at, terminals, fares = item
                 end = fare_pb2.SnapshotEnd(
-                    generated_at=messages.timestamp(generated_at), terminals=terminals, fares=fares
+                    generated_at=to_timestamp(generated_at), terminals=terminals, fares=fares
                 )
                 yield fare_pb2.ExportFareSnapshotResponse(end=end)
 
@@ -231,7 +232,7 @@ class FareApi(fare_pb2_grpc.FareServiceServicer):
             changed_by=_caller(),
         )
         response = fare_pb2.ImportGtfsFaresResponse(
-            effective_from=messages.timestamp(report.effective_from),
+            effective_from=to_timestamp(report.effective_from),
             area_terminals=report.areas,
             dry_run=report.dry_run,
             skipped=[fare_pb2.SkippedRule(rule=s.rule, reason=s.reason) for s in report.skipped],

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from google.protobuf.timestamp_pb2 import Timestamp
 from google.type import latlng_pb2
 from tiket.fare.v1 import fare_pb2
 
 from libs.money import to_money
+from libs.timestamps import to_timestamp
 from services.fare.domain import FareVersion, Gate, GateStatus, GateType, Terminal
 
 GATE_TYPE_TO_PROTO = {
@@ -26,12 +24,6 @@ GATE_STATUS_TO_PROTO = {
 GATE_STATUS_FROM_PROTO = {v: k for k, v in GATE_STATUS_TO_PROTO.items()}
 
 
-def timestamp(value: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
 def terminal(t: Terminal) -> fare_pb2.Terminal:
     message = fare_pb2.Terminal(
         id=t.id,
@@ -39,8 +31,8 @@ def terminal(t: Terminal) -> fare_pb2.Terminal:
         name=t.name,
         location=t.location or "",
         active=t.is_active,
-        created_at=timestamp(t.created_at),
-        updated_at=timestamp(t.updated_at),
+        created_at=to_timestamp(t.created_at),
+        updated_at=to_timestamp(t.updated_at),
     )
     if t.latitude is not None and t.longitude is not None:
         message.coordinates.CopyFrom(
@@ -57,9 +49,9 @@ def gate(g: Gate) -> fare_pb2.Gate:
         type=GATE_TYPE_TO_PROTO[g.gate_type],
         status=GATE_STATUS_TO_PROTO[g.status],
         reported_status=GATE_STATUS_TO_PROTO[g.reported_status],
-        last_heartbeat_at=timestamp(g.last_heartbeat),
-        created_at=timestamp(g.created_at),
-        updated_at=timestamp(g.updated_at),
+        last_heartbeat_at=to_timestamp(g.last_heartbeat),
+        created_at=to_timestamp(g.created_at),
+        updated_at=to_timestamp(g.updated_at),
     )
 
 
@@ -69,11 +61,11 @@ def fare(v: FareVersion) -> fare_pb2.Fare:
         origin_code=v.origin,
         destination_code=v.destination,
         price=to_money(v.price),
-        effective_from=timestamp(v.effective_from),
+        effective_from=to_timestamp(v.effective_from),
         source=v.source,
-        created_at=timestamp(v.created_at),
+        created_at=to_timestamp(v.created_at),
         active=v.is_active,
     )
     if v.effective_until is not None:
-        message.effective_until.CopyFrom(timestamp(v.effective_until))
+        message.effective_until.CopyFrom(to_timestamp(v.effective_until))
     return message

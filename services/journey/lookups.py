@@ -16,12 +16,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Generic, TypeVar
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 from tiket.fare.v1 import fare_pb2, fare_pb2_grpc
 
 from libs.errors import FailedPrecondition, NotFound
 from libs.money import from_money
+from libs.timestamps import to_timestamp
 from services.journey import remote
 from services.journey.domain import Gate, GateType, Terminal
 
@@ -175,7 +175,7 @@ class FareLookups:
     async def _load_max_from(self, origin: str, at: datetime | None) -> Decimal:
         request = fare_pb2.GetMaxFareRequest(origin_code=origin)
         if at is not None:
-            request.at.CopyFrom(_timestamp(at))
+            request.at.CopyFrom(to_timestamp(at))
         try:
             found = await remote.call(self.stub.GetMaxFare, request, WHAT, self.timeout)
         except NotFound as exc:
@@ -192,7 +192,7 @@ class FareLookups:
             request = fare_pb2.ListFaresRequest(
                 destination_code=destination, page_size=PAGE, page_token=token
             )
-            request.in_force_at.CopyFrom(_timestamp(at or datetime.now(UTC)))
+            request.in_force_at.CopyFrom(to_timestamp(at or datetime.now(UTC)))
             page = await remote.call(self.stub.ListFares, request, WHAT, self.timeout)
             for fare in page.fares:
                 price = from_money(fare.price)
@@ -206,16 +206,10 @@ class FareLookups:
 
     async def _load_fare(self, key: tuple[str, str], at: datetime) -> FareVersion | None:
         request = fare_pb2.GetFareRequest(origin_code=key[0], destination_code=key[1])
-        request.at.CopyFrom(_timestamp(at))
+        request.at.CopyFrom(to_timestamp(at))
         try:
             fare = await remote.call(self.stub.GetFare, request, WHAT, self.timeout)
         except NotFound:
             return None
         until = fare.effective_until.ToDatetime(UTC) if fare.HasField("effective_until") else None
         return FareVersion(from_money(fare.price), fare.effective_from.ToDatetime(UTC), until)
-
-
-def _timestamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp

@@ -6,11 +6,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TypeVar
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from tiket.events.v1 import journey_pb2 as events_pb2
 from tiket.journey.v1 import journey_pb2
 
 from libs.money import to_money
+from libs.timestamps import to_timestamp
 from services.journey import domain
 from services.journey.domain import Journey, JourneyStatus, Settlement, Tap, TapState
 
@@ -30,12 +30,6 @@ SETTLEMENT_TO_PROTO = {
     Settlement.PAID: journey_pb2.SETTLEMENT_PAID,
     Settlement.UNPAID: journey_pb2.SETTLEMENT_UNPAID,
 }
-
-
-def timestamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def journey(j: Journey) -> journey_pb2.Journey:
@@ -142,7 +136,7 @@ def closed(j: Journey) -> events_pb2.JourneyClosed:
 
 def _set_time(message, name: str, value: datetime | None) -> None:
     if value is not None:
-        getattr(message, name).CopyFrom(timestamp(value))
+        getattr(message, name).CopyFrom(to_timestamp(value))
 
 
 def _set_money(message, name: str, value: Decimal | None) -> None:

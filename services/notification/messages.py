@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from google.protobuf.timestamp_pb2 import Timestamp
 from tiket.notification.v1 import notification_pb2 as pb
 
+from libs.timestamps import to_timestamp
 from services.notification.domain import (
     Channel,
     Delivery,
@@ -47,12 +45,6 @@ DELIVERY_STATUS_TO_PROTO = {
 }
 
 
-def timestamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def notification(n: Notification) -> pb.Notification:
     message = pb.Notification(
         id=n.id,
@@ -66,11 +58,11 @@ def notification(n: Notification) -> pb.Notification:
         terminal_code=n.terminal_code or "",
         transaction_reference=n.transaction_reference or "",
         metadata={key: str(value) for key, value in n.metadata.items()},
-        created_at=timestamp(n.created_at),
+        created_at=to_timestamp(n.created_at),
         deliveries=[delivery(d) for d in n.deliveries],
     )
     if n.sent_at is not None:
-        message.sent_at.CopyFrom(timestamp(n.sent_at))
+        message.sent_at.CopyFrom(to_timestamp(n.sent_at))
     return message
 
 
@@ -82,9 +74,9 @@ def delivery(d: Delivery) -> pb.Delivery:
         last_error=d.last_error or "",
     )
     if d.status is DeliveryStatus.PENDING:
-        message.next_attempt_at.CopyFrom(timestamp(d.next_attempt_at))
+        message.next_attempt_at.CopyFrom(to_timestamp(d.next_attempt_at))
     if d.sent_at is not None:
-        message.sent_at.CopyFrom(timestamp(d.sent_at))
+        message.sent_at.CopyFrom(to_timestamp(d.sent_at))
     return message
 
 
@@ -97,5 +89,5 @@ def preferences(p: Preferences) -> pb.Preferences:
         fare_updates=p.fare_updates,
     )
     if p.updated_at is not None:
-        message.updated_at.CopyFrom(timestamp(p.updated_at))
+        message.updated_at.CopyFrom(to_timestamp(p.updated_at))
     return message

@@ -13,6 +13,7 @@ from tiket.user.v1 import user_pb2, user_pb2_grpc
 from libs import paging
 from libs.errors import InvalidArgument
 from libs.money import to_decimal, to_money
+from libs.timestamps import to_timestamp
 from libs.validation import (
     card_id_field,
     duration_field,
@@ -187,7 +188,7 @@ class UserApi(user_pb2_grpc.UserServiceServicer):
         since = timestamp_field(request, "since")
         async for item in self.app.export_users(since):
             if isinstance(item, datetime):
-                yield user_pb2.ExportUsersResponse(next_since=messages.timestamp(item))
+                yield user_pb2.ExportUsersResponse(next_since=to_timestamp(item))
             else:
                 yield user_pb2.ExportUsersResponse(user=messages.snapshot(item))
 

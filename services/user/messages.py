@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from google.protobuf.timestamp_pb2 import Timestamp
 from google.type import date_pb2
 from tiket.user.v1 import user_pb2
 
 from libs.money import to_money
+from libs.timestamps import to_timestamp
 from services.user.domain import (
     Hold,
     HoldStatus,
@@ -40,12 +38,6 @@ LEDGER_KIND = {
 }
 
 
-def timestamp(value: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
 def user(u: User) -> user_pb2.User:
     return user_pb2.User(
         id=str(u.id),
@@ -55,8 +47,8 @@ def user(u: User) -> user_pb2.User:
         phone=u.phone or "",
         status=STATUS_TO_PROTO[u.status],
         status_reason=u.status_reason or "",
-        registered_at=timestamp(u.registered_at),
-        updated_at=timestamp(u.updated_at),
+        registered_at=to_timestamp(u.registered_at),
+        updated_at=to_timestamp(u.updated_at),
     )
 
 
@@ -67,7 +59,7 @@ def pet(p: Pet) -> user_pb2.Pet:
         name=p.name,
         species=p.species,
         breed=p.breed or "",
-        created_at=timestamp(p.created_at),
+        created_at=to_timestamp(p.created_at),
     )
     if p.birth_date:
         message.birth_date.CopyFrom(
@@ -82,7 +74,7 @@ def wallet(w: Wallet) -> user_pb2.Wallet:
         balance=to_money(w.balance),
         held=to_money(w.held),
         available=to_money(w.available),
-        updated_at=timestamp(w.updated_at),
+        updated_at=to_timestamp(w.updated_at),
     )
 
 
@@ -96,7 +88,7 @@ def ledger_entry(e: LedgerEntry) -> user_pb2.LedgerEntry:
         reference=e.reference or "",
         idempotency_key=e.idempotency_key or "",
         description=e.description or "",
-        created_at=timestamp(e.created_at),
+        created_at=to_timestamp(e.created_at),
     )
 
 
@@ -108,14 +100,14 @@ def hold(h: Hold) -> user_pb2.Hold:
         status=HOLD_STATUS[h.status],
         reference=h.reference,
         reason=h.reason,
-        expires_at=timestamp(h.expires_at),
-        created_at=timestamp(h.created_at),
+        expires_at=to_timestamp(h.expires_at),
+        created_at=to_timestamp(h.created_at),
         release_reason=h.release_reason or "",
     )
     if h.final_amount is not None:
         message.final_amount.CopyFrom(to_money(h.final_amount))
     if h.closed_at is not None:
-        message.closed_at.CopyFrom(timestamp(h.closed_at))
+        message.closed_at.CopyFrom(to_timestamp(h.closed_at))
     return message
 
 
@@ -126,5 +118,5 @@ def snapshot(s: UserSnapshot) -> user_pb2.UserSnapshot:
         full_name=s.full_name,
         status=STATUS_TO_PROTO[s.status],
         available=to_money(s.available),
-        updated_at=timestamp(s.updated_at),
+        updated_at=to_timestamp(s.updated_at),
     )
