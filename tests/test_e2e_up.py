@@ -53,20 +53,25 @@ class Output:
         return self.text()
 
 
-def test_up_seed_status_and_ctrl_c():
-    env = {**os.environ, **isolated_env(TIKET_LOG_LEVEL="info")}
-    for name in registry.SERVICES:
-        env[f"TIKET_{name.upper()}_PORT"] = str(free_port())
-        env[f"TIKET_{name.upper()}_METRICS_PORT"] = str(free_port())
+def start_up(env: dict[str, str], *args: str) -> tuple[subprocess.Popen, Output]:
+    """`tiket up ARGS` in the background, its output collected as it comes."""
     up = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "up", "--seed"],
+        [sys.executable, "-m", "cli.main", "up", *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    output = Output(up)
+    return up, Output(up)
+
+
+def test_up_seed_status_and_ctrl_c():
+    env = {**os.environ, **isolated_env(TIKET_LOG_LEVEL="info")}
+    for name in registry.SERVICES:
+        env[f"TIKET_{name.upper()}_PORT"] = str(free_port())
+        env[f"TIKET_{name.upper()}_METRICS_PORT"] = str(free_port())
+    up, output = start_up(env, "--seed")
     try:
         printed = output.wait_for("streaming logs")
         assert "CARD0001  John Doe" in printed
@@ -125,15 +130,7 @@ def test_services_stop_when_tiket_up_is_killed():
     orphan serving on: each service notices its supervisor is gone, drains and exits."""
     env = {**os.environ, **isolated_env()}
     env["TIKET_USER_PORT"], env["TIKET_USER_METRICS_PORT"] = str(free_port()), str(free_port())
-    up = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "up", "--only", "user"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    output = Output(up)
+    up, output = start_up(env, "--only", "user")
     try:
         output.wait_for("streaming logs")
         [service] = children_of(up.pid)

@@ -13,13 +13,14 @@ import grpc
 import orjson
 import pytest
 from google.type import date_pb2
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiket.analytics.v1 import analytics_pb2
 
 from libs.auth import Role
 from services.analytics.domain import BOOKING_TYPES
 from services.analytics.tests.helpers import checked_in, closed, pdate, raw_event, settled, wib
+from tests.support.fuzz import SERVICE_FUZZ
 
 pytestmark = pytest.mark.timeout(120)
 A = analytics_pb2
@@ -153,13 +154,7 @@ async def events(publish, consumer) -> None:
     await settled(consumer, handled=len(sent))
 
 
-@settings(
-    max_examples=60,
-    deadline=None,
-    database=None,
-    phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@settings(SERVICE_FUZZ, max_examples=60)
 @given(data=st.data())
 async def test_fuzz_every_rpc(analytics, events, data) -> None:
     for method in data.draw(st.lists(st.sampled_from(METHODS), min_size=1, max_size=4)):

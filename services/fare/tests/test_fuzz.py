@@ -14,13 +14,14 @@ import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.type import latlng_pb2, money_pb2
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiket.fare.v1 import fare_pb2
 
 from libs.auth import Role
 from services.fare import demo
 from services.fare.tests.helpers import feed_zip, row_counts, seed, timeline_violations
+from tests.support.fuzz import SERVICE_FUZZ
 
 pytestmark = pytest.mark.timeout(120)
 F = fare_pb2
@@ -204,13 +205,7 @@ def test_every_rpc_has_a_strategy():
     assert set(REQUESTS) == set(METHODS)
 
 
-@settings(
-    max_examples=40,
-    deadline=None,
-    database=None,
-    phases=[Phase.explicit, Phase.generate],  # the service keeps state: no shrinking
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@settings(SERVICE_FUZZ, max_examples=40)
 @given(data=st.data())
 async def test_fuzz_mixed_sequences(fares, db, data) -> None:
     if not getattr(fares, "seeded", False):

@@ -14,12 +14,13 @@ import grpc
 import orjson
 import pytest
 from google.protobuf import timestamp_pb2
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiket.journey.v1 import journey_pb2
 
 from libs.auth import Role
 from services.journey.tests.mesh import counts, new_rider
+from tests.support.fuzz import SERVICE_FUZZ
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
 ANSWERS = {
@@ -34,13 +35,7 @@ ANSWERS = {
 # Refusals of bad input: nothing may be written. (FAILED_PRECONDITION may record a refused
 # tap, its answer to any retry.)
 WRITES_NOTHING = ANSWERS - {grpc.StatusCode.OK, grpc.StatusCode.FAILED_PRECONDITION}
-FUZZ = settings(
-    max_examples=25,
-    deadline=None,
-    database=None,
-    phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+FUZZ = settings(SERVICE_FUZZ, max_examples=25)
 # (terminal, gate) of seed 004 — entries, exits, a bidirectional gate — and a mismatch.
 GATES = [
     ("A", "A-ENTRY-01"),

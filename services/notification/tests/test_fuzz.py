@@ -14,7 +14,7 @@ from decimal import Decimal
 import grpc
 import orjson
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiket.events.v1 import journey_pb2
 from tiket.notification.v1 import notification_pb2 as pb
@@ -22,6 +22,7 @@ from tiket.notification.v1 import notification_pb2 as pb
 from libs.auth import Role
 from libs.money import to_money
 from services.notification.tests.stack import Stack, event
+from tests.support.fuzz import SERVICE_FUZZ
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
@@ -167,13 +168,7 @@ async def test_every_rpc_has_a_strategy() -> None:
     assert sorted(requests(World(["x"], [1]))) == sorted(METHODS)
 
 
-@settings(
-    max_examples=40,
-    deadline=None,
-    database=None,
-    phases=[Phase.explicit, Phase.generate],  # the service keeps state: no shrinking
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@settings(SERVICE_FUZZ, max_examples=40)
 @given(data=st.data())
 async def test_fuzz_mixed_sequences(stack, data) -> None:
     world = await world_of(stack)

@@ -18,7 +18,7 @@ import orjson
 import pytest
 from google.protobuf import duration_pb2, timestamp_pb2
 from google.type import date_pb2, money_pb2
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiket.user.v1 import user_pb2
 
@@ -26,6 +26,7 @@ from libs.auth import Role
 from libs.money import to_money
 from services.user import store
 from services.user.tests.helpers import new_card, new_user
+from tests.support.fuzz import SERVICE_FUZZ
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -37,15 +38,7 @@ ALLOWED = {
     grpc.StatusCode.ALREADY_EXISTS,
     grpc.StatusCode.PERMISSION_DENIED,
 }
-FUZZ = settings(
-    max_examples=20,
-    deadline=None,
-    database=None,  # nothing written into the repository
-    # No shrinking: the service keeps its state between examples, so a shrunk example would
-    # not meet the same state; the first failing example is reported as it was.
-    phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+FUZZ = settings(SERVICE_FUZZ, max_examples=20)
 INT32 = (-(2**31), 2**31 - 1)
 INT64 = (-(2**63), 2**63 - 1)
 

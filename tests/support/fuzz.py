@@ -1,0 +1,15 @@
+"""Hypothesis settings for fuzzing a running service over gRPC."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, Phase, settings
+
+# No shrinking: the service keeps its state between examples, so a shrunk example would not
+# meet the same state; the first failing example is reported as it was. Nothing is written
+# into a hypothesis database, and the slow, fixture-fed examples are expected.
+SERVICE_FUZZ = settings(
+    deadline=None,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
