@@ -10,7 +10,6 @@ import math
 import os
 import re
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ from typing import Any
 from cli import health
 from libs.config import Settings, load
 from tests.support.cleanup import remove_run
+from tests.support.processes import free_ports
 
 REPO = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -135,12 +135,6 @@ def progress(label: str, done: int, total: int) -> None:
 # --- an isolated service process -------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def isolated_env(services: Sequence[str], **overrides: str) -> dict[str, str]:
     """TIKET_* variables that keep a benchmark run apart from everything else on the
     servers: its own database prefix, exchange, Redis prefix and free ports."""
@@ -152,9 +146,10 @@ def isolated_env(services: Sequence[str], **overrides: str) -> dict[str, str]:
         "TIKET_LOG_LEVEL": "warning",
         "TIKET_GRACE_SECONDS": "2",
     }
+    ports = iter(free_ports(2 * len(services)))
     for name in services:
-        env[f"TIKET_{name.upper()}_PORT"] = str(free_port())
-        env[f"TIKET_{name.upper()}_METRICS_PORT"] = str(free_port())
+        env[f"TIKET_{name.upper()}_PORT"] = str(next(ports))
+        env[f"TIKET_{name.upper()}_METRICS_PORT"] = str(next(ports))
     env.update(overrides)
     return env
 

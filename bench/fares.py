@@ -36,6 +36,7 @@ from bench import common
 from bench.common import Measured, PgbenchResult, Samples, ServiceProcess
 from libs.auth import mint
 from services.fare import demo
+from tests.support.processes import free_port
 
 CALL_TIMEOUT = 10.0
 PAIRS = [(o, d) for o in "ABCDE" for d in "ABCDE" if o != d]
@@ -189,7 +190,7 @@ def measure(run: Run, options: Options) -> Measured:
 
 async def benchmark(options: Options) -> Report:
     env = common.isolated_env(["fare"], TIKET_DB_POOL_MAX=str(options.pool_max))
-    closed_port = common.free_port()  # nothing listens there: Redis "down"
+    closed_port = free_port()  # nothing listens there: Redis "down"
     cached_service = ServiceProcess("fare", env)
     uncached_service = ServiceProcess(
         "fare", {**env, "TIKET_REDIS_URL": f"redis://127.0.0.1:{closed_port}/0"}

@@ -18,7 +18,7 @@ import pytest
 from libs.config import load
 from services import registry
 from tests.support.cleanup import remove_run
-from tests.support.processes import ROOT, free_port
+from tests.support.processes import ROOT, free_ports
 from tests.support.settings import isolated_env
 
 pytestmark = pytest.mark.e2e
@@ -68,9 +68,10 @@ def start_up(env: dict[str, str], *args: str) -> tuple[subprocess.Popen, Output]
 
 def test_up_seed_status_and_ctrl_c():
     env = {**os.environ, **isolated_env(TIKET_LOG_LEVEL="info")}
+    ports = iter(free_ports(2 * len(registry.SERVICES)))
     for name in registry.SERVICES:
-        env[f"TIKET_{name.upper()}_PORT"] = str(free_port())
-        env[f"TIKET_{name.upper()}_METRICS_PORT"] = str(free_port())
+        env[f"TIKET_{name.upper()}_PORT"] = str(next(ports))
+        env[f"TIKET_{name.upper()}_METRICS_PORT"] = str(next(ports))
     up, output = start_up(env, "--seed")
     try:
         printed = output.wait_for("streaming logs")
@@ -129,7 +130,7 @@ def test_services_stop_when_tiket_up_is_killed():
     """Killed without a chance to stop them (SIGKILL, out of memory), `tiket up` leaves no
     orphan serving on: each service notices its supervisor is gone, drains and exits."""
     env = {**os.environ, **isolated_env()}
-    env["TIKET_USER_PORT"], env["TIKET_USER_METRICS_PORT"] = str(free_port()), str(free_port())
+    env["TIKET_USER_PORT"], env["TIKET_USER_METRICS_PORT"] = map(str, free_ports(2))
     up, output = start_up(env, "--only", "user")
     try:
         output.wait_for("streaming logs")

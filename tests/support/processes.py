@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -22,10 +23,20 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` different ports free now: all are held until all are chosen, so none is
+    handed out twice (ports chosen one at a time may repeat until a process binds one)."""
+    with contextlib.ExitStack() as held:
+        ports = []
+        for _ in range(count):
+            sock = held.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+        return ports
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def grpcurl_path() -> str:
@@ -87,7 +98,7 @@ class ServiceProcess:
 @contextmanager
 def service_process(name: str, env: dict[str, str], *args: str) -> Iterator[ServiceProcess]:
     """`tiket serve NAME [ARGS]` as a child process on free ports, SERVING when yielded."""
-    port, metrics = free_port(), free_port()
+    port, metrics = free_ports(2)
     env = {
         **os.environ,
         **env,
