@@ -57,7 +57,11 @@ async def open_pool(
     configure: Callable[[psycopg.AsyncConnection], Awaitable[None]] | None = None,
 ) -> AsyncConnectionPool:
     """An opened pool; fails fast with the server's message when the database is unreachable.
-    `configure` runs once on each new connection (type adapters, for instance)."""
+    `configure` runs once on each new connection (type adapters, for instance).
+
+    Connections are in autocommit mode: a lone statement is its own transaction (no BEGIN
+    and ROLLBACK round trips around a read), and a unit of work that needs more than one
+    statement says so with `conn.transaction()` (libs/db/transaction.py)."""
     pool = AsyncConnectionPool(
         database_url,
         min_size=min_size,
@@ -65,10 +69,20 @@ async def open_pool(
         open=False,
         timeout=10,
         configure=configure,
+        kwargs={"autocommit": True},
+        reset=_refuse_pipeline_mode,
         name=database_of(database_url),
     )
     await pool.open(wait=True, timeout=15)
     return pool
+
+
+async def _refuse_pipeline_mode(conn: psycopg.AsyncConnection) -> None:
+    """Pool reset hook. A unit of work cancelled inside `conn.pipeline()` can hand its
+    connection back still in pipeline mode, where a later lone autocommit statement is
+    queued and never sent; raising here makes the pool discard that connection."""
+    if conn.pgconn.pipeline_status:
+        raise psycopg.ProgrammingError("connection returned in pipeline mode; discarded")
 
 
 def enum_types(
