@@ -9,6 +9,7 @@ relays' periodic poll."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from google.protobuf.message import Message
 from psycopg import AsyncConnection
@@ -35,15 +36,34 @@ def _wake_relays() -> None:
         wake()
 
 
+# The outbox row of a staged event, for `INSERT INTO outbox (OUTBOX_COLUMNS) SELECT
+# EVENT_VALUES FROM …` inside a statement that writes the state change too.
+OUTBOX_COLUMNS = "event_id, event_type, body, traceparent"
+EVENT_VALUES = "%(event_id)s, %(event_type)s, %(event_body)s, %(event_traceparent)s"
+
+
 async def emit(
     conn: AsyncConnection, source: str, event_type: str, subject: str, data: Message
 ) -> CloudEvent:
     """Record an event in the outbox. Call it inside the transaction of the state change it
     announces: both commit or neither does."""
+    row = staged_event(source, event_type, subject, data)
+    await conn.execute(f"INSERT INTO outbox ({OUTBOX_COLUMNS}) VALUES ({EVENT_VALUES})", row)
+    return row["event"]
+
+
+def staged_event(source: str, event_type: str, subject: str, data: Message) -> dict[str, Any]:
+    """An event as the named parameters of EVENT_VALUES (plus `event`, the CloudEvent), for
+    one statement that writes a state change and the event announcing it — typically a CTE
+    whose last part is `INSERT INTO outbox (…) SELECT {EVENT_VALUES} FROM changed`, so the
+    event is written exactly when the change is. The relays are woken after the statement's
+    unit of work commits (libs/db/transaction.py)."""
     event = new_event(source, event_type, subject, data)
-    await conn.execute(
-        "INSERT INTO outbox (event_id, event_type, body, traceparent) VALUES (%s, %s, %s, %s)",
-        (event.id, event.type, Jsonb(event.to_dict()), current_traceparent()),
-    )
     after_commit(_wake_relays)
-    return event
+    return {
+        "event": event,
+        "event_id": event.id,
+        "event_type": event.type,
+        "event_body": Jsonb(event.to_dict()),
+        "event_traceparent": current_traceparent(),
+    }
