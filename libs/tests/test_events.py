@@ -94,6 +94,18 @@ async def outbox_rows(pool: AsyncConnectionPool, ids: list[str]) -> list[tuple]:
         return await cur.fetchall()
 
 
+async def leased(pool: AsyncConnectionPool, ids: list[str]) -> bool:
+    """Whether every one of these events is unsent and under a lease that has not ended."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FROM outbox WHERE event_id = ANY(%s::uuid[])"
+            " AND sent_at IS NULL AND claimed_until > now()",
+            (ids,),
+        )
+        row = await cur.fetchone()
+        return row is not None and row[0] == len(ids)
+
+
 async def all_handled(pool: AsyncConnectionPool, ids: list[str]) -> bool:
     return set(ids) <= set(await effect_counts(pool))
 
@@ -461,6 +473,76 @@ async def test_two_relays_publish_every_event_exactly_once(
     published = sum(relay.published for relay in relays)
     await wait_until(lambda: tap.seen.total() >= published, "every publish to reach the tap")
     assert published == len(ids) == 200
+    assert tap.seen == Counter(dict.fromkeys(ids, 1))
+
+
+async def test_a_relay_leaves_the_rows_another_relay_leased_alone(
+    pool: AsyncConnectionPool, broker: Broker, running: AsyncExitStack, rabbit_proxy: TcpProxy
+) -> None:
+    tap = await broker.tap()
+    stalled = await start_relay(
+        running,
+        pool,
+        through(rabbit_proxy),
+        broker.exchange_name,
+        publish_timeout=2.0,
+        lease=4.0,
+    )
+    [warmup] = await emit_events(pool)
+    await wait_until(lambda: stalled.published == 1, "the relay to publish through the proxy")
+    rabbit_proxy.stall()
+    ids = await emit_events(pool, 3)
+    await wait_until(lambda: leased(pool, ids), "the stalled relay to lease the rows")
+
+    other = await start_relay(running, pool, AMQP_URL, broker.exchange_name, poll_interval=0.05)
+    await asyncio.sleep(0.5)  # ten polls, all well within the stalled publish's 2 s
+
+    assert other.published == 0
+    assert await leased(pool, ids)
+    # The stalled publish times out and gives the rows back; the other relay takes them.
+    await wait_until(lambda: other.published == 3, "the other relay to publish the rows")
+    assert await all_sent(pool)
+    await wait_until(lambda: tap.seen.total() >= 4, "every publish to reach the tap")
+    assert tap.seen == Counter(dict.fromkeys([warmup, *ids], 1))
+
+
+async def test_rows_leased_by_a_relay_that_died_are_published_once_the_lease_ends(
+    pool: AsyncConnectionPool, broker: Broker, running: AsyncExitStack
+) -> None:
+    tap = await broker.tap()
+    ids = await emit_events(pool, 3)
+    dead = OutboxRelay(pool, AMQP_URL, broker.exchange_name, publish_timeout=1.0, lease=3.0)
+    assert len(await dead._claim()) == 3  # and it dies before publishing them
+
+    relay = await start_relay(running, pool, AMQP_URL, broker.exchange_name, poll_interval=0.1)
+    await asyncio.sleep(1.0)
+    assert relay.published == 0
+    assert await leased(pool, ids)
+
+    await wait_until(lambda: relay.published == 3, "the rows to be published", within=5)
+    assert await all_sent(pool)
+    await wait_until(lambda: tap.seen.total() >= 3, "every publish to reach the tap")
+    assert tap.seen == Counter(dict.fromkeys(ids, 1))
+
+
+async def test_a_failed_publish_gives_its_rows_back_to_be_retried(
+    pool: AsyncConnectionPool, broker: Broker, running: AsyncExitStack, rabbit_proxy: TcpProxy
+) -> None:
+    tap = await broker.tap()
+    rabbit_proxy.cut()
+    # The default lease (60 s) would outlast this test: the retries below are only possible
+    # because each failed attempt ends its lease.
+    relay = await start_relay(running, pool, through(rabbit_proxy), broker.exchange_name)
+    ids = await emit_events(pool, 3)
+
+    await wait_until(lambda: relay.failures >= 3, "the relay to fail and retry")
+    rows = await outbox_rows(pool, ids)
+    assert not any(sent for _, sent, _, _ in rows)
+    assert all(attempts >= 2 and "cannot connect" in error for _, _, attempts, error in rows)
+
+    rabbit_proxy.restore()
+    await wait_until(lambda: all_sent(pool), "the rows to be published after the restore")
+    await wait_until(lambda: tap.seen.total() >= 3, "every publish to reach the tap")
     assert tap.seen == Counter(dict.fromkeys(ids, 1))
 
 
