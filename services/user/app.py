@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import asdict
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import orjson
@@ -14,7 +14,7 @@ from psycopg import AsyncConnection, errors
 from psycopg_pool import AsyncConnectionPool
 
 from libs.cache import Cache
-from libs.db.transaction import database_unavailable, in_transaction, read
+from libs.db.transaction import database_unavailable, in_statement, in_transaction, read
 from libs.errors import AlreadyExists, NotFound
 from services.user import domain, events, store
 from services.user.domain import Hold, LedgerEntry, LedgerKind, Pet, User, UserStatus, Wallet
@@ -210,27 +210,29 @@ class UserApp:
         ttl: timedelta,
     ) -> tuple[Hold, Decimal]:
         """The hold (placed now, or by a first attempt with this reference) and the wallet's
-        available balance after it."""
+        available balance after it. One statement (store.PLACE_HOLD); when it placed nothing,
+        the hold already under the reference or the domain rule the wallet breaks says why."""
+        hold = domain.new_hold(
+            uuid.uuid4(), user_id, amount, reference, reason, datetime.now(UTC), ttl
+        )
 
-        async def work(conn: AsyncConnection) -> tuple[Hold, Decimal]:
-            found = await store.lock_wallet_and_hold(conn, user_id, reference)
-            wallet, first, now = _found(found, f"user {user_id}")
-            if first is not None:
-                return domain.same_hold(first, user_id, amount), wallet.available
-            domain.require_active(wallet)
-            domain.require_available(wallet, amount)
-            hold = domain.new_hold(uuid.uuid4(), user_id, amount, reference, reason, now, ttl)
-            await store.insert_hold(conn, hold)
-            available = wallet.available - amount
-            await events.hold_changed(conn, "wallet.hold_placed", hold, available)
-            return hold, available
+        async def work(conn: AsyncConnection) -> tuple[Wallet, Hold | None, bool] | None:
+            return await store.place_hold(conn, hold, events.hold_placed(hold))
 
-        try:
-            return await in_transaction(self.pool, work)
-        except errors.UniqueViolation:
-            # A concurrent first attempt with this reference committed before us.
-            first = domain.same_hold(await self.get_hold(("reference", reference)), user_id, amount)
-            return first, (await self.get_wallet(user_id)).available
+        found = await in_statement(self.pool, work)
+        wallet, first, placed = _found(found, f"user {user_id}")
+        if placed:
+            return hold, wallet.available - amount
+        if first is None:
+            # Not in the statement's snapshot, but a concurrent first attempt with this
+            # reference may have committed it while we waited for the wallet lock: then its
+            # hold is why ours was not placed (and perhaps why the wallet now looks short).
+            first = await read(self.pool, store.hold_by, "reference", reference)
+        if first is not None:
+            return domain.same_hold(first, user_id, amount), wallet.available
+        domain.require_active(wallet)
+        domain.require_available(wallet, amount)
+        raise AssertionError(f"hold {reference} was neither placed nor refused")
 
     async def capture_hold(
         self, selector: tuple[str, object], final_amount: Decimal

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Any
+
 from psycopg import AsyncConnection
 from tiket.events.v1 import wallet_pb2
 
-from libs.events.outbox import emit
+from libs.events.outbox import emit, staged_event
 from libs.money import to_money
 from services.user.domain import Hold, LedgerEntry, LedgerKind, User, UserStatus, Wallet
 
@@ -53,18 +56,31 @@ async def money_moved(conn: AsyncConnection, entry: LedgerEntry, wallet: Wallet)
     await emit(conn, SOURCE, MONEY_EVENT_TYPES[entry.kind], str(entry.user_id), data)
 
 
-async def hold_changed(conn: AsyncConnection, event_type: str, hold: Hold, available) -> None:
-    """wallet.hold_placed, wallet.hold_captured or wallet.hold_released."""
+async def hold_changed(
+    conn: AsyncConnection, event_type: str, hold: Hold, available: Decimal
+) -> None:
+    """wallet.hold_captured or wallet.hold_released."""
+    await emit(conn, SOURCE, event_type, str(hold.user_id), _hold_data(hold, available))
+
+
+def hold_placed(hold: Hold) -> dict[str, Any]:
+    """wallet.hold_placed, staged for the statement that places the hold (store.place_hold).
+    It has no availableAfter: the statement adds it, computed from the wallet it locks."""
+    return staged_event(SOURCE, "wallet.hold_placed", str(hold.user_id), _hold_data(hold, None))
+
+
+def _hold_data(hold: Hold, available: Decimal | None) -> wallet_pb2.WalletHoldChanged:
     data = wallet_pb2.WalletHoldChanged(
         user_id=str(hold.user_id),
         hold_id=str(hold.id),
         reference=hold.reference,
         amount=to_money(hold.amount),
-        available_after=to_money(available),
         release_reason=hold.release_reason or "",
         reason=hold.reason,
     )
+    if available is not None:
+        data.available_after.CopyFrom(to_money(available))
     if hold.final_amount is not None:
         data.final_amount.CopyFrom(to_money(hold.final_amount))
     data.expires_at.FromDatetime(hold.expires_at)
-    await emit(conn, SOURCE, event_type, str(hold.user_id), data)
+    return data

@@ -1,5 +1,6 @@
 """SQL of the user & wallet service (psycopg 3, parameters only). Every function runs on
-the caller's connection and inside the caller's transaction."""
+the caller's connection, inside the caller's transaction or, like place_hold, as a statement
+that is a transaction of its own (libs.db.transaction.in_statement)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import class_row, dict_row
 
 from libs.db.database import enum_types
+from libs.events.outbox import OUTBOX_COLUMNS
 from services.user.domain import (
     Hold,
     HoldStatus,
@@ -264,44 +267,73 @@ async def charged_and_refunded(
 # --- holds ---------------------------------------------------------------------------
 
 
-async def lock_wallet_and_hold(
-    conn: AsyncConnection, user_id: uuid.UUID, reference: str
-) -> tuple[Wallet, Hold | None, datetime] | None:
-    """The wallet, locked, the hold already placed under `reference` if any, and the
-    transaction's clock — everything PlaceHold decides on, in one round trip. None when
-    the user does not exist."""
+def _prefixed(alias: str) -> str:
+    return ", ".join(f"{alias}.{c} AS h_{c}" for c in HOLD_FIELDS)
+
+
+def _hold_from(row: dict) -> Hold | None:
+    if row["h_id"] is None:
+        return None
+    return Hold(**{c: row[f"h_{c}"] for c in HOLD_FIELDS})
+
+
+# PlaceHold in one statement: lock the wallet (FOR UPDATE gives its latest values once the
+# lock is ours), look for a hold already placed under the reference (as of the statement's
+# snapshot, taken before any wait for the lock), place the new one when the wallet may pay
+# for it — the conditions mirror domain.require_active and domain.require_available, whose
+# errors the caller raises when nothing was placed — and write its event, with the available
+# balance after the hold, only when the hold was placed.
+PLACE_HOLD = f"""
+WITH wallet AS (
+    SELECT id, status, balance, held, updated_at FROM users WHERE id = %(user_id)s FOR UPDATE
+), existing AS (
+    SELECT {HOLD_COLUMNS} FROM holds WHERE reference = %(reference)s
+), placed AS (
+    INSERT INTO holds (id, user_id, amount, reference, reason, expires_at, created_at)
+    SELECT %(id)s, id, %(amount)s, %(reference)s, %(reason)s, %(expires_at)s, %(created_at)s
+      FROM wallet
+     WHERE status = 'active' AND balance - held >= %(amount)s
+       AND NOT EXISTS (SELECT FROM existing)
+        ON CONFLICT (reference) DO NOTHING
+    RETURNING amount
+), announced AS (
+    INSERT INTO outbox ({OUTBOX_COLUMNS})
+    SELECT %(event_id)s, %(event_type)s,
+           jsonb_set(%(event_body)s, '{{data,availableAfter}}',
+                     money_json(w.balance - w.held - p.amount)),
+           %(event_traceparent)s
+      FROM wallet w, placed p
+)
+SELECT w.id AS user_id, w.status, w.balance, w.held, w.updated_at,
+       EXISTS (SELECT FROM placed) AS placed, {_prefixed("e")}
+  FROM wallet w LEFT JOIN existing e ON true"""
+
+
+async def place_hold(
+    conn: AsyncConnection, hold: Hold, event: dict[str, Any]
+) -> tuple[Wallet, Hold | None, bool] | None:
+    """PLACE_HOLD for `hold` and its staged `event` (events.hold_placed). Returns the wallet
+    as locked, before the hold; the hold already under the reference when the statement's
+    snapshot shows one; and whether `hold` was placed. None when the user does not exist."""
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
-        f"""SELECT u.id AS user_id, u.status, u.balance, u.held, u.updated_at, now() AS now,
-                   {_prefixed("h")}
-              FROM users u LEFT JOIN holds h ON h.reference = %s
-             WHERE u.id = %s
-               FOR UPDATE OF u""",
-        (reference, user_id),
+        PLACE_HOLD,
+        {
+            "id": hold.id,
+            "user_id": hold.user_id,
+            "amount": hold.amount,
+            "reference": hold.reference,
+            "reason": hold.reason,
+            "expires_at": hold.expires_at,
+            "created_at": hold.created_at,
+            **event,
+        },
     )
     row = await cur.fetchone()
     if row is None:
         return None
     wallet = Wallet(row["user_id"], row["status"], row["balance"], row["held"], row["updated_at"])
-    return wallet, _hold_from(row), row["now"]
-
-
-async def insert_hold(conn: AsyncConnection, hold: Hold) -> None:
-    """Insert a hold built by the caller (its id and times come from the caller, so the
-    statement can be pipelined with the event that announces it)."""
-    await conn.execute(
-        """INSERT INTO holds (id, user_id, amount, reference, reason, expires_at, created_at)
-           VALUES (%s, %s, %s, %s, %s, %s, %s)""",
-        (
-            hold.id,
-            hold.user_id,
-            hold.amount,
-            hold.reference,
-            hold.reason,
-            hold.expires_at,
-            hold.created_at,
-        ),
-    )
+    return wallet, _hold_from(row), row["placed"]
 
 
 async def hold_by(conn: AsyncConnection, column: str, value: object) -> Hold | None:
@@ -324,16 +356,6 @@ async def lock_hold(
     row = await cur.fetchone()
     hold = None if row is None else _hold_from(row)
     return None if hold is None else (hold, row["now"])
-
-
-def _prefixed(alias: str) -> str:
-    return ", ".join(f"{alias}.{c} AS h_{c}" for c in HOLD_FIELDS)
-
-
-def _hold_from(row: dict) -> Hold | None:
-    if row["h_id"] is None:
-        return None
-    return Hold(**{c: row[f"h_{c}"] for c in HOLD_FIELDS})
 
 
 async def apply_capture(conn: AsyncConnection, captured: Hold) -> tuple[LedgerEntry | None, Wallet]:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 from google.type import date_pb2
+from tiket.events.v1 import wallet_pb2
 from tiket.user.v1 import user_pb2
 
 from services.user.tests.helpers import idr, new_card, new_user, wallet
@@ -191,3 +193,33 @@ async def test_every_change_writes_its_event_in_the_same_transaction(users, db):
     assert captured["subject"] == user.id
     assert captured["data"]["finalAmount"]["units"] == "2000"
     assert captured["data"]["availableAfter"]["units"] == "8000"
+
+
+async def test_the_hold_placed_event_is_the_one_the_python_builder_would_write(users, db):
+    user = await new_user(users, balance=10_000)
+    hold = await users.call(
+        "PlaceHold",
+        user_pb2.PlaceHoldRequest(user_id=user.id, amount=idr("3000.50"), reference="P-1"),
+    )
+    event_id, body = await (
+        await db.execute(
+            "SELECT event_id, body FROM outbox WHERE event_type = 'wallet.hold_placed'"
+        )
+    ).fetchone()
+    assert (body["id"], body["type"], body["source"]) == (
+        str(event_id),
+        "wallet.hold_placed",
+        "/tiket/user",
+    )
+    assert body["subject"] == user.id
+    assert body["data"] == json_format.MessageToDict(
+        wallet_pb2.WalletHoldChanged(
+            user_id=user.id,
+            hold_id=hold.id,
+            reference="P-1",
+            amount=idr("3000.50"),
+            available_after=idr("6999.50"),
+            reason="Trip fare hold",
+            expires_at=hold.expires_at,
+        )
+    )

@@ -276,3 +276,58 @@ async def test_the_database_refuses_to_edit_money_behind_the_ledger(users, db):
     with pytest.raises(psycopg.errors.RaiseException):
         await db.execute("UPDATE ledger_entries SET amount = 1")
     assert (await wallet(users, user.id))[0] == Decimal(10_000)
+
+
+async def test_concurrent_retries_of_a_hold_that_takes_most_of_the_balance_all_get_it(users, db):
+    # The retries that wait for the wallet lock find it short by the first attempt's hold,
+    # which their statement's snapshot does not show: they must answer that hold, not
+    # INSUFFICIENT_BALANCE.
+    for n in range(3):
+        user = await new_user(users, balance=20_000)
+        request = user_pb2.PlaceHoldRequest(
+            user_id=user.id, amount=idr(12_000), reference=f"J-tight-{n}"
+        )
+        holds = await asyncio.gather(*(users.call("PlaceHold", request) for _ in range(5)))
+        assert len({h.id for h in holds}) == 1
+        assert {amount_of(h.available_after) for h in holds} == {Decimal(8_000)}
+    placed = "SELECT count(*) FROM outbox WHERE event_type = 'wallet.hold_placed'"
+    assert await (await db.execute(placed)).fetchone() == (3,)
+
+
+async def test_a_reference_names_one_hold_whatever_happens_to_the_wallet_after(users, db):
+    user = await new_user(users, balance=10_000)
+    request = user_pb2.PlaceHoldRequest(user_id=user.id, amount=idr(8_000), reference="J-7")
+    first = await users.call("PlaceHold", request)
+    await users.call(
+        "ChangeUserStatus",
+        user_pb2.ChangeUserStatusRequest(
+            user_id=user.id, status=user_pb2.USER_STATUS_BLOCKED, reason="lost card"
+        ),
+    )
+    again = await users.call("PlaceHold", request)
+    assert again.id == first.id
+    assert amount_of(again.available_after) == Decimal(2_000)
+    other = await new_user(users, balance=10_000)
+    for clash in (
+        user_pb2.PlaceHoldRequest(user_id=user.id, amount=idr(1_000), reference="J-7"),
+        user_pb2.PlaceHoldRequest(user_id=other.id, amount=idr(8_000), reference="J-7"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await users.call("PlaceHold", clash)
+        assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert await wallet(users, other.id) == (Decimal(10_000), 0, Decimal(10_000))
+    placed = "SELECT count(*) FROM outbox WHERE event_type = 'wallet.hold_placed'"
+    assert await (await db.execute(placed)).fetchone() == (1,)
+
+
+async def test_a_refused_hold_writes_neither_hold_nor_event(users, db):
+    user = await new_user(users, balance=1_000)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await users.call(
+            "PlaceHold",
+            user_pb2.PlaceHoldRequest(user_id=user.id, amount=idr(1_001), reference="J-8"),
+        )
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert await (await db.execute("SELECT count(*) FROM holds")).fetchone() == (0,)
+    placed = "SELECT count(*) FROM outbox WHERE event_type = 'wallet.hold_placed'"
+    assert await (await db.execute(placed)).fetchone() == (0,)
