@@ -41,7 +41,7 @@ from services.journey.tests.audit import audit
 from services.user.domain import MAX_BALANCE
 
 SCRIPT = Path(__file__).parent / "sql" / "taps.sql"
-JOURNEY_SCHEMA = Path(__file__).parent.parent / "services/journey/migrations/0001_init.sql"
+JOURNEY_MIGRATIONS = Path(__file__).parent.parent / "services/journey/migrations"
 SERVICES = ("user", "fare", "journey")
 TERMINALS = "ABCDE"
 CALL_TIMEOUT = 10.0
@@ -146,7 +146,8 @@ def gate_code(terminal: str, kind: str) -> str:
 async def prepare_pgbench(database_url: str, riders: Sequence[tuple[str, str]]) -> None:
     """The journey schema beside the user schema, and bench_users(n, id, card_id)."""
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        await conn.execute(JOURNEY_SCHEMA.read_text())
+        for migration in sorted(JOURNEY_MIGRATIONS.glob("*.sql")):
+            await conn.execute(migration.read_text())
         await conn.execute(
             "CREATE TABLE bench_users (n serial PRIMARY KEY, id uuid NOT NULL, card_id text)"
         )

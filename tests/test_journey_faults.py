@@ -40,6 +40,7 @@ from tests.support.cleanup import remove_run
 from tests.support.processes import service_process
 from tests.support.settings import isolated_env
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.waiting import wait_until
 
 GATE_DEADLINE = 1.5  # seconds a gate waits before falling back to offline mode
 module_loop = pytest.mark.asyncio(loop_scope="module")
@@ -159,13 +160,16 @@ class Gate:
         self.stub = journey_pb2_grpc.JourneyServiceStub(self.channel)
         self.metadata = [("authorization", f"Bearer {token}")]
         self.retries = 0
+        self.answered = 0
 
     async def tap(self, method: str, request) -> object:
         for _ in range(200):
             try:
-                return await getattr(self.stub, method)(
+                answer = await getattr(self.stub, method)(
                     request, metadata=self.metadata, timeout=GATE_DEADLINE
                 )
+                self.answered += 1
+                return answer
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in (
                     grpc.StatusCode.UNAVAILABLE,
@@ -208,7 +212,9 @@ async def test_killing_the_journey_service_mid_burst_loses_and_doubles_nothing()
             cards = await make_riders(user.address, admin)
             gates = [Gate(f"127.0.0.1:{proxy.port}", token) for _ in cards]
             burst = asyncio.gather(*(ride(g, c) for g, c in zip(gates, cards, strict=True)))
-            await asyncio.sleep(1.0)
+            # kill once a quarter of the taps are answered: the rest are still in flight
+            quarter = RIDERS * PAIRS * 2 // 4
+            await wait_until(lambda: sum(g.answered for g in gates) >= quarter, "first taps")
             first.process.kill()  # SIGKILL: no drain, whatever was in flight is cut
             first.process.wait()
             second = await asyncio.to_thread(

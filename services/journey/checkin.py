@@ -5,13 +5,15 @@ Order of the saga, and why:
    leave no trace;
 2. the tap is recorded, pending, with the journey id derived from it — so a retry after a
    crash re-sends the same hold reference, and the sweeper can find and release the hold of
-   an attempt that never finished (the record is committed asynchronously: losing it in a
-   database crash leaves only a hold the wallet expires on its own);
+   an attempt that never finished;
 3. a journey still active is closed as abandoned (its capture releases the rest of its
    hold before the new hold is placed);
 4. PlaceHold (idempotent by reference: a retry adopts the hold a first attempt placed);
-5. the journey is inserted and the tap's answer stored in one transaction; the partial
-   unique index refuses a second active journey, whatever raced us."""
+5. the tap's answer, the journey and its event are written by one statement; the partial
+   unique index refuses a second active journey, whatever raced us.
+
+Each database step is one statement on an autocommit connection (libs/db/transaction.py
+in_statement says why)."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from decimal import Decimal
 from psycopg import AsyncConnection, errors
 from tiket.journey.v1 import journey_pb2
 
-from libs.db.transaction import in_transaction
+from libs.db.transaction import in_statement
 from libs.errors import Aborted, FailedPrecondition, NotFound
 from services.journey import domain, events, messages, store, tap_store
 from services.journey.domain import Journey, Tap, TapRequest, TapState
@@ -69,7 +71,7 @@ class CheckIns(TapFlow):
         for _ in range(ATTEMPTS):
             try:
                 started = await self._start(tap, journey, response, available)
-            except Answered:
+            except Answered:  # another attempt answered the tap (or the sweeper expired it)
                 return replay(await self._final_tap(tap))
             except errors.UniqueViolation as exc:
                 if exc.diag.constraint_name != ONE_ACTIVE:
@@ -100,17 +102,16 @@ class CheckIns(TapFlow):
 
     async def _record(self, request: TapRequest, user_id) -> tuple[Tap, Journey | None]:
         """The tap as recorded (by this attempt or a first one), and the rider's active
-        journey: one round trip, committed without waiting for the disk."""
+        journey: one statement."""
 
-        async def work(conn: AsyncConnection) -> store.Read[tuple[Tap, uuid.UUID | None] | None]:
-            await conn.execute("SET LOCAL synchronous_commit = off")
+        async def work(conn: AsyncConnection) -> tuple[Tap, uuid.UUID | None] | None:
             return await tap_store.record_tap(
                 conn, request, user_id, request.journey_id, with_active=True
             )
 
-        recorded = await store.commit_then_read(self.pool, work)
+        recorded = await in_statement(self.pool, work)
         if recorded is None:  # a concurrent attempt recorded it: now it is there to read
-            recorded = await store.commit_then_read(self.pool, work)
+            recorded = await in_statement(self.pool, work)
         if recorded is None:
             raise Aborted(f"tap {request.tap_id} is being recorded by another attempt; retry")
         tap, active_id = recorded
@@ -123,18 +124,18 @@ class CheckIns(TapFlow):
     async def _start(
         self, tap: Tap, journey: Journey, response: journey_pb2.CheckInResponse, available
     ) -> Journey:
-        """The journey inserted with the tap's answer (one round trip), then its event with
-        the COMMIT (another). Answered when another attempt of the tap got there first."""
+        """The journey inserted with the tap's answer and its event (one statement).
+        Answered when another attempt of the tap got there first: nothing was written."""
+        answer = response.SerializeToString()
+        event = events.checked_in(journey, available)
 
-        async def work(conn: AsyncConnection) -> Journey:
-            answer = response.SerializeToString()
-            started = await (await store.start_journey(conn, journey, tap.tap_id, answer))()
-            if started is None:
-                raise Answered  # rolls back: if the tap was no longer pending, nothing stays
-            await events.checked_in(conn, started, available)
-            return started
+        async def work(conn: AsyncConnection) -> Journey | None:
+            return await store.start_journey(conn, journey, tap.tap_id, answer, event)
 
-        return await in_transaction(self.pool, work)
+        started = await in_statement(self.pool, work)
+        if started is None:
+            raise Answered
+        return started
 
     async def _refuse(
         self, tap: Tap, state: TapState, refusal: FailedPrecondition
@@ -147,7 +148,7 @@ class CheckIns(TapFlow):
                 conn, tap.tap_id, state, refusal.reason, refusal.message
             )
 
-        if await in_transaction(self.pool, work):
+        if await in_statement(self.pool, work):
             raise refusal
         return replay(await self._final_tap(tap))
 

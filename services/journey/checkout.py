@@ -7,8 +7,8 @@
 3. the closing saga takes the money and stores the answer (services/journey/closings.py).
 
 The active_trip hint in Redis names the journey and its entry, so the trip is priced before
-any lock is taken and step 2 is one statement sent with the COMMIT. Without a hint, or when
-the database disagrees with it, step 2 locks the active journey and prices it there."""
+any lock is taken and step 2 is one statement. Without a hint, or when the database
+disagrees with it, step 2 locks the active journey and prices it there."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from psycopg import AsyncConnection
 from tiket.journey.v1 import journey_pb2
 
-from libs.db.transaction import in_transaction
+from libs.db.transaction import in_statement, in_transaction
 from libs.errors import FailedPrecondition, NotFound
 from services.journey import domain, messages, store, tap_store
 from services.journey.domain import Entry, Journey, Settlement, Tap, TapRequest, TapState, Terminal
@@ -51,7 +51,7 @@ class CheckOuts(TapFlow):
     async def _claim_hinted(
         self, request: TapRequest, user_id, entry: Entry, exit_terminal: Terminal
     ) -> Journey | Tap | None:
-        """The fast path: record the tap and claim the hinted journey in one round trip. The
+        """The fast path: record the tap and claim the hinted journey in one statement. The
         tap when it already has its answer; None when the hint was wrong (or the tap is a
         retry): the slow path then decides."""
         tapped_at = request.tapped_at or datetime.now(UTC)
@@ -60,38 +60,33 @@ class CheckOuts(TapFlow):
             entry, request, tapped_at, exit_terminal.name, fare, self.config
         )
 
-        async def work(conn: AsyncConnection) -> store.Read[Journey | Tap | None]:
-            tap = await tap_store.record_tap(conn, request, user_id, None)
-            claimed = await store.claim_for_tap(conn, entry.journey_id, user_id, closing)
+        async def work(conn: AsyncConnection) -> tuple[Tap, Journey | None] | None:
+            return await tap_store.record_checkout(
+                conn, request, user_id, entry.journey_id, closing
+            )
 
-            async def read() -> Journey | Tap | None:
-                recorded, journey = await tap(), await claimed()
-                if recorded is None:  # a concurrent attempt recorded it: the slow path
-                    return None
-                first = domain.same_tap(recorded[0], request)
-                if journey is None and first.state is not TapState.PENDING:
-                    return first
-                return journey
-
-            return read
-
-        return await store.commit_then_read(self.pool, work)
+        recorded = await in_statement(self.pool, work)
+        if recorded is None:  # a concurrent attempt recorded it: the slow path
+            return None
+        tap, claimed = recorded
+        first = domain.same_tap(tap, request)
+        if claimed is None and first.state is not TapState.PENDING:
+            return first
+        return claimed
 
     async def _claim(self, request: TapRequest, user_id, exit_terminal: Terminal) -> Journey | Tap:
         """The slow path: the journey this tap closes (claimed now, under a lock, or by a
         first attempt), or the tap when it already has its answer."""
 
         async def work(conn: AsyncConnection) -> Journey | Tap:
-            recorded = await (await tap_store.record_tap(conn, request, user_id, None))()
+            recorded = await tap_store.record_tap(conn, request, user_id, None)
             tap = recorded[0] if recorded else await tap_store.tap(conn, request.tap_id)
             assert tap is not None, "the tap the INSERT waited for is committed"
             domain.same_tap(tap, request)
             if tap.state is not TapState.PENDING:
                 return tap
-            if tap.journey_id is not None:
-                claimed = await store.journey(conn, tap.journey_id)
-                if claimed is not None:
-                    return claimed
+            if (claimed := await store.journey_closed_by(conn, tap.tap_id)) is not None:
+                return claimed  # by a first attempt, whose settling did not finish
             active = await store.active_journey(conn, user_id, lock=True)
             if active is None:
                 penalty = self.config.no_entry_penalty

@@ -5,7 +5,8 @@ entry while active, the sweeper):
    only one closer can win an active journey;
 2. collect: the wallet captures the price from the hold (or charges it directly), idempotent
    by the journey's reference, so repeating it after a crash takes the money once;
-3. settle: the outcome is recorded with its event, and the check-out tap's answer.
+3. settle: the outcome is recorded with its event, and the check-out tap's answer (one
+   statement).
 
 A crash between 1 and 3 leaves a pending closing that a retried tap or the sweeper finishes."""
 
@@ -16,10 +17,10 @@ import logging
 from psycopg import AsyncConnection, errors
 from psycopg_pool import AsyncConnectionPool
 
-from libs.db.transaction import in_transaction
+from libs.db.transaction import in_statement, in_transaction
 from libs.errors import FailedPrecondition, NotFound
 from services.journey import domain, events, messages, store, tap_store
-from services.journey.domain import Journey, Settlement, TapState
+from services.journey.domain import Journey, Settlement, TapAnswer, TapState
 from services.journey.trips import ActiveTrips
 from services.journey.wallet import Collected, Refused, Wallet
 
@@ -41,7 +42,7 @@ class Closings:
         async def work(conn: AsyncConnection) -> Journey | None:
             return await store.claim(conn, journey.id, closing)
 
-        claimed = await in_transaction(self.pool, work)
+        claimed = await in_statement(self.pool, work)
         return None if claimed is None else await self.settle(claimed)
 
     async def settle(self, journey: Journey) -> Journey:
@@ -56,28 +57,25 @@ class Closings:
         if undo and await self._undo(journey, outcome):
             raise FailedPrecondition(outcome.reason, outcome.message)
 
-        async def work(conn: AsyncConnection) -> Journey:
-            if isinstance(outcome, Collected):
-                settled = await store.settle(
-                    conn, journey.id, Settlement.PAID, outcome.available, outcome.notes
-                )
-            else:
-                notes = {"unpaid_reason": f"{outcome.reason}: {outcome.message}"}
-                settled = await store.settle(conn, journey.id, Settlement.UNPAID, None, notes)
-            if settled is None:  # another attempt settled it
-                return _found(await store.journey(conn, journey.id), journey)
-            await events.closed(conn, settled)
-            tap_id = settled.closing_tap_id
-            if tap_id is not None and settled.settlement is Settlement.PAID:
-                answer = messages.check_out_response(settled).SerializeToString()
-                await tap_store.finish_tap(conn, tap_id, answer, settled.id)
-            elif tap_id is not None:  # closed unpaid: the gate stays shut, the debt is kept
-                assert isinstance(outcome, Refused)
-                message = f"{outcome.message}; {UNPAID_NOTE}"
-                await tap_store.refuse_tap(conn, tap_id, TapState.REFUSED, outcome.reason, message)
-            return settled
+        if isinstance(outcome, Collected):
+            settled = domain.settled(journey, Settlement.PAID, outcome.available, outcome.notes)
+            response = messages.check_out_response(settled).SerializeToString()
+            answer = TapAnswer(TapState.DONE, response=response)
+        else:  # closed unpaid: the gate stays shut, the debt is kept
+            notes = {"unpaid_reason": f"{outcome.reason}: {outcome.message}"}
+            settled = domain.settled(journey, Settlement.UNPAID, None, notes)
+            message = f"{outcome.message}; {UNPAID_NOTE}"
+            answer = TapAnswer(TapState.REFUSED, reason=outcome.reason, message=message)
+        event = events.closed(settled)
 
-        settled = await in_transaction(self.pool, work)
+        async def work(conn: AsyncConnection) -> Journey:
+            tap_answer = answer if settled.closing_tap_id is not None else None
+            done = await store.settle(conn, settled, event, tap_answer)
+            if done is None:  # another attempt settled it
+                return _found(await store.journey(conn, journey.id), journey)
+            return done
+
+        settled = await in_statement(self.pool, work)
         await self.trips.ended(journey.user_id)
         return settled
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -157,6 +157,17 @@ class TapRequest:
     def journey_id(self) -> uuid.UUID:
         """The journey this tap starts (check-in) or makes when it has no entry."""
         return uuid.uuid5(JOURNEY_NAMESPACE, str(self.tap_id))
+
+
+@dataclass(frozen=True)
+class TapAnswer:
+    """What a tap's record is given when its attempt ends: done with the response, or
+    refused / expired with a reason a gate can show."""
+
+    state: TapState
+    response: bytes | None = None
+    reason: str | None = None
+    message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -370,6 +381,19 @@ def _journey(request: TapRequest, user_id: uuid.UUID, **values: Any) -> Journey:
         created_at=values.get("checkin_time") or values.get("checkout_time"),
     )
     return Journey(**{**blank, **values})
+
+
+def settled(
+    journey: Journey, settlement: Settlement, remaining: Decimal | None, notes: dict[str, Any]
+) -> Journey:
+    """A pending closing once its money is confirmed (paid) or refused (unpaid)."""
+    assert journey.settlement is Settlement.PENDING
+    return replace(
+        journey,
+        settlement=settlement,
+        remaining_balance=remaining,
+        metadata={**journey.metadata, **notes},
+    )
 
 
 def closed_by_tap(journey: Journey) -> bool:

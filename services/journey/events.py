@@ -1,13 +1,12 @@
-"""The events of the journey service, written to the outbox in the transaction of the state
-change they announce."""
+"""The events of the journey service, staged for the statement that writes the state change
+they announce (store.py inserts them into the outbox with it)."""
 
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
-from psycopg import AsyncConnection
-
-from libs.events.outbox import emit
+from libs.events.outbox import staged_event
 from services.journey import messages
 from services.journey.domain import Journey, JourneyStatus
 
@@ -19,12 +18,12 @@ CLOSED_TYPES = {
 }
 
 
-async def checked_in(conn: AsyncConnection, journey: Journey, available: Decimal) -> None:
+def checked_in(journey: Journey, available: Decimal) -> dict[str, Any]:
     data = messages.checked_in(journey, available)
-    await emit(conn, SOURCE, "journey.checked_in", str(journey.user_id), data)
+    return staged_event(SOURCE, "journey.checked_in", str(journey.user_id), data)
 
 
-async def closed(conn: AsyncConnection, journey: Journey) -> None:
+def closed(journey: Journey) -> dict[str, Any]:
     """journey.checked_out, journey.abandoned or journey.incomplete, once settled."""
     data = messages.closed(journey)
-    await emit(conn, SOURCE, CLOSED_TYPES[journey.status], str(journey.user_id), data)
+    return staged_event(SOURCE, CLOSED_TYPES[journey.status], str(journey.user_id), data)

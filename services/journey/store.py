@@ -4,42 +4,27 @@ function runs on the caller's connection and inside the caller's transaction."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
 
 from libs.db.database import enum_types
-from libs.db.transaction import in_transaction
+from libs.events.outbox import EVENT_VALUES, OUTBOX_COLUMNS
 from services.journey.domain import (
     Closing,
     Journey,
     JourneyStatus,
     Settlement,
+    TapAnswer,
     TapKind,
     TapState,
 )
 
-T = TypeVar("T")
-# What a statement sent in pipeline mode gives back once its results are in: inside the
-# transaction (reading it makes the round trip) or after the COMMIT (commit_then_read).
-Read = Callable[[], Awaitable[T]]
 JOURNEY_COLUMNS = ", ".join(f.name for f in fields(Journey))
-
-
-async def commit_then_read(
-    pool: AsyncConnectionPool, work: Callable[[AsyncConnection], Awaitable[Read[T]]]
-) -> T:
-    """Run `work` in one transaction whose statements all travel with the COMMIT (one round
-    trip; psycopg keeps each statement's result in its cursor), then read its results."""
-    read = await in_transaction(pool, work)
-    return await read()
 
 
 # Maps the database enums onto the domain enums, once per pooled connection.
@@ -65,35 +50,35 @@ async def journey(conn: AsyncConnection, journey_id: uuid.UUID) -> Journey | Non
 async def active_journey(
     conn: AsyncConnection, user_id: uuid.UUID, *, lock: bool = False
 ) -> Journey | None:
-    return await (await send_active_journey(conn, user_id, lock=lock))()
-
-
-async def send_active_journey(
-    conn: AsyncConnection, user_id: uuid.UUID, *, lock: bool = False
-) -> Read[Journey | None]:
     cur = conn.cursor(row_factory=class_row(Journey))
     await cur.execute(
         f"""SELECT {JOURNEY_COLUMNS} FROM journey_history
              WHERE user_id = %s AND status = 'active' {"FOR UPDATE" if lock else ""}""",
         (user_id,),
     )
-    return cur.fetchone
+    return await cur.fetchone()
 
 
-INSERT_JOURNEY = f"""
-    INSERT INTO journey_history
-           (id, user_id, card_id, status, settlement,
-            checkin_terminal_code, checkin_terminal_name, checkin_gate_code, checkin_time,
-            checkout_terminal_code, checkout_terminal_name, checkout_gate_code, checkout_time,
-            held_amount, fare_charged, pricing, close_reason, hold_reference, closing_tap_id,
-            metadata, closed_at)
-    VALUES (%(id)s, %(user_id)s, %(card_id)s, %(status)s, %(settlement)s,
-            %(checkin_terminal_code)s, %(checkin_terminal_name)s, %(checkin_gate_code)s,
-            %(checkin_time)s, %(checkout_terminal_code)s, %(checkout_terminal_name)s,
-            %(checkout_gate_code)s, %(checkout_time)s, %(held_amount)s, %(fare_charged)s,
-            %(pricing)s, %(close_reason)s, %(hold_reference)s, %(closing_tap_id)s,
-            %(metadata)s, CASE WHEN %(closed)s THEN now() END)
-    ON CONFLICT (id) DO NOTHING RETURNING {JOURNEY_COLUMNS}"""
+async def journey_closed_by(conn: AsyncConnection, tap_id: uuid.UUID) -> Journey | None:
+    """The journey a check-out tap closed (claimed), if any."""
+    cur = conn.cursor(row_factory=class_row(Journey))
+    await cur.execute(
+        f"SELECT {JOURNEY_COLUMNS} FROM journey_history WHERE closing_tap_id = %s", (tap_id,)
+    )
+    return await cur.fetchone()
+
+
+INSERT_COLUMNS = """id, user_id, card_id, status, settlement,
+    checkin_terminal_code, checkin_terminal_name, checkin_gate_code, checkin_time,
+    checkout_terminal_code, checkout_terminal_name, checkout_gate_code, checkout_time,
+    held_amount, fare_charged, pricing, close_reason, hold_reference, closing_tap_id,
+    metadata, closed_at"""
+INSERT_VALUES = """%(id)s, %(user_id)s, %(card_id)s, %(status)s, %(settlement)s,
+    %(checkin_terminal_code)s, %(checkin_terminal_name)s, %(checkin_gate_code)s,
+    %(checkin_time)s, %(checkout_terminal_code)s, %(checkout_terminal_name)s,
+    %(checkout_gate_code)s, %(checkout_time)s, %(held_amount)s, %(fare_charged)s,
+    %(pricing)s, %(close_reason)s, %(hold_reference)s, %(closing_tap_id)s,
+    %(metadata)s, CASE WHEN %(closed)s THEN now() END"""
 
 
 def _journey_values(j: Journey) -> dict[str, Any]:
@@ -106,52 +91,63 @@ async def insert_journey(conn: AsyncConnection, j: Journey) -> Journey | None:
     """Insert `j`; None when a journey with its id exists (a retry of the same tap). Raises
     UniqueViolation when `j` is active and its user already has an active journey."""
     cur = conn.cursor(row_factory=class_row(Journey))
-    await cur.execute(INSERT_JOURNEY, _journey_values(j))
+    await cur.execute(
+        f"""INSERT INTO journey_history ({INSERT_COLUMNS}) VALUES ({INSERT_VALUES})
+            ON CONFLICT (id) DO NOTHING RETURNING {JOURNEY_COLUMNS}""",
+        _journey_values(j),
+    )
     return await cur.fetchone()
 
 
 async def start_journey(
-    conn: AsyncConnection, j: Journey, tap_id: uuid.UUID, answer: bytes
-) -> Read[Journey | None]:
-    """Insert the journey a check-in starts and store the tap's answer, in one statement.
-    The reader gives the journey, or None when another attempt of the tap answered it first
-    (the journey existed, or the tap was no longer pending): nothing was written then. Raises
-    UniqueViolation when the rider already has another active journey."""
+    conn: AsyncConnection, j: Journey, tap_id: uuid.UUID, answer: bytes, event: dict[str, Any]
+) -> Journey | None:
+    """Store the check-in tap's answer, insert the journey it starts and its event, in one
+    statement — only while the tap is pending: None when another attempt answered it first
+    (or the sweeper expired it), and nothing is written then. Raises UniqueViolation when the
+    rider already has another active journey."""
     cur = conn.cursor(row_factory=class_row(Journey))
     await cur.execute(
-        f"""WITH started AS ({INSERT_JOURNEY}),
-                 answered AS (
-                     UPDATE taps SET state = 'done', response = %(answer)s,
-                            journey_id = %(id)s, updated_at = now()
-                      WHERE tap_id = %(tap_id)s AND state = 'pending'
-                        AND EXISTS (SELECT 1 FROM started)
-                  RETURNING 1)
-            SELECT {JOURNEY_COLUMNS} FROM started WHERE EXISTS (SELECT 1 FROM answered)""",
-        {**_journey_values(j), "tap_id": tap_id, "answer": answer},
+        f"""WITH answered AS (
+                UPDATE taps SET state = 'done', response = %(answer)s, journey_id = %(id)s,
+                       updated_at = now()
+                 WHERE tap_id = %(tap_id)s AND state = 'pending'
+             RETURNING 1),
+            started AS (
+                INSERT INTO journey_history ({INSERT_COLUMNS})
+                SELECT {INSERT_VALUES} FROM answered
+             RETURNING {JOURNEY_COLUMNS}),
+            announced AS (
+                INSERT INTO outbox ({OUTBOX_COLUMNS}) SELECT {EVENT_VALUES} FROM started)
+            SELECT {JOURNEY_COLUMNS} FROM started""",
+        {**_journey_values(j), **event, "tap_id": tap_id, "answer": answer},
     )
-    return cur.fetchone
+    return await cur.fetchone()
 
 
-CLOSING_SET = """status = %s, settlement = 'pending', fare_charged = %s, pricing = %s,
-    close_reason = %s, checkout_terminal_code = %s, checkout_terminal_name = %s,
-    checkout_gate_code = %s, checkout_time = %s, closing_tap_id = %s,
-    metadata = metadata || %s, closed_at = now(), updated_at = now()"""
+CLOSING_SET = """status = %(c_status)s, settlement = 'pending', fare_charged = %(c_fare)s,
+    pricing = %(c_pricing)s, close_reason = %(c_reason)s,
+    checkout_terminal_code = %(c_exit_code)s, checkout_terminal_name = %(c_exit_name)s,
+    checkout_gate_code = %(c_exit_gate)s, checkout_time = %(c_checkout_time)s,
+    closing_tap_id = %(c_tap_id)s, metadata = metadata || %(c_metadata)s, closed_at = now(),
+    updated_at = now()"""
 
 
-def _closing_values(c: Closing) -> tuple:
+def closing_values(c: Closing) -> dict[str, Any]:
+    """The named parameters of CLOSING_SET."""
     code, name, gate = c.exit or (None, None, None)
-    return (
-        c.status,
-        c.fare,
-        c.pricing,
-        c.reason,
-        code,
-        name,
-        gate,
-        c.checkout_time,
-        c.closing_tap_id,
-        Jsonb(c.metadata),
-    )
+    return {
+        "c_status": c.status,
+        "c_fare": c.fare,
+        "c_pricing": c.pricing,
+        "c_reason": c.reason,
+        "c_exit_code": code,
+        "c_exit_name": name,
+        "c_exit_gate": gate,
+        "c_checkout_time": c.checkout_time,
+        "c_tap_id": c.closing_tap_id,
+        "c_metadata": Jsonb(c.metadata),
+    }
 
 
 async def claim(conn: AsyncConnection, journey_id: uuid.UUID, c: Closing) -> Journey | None:
@@ -160,34 +156,10 @@ async def claim(conn: AsyncConnection, journey_id: uuid.UUID, c: Closing) -> Jou
     cur = conn.cursor(row_factory=class_row(Journey))
     await cur.execute(
         f"""UPDATE journey_history SET {CLOSING_SET}
-             WHERE id = %s AND status = 'active' RETURNING {JOURNEY_COLUMNS}""",
-        (*_closing_values(c), journey_id),
+             WHERE id = %(id)s AND status = 'active' RETURNING {JOURNEY_COLUMNS}""",
+        {**closing_values(c), "id": journey_id},
     )
     return await cur.fetchone()
-
-
-async def claim_for_tap(
-    conn: AsyncConnection, journey_id: uuid.UUID, user_id: uuid.UUID, c: Closing
-) -> Read[Journey | None]:
-    """Close `journey_id` as the check-out tap `c.closing_tap_id` asks — only when it is
-    still the rider's active journey and the tap is new (pending, closing nothing yet) —
-    and link the tap to it. One statement, so it travels with the tap's INSERT and the
-    COMMIT: the reader gives the claimed journey, or None (the caller then looks closer)."""
-    cur = conn.cursor(row_factory=class_row(Journey))
-    await cur.execute(
-        f"""WITH claimed AS (
-                UPDATE journey_history SET {CLOSING_SET}
-                 WHERE id = %s AND user_id = %s AND status = 'active'
-                   AND EXISTS (SELECT 1 FROM taps WHERE tap_id = %s AND state = 'pending'
-                                  AND journey_id IS NULL)
-             RETURNING {JOURNEY_COLUMNS}),
-            linked AS (
-                UPDATE taps SET journey_id = %s, updated_at = now()
-                 WHERE tap_id = %s AND EXISTS (SELECT 1 FROM claimed))
-            SELECT {JOURNEY_COLUMNS} FROM claimed""",
-        (*_closing_values(c), journey_id, user_id, c.closing_tap_id, journey_id, c.closing_tap_id),
-    )
-    return cur.fetchone
 
 
 async def claim_overdue(
@@ -211,20 +183,40 @@ async def claim_overdue(
 
 
 async def settle(
-    conn: AsyncConnection,
-    journey_id: uuid.UUID,
-    settlement: Settlement,
-    remaining: Decimal | None,
-    notes: dict[str, Any],
+    conn: AsyncConnection, settled: Journey, event: dict[str, Any], answer: TapAnswer | None
 ) -> Journey | None:
-    """Record the outcome of a pending closing; None when it was settled already."""
+    """Record the outcome of a pending closing (`settled`: the journey as it becomes), its
+    event and — `answer` — the answer of the check-out tap that closed it, in one
+    statement; None when another attempt settled it first, and nothing is written then."""
+    tap = answer or TapAnswer(TapState.DONE, None, None, None)
     cur = conn.cursor(row_factory=class_row(Journey))
     await cur.execute(
-        f"""UPDATE journey_history
-               SET settlement = %s, remaining_balance = %s, metadata = metadata || %s,
-                   updated_at = now()
-             WHERE id = %s AND settlement = 'pending' RETURNING {JOURNEY_COLUMNS}""",
-        (settlement, remaining, Jsonb(notes), journey_id),
+        f"""WITH settled AS (
+                UPDATE journey_history
+                   SET settlement = %(settlement)s, remaining_balance = %(remaining)s,
+                       metadata = metadata || %(metadata)s, updated_at = now()
+                 WHERE id = %(id)s AND settlement = 'pending' RETURNING {JOURNEY_COLUMNS}),
+            announced AS (
+                INSERT INTO outbox ({OUTBOX_COLUMNS}) SELECT {EVENT_VALUES} FROM settled),
+            answered AS (
+                UPDATE taps SET state = %(tap_state)s, response = %(tap_response)s,
+                       refusal_reason = %(tap_reason)s, refusal_message = %(tap_message)s,
+                       journey_id = %(id)s, updated_at = now()
+                 WHERE tap_id = %(tap_id)s AND state = 'pending'
+                   AND EXISTS (SELECT 1 FROM settled))
+            SELECT {JOURNEY_COLUMNS} FROM settled""",
+        {
+            **event,
+            "id": settled.id,
+            "settlement": settled.settlement,
+            "remaining": settled.remaining_balance,
+            "metadata": Jsonb(settled.metadata),
+            "tap_id": settled.closing_tap_id if answer else None,
+            "tap_state": tap.state,
+            "tap_response": tap.response,
+            "tap_reason": tap.reason,
+            "tap_message": tap.message,
+        },
     )
     return await cur.fetchone()
 
@@ -311,9 +303,3 @@ async def changed(conn: AsyncConnection, statement: str, params: tuple) -> bool:
     until a pipeline syncs; fetching the row forces the sync)."""
     cur = await conn.execute(statement, params)
     return await cur.fetchone() is not None
-
-
-def one(row):
-    if row is None:
-        raise LookupError("statement returned no row")
-    return row

@@ -105,7 +105,8 @@ async def test_journeys_open_past_the_maximum_trip_time_are_abandoned(mesh):
     assert left.journey.status == journey_pb2.JOURNEY_STATUS_INCOMPLETE
 
 
-async def test_a_check_out_that_died_after_its_claim_is_settled_and_answered(mesh):
+@pytest.mark.parametrize("linked", [True, False], ids=["tap-names-journey", "journey-names-tap"])
+async def test_a_check_out_that_died_after_its_claim_is_settled_and_answered(mesh, linked):
     user_id, card = await new_rider(mesh, 50_000)
     entered = await tap_in(mesh, card)
     exit_tap = TapRequest(TapKind.CHECKOUT, uuid.uuid4(), card, "C", "C-EXIT-01", datetime.now(UTC))
@@ -113,13 +114,16 @@ async def test_a_check_out_that_died_after_its_claim_is_settled_and_answered(mes
     async with conn:  # what a check-out had written when its process died
         active = await store.active_journey(conn, uuid.UUID(user_id))
         assert active is not None and str(active.id) == entered.journey.id
-        await (await tap_store.record_tap(conn, exit_tap, active.user_id, None))()  # pending
+        await tap_store.record_tap(conn, exit_tap, active.user_id, None)  # pending
         closing = domain.completing(
             active.entry, exit_tap, datetime.now(UTC), "Terminal Timur", Decimal(7_000), mesh.config
         )
         await store.claim(conn, active.id, closing)
-        await tap_store.link_tap(conn, exit_tap.tap_id, active.id)
-    async with sweeper_of(mesh, replace(mesh.config, settle_after=timedelta(0))) as sweeper:
+        if linked:
+            await tap_store.link_tap(conn, exit_tap.tap_id, active.id)
+    orphans = replace(mesh.config, settle_after=timedelta(0), orphan_after=timedelta(0))
+    async with sweeper_of(mesh, orphans) as sweeper:
+        assert await sweeper.expire_taps() == 0  # the tap closed a journey: not an orphan
         assert await sweeper.settle_unfinished() >= 1
     assert await wallet(mesh, user_id) == (Decimal(43_000), 0, Decimal(43_000))
     answer = await tap_out(
@@ -167,9 +171,7 @@ async def crashed_check_in(mesh, user_id: str, card: str) -> domain.Tap:
     request = TapRequest(TapKind.CHECKIN, uuid.uuid4(), card, "A", "A-ENTRY-01", None)
     conn = await journey_db(mesh)
     async with conn:
-        recorded = await (
-            await tap_store.record_tap(conn, request, uuid.UUID(user_id), request.journey_id)
-        )()
+        recorded = await tap_store.record_tap(conn, request, uuid.UUID(user_id), request.journey_id)
         assert recorded is not None
         tap = recorded[0]
     await mesh.users.PlaceHold(
