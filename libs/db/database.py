@@ -70,19 +70,10 @@ async def open_pool(
         timeout=10,
         configure=configure,
         kwargs={"autocommit": True},
-        reset=_refuse_pipeline_mode,
         name=database_of(database_url),
     )
     await pool.open(wait=True, timeout=15)
     return pool
-
-
-async def _refuse_pipeline_mode(conn: psycopg.AsyncConnection) -> None:
-    """Pool reset hook. A unit of work cancelled inside `conn.pipeline()` can hand its
-    connection back still in pipeline mode, where a later lone autocommit statement is
-    queued and never sent; raising here makes the pool discard that connection."""
-    if conn.pgconn.pipeline_status:
-        raise psycopg.ProgrammingError("connection returned in pipeline mode; discarded")
 
 
 def enum_types(

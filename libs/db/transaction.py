@@ -74,8 +74,16 @@ async def in_transaction(
     cost one round trip."""
 
     async def transaction() -> T:
-        async with pool.connection() as conn, conn.pipeline(), conn.transaction():
-            return await work(conn)
+        async with pool.connection() as conn:
+            try:
+                async with conn.pipeline(), conn.transaction():
+                    return await work(conn)
+            finally:
+                if conn.pgconn.pipeline_status:
+                    # Cancelled inside the pipeline, psycopg can leave the connection in
+                    # pipeline mode, where a later lone statement would be queued and never
+                    # sent: close it, and the pool replaces it.
+                    await conn.close()
 
     return await _retried(transaction, attempts)
 

@@ -1,6 +1,6 @@
 """Units of work on a real PostgreSQL database (libs/db): what in_statement and
-in_transaction commit, retry and roll back, and that the pool never hands out a connection
-left in pipeline mode."""
+in_transaction commit, retry and roll back, and that no connection is left in pipeline
+mode for the next unit of work."""
 
 from __future__ import annotations
 
@@ -78,19 +78,27 @@ async def test_a_lost_race_is_retried_then_answered_aborted(pool: AsyncConnectio
     assert await stored(pool) == []
 
 
-async def test_a_connection_left_in_pipeline_mode_is_discarded_not_reused(
+async def test_a_transaction_cancelled_mid_pipeline_leaves_no_connection_in_pipeline_mode(
     pool: AsyncConnectionPool,
 ) -> None:
-    """A unit of work cancelled inside conn.pipeline() may return its connection still in
-    pipeline mode; a later autocommit statement on it would be queued and never sent."""
-    async with pool.connection() as conn:
-        conn.pgconn.enter_pipeline_mode()
-        left = conn
+    """psycopg can hand back a connection still in pipeline mode when the unit of work is
+    cancelled inside conn.pipeline(); a later autocommit statement on it would be queued and
+    never sent (the pool has a single connection here, so the next unit gets that one)."""
+
+    async def slow(conn: psycopg.AsyncConnection) -> None:
+        await conn.execute("INSERT INTO items VALUES (1)")
+        await conn.execute("SELECT pg_sleep(0.01)")
+
+    unit = asyncio.create_task(in_transaction(pool, slow))
+    await asyncio.sleep(0)
+    unit.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await unit
 
     async def insert(conn: psycopg.AsyncConnection) -> bool:
         await conn.execute("INSERT INTO items VALUES (7)")
-        return conn is left
+        return bool(conn.pgconn.pipeline_status)
 
-    reused = await asyncio.wait_for(in_statement(pool, insert), timeout=10)
-    assert not reused
+    in_pipeline = await asyncio.wait_for(in_statement(pool, insert), timeout=10)
+    assert not in_pipeline
     assert await stored(pool) == [7]
