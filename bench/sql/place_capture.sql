@@ -1,9 +1,8 @@
 -- One benchmark op of bench/holds.py in plain SQL: the statements the user service sends
 -- for PlaceHold and then CaptureHold (services/user/app.py, store.py, libs/events/outbox.py).
--- PlaceHold is one statement on an autocommit connection (store.PLACE_HOLD, its own
--- transaction), CaptureHold one transaction whose writes the service pipelines (psycopg
--- pipeline mode) and are pipelined here too, so pgbench gives the ceiling the service is
--- measured against.
+-- Each is sent as the service sends it on an autocommit connection: PlaceHold one statement
+-- (store.PLACE_HOLD), CaptureHold a read of the hold and one statement (store.CAPTURE_HOLD),
+-- so pgbench gives the ceiling the service is measured against.
 -- Run with -M prepared and -D users=<rows in bench_users>, a table the benchmark fills with
 -- the ids of its wallets: bench_users(n serial PRIMARY KEY, id uuid).
 \set n random(1, :users)
@@ -52,35 +51,50 @@ SELECT w.id AS user_id, w.status, w.balance, w.held, w.updated_at,
        e.expires_at AS h_expires_at, e.created_at AS h_created_at, e.closed_at AS h_closed_at
   FROM wallet w LEFT JOIN existing e ON true;
 
--- CaptureHold: lock the hold (and read the clock), then the writes and the wallet after.
-BEGIN;
-SELECT now() AS now, h.id AS hold_id, h.user_id AS hold_user
-  FROM holds h WHERE h.reference = 'pgb-' || :ref::text FOR UPDATE \gset
-\startpipeline
-UPDATE holds SET status = 'captured', final_amount = 7000, closed_at = :now::timestamptz
- WHERE id = :hold_id::uuid;
-INSERT INTO ledger_entries
-       (user_id, kind, amount, balance_after, reference, idempotency_key, hold_id, description)
-VALUES (:hold_user::uuid, 'capture', -7000, 0, 'pgb-' || :ref::text, NULL, :hold_id::uuid,
-        'Trip fare hold')
-RETURNING id, user_id, kind, amount, balance_after, reference, idempotency_key, hold_id,
-          description, created_at;
-SELECT id AS user_id, status, balance, held, updated_at FROM users WHERE id = :hold_user::uuid;
-\endpipeline
-\startpipeline
-INSERT INTO outbox (event_id, event_type, body, traceparent)
-SELECT e.id, 'wallet.hold_captured',
-       jsonb_build_object(
-           'specversion', '1.0', 'id', e.id, 'source', '/tiket/user',
-           'type', 'wallet.hold_captured', 'time', now(), 'subject', :hold_user::text,
-           'datacontenttype', 'application/json',
-           'data', jsonb_build_object(
-               'userId', :hold_user::text, 'holdId', :hold_id::text,
-               'reference', 'pgb-' || :ref::text,
-               'amount', jsonb_build_object('currencyCode', 'IDR', 'units', '12000'),
-               'finalAmount', jsonb_build_object('currencyCode', 'IDR', 'units', '7000'),
-               'reason', 'Trip fare hold')),
-       '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'
-  FROM (SELECT gen_random_uuid() AS id) AS e;
-COMMIT;
-\endpipeline
+-- CaptureHold: the hold read (unlocked), then one statement (store.CAPTURE_HOLD) that locks
+-- the hold and its wallet, captures, debits and writes the event.
+SELECT id AS hold_id, user_id AS hold_user, amount, status, reference, reason, expires_at,
+       created_at
+  FROM holds WHERE reference = 'pgb-' || :ref::text \gset
+WITH hold AS (
+    SELECT id, user_id, amount, reference, reason FROM holds
+     WHERE id = :hold_id::uuid AND status = 'held' AND expires_at > now() FOR UPDATE
+), wallet AS (
+    SELECT id, status, balance, held FROM users
+     WHERE id = (SELECT user_id FROM hold) FOR UPDATE
+), captured AS (
+    UPDATE holds SET status = 'captured', final_amount = 7000, closed_at = now()
+      FROM wallet
+     WHERE holds.id = (SELECT id FROM hold)
+    RETURNING holds.id, holds.user_id, holds.amount, holds.reference, holds.reason,
+              holds.closed_at
+), debited AS (
+    INSERT INTO ledger_entries (user_id, kind, amount, balance_after, reference, hold_id,
+                                description)
+    SELECT user_id, 'capture', -7000, 0, reference, id, reason
+      FROM captured
+     WHERE 7000 > 0
+    RETURNING id, user_id, kind, amount, balance_after, reference, idempotency_key, hold_id,
+              description, created_at
+), announced AS (
+    INSERT INTO outbox (event_id, event_type, body, traceparent)
+    SELECT e.id, 'wallet.hold_captured',
+           jsonb_set(
+               jsonb_build_object(
+                   'specversion', '1.0', 'id', e.id, 'source', '/tiket/user',
+                   'type', 'wallet.hold_captured', 'time', now(), 'subject', c.user_id::text,
+                   'datacontenttype', 'application/json',
+                   'data', jsonb_build_object(
+                       'userId', c.user_id::text, 'holdId', c.id::text,
+                       'reference', c.reference,
+                       'amount', jsonb_build_object('currencyCode', 'IDR', 'units', '12000'),
+                       'finalAmount', jsonb_build_object('currencyCode', 'IDR', 'units', '7000'),
+                       'reason', c.reason)),
+               '{data,availableAfter}', money_json(w.balance - 7000 - (w.held - c.amount))),
+           '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'
+      FROM captured c, wallet w, (SELECT gen_random_uuid() AS id) AS e
+)
+SELECT c.closed_at AS captured_at, w.id AS w_user_id, w.status AS w_status,
+       w.balance - 7000 AS w_balance, w.held - c.amount AS w_held,
+       now() AS w_updated_at, d.*
+  FROM captured c JOIN wallet w ON true LEFT JOIN debited d ON true;

@@ -1,7 +1,7 @@
 -- One check-in + check-out pair of bench/taps.py in plain SQL: the statements the journey
 -- service (services/journey/tap_store.py, store.py) and the user service (PlaceHold,
--- CaptureHold: services/user/store.py) send for one ride, in the same order, with what the
--- services pipeline pipelined here too. The benchmark runs
+-- CaptureHold: services/user/store.py) send for one ride, in the same order, each on its own
+-- as the services send them on autocommit connections. The benchmark runs
 -- it on one database holding both schemas (the user service's, plus the journey migration),
 -- so pgbench gives the ceiling of the database work a ride costs; Redis and the fare lookups
 -- (in-process caches in the journey service) are not database work and are left out.
@@ -127,31 +127,53 @@ recorded AS (
     SELECT tap_id, kind, card_id, terminal_code, gate_code, tapped_at, user_id, journey_id, state, response, refusal_reason, refusal_message, created_at FROM taps WHERE tap_id = :tap_out::uuid AND NOT EXISTS (SELECT 1 FROM inserted))
 SELECT r.*, c.* FROM recorded r LEFT JOIN claimed c ON true;
 
--- CaptureHold (user service): lock the hold, then the writes and the wallet after.
-BEGIN;
-SELECT now() AS now, h.id AS hold_id FROM holds h
- WHERE h.reference = 'journey-' || :jid::text FOR UPDATE \gset
-\startpipeline
-UPDATE holds SET status = 'captured', final_amount = 12000, closed_at = :now::timestamptz
- WHERE id = :hold_id::uuid;
-INSERT INTO ledger_entries
-       (user_id, kind, amount, balance_after, reference, idempotency_key, hold_id, description)
-VALUES (:user_id::uuid, 'capture', -12000, 0, 'journey-' || :jid::text, NULL, :hold_id::uuid,
-        'Trip fare hold: check-in at Terminal Utara')
-RETURNING id, balance_after;
-SELECT id, status, balance, held, updated_at FROM users WHERE id = :user_id::uuid;
-\endpipeline
-\startpipeline
-INSERT INTO outbox (event_id, event_type, body, traceparent)
-VALUES (gen_random_uuid(), 'wallet.hold_captured',
-        jsonb_build_object('specversion', '1.0', 'type', 'wallet.hold_captured',
-                           'source', '/tiket/user', 'subject', :user_id::text,
-                           'data', jsonb_build_object('userId', :user_id::text,
-                                                      'reference', 'journey-' || :jid::text,
-                                                      'finalAmount', jsonb_build_object('units', '12000'))),
-        '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01');
-COMMIT;
-\endpipeline
+-- CaptureHold (user service): the hold read (unlocked), then one statement
+-- (store.CAPTURE_HOLD) that locks the hold and its wallet, captures, debits and writes the event.
+SELECT id AS hold_id, user_id AS hold_user, amount, status, reference, reason, expires_at,
+       created_at
+  FROM holds WHERE reference = 'journey-' || :jid::text \gset
+WITH hold AS (
+    SELECT id, user_id, amount, reference, reason FROM holds
+     WHERE id = :hold_id::uuid AND status = 'held' AND expires_at > now() FOR UPDATE
+), wallet AS (
+    SELECT id, status, balance, held FROM users
+     WHERE id = (SELECT user_id FROM hold) FOR UPDATE
+), captured AS (
+    UPDATE holds SET status = 'captured', final_amount = 12000, closed_at = now()
+      FROM wallet
+     WHERE holds.id = (SELECT id FROM hold)
+    RETURNING holds.id, holds.user_id, holds.amount, holds.reference, holds.reason,
+              holds.closed_at
+), debited AS (
+    INSERT INTO ledger_entries (user_id, kind, amount, balance_after, reference, hold_id,
+                                description)
+    SELECT user_id, 'capture', -12000, 0, reference, id, reason
+      FROM captured
+     WHERE 12000 > 0
+    RETURNING id, user_id, kind, amount, balance_after, reference, idempotency_key, hold_id,
+              description, created_at
+), announced AS (
+    INSERT INTO outbox (event_id, event_type, body, traceparent)
+    SELECT e.id, 'wallet.hold_captured',
+           jsonb_set(
+               jsonb_build_object(
+                   'specversion', '1.0', 'id', e.id, 'source', '/tiket/user',
+                   'type', 'wallet.hold_captured', 'time', now(), 'subject', c.user_id::text,
+                   'datacontenttype', 'application/json',
+                   'data', jsonb_build_object(
+                       'userId', c.user_id::text, 'holdId', c.id::text,
+                       'reference', c.reference,
+                       'amount', jsonb_build_object('currencyCode', 'IDR', 'units', '12000'),
+                       'finalAmount', jsonb_build_object('currencyCode', 'IDR', 'units', '12000'),
+                       'reason', c.reason)),
+               '{data,availableAfter}', money_json(w.balance - 12000 - (w.held - c.amount))),
+           '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'
+      FROM captured c, wallet w, (SELECT gen_random_uuid() AS id) AS e
+)
+SELECT c.closed_at AS captured_at, w.id AS w_user_id, w.status AS w_status,
+       w.balance - 12000 AS w_balance, w.held - c.amount AS w_held,
+       now() AS w_updated_at, d.*
+  FROM captured c JOIN wallet w ON true LEFT JOIN debited d ON true;
 
 -- CheckOut: settled, journey.checked_out and the tap's answer (store.settle).
 WITH settled AS (

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -217,7 +217,9 @@ class UserApp:
         )
 
         async def work(conn: AsyncConnection) -> tuple[Wallet, Hold | None, bool] | None:
-            return await store.place_hold(conn, hold, events.hold_placed(hold))
+            return await store.place_hold(
+                conn, hold, events.hold_staged("wallet.hold_placed", hold)
+            )
 
         found = await in_statement(self.pool, work)
         wallet, first, placed = _found(found, f"user {user_id}")
@@ -235,6 +237,28 @@ class UserApp:
         raise AssertionError(f"hold {reference} was neither placed nor refused")
 
     async def capture_hold(
+        self, selector: tuple[str, object], final_amount: Decimal
+    ) -> tuple[Hold, LedgerEntry | None, Wallet]:
+        """The fast path: a hold that looks capturable is captured by one statement
+        (store.CAPTURE_HOLD) that checks again. Anything else — a retry, a refusal, a hold
+        that changed meanwhile — is decided under the hold's lock by the database's clock."""
+        column, value = selector
+        seen = _found(await read(self.pool, store.hold_by, column, value), f"hold {value}")
+        now = datetime.now(UTC)  # a guess: the statement's clock decides, and sets closed_at
+        if domain.looks_capturable(seen, final_amount, now):
+            captured = domain.captured(seen, final_amount, now)
+
+            async def capture(conn: AsyncConnection):
+                event = events.hold_staged("wallet.hold_captured", captured)
+                return await store.capture_hold(conn, seen, final_amount, event)
+
+            done = await in_statement(self.pool, capture)
+            if done is not None:
+                captured_at, entry, wallet = done
+                return replace(captured, closed_at=captured_at), entry, wallet
+        return await self._capture_locked(selector, final_amount)
+
+    async def _capture_locked(
         self, selector: tuple[str, object], final_amount: Decimal
     ) -> tuple[Hold, LedgerEntry | None, Wallet]:
         async def work(conn: AsyncConnection) -> tuple[Hold, LedgerEntry | None, Wallet]:

@@ -191,6 +191,12 @@ def new_hold(
     )
 
 
+def looks_capturable(hold: Hold, final_amount: Decimal, now: datetime) -> bool:
+    """Whether check_capture would apply this capture, as far as `now` (not the database's
+    clock) tells: the fast path's guess, which its statement checks again."""
+    return hold.status is HoldStatus.HELD and hold.expires_at > now and final_amount <= hold.amount
+
+
 def captured(hold: Hold, final_amount: Decimal, now: datetime) -> Hold:
     """The hold once captured for `final_amount` (checked by check_capture)."""
     return replace(hold, status=HoldStatus.CAPTURED, final_amount=final_amount, closed_at=now)

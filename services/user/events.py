@@ -63,10 +63,11 @@ async def hold_changed(
     await emit(conn, SOURCE, event_type, str(hold.user_id), _hold_data(hold, available))
 
 
-def hold_placed(hold: Hold) -> dict[str, Any]:
-    """wallet.hold_placed, staged for the statement that places the hold (store.place_hold).
-    It has no availableAfter: the statement adds it, computed from the wallet it locks."""
-    return staged_event(SOURCE, "wallet.hold_placed", str(hold.user_id), _hold_data(hold, None))
+def hold_staged(event_type: str, hold: Hold) -> dict[str, Any]:
+    """wallet.hold_placed or wallet.hold_captured, staged for the statement that writes the
+    hold (store.place_hold, store.capture_hold). It has no availableAfter: the statement adds
+    it, computed from the wallet it locks."""
+    return staged_event(SOURCE, event_type, str(hold.user_id), _hold_data(hold, None))
 
 
 def _hold_data(hold: Hold, available: Decimal | None) -> wallet_pb2.WalletHoldChanged:

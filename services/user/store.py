@@ -44,6 +44,7 @@ HOLD_FIELDS = (
     "closed_at",
 )
 HOLD_COLUMNS = ", ".join(HOLD_FIELDS)
+WALLET_FIELDS = ("user_id", "status", "balance", "held", "updated_at")
 LEDGER_COLUMNS = (
     "id, user_id, kind, amount, balance_after, reference, idempotency_key, hold_id, "
     "description, created_at"
@@ -386,6 +387,64 @@ async def apply_capture(conn: AsyncConnection, captured: Hold) -> tuple[LedgerEn
         None if entry is None else _one(await entry.fetchone()),
         _one(await wallet_cur.fetchone()),
     )
+
+
+# CaptureHold of a hold the caller saw held, in one statement. It locks the hold if it is
+# still held and unexpired by the database's clock, then its wallet (in the order every path
+# locks them; FOR UPDATE gives the wallet's latest values, read before anything in this
+# statement changes the row), then captures the hold (its trigger lowers `held`), debits the
+# final amount and writes the event with the available balance after both. Each step reads
+# the one before, which fixes their order. No row: the hold was not held any more; the
+# caller then decides under a lock (apply_capture).
+CAPTURE_HOLD = f"""
+WITH hold AS (
+    SELECT id, user_id, amount, reference, reason FROM holds
+     WHERE id = %(id)s AND status = 'held' AND expires_at > now() FOR UPDATE
+), wallet AS (
+    SELECT id, status, balance, held FROM users
+     WHERE id = (SELECT user_id FROM hold) FOR UPDATE
+), captured AS (
+    UPDATE holds SET status = 'captured', final_amount = %(final_amount)s, closed_at = now()
+      FROM wallet
+     WHERE holds.id = (SELECT id FROM hold)
+    RETURNING holds.id, holds.user_id, holds.amount, holds.reference, holds.reason,
+              holds.closed_at
+), debited AS (
+    INSERT INTO ledger_entries (user_id, kind, amount, balance_after, reference, hold_id,
+                                description)
+    SELECT user_id, 'capture', -%(final_amount)s, 0, reference, id, reason
+      FROM captured
+     WHERE %(final_amount)s > 0
+    RETURNING {LEDGER_COLUMNS}
+), announced AS (
+    INSERT INTO outbox ({OUTBOX_COLUMNS})
+    SELECT %(event_id)s, %(event_type)s,
+           jsonb_set(%(event_body)s, '{{data,availableAfter}}',
+                     money_json(w.balance - %(final_amount)s - (w.held - c.amount))),
+           %(event_traceparent)s
+      FROM captured c, wallet w
+)
+SELECT c.closed_at AS captured_at, w.id AS w_user_id, w.status AS w_status,
+       w.balance - %(final_amount)s AS w_balance, w.held - c.amount AS w_held,
+       now() AS w_updated_at, d.*
+  FROM captured c JOIN wallet w ON true LEFT JOIN debited d ON true"""
+
+
+async def capture_hold(
+    conn: AsyncConnection, hold: Hold, final_amount: Decimal, event: dict[str, Any]
+) -> tuple[datetime, LedgerEntry | None, Wallet] | None:
+    """CAPTURE_HOLD for `hold` and its staged `event` (events.hold_captured): when it was
+    captured, the debit (none when the final amount is zero) and the wallet after. None when
+    the hold was not held, or had expired, by the time the statement ran."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(CAPTURE_HOLD, {"id": hold.id, "final_amount": final_amount, **event})
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    wallet = Wallet(*(row.pop(f"w_{field}") for field in WALLET_FIELDS))
+    captured_at = row.pop("captured_at")
+    entry = None if row["id"] is None else LedgerEntry(**row)
+    return captured_at, entry, wallet
 
 
 async def release_holds(conn: AsyncConnection, hold_ids: list[uuid.UUID], why: str) -> list[Hold]:

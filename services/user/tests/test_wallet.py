@@ -10,6 +10,7 @@ import grpc
 import pytest
 from tiket.user.v1 import user_pb2
 
+from services.user import events, store
 from services.user.tests.helpers import amount_of, idr, new_user, wallet
 
 
@@ -331,3 +332,87 @@ async def test_a_refused_hold_writes_neither_hold_nor_event(users, db):
     assert await (await db.execute("SELECT count(*) FROM holds")).fetchone() == (0,)
     placed = "SELECT count(*) FROM outbox WHERE event_type = 'wallet.hold_placed'"
     assert await (await db.execute(placed)).fetchone() == (0,)
+
+
+async def test_a_capture_carries_the_wallet_after_it_in_its_answer_and_its_event(users, db):
+    user = await new_user(users, balance=30_000)
+    for reference in ("J-10", "J-11"):
+        await users.call(
+            "PlaceHold",
+            user_pb2.PlaceHoldRequest(user_id=user.id, amount=idr(12_000), reference=reference),
+        )
+    captured = await users.call(
+        "CaptureHold",
+        user_pb2.CaptureHoldRequest(
+            hold=user_pb2.HoldSelector(reference="J-10"), final_amount=idr(7_000)
+        ),
+    )
+    # balance 23 000, the other hold still holds 12 000
+    assert (amount_of(captured.wallet.balance), amount_of(captured.wallet.held)) == (
+        Decimal(23_000),
+        Decimal(12_000),
+    )
+    assert amount_of(captured.entry.balance_after) == Decimal(23_000)
+    assert captured.hold.closed_at.ToDatetime() > captured.hold.created_at.ToDatetime()
+    cur = await db.execute(
+        "SELECT body->'data' FROM outbox WHERE event_type = 'wallet.hold_captured'"
+    )
+    [(data,)] = await cur.fetchall()
+    assert data["reference"] == "J-10"
+    assert Decimal(data["finalAmount"]["units"]) == Decimal(7_000)
+    assert Decimal(data["availableAfter"]["units"]) == Decimal(11_000)
+
+
+async def test_a_capture_of_a_hold_released_after_it_was_read_writes_nothing(users, db):
+    """The fast path's statement checks the hold again: a release that lands between the
+    service's read and its statement wins, and the capture leaves no trace."""
+    user = await new_user(users, balance=20_000)
+    await users.call(
+        "PlaceHold",
+        user_pb2.PlaceHoldRequest(user_id=user.id, amount=idr(5_000), reference="J-12"),
+    )
+    seen = await store.hold_by(db, "reference", "J-12")
+    assert seen is not None
+    await users.call(
+        "ReleaseHold",
+        user_pb2.ReleaseHoldRequest(hold=user_pb2.HoldSelector(reference="J-12")),
+    )
+    event = events.hold_staged("wallet.hold_captured", seen)
+    assert await store.capture_hold(db, seen, Decimal(1_000), event) is None
+    assert await wallet(users, user.id) == (Decimal(20_000), 0, Decimal(20_000))
+    written = """SELECT (SELECT count(*) FROM ledger_entries WHERE kind = 'capture'),
+                        (SELECT count(*) FROM outbox WHERE event_type = 'wallet.hold_captured')"""
+    assert await (await db.execute(written)).fetchone() == (0, 0)
+
+
+async def test_racing_captures_and_releases_settle_each_hold_exactly_once(users, db):
+    user = await new_user(users, balance=100_000)
+    references = [f"J-race-{n}" for n in range(20)]
+    for reference in references:
+        await users.call(
+            "PlaceHold",
+            user_pb2.PlaceHoldRequest(user_id=user.id, amount=idr(5_000), reference=reference),
+        )
+
+    async def settle(reference: str) -> tuple[bool, bool]:
+        selector = user_pb2.HoldSelector(reference=reference)
+        capture = users.call(
+            "CaptureHold", user_pb2.CaptureHoldRequest(hold=selector, final_amount=idr(3_000))
+        )
+        release = users.call("ReleaseHold", user_pb2.ReleaseHoldRequest(hold=selector))
+        outcomes = await asyncio.gather(capture, release, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                assert isinstance(outcome, grpc.aio.AioRpcError), outcome
+                assert outcome.code() == grpc.StatusCode.FAILED_PRECONDITION
+        captured, released = (not isinstance(o, Exception) for o in outcomes)
+        return captured, released
+
+    results = await asyncio.gather(*(settle(r) for r in references))
+    assert all(captured != released for captured, released in results)
+    captures = sum(captured for captured, _ in results)
+    balance = Decimal(100_000 - 3_000 * captures)
+    assert await wallet(users, user.id) == (balance, 0, balance)
+    written = """SELECT (SELECT count(*) FROM ledger_entries WHERE kind = 'capture'),
+                        (SELECT count(*) FROM outbox WHERE event_type = 'wallet.hold_captured')"""
+    assert await (await db.execute(written)).fetchone() == (captures, captures)
