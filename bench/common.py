@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from cli import health
 from libs.config import Settings, load
 from tests.support.cleanup import remove_run
@@ -335,6 +337,19 @@ class PgbenchResult:
     failed: int
     window: Measured  # from the per-transaction log, warm-up left out
     cpu: dict[str, float]
+
+
+async def settle_databases(database_urls: Sequence[str]) -> None:
+    """VACUUM ANALYZE each database, then CHECKPOINT, so that a measured phase starts from the
+    same state as the one it is compared with: no autovacuum of the previous phase's dead
+    rows running beside it, and no checkpoint (with the full-page writes after it) falling
+    into it by chance. Without this, pgbench on the same script varied by ±20 % between runs."""
+    say("settling the databases (VACUUM ANALYZE, CHECKPOINT) …")
+    for url in database_urls:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await conn.execute("VACUUM ANALYZE")
+    async with await psycopg.AsyncConnection.connect(database_urls[0], autocommit=True) as conn:
+        await conn.execute("CHECKPOINT")
 
 
 async def run_pgbench(

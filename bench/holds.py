@@ -225,6 +225,7 @@ async def benchmark(options: Options) -> Report:
         try:
             stubs = [user_pb2_grpc.UserServiceStub(channel) for channel in channels]
             user_ids = await create_wallets(stubs[0], metadata, options.users)
+            await common.settle_databases([database_url])
             common.say(f"gRPC: {options.concurrency} workers for {options.duration} s …")
             work = await run_workload(stubs, metadata, user_ids, options, service.pid)
         finally:
@@ -232,6 +233,7 @@ async def benchmark(options: Options) -> Report:
         common.say("stopping the service (SIGTERM), so it takes no CPU from pgbench …")
         await service.stop()
         await load_bench_users(database_url, user_ids)
+        await common.settle_databases([database_url])
         common.say(f"pgbench: {options.concurrency} clients for {options.duration} s …")
         pgbench = await common.run_pgbench(
             database_url,

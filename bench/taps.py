@@ -260,6 +260,8 @@ async def benchmark(options: Options) -> Report:
             for name, service in services.items()
             for i, pid in enumerate(common.process_tree(service.pid))
         }
+        databases = [settings.database_url(name) for name in ("user", "journey")]
+        await common.settle_databases(databases)
         common.say(f"gRPC: {options.gates} gates riding for {options.duration} s …")
         work = await run_workload(services["journey"].address, settings, riders, options, pids)
         common.say("stopping the services (SIGTERM), so they take no CPU from pgbench …")
@@ -267,6 +269,7 @@ async def benchmark(options: Options) -> Report:
             await service.stop()
         problems = await audit(settings.database_url("user"), settings.database_url("journey"))
         await prepare_pgbench(settings.database_url("user"), riders)
+        await common.settle_databases(databases)
         common.say(f"pgbench: {options.gates} clients for {options.duration} s …")
         pgbench = await common.run_pgbench(
             settings.database_url("user"),
