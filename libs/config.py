@@ -114,6 +114,7 @@ class Settings:
     grace_seconds: float = 10.0
     sweep_interval_seconds: float = 5.0
     hold_ttl_seconds: int = 1800
+    event_retention_hours: int = 168
     workers: int = 1
     grpc_ports: dict[str, int] = field(default_factory=dict)
     metrics_ports: dict[str, int] = field(default_factory=dict)
@@ -176,6 +177,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         ),
         hold_ttl_seconds=read_setting(
             env, "TIKET_HOLD_TTL_SECONDS", d.hold_ttl_seconds, positive_int
+        ),
+        event_retention_hours=read_setting(
+            env, "TIKET_EVENT_RETENTION_HOURS", d.event_retention_hours, positive_int
         ),
         workers=read_setting(env, "TIKET_WORKERS", d.workers, int_between(1, 64)),
         grpc_ports=grpc_ports,

@@ -143,15 +143,6 @@ class OutboxRelay:
         self._tasks = []
         await self._disconnect()
 
-    async def purge_sent(self, older_than: timedelta) -> int:
-        """Delete rows sent more than `older_than` ago; return how many."""
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < now() - %s",
-                (older_than,),
-            )
-            return cur.rowcount
-
     async def _run(self) -> None:
         backoff = Backoff()
         while not self._stopping:

@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Protocol
 
 import psycopg
@@ -29,6 +30,7 @@ from libs.config import Settings
 from libs.db.database import ensure_database, open_pool
 from libs.db.migrations import MigrationError, Track, migrate
 from libs.events.relay import OutboxRelay
+from libs.events.retention import retention_job
 from libs.events.tracks import EVENTS_TRACK
 from libs.server import metrics
 from libs.server.access import policies_for
@@ -159,7 +161,12 @@ class ServiceRuntime:
         self._server = server
 
         relay = OutboxRelay(self._pool, settings.amqp_url, settings.events_exchange)
-        for task in [relay, *self._wiring.background]:
+        retention = retention_job(
+            self._pool,
+            timedelta(hours=settings.event_retention_hours),
+            settings.sweep_interval_seconds,
+        )
+        for task in [relay, retention, *self._wiring.background]:
             await task.start()
             self._started.append(task)
         if not self.worker:

@@ -24,7 +24,7 @@ from yarl import URL
 from libs.db.database import open_pool
 from libs.db.migrations import Track
 from libs.db.transaction import in_transaction
-from libs.events import bus
+from libs.events import bus, retention
 from libs.events.consumer import Consumer, dead_letter_queue, retry_queue
 from libs.events.dead_letters import list_dead_letters, replay_dead_letters
 from libs.events.envelope import CloudEvent, new_event
@@ -584,18 +584,27 @@ async def test_stop_waits_for_the_handler_in_flight(
     assert await broker.message_count(consumer.name) == 0  # acked before the connection closed
 
 
-async def test_purge_sent_deletes_only_old_sent_rows(
+async def test_retention_deletes_only_old_sent_outbox_rows_and_old_inbox_rows(
     pool: AsyncConnectionPool, broker: Broker, running: AsyncExitStack
 ) -> None:
     relay = await start_relay(running, pool, AMQP_URL, broker.exchange_name)
-    sent = await emit_events(pool, 2)
+    sent = await emit_events(pool, 3)
     await wait_until(lambda: all_sent(pool), "the events to be sent")
     await relay.stop()
     unsent = await emit_events(pool)
+    async with pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO inbox (consumer, event_id, event_type, handled_at)"
+            " VALUES ('c', gen_random_uuid(), 't', now() - interval '2 days'),"
+            "        ('c', gen_random_uuid(), 't', now())"
+        )
 
-    assert await relay.purge_sent(timedelta(hours=1)) == 0
-    assert await relay.purge_sent(timedelta(0)) == 2
+    assert await retention.purge(pool, timedelta(hours=1)) == 1  # the old inbox row
+    assert await retention.purge(pool, timedelta(0), batch=2) == 2 + 1  # a batch of each
+    assert await retention.purge(pool, timedelta(0), batch=2) == 1
     assert await outbox_rows(pool, sent + unsent) == [(unsent[0], False, 0, None)]
+    async with pool.connection() as conn:
+        assert await (await conn.execute("SELECT count(*) FROM inbox")).fetchone() == (0,)
 
 
 async def test_unreachable_rabbitmq_is_reported_clearly(pool: AsyncConnectionPool) -> None:
