@@ -288,6 +288,9 @@ async def test_committed_event_is_consumed_once_and_rolled_back_one_never_publis
 
     await wait_until(lambda: tap.seen[later] == 1, "the last committed event", within=2.0)
     await wait_until(lambda: consumer.handled == 2, "both committed events handled")
+    # The relay marks a batch sent once RabbitMQ confirmed it, which may be after a consumer
+    # got it.
+    await wait_until(lambda: relay.published == 2, "the relay to mark both events sent")
     assert await effect_counts(pool) == Counter({committed: 1, later: 1})
     assert tap.seen == Counter({committed: 1, later: 1})
     assert rolled_back not in tap.seen
