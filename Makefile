@@ -55,7 +55,7 @@ bench-fares: setup
 
 ## bench-taps: gate check-in/check-out pairs through the mesh against pgbench
 bench-taps: setup
-	$(BIN)/python -m bench.taps
+	$(BIN)/python -m bench.taps --rounds 3
 
 ## bench-fanout: notification and analytics keeping up with the taps load
 bench-fanout: setup

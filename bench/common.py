@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import re
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -485,3 +487,25 @@ class Report:
         """The headline's rate as a percentage of pgbench's on the same SQL."""
         baseline = self.pgbench.window.rate
         return 100 * self.grpc[self.headline].rate / baseline if baseline else math.nan
+
+
+def rounds_summary(reports: Sequence[Report], unit: str) -> str:
+    """Each round's headline rate, pgbench's rate and their ratio, then the medians."""
+    rows = [
+        [f"round {n}", r.grpc[r.headline].rate, r.pgbench.window.rate, r.ratio]
+        for n, r in enumerate(reports, 1)
+    ]
+    rows.append(
+        [
+            "median",
+            statistics.median(r.grpc[r.headline].rate for r in reports),
+            statistics.median(r.pgbench.window.rate for r in reports),
+            statistics.median(r.ratio for r in reports),
+        ]
+    )
+    return table(("", f"service {unit}", f"pgbench {unit}", "ratio %"), rows)
+
+
+def json_array(documents: Iterable[str]) -> str:
+    """Several JSON documents as one JSON array."""
+    return json.dumps([json.loads(d) for d in documents], indent=2)

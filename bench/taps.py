@@ -62,6 +62,7 @@ class Options:
     warmup: float
     active_trip_cache: bool
     as_json: bool
+    rounds: int = 1
 
 
 def parse_args(argv: Sequence[str] | None) -> Options:
@@ -87,8 +88,17 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         action="store_true",
         help="TIKET_JOURNEY_ACTIVE_TRIP_CACHE=off (no Redis hint)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="whole runs one after the other, with their medians (default 1); this shared "
+        "machine's speed drifts by ±10-20 %% between runs, so compare medians",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if args.duration <= args.warmup:
         parser.error("--duration must be longer than --warmup")
     if args.riders < args.gates:
@@ -102,6 +112,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         warmup=args.warmup,
         active_trip_cache=not args.no_active_trip_cache,
         as_json=args.json,
+        rounds=args.rounds,
     )
 
 
@@ -354,12 +365,23 @@ def as_json(report: Report) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     options = parse_args(argv)
+    reports: list[Report] = []
     try:
-        report = asyncio.run(benchmark(options))
+        for round_ in range(1, options.rounds + 1):
+            if options.rounds > 1:
+                common.say(f"round {round_} of {options.rounds}")
+            reports.append(asyncio.run(benchmark(options)))
     except (RuntimeError, OSError, grpc.RpcError, psycopg.Error) as exc:
         sys.exit(f"bench.taps: {exc}")
-    print(as_json(report) if options.as_json else render(report))
-    sys.exit(1 if report.problems else 0)
+    if options.as_json:
+        print(
+            as_json(reports[0]) if len(reports) == 1 else common.json_array(map(as_json, reports))
+        )
+    else:
+        print("\n\n".join(render(report) for report in reports))
+        if len(reports) > 1:
+            print("\n" + common.rounds_summary(reports, "rides/s"))
+    sys.exit(1 if any(report.problems for report in reports) else 0)
 
 
 if __name__ == "__main__":
