@@ -41,6 +41,11 @@ def after_commit(callback: Callable[[], None]) -> None:
         callbacks[callback] = None
 
 
+def in_unit_of_work() -> bool:
+    """Whether the caller runs inside in_transaction() or in_statement()."""
+    return _after_commit.get() is not None
+
+
 @contextlib.contextmanager
 def database_unavailable() -> Iterator[None]:
     """Turn 'cannot reach the database' into Unavailable for the code inside. A connection

@@ -15,7 +15,7 @@ from google.protobuf.message import Message
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
-from libs.db.transaction import after_commit
+from libs.db.transaction import after_commit, in_unit_of_work
 from libs.events.envelope import CloudEvent, new_event
 from libs.tracing import current_traceparent
 
@@ -46,8 +46,10 @@ async def emit(
     conn: AsyncConnection, source: str, event_type: str, subject: str, data: Message
 ) -> CloudEvent:
     """Record an event in the outbox. Call it inside the transaction of the state change it
-    announces: both commit or neither does."""
-    row = staged_event(source, event_type, subject, data)
+    announces: both commit or neither does. Inside in_transaction() the relays are woken
+    after the commit; elsewhere (another writer, a script) their periodic poll finds it."""
+    after_commit(_wake_relays)
+    row = _event_row(source, event_type, subject, data)
     await conn.execute(f"INSERT INTO outbox ({OUTBOX_COLUMNS}) VALUES ({EVENT_VALUES})", row)
     return row["event"]
 
@@ -56,10 +58,20 @@ def staged_event(source: str, event_type: str, subject: str, data: Message) -> d
     """An event as the named parameters of EVENT_VALUES (plus `event`, the CloudEvent), for
     one statement that writes a state change and the event announcing it — typically a CTE
     whose last part is `INSERT INTO outbox (…) SELECT {EVENT_VALUES} FROM changed`, so the
-    event is written exactly when the change is. The relays are woken after the statement's
-    unit of work commits (libs/db/transaction.py)."""
-    event = new_event(source, event_type, subject, data)
+    event is written exactly when the change is. Stage it inside the statement's unit of work
+    (in_statement, in_transaction): that is what wakes the relays after the commit; staged
+    anywhere else the event would wait for their periodic poll, so that raises."""
+    if not in_unit_of_work():
+        raise RuntimeError(
+            f"{event_type} staged outside in_statement()/in_transaction(): "
+            "its relay would not be woken after the commit"
+        )
     after_commit(_wake_relays)
+    return _event_row(source, event_type, subject, data)
+
+
+def _event_row(source: str, event_type: str, subject: str, data: Message) -> dict[str, Any]:
+    event = new_event(source, event_type, subject, data)
     return {
         "event": event,
         "event_id": event.id,

@@ -23,12 +23,12 @@ from yarl import URL
 
 from libs.db.database import open_pool
 from libs.db.migrations import Track
-from libs.db.transaction import in_transaction
+from libs.db.transaction import in_statement, in_transaction
 from libs.events import bus, retention
 from libs.events.consumer import Consumer, dead_letter_queue, retry_queue
 from libs.events.dead_letters import list_dead_letters, replay_dead_letters
 from libs.events.envelope import CloudEvent, new_event
-from libs.events.outbox import emit
+from libs.events.outbox import emit, staged_event
 from libs.events.relay import OutboxRelay
 from libs.events.tracks import EVENTS_TRACK
 from tests.support.databases import temporary_database
@@ -633,3 +633,16 @@ async def test_replay_names_a_missing_exchange(broker: Broker) -> None:
     await channel.declare_queue(dlq, durable=True)
     with pytest.raises(LookupError, match="no exchange named"):
         await replay_dead_letters(AMQP_URL, f"{broker.exchange_name}.missing", dlq)
+
+
+async def test_an_event_staged_outside_a_unit_of_work_is_refused(pool: AsyncConnectionPool) -> None:
+    """Staged outside in_statement()/in_transaction(), its relay would not be woken after
+    the commit and the event would wait for the next poll."""
+    data = wallet_pb2.WalletMoneyMoved(user_id="u")
+    with pytest.raises(RuntimeError, match="staged outside"):
+        staged_event("/tiket/test", "wallet.topped_up", "u", data)
+
+    async def stage(conn: psycopg.AsyncConnection) -> str:
+        return staged_event("/tiket/test", "wallet.topped_up", "u", data)["event_type"]
+
+    assert await in_statement(pool, stage) == "wallet.topped_up"

@@ -127,9 +127,9 @@ class CheckIns(TapFlow):
         """The journey inserted with the tap's answer and its event (one statement).
         Answered when another attempt of the tap got there first: nothing was written."""
         answer = response.SerializeToString()
-        event = events.checked_in(journey, available)
 
         async def work(conn: AsyncConnection) -> Journey | None:
+            event = events.checked_in(journey, available)
             return await store.start_journey(conn, journey, tap.tap_id, answer, event)
 
         started = await in_statement(self.pool, work)

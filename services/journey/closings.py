@@ -66,11 +66,10 @@ class Closings:
             settled = domain.settled(journey, Settlement.UNPAID, None, notes)
             message = f"{outcome.message}; {UNPAID_NOTE}"
             answer = TapAnswer(TapState.REFUSED, reason=outcome.reason, message=message)
-        event = events.closed(settled)
 
         async def work(conn: AsyncConnection) -> Journey:
             tap_answer = answer if settled.closing_tap_id is not None else None
-            done = await store.settle(conn, settled, event, tap_answer)
+            done = await store.settle(conn, settled, events.closed(settled), tap_answer)
             if done is None:  # another attempt settled it
                 return _found(await store.journey(conn, journey.id), journey)
             return done

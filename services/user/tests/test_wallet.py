@@ -7,9 +7,12 @@ import asyncio
 from decimal import Decimal
 
 import grpc
+import psycopg
 import pytest
 from tiket.user.v1 import user_pb2
 
+from libs.db.database import open_pool
+from libs.db.transaction import in_statement
 from services.user import events, store
 from services.user.tests.helpers import amount_of, idr, new_user, wallet
 
@@ -363,7 +366,9 @@ async def test_a_capture_carries_the_wallet_after_it_in_its_answer_and_its_event
     assert Decimal(data["availableAfter"]["units"]) == Decimal(11_000)
 
 
-async def test_a_capture_of_a_hold_released_after_it_was_read_writes_nothing(users, db):
+async def test_a_capture_of_a_hold_released_after_it_was_read_writes_nothing(
+    users, db, user_service
+):
     """The fast path's statement checks the hold again: a release that lands between the
     service's read and its statement wins, and the capture leaves no trace."""
     user = await new_user(users, balance=20_000)
@@ -377,8 +382,16 @@ async def test_a_capture_of_a_hold_released_after_it_was_read_writes_nothing(use
         "ReleaseHold",
         user_pb2.ReleaseHoldRequest(hold=user_pb2.HoldSelector(reference="J-12")),
     )
-    event = events.hold_staged("wallet.hold_captured", seen)
-    assert await store.capture_hold(db, seen, Decimal(1_000), event) is None
+
+    async def capture(conn: psycopg.AsyncConnection):
+        event = events.hold_staged("wallet.hold_captured", seen)
+        return await store.capture_hold(conn, seen, Decimal(1_000), event)
+
+    pool = await open_pool(user_service.settings.database_url("user"), min_size=1, max_size=1)
+    try:
+        assert await in_statement(pool, capture) is None
+    finally:
+        await pool.close()
     assert await wallet(users, user.id) == (Decimal(20_000), 0, Decimal(20_000))
     written = """SELECT (SELECT count(*) FROM ledger_entries WHERE kind = 'capture'),
                         (SELECT count(*) FROM outbox WHERE event_type = 'wallet.hold_captured')"""
