@@ -73,14 +73,19 @@ async def in_transaction(
     work: Callable[[AsyncConnection], Awaitable[T]],
     *,
     attempts: int = 3,
+    pipeline: bool = True,
 ) -> T:
-    """`work(conn)` in one transaction, in pipeline mode: statements whose results are not
-    read yet travel together, so the writes at the end of a unit of work and its COMMIT
-    cost one round trip."""
+    """`work(conn)` in one transaction, by default in pipeline mode: statements whose results
+    are not read yet travel together, so the writes at the end of a unit of work and its
+    COMMIT cost one round trip. Work that reads the result of nearly every statement gains
+    nothing from that and pays psycopg's pipeline bookkeeping: pass `pipeline=False`."""
 
     async def transaction() -> T:
         async with pool.connection() as conn:
             try:
+                if not pipeline:
+                    async with conn.transaction():
+                        return await work(conn)
                 async with conn.pipeline(), conn.transaction():
                     return await work(conn)
             finally:

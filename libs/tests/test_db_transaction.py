@@ -47,8 +47,9 @@ async def test_a_lone_statement_commits_on_its_own_and_runs_after_commit_callbac
     assert woken == ["relay"]
 
 
+@pytest.mark.parametrize("pipeline", [True, False])
 async def test_a_failed_transaction_leaves_nothing_and_calls_no_callback(
-    pool: AsyncConnectionPool,
+    pool: AsyncConnectionPool, pipeline: bool
 ) -> None:
     woken: list[str] = []
 
@@ -58,7 +59,7 @@ async def test_a_failed_transaction_leaves_nothing_and_calls_no_callback(
         await conn.execute("INSERT INTO items VALUES (1)")  # duplicate key
 
     with pytest.raises(psycopg.errors.UniqueViolation):
-        await in_transaction(pool, work)
+        await in_transaction(pool, work, pipeline=pipeline)
     assert await stored(pool) == []
     assert woken == []
 
