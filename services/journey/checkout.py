@@ -20,7 +20,7 @@ from tiket.journey.v1 import journey_pb2
 from libs.db.transaction import in_statement, in_transaction
 from libs.errors import FailedPrecondition, NotFound
 from services.journey import domain, messages, store, tap_store
-from services.journey.domain import Entry, Journey, Settlement, Tap, TapRequest, TapState, Terminal
+from services.journey.domain import Entry, Journey, Tap, TapRequest, TapState, Terminal
 from services.journey.flow import TapFlow
 
 
@@ -43,9 +43,9 @@ class CheckOuts(TapFlow):
             claimed = await self._claim(request, rider.user_id, exit_terminal)
         if isinstance(claimed, Tap):
             return replay(claimed)
-        settled = await self.closings.settle(claimed)
-        if settled.settlement is Settlement.PAID and settled.closing_tap_id == request.tap_id:
-            return messages.check_out_response(settled)  # what the settling stored
+        settled, answer = await self.closings.settle_answering(claimed)
+        if answer is not None and settled.closing_tap_id == request.tap_id:
+            return answer  # the message the settling stored as this tap's answer
         return await self._answer(request)
 
     async def _claim_hinted(

@@ -16,6 +16,7 @@ import logging
 
 from psycopg import AsyncConnection, errors
 from psycopg_pool import AsyncConnectionPool
+from tiket.journey.v1 import journey_pb2
 
 from libs.db.transaction import in_statement, in_transaction
 from libs.errors import FailedPrecondition, NotFound
@@ -50,33 +51,43 @@ class Closings:
         money of a closing a check-out tap asked for, the closing is undone, the tap refused,
         and FailedPrecondition raised with the wallet's reason; any other refused closing
         stays closed and unpaid."""
+        settled, _ = await self.settle_answering(journey)
+        return settled
+
+    async def settle_answering(
+        self, journey: Journey
+    ) -> tuple[Journey, journey_pb2.CheckOutResponse | None]:
+        """settle, and the check-out answer this call stored with it: the one message a
+        check-out returns and its retries replay. None when this call stored none (nothing
+        was pending, another attempt settled it, or the journey was closed unpaid)."""
         if journey.settlement is not Settlement.PENDING:
-            return journey
+            return journey, None
         outcome = await self.wallet.collect(journey)
         undo = isinstance(outcome, Refused) and domain.closed_by_tap(journey)
         if undo and await self._undo(journey, outcome):
             raise FailedPrecondition(outcome.reason, outcome.message)
 
+        response = None
         if isinstance(outcome, Collected):
             settled = domain.settled(journey, Settlement.PAID, outcome.available, outcome.notes)
-            response = messages.check_out_response(settled).SerializeToString()
-            answer = TapAnswer(TapState.DONE, response=response)
+            response = messages.check_out_response(settled)
+            answer = TapAnswer(TapState.DONE, response=response.SerializeToString())
         else:  # closed unpaid: the gate stays shut, the debt is kept
             notes = {"unpaid_reason": f"{outcome.reason}: {outcome.message}"}
             settled = domain.settled(journey, Settlement.UNPAID, None, notes)
             message = f"{outcome.message}; {UNPAID_NOTE}"
             answer = TapAnswer(TapState.REFUSED, reason=outcome.reason, message=message)
 
-        async def work(conn: AsyncConnection) -> Journey:
+        async def work(conn: AsyncConnection) -> tuple[Journey, bool]:
             tap_answer = answer if settled.closing_tap_id is not None else None
             done = await store.settle(conn, settled, events.closed(settled), tap_answer)
             if done is None:  # another attempt settled it
-                return _found(await store.journey(conn, journey.id), journey)
-            return done
+                return _found(await store.journey(conn, journey.id), journey), False
+            return done, True
 
-        settled = await in_statement(self.pool, work)
+        done, stored = await in_statement(self.pool, work)
         await self.trips.ended(journey.user_id)
-        return settled
+        return done, response if stored and settled.closing_tap_id is not None else None
 
     async def _undo(self, journey: Journey, refused: Refused) -> bool:
         """Put the journey back and refuse its tap; False when that is impossible (the rider
