@@ -1,21 +1,23 @@
 """The outbox relay: publishes the rows of the `outbox` table to RabbitMQ and marks them sent.
 
-A batch is two autocommit statements around the publish, with no transaction open across
+Each batch is one autocommit statement, then the publish, with no transaction open across
 network I/O:
 
 1. claim: lease the oldest unsent rows nobody holds by setting `claimed_until = now() +
    lease`, in one UPDATE over a `FOR UPDATE SKIP LOCKED` subquery, so concurrent claims never
    take the same row. While a lease holds no other replica touches the rows, so several
    replicas share one outbox. The same statement clears leases that have ended (their
-   holder died), which makes those rows claimable again.
+   holder died), which makes those rows claimable again, and marks the previous batch sent;
 2. publish the rows with publisher confirms;
-3. mark them sent (clearing the lease), only once the broker confirmed every message. When a
-   publish fails, one statement notes the attempt and the error and clears the lease instead,
-   so the rows are retried after a backoff (by this relay or another).
+3. once the broker confirmed every message, the rows are due to be marked sent (clearing the
+   lease): by the next claim, which comes with the next batch or at most `batch_interval`
+   later (a statement of its own per batch was a sixth of a busy service's statements).
+   When a publish fails, one statement notes the attempt and the error and clears the lease
+   instead, so the rows are retried after a backoff (by this relay or another).
 
 RabbitMQ being down means events wait, never that they are lost. Delivery is at-least-once,
 which the consumers' inbox absorbs: a relay that dies between claim and mark leaves rows
-that are published (again) once their lease has ended. The claim and the mark commit
+that are published (again) once their lease has ended; stopping marks what was confirmed. The claim and the mark commit
 without waiting for a WAL flush (ASYNC_COMMIT). The writing process wakes its relay
 right after each commit (libs/events/outbox.py); while events keep coming it relays at most
 one batch per `batch_interval` (25 ms), so that the commits right behind share a batch, and
@@ -115,6 +117,7 @@ class OutboxRelay:
         self._lease = timedelta(seconds=lease)
         self._batch_interval = batch_interval
         self._last_batch = -batch_interval
+        self._confirmed: list[int] = []  # seqs published and confirmed, not yet marked sent
         self._connection: AbstractConnection | None = None
         self._exchange: AbstractExchange | None = None
         self._wake = asyncio.Event()
@@ -132,7 +135,7 @@ class OutboxRelay:
 
     async def stop(self) -> None:
         """Stop now and disconnect; the rows of a batch in flight stay unsent and are given
-        back at once."""
+        back at once, those already confirmed are marked sent."""
         # The flag as well as cancel(): aiormq can turn a CancelledError into an error of its
         # own, and the loops must still end.
         self._stopping = True
@@ -143,6 +146,7 @@ class OutboxRelay:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         await self._disconnect()
+        await self._mark_confirmed()
 
     async def _run(self) -> None:
         backoff = Backoff()
@@ -158,8 +162,10 @@ class OutboxRelay:
                 await asyncio.sleep(backoff.next())
                 continue
             backoff.reset()
+            # Rows confirmed but not yet marked are marked by the next claim: soon.
+            wait = self._batch_interval if self._confirmed else self._poll_interval
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._poll_interval):
+                async with asyncio.timeout(wait):
                     await self._wake.wait()
                     # While events keep coming, at most one batch per batch_interval: those
                     # right behind the first join its batch, which saves a claim and a mark
@@ -174,7 +180,8 @@ class OutboxRelay:
         log.warning("outbox relay: %s; retrying with backoff", exc)
 
     async def _relay_batch(self) -> int:
-        """Publish one batch of unsent rows; return how many there were."""
+        """Mark the last batch sent and publish the next batch of unsent rows; return how
+        many there were."""
         rows = await self._claim()
         if not rows:
             return 0
@@ -187,32 +194,55 @@ class OutboxRelay:
         except BaseException:  # stopped mid-batch: let another relay have the rows now
             await self._release(seqs, None)
             raise
-        async with self._pool.connection() as conn:
-            await conn.execute(
-                "UPDATE outbox SET sent_at = now(), claimed_until = NULL"
-                f" WHERE seq = ANY(%s) AND {ASYNC_COMMIT}",
-                (seqs,),
-            )
-        self.published += len(rows)
-        PUBLISHED.inc(len(rows))
+        self._confirmed = seqs
         return len(rows)
 
     async def _claim(self) -> list[OutboxRow]:
-        """Lease the oldest unsent rows nobody holds; they come back in `seq` order. Leases
-        that ended are given back on the way, for the next claim (see migration 0002)."""
+        """Mark the confirmed rows sent and lease the oldest unsent rows nobody holds; they
+        come back in `seq` order. Leases that ended are given back on the way, for the next
+        claim (see migration 0002). One statement: the CTEs touch disjoint rows (ours are
+        leased, the claim takes unleased ones, `ended` skips ours)."""
+        confirmed = self._confirmed
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                "WITH ended AS ("
+                "WITH marked AS ("
+                " UPDATE outbox SET sent_at = now(), claimed_until = NULL"
+                f"  WHERE seq = ANY(%(confirmed)s) AND {ASYNC_COMMIT}),"
+                " ended AS ("
                 " UPDATE outbox SET claimed_until = NULL WHERE seq IN ("
                 "  SELECT seq FROM outbox WHERE sent_at IS NULL AND claimed_until < now()"
-                "  FOR UPDATE SKIP LOCKED))"
-                " UPDATE outbox SET claimed_until = now() + %s WHERE seq IN ("
+                "   AND seq <> ALL(%(confirmed)s) FOR UPDATE SKIP LOCKED))"
+                " UPDATE outbox SET claimed_until = now() + %(lease)s WHERE seq IN ("
                 "  SELECT seq FROM outbox WHERE sent_at IS NULL AND claimed_until IS NULL"
-                f"  ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED) AND {ASYNC_COMMIT}"
+                f"  ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AND {ASYNC_COMMIT}"
                 " RETURNING seq, event_id::text, event_type, body::text, traceparent",
-                (self._lease, self._batch_size),
+                {"confirmed": confirmed, "lease": self._lease, "limit": self._batch_size},
             )
-            return sorted(OutboxRow(*row) for row in await cur.fetchall())
+            rows = await cur.fetchall()
+        self._count_marked(confirmed)
+        return sorted(OutboxRow(*row) for row in rows)
+
+    async def _mark_confirmed(self) -> None:
+        """Mark the confirmed rows sent on their own (on stop). Best effort: rows left
+        unmarked are published again once their lease ends, which the inboxes absorb."""
+        if not (confirmed := self._confirmed):
+            return
+        try:
+            async with self._pool.connection() as conn:
+                await conn.execute(
+                    "UPDATE outbox SET sent_at = now(), claimed_until = NULL"
+                    f" WHERE seq = ANY(%s) AND {ASYNC_COMMIT}",
+                    (confirmed,),
+                )
+        except Exception as exc:
+            log.warning("outbox relay: could not mark %d sent events: %s", len(confirmed), exc)
+            return
+        self._count_marked(confirmed)
+
+    def _count_marked(self, seqs: list[int]) -> None:
+        self._confirmed = []
+        self.published += len(seqs)
+        PUBLISHED.inc(len(seqs))
 
     async def _publish(self, rows: list[OutboxRow]) -> None:
         """Publish a batch concurrently and wait for every confirm, all within

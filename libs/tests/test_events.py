@@ -479,6 +479,26 @@ async def test_two_relays_publish_every_event_exactly_once(
     assert tap.seen == Counter(dict.fromkeys(ids, 1))
 
 
+async def test_confirmed_rows_are_marked_by_the_next_claim_or_on_stop(
+    pool: AsyncConnectionPool, broker: Broker
+) -> None:
+    tap = await broker.tap()
+    # A batch interval longer than the test: only the next batch's claim or stop() can mark.
+    relay = OutboxRelay(pool, AMQP_URL, broker.exchange_name, batch_interval=30.0)
+    await relay.start()
+    try:
+        first = await emit_events(pool, 2)
+        await wait_until(lambda: tap.seen.total() >= 2, "the first batch to reach the tap")
+        assert relay.published == 0  # confirmed, but its mark waits for the next claim
+        assert [sent for _, sent, _, _ in await outbox_rows(pool, first)] == [False, False]
+    finally:
+        await relay.stop()
+
+    assert relay.published == 2
+    assert await all_sent(pool)
+    assert tap.seen == Counter(dict.fromkeys(first, 1))
+
+
 async def test_a_relay_leaves_the_rows_another_relay_leased_alone(
     pool: AsyncConnectionPool, broker: Broker, running: AsyncExitStack, rabbit_proxy: TcpProxy
 ) -> None:
