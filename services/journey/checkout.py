@@ -37,13 +37,13 @@ class CheckOuts(TapFlow):
             raise
 
         claimed: Journey | Tap | None = None
-        if (entry := await self.trips.hint(rider.user_id)) is not None:
+        if (entry := await self.trips.take(rider.user_id)) is not None:
             claimed = await self._claim_hinted(request, rider.user_id, entry, exit_terminal)
         if claimed is None:
             claimed = await self._claim(request, rider.user_id, exit_terminal)
         if isinstance(claimed, Tap):
             return replay(claimed)
-        settled, answer = await self.closings.settle_answering(claimed)
+        settled, answer = await self.closings.settle_answering(claimed, trip_cleared=True)
         if answer is not None and settled.closing_tap_id == request.tap_id:
             return answer  # the message the settling stored as this tap's answer
         return await self._answer(request)

@@ -55,11 +55,12 @@ class Closings:
         return settled
 
     async def settle_answering(
-        self, journey: Journey
+        self, journey: Journey, *, trip_cleared: bool = False
     ) -> tuple[Journey, journey_pb2.CheckOutResponse | None]:
         """settle, and the check-out answer this call stored with it: the one message a
         check-out returns and its retries replay. None when this call stored none (nothing
-        was pending, another attempt settled it, or the journey was closed unpaid)."""
+        was pending, another attempt settled it, or the journey was closed unpaid).
+        `trip_cleared`: the caller has already cleared the rider's active_trip entry."""
         if journey.settlement is not Settlement.PENDING:
             return journey, None
         outcome = await self.wallet.collect(journey)
@@ -86,7 +87,8 @@ class Closings:
             return done, True
 
         done, stored = await in_statement(self.pool, work)
-        await self.trips.ended(journey.user_id)
+        if not trip_cleared:
+            await self.trips.ended(journey.user_id)
         return done, response if stored and settled.closing_tap_id is not None else None
 
     async def _undo(self, journey: Journey, refused: Refused) -> bool:

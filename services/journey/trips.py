@@ -45,18 +45,22 @@ class ActiveTrips:
 
     async def hint(self, user_id: uuid.UUID) -> Entry | None:
         """The entry of the rider's active journey, as last written; None when unknown."""
-        raw = await self._run(lambda c: c.hgetall(self.cache.key(key(user_id))))
-        if not raw:
-            return None
-        try:
-            return Entry(
-                journey_id=uuid.UUID(raw[b"journey_id"].decode()),
-                terminal_code=raw[b"checkin_terminal"].decode(),
-                time=from_epoch(raw[b"checkin_time"].decode()),
-                held=Decimal(raw[b"expected_fare"].decode()),
-            )
-        except (KeyError, ValueError, ArithmeticError):
-            return None  # written by something else: ignore, the database decides
+        return _entry(await self._run(lambda c: c.hgetall(self.cache.key(key(user_id)))))
+
+    async def take(self, user_id: uuid.UUID) -> Entry | None:
+        """hint, and the entry cleared in the same round trip: for a check-out, which ends
+        the trip it names (seed 004: 'clear user trip status') whatever comes of it — a
+        check-out refused later leaves the database to answer the next one."""
+        full = self.cache.key(key(user_id))
+
+        async def read_and_delete(client) -> dict[bytes, bytes]:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.hgetall(full)
+                pipe.delete(full)
+                raw, _ = await pipe.execute()
+            return raw
+
+        return _entry(await self._run(read_and_delete))
 
     async def started(self, journey: Journey) -> None:
         assert journey.checkin_time is not None
@@ -92,3 +96,17 @@ class ActiveTrips:
                 log.warning("redis unavailable, active trips from the database: %s", exc)
             self._down_until = time.monotonic() + COOLDOWN_SECONDS
             return None
+
+
+def _entry(raw: dict[bytes, bytes] | None) -> Entry | None:
+    if not raw:
+        return None
+    try:
+        return Entry(
+            journey_id=uuid.UUID(raw[b"journey_id"].decode()),
+            terminal_code=raw[b"checkin_terminal"].decode(),
+            time=from_epoch(raw[b"checkin_time"].decode()),
+            held=Decimal(raw[b"expected_fare"].decode()),
+        )
+    except (KeyError, ValueError, ArithmeticError):
+        return None  # written by something else: ignore, the database decides

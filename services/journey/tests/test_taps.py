@@ -3,6 +3,7 @@ answers, and how journeys end (completed, same terminal, abandoned, incomplete).
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
@@ -14,7 +15,7 @@ from tiket.journey.v1 import journey_pb2
 from tiket.user.v1 import user_pb2
 
 from libs.money import from_money
-from services.journey.tests.mesh import new_rider, tap_in, tap_out, wallet
+from services.journey.tests.mesh import new_rider, sweeper_of, tap_in, tap_out, wallet
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -59,6 +60,17 @@ async def test_ride_a_to_e_holds_the_maximum_then_charges_the_fare(mesh):
     assert (exit_["originName"], exit_["destinationName"]) == ("Terminal Utara", "Terminal Pusat")
     assert exit_["fare"]["units"] == "12000" and exit_["remainingBalance"]["units"] == "138000"
     assert exit_["checkinTime"] and exit_["checkoutTime"] and "durationMinutes" in exit_
+
+
+async def test_the_active_trip_entry_lives_from_check_in_to_check_out(mesh):
+    user_id, card = await new_rider(mesh, 50_000)
+    entered = await tap_in(mesh, card)
+    async with sweeper_of(mesh, mesh.config) as reader:  # an app on the same Redis
+        entry = await reader.app.trips.hint(uuid.UUID(user_id))  # seed 004's active_trip
+        assert entry is not None and str(entry.journey_id) == entered.journey.id
+        assert (entry.terminal_code, entry.held) == ("A", Decimal(12_000))
+        await tap_out(mesh, card)
+        assert await reader.app.trips.hint(uuid.UUID(user_id)) is None  # status cleared
 
 
 async def test_a_cheaper_trip_captures_its_fare_and_releases_the_rest(mesh):
