@@ -17,11 +17,12 @@ network I/O:
 
 RabbitMQ being down means events wait, never that they are lost. Delivery is at-least-once,
 which the consumers' inbox absorbs: a relay that dies between claim and mark leaves rows
-that are published (again) once their lease has ended; stopping marks what was confirmed. The claim and the mark commit
-without waiting for a WAL flush (ASYNC_COMMIT). The writing process wakes its relay
-right after each commit (libs/events/outbox.py); while events keep coming it relays at most
-one batch per `batch_interval` (25 ms), so that the commits right behind share a batch, and
-a periodic poll finds rows written by other processes or whose lease ended.
+that are published (again) once their lease has ended; stopping marks what was confirmed.
+The claim and the mark commit without waiting for a WAL flush (ASYNC_COMMIT). The writing
+process wakes its relay right after each commit (libs/events/outbox.py); while events keep
+coming it relays at most one batch per `batch_interval` (25 ms), so that the commits right
+behind share a batch, and a periodic poll finds rows written by other processes or whose
+lease ended.
 """
 
 from __future__ import annotations
@@ -168,8 +169,8 @@ class OutboxRelay:
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
                     # While events keep coming, at most one batch per batch_interval: those
-                    # right behind the first join its batch, which saves a claim and a mark
-                    # each (in bench/taps.py 5 ms gave 92 rides/s, 25 ms 127). After a quiet
+                    # right behind the first join its batch, which saves a statement each
+                    # (in bench/taps.py 5 ms gave 92 rides/s, 25 ms 127). After a quiet
                     # spell the first event goes at once.
                     if (due := self._last_batch + self._batch_interval - loop.time()) > 0:
                         await asyncio.sleep(due)
