@@ -11,7 +11,7 @@ network I/O:
 2. publish the rows with publisher confirms;
 3. once the broker confirmed every message, the rows are due to be marked sent (clearing the
    lease): by the next claim, which comes with the next batch or at most `batch_interval`
-   later (a statement of its own per batch was a sixth of a busy service's statements).
+   later, which halves the relay's statements under load.
    When a publish fails, one statement notes the attempt and the error and clears the lease
    instead, so the rows are retried after a backoff (by this relay or another).
 
