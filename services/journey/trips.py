@@ -43,14 +43,11 @@ class ActiveTrips:
         self.enabled = enabled
         self._down_until = 0.0
 
-    async def hint(self, user_id: uuid.UUID) -> Entry | None:
-        """The entry of the rider's active journey, as last written; None when unknown."""
-        return _entry(await self._run(lambda c: c.hgetall(self.cache.key(key(user_id)))))
-
     async def take(self, user_id: uuid.UUID) -> Entry | None:
-        """hint, and the entry cleared in the same round trip: for a check-out, which ends
-        the trip it names (seed 004: 'clear user trip status') whatever comes of it — a
-        check-out refused later leaves the database to answer the next one."""
+        """The entry of the rider's active journey as last written (None when unknown),
+        cleared in the same round trip: for a check-out, which ends the trip it names
+        (seed 004: 'clear user trip status') whatever comes of it — a check-out refused
+        later leaves the database to answer the next one."""
         full = self.cache.key(key(user_id))
 
         async def read_and_delete(client) -> dict[bytes, bytes]:

@@ -28,7 +28,7 @@ from libs.money import from_money, to_money
 from libs.server.runtime import ServiceRuntime
 from services.fare import demo as fare_demo
 from services.fare.service import DEFINITION as FARE
-from services.journey import service, store
+from services.journey import service, store, trips
 from services.journey.app import JourneyApp
 from services.journey.config import JourneyConfig
 from services.journey.jobs import Sweeper
@@ -122,6 +122,13 @@ async def sweeper_of(mesh: Mesh, config: JourneyConfig) -> AsyncIterator[Sweeper
             await channel.close()
         await cache.close()
         await pool.close()
+
+
+async def active_trip(sweeper: Sweeper, user_id: str) -> dict[str, str]:
+    """Seed 004's active_trip hash of a rider as stored in Redis ({} when there is none)."""
+    cache = sweeper.app.trips.cache
+    raw = await cache.client.hgetall(cache.key(trips.key(uuid.UUID(user_id))))
+    return {k.decode(): v.decode() for k, v in raw.items()}
 
 
 # --- builders ------------------------------------------------------------------------------

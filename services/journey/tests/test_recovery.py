@@ -21,6 +21,7 @@ from libs.errors import FailedPrecondition
 from services.journey import domain, store, tap_store
 from services.journey.domain import JourneyStatus, TapKind, TapRequest
 from services.journey.tests.mesh import (
+    active_trip,
     idr,
     new_rider,
     sweeper_of,
@@ -90,10 +91,9 @@ async def test_journeys_open_past_the_maximum_trip_time_are_abandoned(mesh):
     user_id, card = await new_rider(mesh, 50_000)
     entered = await tap_in(mesh, card, "B", "B-ENTRY-01")
     async with sweeper_of(mesh, replace(mesh.config, max_trip=timedelta(0))) as sweeper:
-        hint = await sweeper.app.trips.hint(uuid.UUID(user_id))  # seed 004's active_trip
-        assert hint is not None and str(hint.journey_id) == entered.journey.id
+        assert (await active_trip(sweeper, user_id))["journey_id"] == entered.journey.id
         assert await sweeper.close_overdue() >= 1
-        assert await sweeper.app.trips.hint(uuid.UUID(user_id)) is None  # status cleared
+        assert await active_trip(sweeper, user_id) == {}  # status cleared
     conn = await journey_db(mesh)
     async with conn:
         journey = await store.journey(conn, uuid.UUID(entered.journey.id))

@@ -3,7 +3,6 @@ answers, and how journeys end (completed, same terminal, abandoned, incomplete).
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
@@ -15,7 +14,14 @@ from tiket.journey.v1 import journey_pb2
 from tiket.user.v1 import user_pb2
 
 from libs.money import from_money
-from services.journey.tests.mesh import new_rider, sweeper_of, tap_in, tap_out, wallet
+from services.journey.tests.mesh import (
+    active_trip,
+    new_rider,
+    sweeper_of,
+    tap_in,
+    tap_out,
+    wallet,
+)
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -66,11 +72,12 @@ async def test_the_active_trip_entry_lives_from_check_in_to_check_out(mesh):
     user_id, card = await new_rider(mesh, 50_000)
     entered = await tap_in(mesh, card)
     async with sweeper_of(mesh, mesh.config) as reader:  # an app on the same Redis
-        entry = await reader.app.trips.hint(uuid.UUID(user_id))  # seed 004's active_trip
-        assert entry is not None and str(entry.journey_id) == entered.journey.id
-        assert (entry.terminal_code, entry.held) == ("A", Decimal(12_000))
+        entry = await active_trip(reader, user_id)
+        assert entry["journey_id"] == entered.journey.id and entry["card_id"] == card
+        assert (entry["checkin_terminal"], Decimal(entry["expected_fare"])) == ("A", 12_000)
+        assert entry["checkin_time"]
         await tap_out(mesh, card)
-        assert await reader.app.trips.hint(uuid.UUID(user_id)) is None  # status cleared
+        assert await active_trip(reader, user_id) == {}  # status cleared
 
 
 async def test_a_cheaper_trip_captures_its_fare_and_releases_the_rest(mesh):
