@@ -12,6 +12,7 @@ import csv
 import io
 import re
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -159,10 +160,34 @@ def _members(data: bytes) -> dict[str, bytes]:
                 if name in REQUIRED_FILES:
                     raise GtfsError(name, "is missing from the feed")
                 continue
-            if candidates[0].file_size > MAX_FILE_BYTES:
-                raise GtfsError(name, f"is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB")
-            found[name] = archive.read(candidates[0])
+            found[name] = _read_member(archive, candidates[0], name)
     return found
+
+
+# What zipfile raises for a member it cannot give back: corrupt or truncated data (BadZipFile,
+# zlib.error, EOFError), an encrypted member (RuntimeError), an unknown compression method
+# (NotImplementedError).
+_UNREADABLE = (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError)
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> bytes:
+    """The member's bytes; GtfsError when it is too large or cannot be read. zipfile stops
+    at the declared size, so a member that lies about it fails its CRC check instead of
+    inflating without bound."""
+    if info.file_size > MAX_FILE_BYTES:
+        raise GtfsError(name, f"is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB")
+    try:
+        return archive.read(info)
+    except _UNREADABLE as exc:
+        raise GtfsError(name, f"cannot be read from the zip ({_why(exc)})") from None
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, RuntimeError) and "encrypted" in str(exc):
+        return "it is encrypted; tiket reads unencrypted feeds only"
+    if isinstance(exc, NotImplementedError):
+        return "its compression method is not supported; use deflate"
+    return f"corrupt data: {exc}"
 
 
 @dataclass(frozen=True)
