@@ -26,6 +26,7 @@ import psycopg
 
 from cli import health
 from libs.config import Settings, load
+from tests.support import keys
 from tests.support.cleanup import remove_run
 from tests.support.processes import free_ports
 
@@ -144,6 +145,8 @@ def isolated_env(services: Sequence[str], **overrides: str) -> dict[str, str]:
     servers: its own database prefix, exchange, Redis prefix and free ports."""
     run = uuid.uuid4().hex[:8]
     env = {
+        "TIKET_ENV": "test",
+        **keys.key_env(),
         "TIKET_DB_PREFIX": f"tiket_bench_{run}_",
         "TIKET_EVENTS_EXCHANGE": f"tiket.events.bench.{run}",
         "TIKET_REDIS_PREFIX": f"bench{run}:",

@@ -30,12 +30,13 @@ from grpc import aio
 
 from bench import common, taps
 from bench.common import LatencyStats, ServiceProcess
-from libs.auth import Role, mint
+from libs.auth import Role
 from libs.config import Settings
 from libs.events.consumer import retry_queue
 from libs.events.dead_letters import waiting_counts
 from services import registry
 from services.fare import demo as fare_demo
+from tests.support import keys
 
 SERVICES = ("user", "fare", "journey", "notification", "analytics")
 PRODUCERS = ("user", "fare", "journey")
@@ -198,7 +199,7 @@ async def benchmark(options: taps.Options) -> FanoutReport:
     env = common.isolated_env(list(SERVICES), TIKET_DB_POOL_MAX=str(options.pool_max))
     services = {name: ServiceProcess(name, env) for name in SERVICES}
     settings = services["journey"].settings
-    admin = (("authorization", f"Bearer {mint(settings.jwt_secret, Role.ADMIN, 'bench')}"),)
+    admin = (("authorization", f"Bearer {keys.token(settings, Role.ADMIN, 'bench')}"),)
     try:
         common.say(f"starting {', '.join(SERVICES)} …")
         await asyncio.gather(*(s.start() for s in services.values()))

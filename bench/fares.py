@@ -34,8 +34,8 @@ from tiket.fare.v1 import fare_pb2, fare_pb2_grpc
 
 from bench import common
 from bench.common import Measured, PgbenchResult, Samples, ServiceProcess
-from libs.auth import mint
 from services.fare import demo
+from tests.support import keys
 from tests.support.processes import free_port
 
 CALL_TIMEOUT = 10.0
@@ -115,8 +115,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
 
 async def run_get_fare(service: ServiceProcess, options: Options) -> Run:
     """GetFare for random pairs from `options.concurrency` workers for `options.duration` s."""
-    secret = service.settings.jwt_secret
-    metadata = (("authorization", f"Bearer {mint(secret, 'gate', 'A-EXIT-01')}"),)
+    metadata = tuple(keys.bearer(service.settings, "gate", "A/A-EXIT-01"))
     before = _lookups(service)
     async with aio.insecure_channel(service.address) as channel:
         stub = fare_pb2_grpc.FareServiceStub(channel)
@@ -242,7 +241,7 @@ async def benchmark(options: Options) -> Report:
 
 
 async def _load_demo(service: ServiceProcess) -> None:
-    token = mint(service.settings.jwt_secret, "admin", "bench")
+    token = keys.token(service.settings, "admin", "bench")
     async with aio.insecure_channel(service.address) as channel:
         await demo.load(channel, [("authorization", f"Bearer {token}")], lambda _: None)
 

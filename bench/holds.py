@@ -33,10 +33,10 @@ from tiket.user.v1 import user_pb2, user_pb2_grpc
 
 from bench import common
 from bench.common import Measured, Report, ServiceProcess, Workload
-from libs.auth import mint
 from libs.money import to_money
 from services.user import store
 from services.user.domain import MAX_BALANCE
+from tests.support import keys
 
 SCRIPT = Path(__file__).parent / "sql" / "place_capture.sql"
 HOLD = to_money(Decimal(12_000))
@@ -214,7 +214,7 @@ async def benchmark(options: Options) -> Report:
     service = ServiceProcess("user", env)
     settings = service.settings
     database_url = settings.database_url("user")
-    metadata = (("authorization", f"Bearer {mint(settings.jwt_secret, 'service', 'bench')}"),)
+    metadata = (("authorization", f"Bearer {keys.token(settings, 'service', 'journey')}"),)
     load_before = await common.machine_load()
     try:
         common.say(f"starting the user service on {service.address} (database {database_url}) …")

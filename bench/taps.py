@@ -34,11 +34,12 @@ from tiket.user.v1 import user_pb2, user_pb2_grpc
 
 from bench import common
 from bench.common import Report, ServiceProcess, Workload
-from libs.auth import Role, mint
+from libs.auth import Role
 from libs.money import to_money
 from services.fare import demo as fare_demo
 from services.journey.tests.audit import audit
 from services.user.domain import MAX_BALANCE
+from tests.support import keys
 
 SCRIPT = Path(__file__).parent / "sql" / "taps.sql"
 JOURNEY_MIGRATIONS = Path(__file__).parent.parent / "services/journey/migrations"
@@ -181,7 +182,7 @@ async def run_workload(
     sources.update(postgres="postgres", rabbitmq="beam.smp", redis="redis-server")
     probe = asyncio.create_task(work.probe_cpu(sources, options.warmup, options.duration))
     tokens = {
-        gate_code(t, k): mint(settings.jwt_secret, Role.GATE, gate_code(t, k))
+        gate_code(t, k): keys.token(settings, Role.GATE, f"{t}/{gate_code(t, k)}")
         for t in TERMINALS
         for k in ("ENTRY", "EXIT")
     }
@@ -258,7 +259,7 @@ async def benchmark(options: Options) -> Report:
         for name in SERVICES
     }
     settings = services["journey"].settings
-    admin = (("authorization", f"Bearer {mint(settings.jwt_secret, Role.ADMIN, 'bench')}"),)
+    admin = (("authorization", f"Bearer {keys.token(settings, Role.ADMIN, 'bench')}"),)
     load_before = await common.machine_load()
     try:
         common.say("starting the user, fare and journey services …")

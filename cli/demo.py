@@ -1,7 +1,7 @@
 """`tiket demo ride`: a scripted ride through the running mesh (`tiket up --seed` first).
 
 The card taps in at an entry gate and out at an exit gate with the gates' own tokens
-(role `gate`, subject = gate code) — the path a real gate takes — and every step prints
+(role `gate`, subject = terminal/gate) — the path a real gate takes — and every step prints
 what the rider would see, with the wallet before and after."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import uuid
 from decimal import Decimal
 
 import grpc
-from grpc import aio
 from tiket.journey.v1 import journey_pb2, journey_pb2_grpc
 from tiket.user.v1 import user_pb2, user_pb2_grpc
 
-from libs import auth
+from cli import keys
+from libs import auth, tls
 from libs.config import Settings
 from libs.money import from_money, rupiah
 
@@ -48,9 +48,10 @@ async def ride(args: argparse.Namespace, settings: Settings, out=print) -> None:
     entry_gate = args.entry_gate or f"{args.entry}-ENTRY-01"
     exit_gate = args.exit_gate or f"{args.exit}-EXIT-01"
     admin = _metadata(settings, auth.Role.ADMIN, "tiket-demo")
+    credentials = tls.channel_credentials(settings)  # TLS when TIKET_TLS_CA is set
     async with (
-        aio.insecure_channel(settings.addresses["user"]) as user_channel,
-        aio.insecure_channel(settings.addresses["journey"]) as journey_channel,
+        tls.open_channel(settings.addresses["user"], credentials) as user_channel,
+        tls.open_channel(settings.addresses["journey"], credentials) as journey_channel,
     ):
         users = user_pb2_grpc.UserServiceStub(user_channel)
         journeys = journey_pb2_grpc.JourneyServiceStub(journey_channel)
@@ -61,7 +62,7 @@ async def ride(args: argparse.Namespace, settings: Settings, out=print) -> None:
         out(f"\n1. tap in  at {entry_gate} (terminal {args.entry})")
         entered = await journeys.CheckIn(
             _tap(journey_pb2.CheckInRequest, args.card, args.entry, entry_gate),
-            metadata=_metadata(settings, auth.Role.GATE, entry_gate),
+            metadata=_metadata(settings, auth.Role.GATE, f"{args.entry}/{entry_gate}"),
             timeout=GATE_DEADLINE,
         )
         if entered.HasField("abandoned_journey"):
@@ -81,7 +82,7 @@ async def ride(args: argparse.Namespace, settings: Settings, out=print) -> None:
         out(f"\n3. tap out at {exit_gate} (terminal {args.exit})")
         left = await journeys.CheckOut(
             _tap(journey_pb2.CheckOutRequest, args.card, args.exit, exit_gate),
-            metadata=_metadata(settings, auth.Role.GATE, exit_gate),
+            metadata=_metadata(settings, auth.Role.GATE, f"{args.exit}/{exit_gate}"),
             timeout=GATE_DEADLINE,
         )
         out(f"   gate opens: {left.message}")
@@ -98,7 +99,7 @@ def _tap(message, card: str, terminal: str, gate: str):
 
 
 def _metadata(settings: Settings, role: auth.Role, subject: str) -> list[tuple[str, str]]:
-    return [("authorization", f"Bearer {auth.mint(settings.jwt_secret, role, subject, 300)}")]
+    return keys.bearer(keys.dev_cli_token(settings, role, subject, 300))
 
 
 async def _available(users: user_pb2_grpc.UserServiceStub, user_id: str, metadata) -> Decimal:

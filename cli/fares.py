@@ -17,11 +17,11 @@ from pathlib import Path
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from grpc import aio
 from tiket.fare.v1 import fare_pb2, fare_pb2_grpc
 
+from cli import keys
 from cli.table import render
-from libs import auth
+from libs import auth, tls
 from libs.config import Settings
 from libs.money import from_money, rupiah
 from libs.timestamps import to_timestamp
@@ -61,14 +61,12 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 async def import_gtfs(args: argparse.Namespace, settings: Settings) -> None:
     request = _request(args)
-    token = auth.mint(settings.jwt_secret, auth.Role.ADMIN, "tiket-cli", 600)
+    metadata = keys.bearer(keys.cli_token(settings, auth.Role.ADMIN, "tiket-cli"))
     address = settings.addresses["fare"]
-    async with aio.insecure_channel(address) as channel:
+    async with tls.open_channel(address, tls.channel_credentials(settings)) as channel:
         stub = fare_pb2_grpc.FareServiceStub(channel)
         try:
-            report = await stub.ImportGtfsFares(
-                request, metadata=[("authorization", f"Bearer {token}")], timeout=CALL_TIMEOUT
-            )
+            report = await stub.ImportGtfsFares(request, metadata=metadata, timeout=CALL_TIMEOUT)
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.UNAVAILABLE:
                 sys.exit(f"tiket: no fare service at {address}: start it (tiket up)")

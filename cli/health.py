@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import grpc
-from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from libs import tls
 
-async def check(address: str, service: str = "", timeout: float = 1.0) -> str:
-    """SERVING, NOT_SERVING, SERVICE_UNKNOWN … or DOWN when nothing answers."""
-    async with aio.insecure_channel(address) as channel:
+
+async def check(
+    address: str,
+    service: str = "",
+    timeout: float = 1.0,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> str:
+    """SERVING, NOT_SERVING, SERVICE_UNKNOWN … or DOWN when nothing answers (a refused TLS
+    handshake included). `credentials`: TLS (libs/tls.py channel_credentials), None for
+    plaintext."""
+    async with tls.open_channel(address, credentials) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = await stub.Check(

@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import signal
 import sys
 
-from grpc import aio
-
-from cli import demo, dlq, fares, health, infra, supervisor
+from cli import demo, dlq, fares, health, infra, keys, supervisor
 from cli.table import render
-from libs import auth
+from libs import auth, tls
 from libs.config import ConfigError, Settings, load
 from libs.server import runtime, workers
 from services import registry
@@ -23,6 +22,10 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.run is _up:
+        # `tiket up` (make run) is the local launcher: development unless told otherwise.
+        # Everything else, `tiket serve` in a container included, must say what it is.
+        os.environ.setdefault("TIKET_ENV", "development")
     try:
         settings = load()
         args.run(args, settings)
@@ -60,15 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     seed = commands.add_parser("seed", help="load the demo data into the running services")
     seed.set_defaults(run=lambda a, s: asyncio.run(_seed(s)))
 
-    token = commands.add_parser("token", help="print a signed JWT (for grpcurl and scripts)")
-    token.add_argument("--role", required=True, choices=[r.value for r in auth.Role])
-    token.add_argument("--sub", required=True, help="subject: user id, gate code, service name …")
-    token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
-    token.set_defaults(run=lambda a, s: print(auth.mint(s.jwt_secret, a.role, a.sub, a.ttl)))
-
     status = commands.add_parser("status", help="health of every service")
     status.set_defaults(run=lambda a, s: asyncio.run(_status(s)))
 
+    keys.register(commands)
     fares.register(commands)
     dlq.register(commands)
     demo.register(commands)
@@ -88,6 +86,12 @@ def _up(args: argparse.Namespace, settings: Settings) -> None:
     names = args.only or list(registry.SERVICES)
     for name in names:
         registry.definition(name)  # unknown names fail before anything starts
+    if settings.tls_server or settings.tls_ca:
+        sys.exit(
+            "tiket: `tiket up` runs the mesh in plaintext on loopback; unset TIKET_TLS_* "
+            "(TLS is for deployments without Istio: `tiket serve NAME`)"
+        )
+    keys.ensure_development_keys(settings)
     print("tiket: checking PostgreSQL, Redis and RabbitMQ …")
     try:
         private = infra.ensure_dependencies(settings, infra.default_state_dir(), out=print)
@@ -159,25 +163,25 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> None:
 
 
 async def _seed(settings: Settings, names: list[str] | None = None) -> None:
-    token = auth.mint(settings.jwt_secret, auth.Role.ADMIN, "tiket-seed", 600)
-    metadata = [("authorization", f"Bearer {token}")]
+    metadata = keys.bearer(keys.cli_token(settings, auth.Role.ADMIN, "tiket-seed"))
+    credentials = tls.channel_credentials(settings)  # TLS when TIKET_TLS_CA is set
     print("tiket: loading demo data")
     for name in names or list(registry.SERVICES):
         try:
             demo = importlib.import_module(f"services.{name}.demo")
         except ModuleNotFoundError:
             continue
-        async with aio.insecure_channel(settings.addresses[name]) as channel:
+        async with tls.open_channel(settings.addresses[name], credentials) as channel:
             await demo.load(channel, metadata, print)
 
 
 async def _status(settings: Settings) -> None:
+    credentials = tls.channel_credentials(settings)  # TLS when TIKET_TLS_CA is set
     rows = []
     for name in registry.SERVICES:
         service = registry.grpc_service_names(name)[0]
-        rows.append(
-            (name, settings.addresses[name], await health.check(settings.addresses[name], service))
-        )
+        address = settings.addresses[name]
+        rows.append((name, address, await health.check(address, service, credentials=credentials)))
     print(render(["service", "address", "health"], rows))
     if any(row[2] != "SERVING" for row in rows):
         print("\nNot every service is serving: start them with `tiket up` (or `make run`).")

@@ -40,7 +40,7 @@ async def start_all(
             name,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, SUPERVISOR_PID: str(os.getpid())},
+            env=_child_env(name, settings),
             start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
         )
         children.append(Child(name, settings.addresses[name], process))
@@ -51,6 +51,15 @@ async def start_all(
         await stop_all(children, settings.grace_seconds)
         raise
     return children
+
+
+def _child_env(name: str, settings: Settings) -> dict[str, str]:
+    """Our environment for service `name`, naming its own signing key only, and not the
+    development identity provider's key (which signs admin tokens: no service gets it)."""
+    env = {**os.environ, SUPERVISOR_PID: str(os.getpid())}
+    env["TIKET_SERVICE_KEY"] = str(settings.service_key_path(name).absolute())
+    env.pop("TIKET_DEV_ISSUER_KEY", None)
+    return env
 
 
 async def _wait_serving(child: Child, out: Callable[[str], None], timeout: float) -> None:

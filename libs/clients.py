@@ -1,5 +1,6 @@
 """Channels for service-to-service calls: one long-lived channel per target, a deadline on
-every call, a service token in the metadata, and gRPC's own retry policy for UNAVAILABLE."""
+every call, a token signed with the calling service's own key for the callee's audience in
+the metadata, and gRPC's own retry policy for UNAVAILABLE."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from collections.abc import Sequence
 import grpc
 from grpc import aio
 
-from libs import tracing
-from libs.auth import Role, mint
-
-TOKEN_TTL_SECONDS = 3600
+from libs import tls, tracing
+from libs.auth import Role
+from libs.auth.service_identity import ServiceIdentity
+from libs.auth.tokens import SERVICE_TOKEN_TTL_SECONDS, TokenSigner, audience
 
 
 def service_config(service: str, retry_methods: Sequence[str] | None) -> str:
@@ -43,9 +44,12 @@ class _CallDefaults(aio.UnaryUnaryClientInterceptor, aio.UnaryStreamClientInterc
     """Adds the default deadline, the service token and the current traceparent/request id
     to every call."""
 
-    def __init__(self, secret: str, caller: str, timeout_seconds: float) -> None:
-        self.secret = secret
+    def __init__(
+        self, signer: TokenSigner, caller: str, callee: str, timeout_seconds: float
+    ) -> None:
+        self.signer = signer
         self.caller = caller
+        self.audience = audience(callee)
         self.timeout_seconds = timeout_seconds
         self._token = ""
         self._token_expires = 0.0
@@ -53,8 +57,10 @@ class _CallDefaults(aio.UnaryUnaryClientInterceptor, aio.UnaryStreamClientInterc
     def _details(self, details: aio.ClientCallDetails) -> aio.ClientCallDetails:
         now = time.time()
         if now > self._token_expires - 60:
-            self._token = mint(self.secret, Role.SERVICE, self.caller, TOKEN_TTL_SECONDS)
-            self._token_expires = now + TOKEN_TTL_SECONDS
+            self._token = self.signer.mint(
+                Role.SERVICE, self.caller, self.audience, SERVICE_TOKEN_TTL_SECONDS
+            )
+            self._token_expires = now + SERVICE_TOKEN_TTL_SECONDS
         metadata = list(details.metadata or ())
         metadata.append(("authorization", f"Bearer {self._token}"))
         if traceparent := tracing.current_traceparent():
@@ -77,21 +83,28 @@ def service_channel(
     target: str,
     service: str,
     *,
-    caller: str,
-    secret: str,
+    callee: str,
+    identity: ServiceIdentity,
     timeout_seconds: float = 2.0,
     retry_methods: Sequence[str] | None = None,
 ) -> aio.Channel:
-    """A channel to `service` at `target` for the service named `caller`. Create it once
-    and share it: channels multiplex calls and reconnect on their own."""
+    """A channel to `service` of the tiket service named `callee` at `target`, calling as
+    the service `identity` is. Create it once and share it: channels multiplex calls and
+    reconnect on their own. TLS when TIKET_TLS_CA is set (libs/tls.py): the callee must
+    prove itself with a certificate of that CA, and this service's own certificate is its
+    client certificate for callees requiring mutual TLS; `target`'s host name must be one
+    the callee's certificate names."""
     options = [
         ("grpc.service_config", service_config(service, retry_methods)),
         ("grpc.enable_retries", 1),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.max_reconnect_backoff_ms", 2_000),
     ]
-    return aio.insecure_channel(
-        target, options=options, interceptors=[_CallDefaults(secret, caller, timeout_seconds)]
+    return tls.open_channel(
+        target,
+        tls.channel_credentials(identity.settings),
+        options=options,
+        interceptors=[_CallDefaults(identity.signer(), identity.name, callee, timeout_seconds)],
     )
 
 

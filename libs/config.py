@@ -6,16 +6,24 @@ process with a message naming the variable and what it expected.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import TypeVar
+from urllib.parse import unquote, urlsplit
 
 T = TypeVar("T")
 N = TypeVar("N", int, float)
 
-DEV_JWT_SECRET = "tiket-dev-secret-change-me-in-production"
+# Environments where development keys, issuer and credentials are accepted. Anything else,
+# an unset TIKET_ENV included, refuses them: a deployment that forgets to say what it is must
+# not run on development keys (`tiket up` sets development itself).
+DEVELOPMENT_ENVS = frozenset({"development", "test"})
+DEV_ISSUER = "tiket-dev"
+DEV_AMQP_USER = "guest"
 
 # name -> (grpc port, metrics port); ARCHITECTURE.md "Running it".
 SERVICE_PORTS: dict[str, tuple[int, int]] = {
@@ -85,6 +93,20 @@ def duration_up_to(limit: timedelta) -> Callable[[str], timedelta]:
     return parse
 
 
+def network_list(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated addresses or CIDR blocks."""
+    try:
+        return tuple(
+            ipaddress.ip_network(p.strip(), strict=False) for p in raw.split(",") if p.strip()
+        )
+    except ValueError as exc:
+        raise ValueError(f"expected comma-separated addresses or CIDR blocks ({exc})") from None
+
+
+def name_list(raw: str) -> frozenset[str]:
+    return frozenset(p.strip().lower() for p in raw.split(",") if p.strip())
+
+
 def choice(*allowed: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         value = raw.strip().lower()
@@ -99,7 +121,9 @@ def choice(*allowed: str) -> Callable[[str], str]:
 class Settings:
     """Settings shared by every service plus the addresses of all of them."""
 
-    env: str = "development"
+    # "" when TIKET_ENV is unset: treated like production (see DEVELOPMENT_ENVS).
+    env: str = ""
+    state_dir: str = ".tiket"
     postgres_url: str = "postgresql://postgres@127.0.0.1:5432"
     db_prefix: str = "tiket_"
     db_pool_min: int = 2
@@ -108,7 +132,27 @@ class Settings:
     redis_prefix: str = ""
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     events_exchange: str = "tiket.events"
-    jwt_secret: str = DEV_JWT_SECRET
+    # Tokens (libs/auth): the identity provider's name and public keys, the services' public
+    # keys, this service's own signing key ({service} = its name), and the development
+    # identity provider's private key, which only `tiket token` and tests read.
+    token_issuer: str = DEV_ISSUER
+    jwks: str = ".tiket/keys/issuer.jwks.json"
+    service_jwks: str = ".tiket/keys/services.jwks.json"
+    service_key: str = ".tiket/keys/services/{service}.pem"
+    dev_issuer_key: str = ".tiket/keys/issuer.pem"
+    token_max_lifetime_seconds: int = 43_200
+    jwks_refresh_seconds: float = 300.0
+    # Rate limits on user-facing RPCs (seed 001 §5.4); 0 turns one off.
+    rate_limit_user_per_minute: int = 60
+    rate_limit_address_per_minute: int = 120
+    rate_limit_exempt_roles: frozenset[str] = frozenset({"admin", "operator", "gate", "service"})
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # TLS: the server's certificate and key; a CA to require and verify client certificates
+    # with (mutual TLS); a CA this service verifies the services it calls with.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    tls_ca: str = ""
     host: str = "0.0.0.0"
     log_level: str = "info"
     grace_seconds: float = 10.0
@@ -121,8 +165,11 @@ class Settings:
     addresses: dict[str, str] = field(default_factory=dict)
 
     @property
-    def uses_dev_secret(self) -> bool:
-        return self.jwt_secret == DEV_JWT_SECRET
+    def allows_development_defaults(self) -> bool:
+        return self.env in DEVELOPMENT_ENVS
+
+    def service_key_path(self, service: str) -> Path:
+        return Path(self.service_key.replace("{service}", service))
 
     def database_name(self, service: str) -> str:
         return f"{self.db_prefix}{service}"
@@ -131,12 +178,33 @@ class Settings:
         return f"{self.postgres_url.rstrip('/')}/{self.database_name(service)}"
 
     def check_production(self) -> None:
-        """Refuse the built-in development secret outside development."""
-        if self.env == "production" and self.uses_dev_secret:
-            raise ConfigError(
-                "TIKET_ENV=production with the built-in development JWT secret: "
-                "set TIKET_JWT_SECRET to a secret of your own"
+        """Refuse development issuer and RabbitMQ credentials unless TIKET_ENV is explicitly
+        development or test (development keys are refused where they are loaded:
+        libs/auth/service_identity.py)."""
+        if self.allows_development_defaults:
+            return
+        where = f"TIKET_ENV={self.env}" if self.env else "TIKET_ENV is not set, so"
+        problems = []
+        if self.token_issuer == DEV_ISSUER:
+            problems.append(
+                f"the development token issuer {DEV_ISSUER!r}: set TIKET_TOKEN_ISSUER and "
+                "TIKET_JWKS to your identity provider's"
             )
+        amqp = urlsplit(self.amqp_url)
+        if unquote(amqp.username or DEV_AMQP_USER) == DEV_AMQP_USER:
+            problems.append(
+                "RabbitMQ's guest credentials: put a user of your own in TIKET_AMQP_URL"
+            )
+        if problems:
+            raise ConfigError(
+                f"{where} development defaults are refused: "
+                + "; ".join(problems)
+                + " (or set TIKET_ENV=development for a local run)"
+            )
+
+    @property
+    def tls_server(self) -> bool:
+        return bool(self.tls_cert)
 
 
 def load(env: Mapping[str, str] | None = None) -> Settings:
@@ -153,11 +221,11 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         addresses[name] = read_setting(
             env, f"TIKET_{upper}_ADDR", f"127.0.0.1:{grpc_ports[name]}", str
         )
-    secret = read_setting(env, "TIKET_JWT_SECRET", d.jwt_secret, str)
-    if len(secret) < 32:
-        raise ConfigError("TIKET_JWT_SECRET is too short: use at least 32 characters")
-    return Settings(
+    state_dir = read_setting(env, "TIKET_STATE_DIR", d.state_dir, str)
+    keys = f"{state_dir.rstrip('/')}/keys"
+    settings = Settings(
         env=read_setting(env, "TIKET_ENV", d.env, choice("development", "test", "production")),
+        state_dir=state_dir,
         postgres_url=read_setting(env, "TIKET_POSTGRES_URL", d.postgres_url, str),
         db_prefix=read_setting(env, "TIKET_DB_PREFIX", d.db_prefix, _identifier),
         db_pool_min=read_setting(env, "TIKET_DB_POOL_MIN", d.db_pool_min, positive_int),
@@ -166,7 +234,40 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         redis_prefix=read_setting(env, "TIKET_REDIS_PREFIX", d.redis_prefix, str),
         amqp_url=read_setting(env, "TIKET_AMQP_URL", d.amqp_url, str),
         events_exchange=read_setting(env, "TIKET_EVENTS_EXCHANGE", d.events_exchange, str),
-        jwt_secret=secret,
+        token_issuer=read_setting(env, "TIKET_TOKEN_ISSUER", d.token_issuer, str),
+        jwks=read_setting(env, "TIKET_JWKS", f"{keys}/issuer.jwks.json", str),
+        service_jwks=read_setting(env, "TIKET_SERVICE_JWKS", f"{keys}/services.jwks.json", str),
+        service_key=read_setting(env, "TIKET_SERVICE_KEY", f"{keys}/services/{{service}}.pem", str),
+        dev_issuer_key=read_setting(env, "TIKET_DEV_ISSUER_KEY", f"{keys}/issuer.pem", str),
+        token_max_lifetime_seconds=read_setting(
+            env,
+            "TIKET_TOKEN_MAX_LIFETIME_SECONDS",
+            d.token_max_lifetime_seconds,
+            int_between(60, 7 * 86_400),
+        ),
+        jwks_refresh_seconds=read_setting(
+            env, "TIKET_JWKS_REFRESH_SECONDS", d.jwks_refresh_seconds, positive_float
+        ),
+        rate_limit_user_per_minute=read_setting(
+            env,
+            "TIKET_RATE_LIMIT_USER_PER_MINUTE",
+            d.rate_limit_user_per_minute,
+            int_between(0, 1_000_000),
+        ),
+        rate_limit_address_per_minute=read_setting(
+            env,
+            "TIKET_RATE_LIMIT_ADDRESS_PER_MINUTE",
+            d.rate_limit_address_per_minute,
+            int_between(0, 1_000_000),
+        ),
+        rate_limit_exempt_roles=read_setting(
+            env, "TIKET_RATE_LIMIT_EXEMPT_ROLES", d.rate_limit_exempt_roles, _roles
+        ),
+        trusted_proxies=read_setting(env, "TIKET_TRUSTED_PROXIES", d.trusted_proxies, network_list),
+        tls_cert=read_setting(env, "TIKET_TLS_CERT", d.tls_cert, str),
+        tls_key=read_setting(env, "TIKET_TLS_KEY", d.tls_key, str),
+        tls_client_ca=read_setting(env, "TIKET_TLS_CLIENT_CA", d.tls_client_ca, str),
+        tls_ca=read_setting(env, "TIKET_TLS_CA", d.tls_ca, str),
         host=read_setting(env, "TIKET_HOST", d.host, str),
         log_level=read_setting(
             env, "TIKET_LOG_LEVEL", d.log_level, choice("debug", "info", "warning", "error")
@@ -186,6 +287,23 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         metrics_ports=metrics_ports,
         addresses=addresses,
     )
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise ConfigError("TIKET_TLS_CERT and TIKET_TLS_KEY go together: set both or neither")
+    if settings.tls_client_ca and not settings.tls_cert:
+        raise ConfigError("TIKET_TLS_CLIENT_CA (mutual TLS) needs TIKET_TLS_CERT and TIKET_TLS_KEY")
+    return settings
+
+
+_ROLE_NAMES = frozenset({"admin", "operator", "gate", "user", "service"})
+
+
+def _roles(raw: str) -> frozenset[str]:
+    roles = name_list(raw)
+    if unknown := roles - _ROLE_NAMES:
+        raise ValueError(
+            f"unknown roles {', '.join(sorted(unknown))}; roles: {', '.join(sorted(_ROLE_NAMES))}"
+        )
+    return roles
 
 
 def _identifier(raw: str) -> str:

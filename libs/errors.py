@@ -62,7 +62,16 @@ class PermissionDenied(TiketError):
 
 
 class ResourceExhausted(TiketError):
-    pass
+    """A quota or rate limit is used up. `retry_after_seconds`, when known, is how long until
+    a retry may succeed (google.rpc.RetryInfo); `subject` names what ran out, e.g.
+    "user:<id>" (google.rpc.QuotaFailure)."""
+
+    def __init__(
+        self, message: str, *, retry_after_seconds: float | None = None, subject: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+        self.subject = subject
 
 
 class Unavailable(TiketError):

@@ -133,7 +133,7 @@ def ride(mesh) -> dict:
         grpcurl(
             mesh.address("journey"),
             f"{JOURNEY}/{method}",
-            token=mesh.token("gate", gate),
+            token=mesh.token("gate", f"{terminal}/{gate}"),
             data={
                 "card_id": "CARD0002",
                 "terminal_code": terminal,

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from grpc import aio
 
-from libs.auth import mint
-from libs.config import load
+from libs.config import Settings, load
 from services.fare import demo
 from services.fare.tests.helpers import feed_zip, fixture_text
+from tests.support import keys
 from tests.support.cleanup import remove_run
 from tests.support.processes import ServiceProcess, grpcurl, service_process
 from tests.support.processes import tiket as run_tiket
@@ -31,26 +31,26 @@ def fare_process() -> Iterator[ServiceProcess]:
     env = isolated_env()
     with service_process("fare", env) as child:
         settings = load(child.env)
-        asyncio.run(_load_demo(child.address, settings.jwt_secret))
+        asyncio.run(_load_demo(child.address, settings))
         yield child
     asyncio.run(remove_run(load(env), ["fare"]))
 
 
-async def _load_demo(address: str, secret: str) -> None:
-    metadata = [("authorization", f"Bearer {mint(secret, 'admin', 'e2e-seed')}")]
+async def _load_demo(address: str, settings: Settings) -> None:
+    metadata = keys.bearer(settings, "admin", "e2e-seed")
     async with aio.insecure_channel(address) as channel:
         await demo.load(channel, metadata, lambda _: None)
 
 
 def token(process: ServiceProcess, role: str = "admin", sub: str = "e2e") -> str:
-    return mint(load(process.env).jwt_secret, role, sub)
+    return keys.token(load(process.env), role, sub)
 
 
 def get_fare(process: ServiceProcess, origin: str, destination: str, **kwargs) -> dict:
     return grpcurl(
         process.address,
         f"{SERVICE}/GetFare",
-        token=kwargs.pop("token", None) or token(process, "gate", "A-EXIT-01"),
+        token=kwargs.pop("token", None) or token(process, "gate", "A/A-EXIT-01"),
         data={"origin_code": origin, "destination_code": destination, **kwargs},
     )
 

@@ -68,7 +68,7 @@ def test_a_ride_a_to_e_through_grpcurl_costs_12000_and_leaves_no_hold(mesh):
 
     def tap(method: str, terminal: str, gate: str) -> dict:
         data = tap_data("CARD0002", terminal, gate)
-        token = mesh.token("gate", gate)
+        token = mesh.token("gate", f"{terminal}/{gate}")
         return grpcurl(mesh.address("journey"), f"{JOURNEY}/{method}", token=token, data=data)
 
     entered = tap("CheckIn", "A", "A-ENTRY-01")
@@ -95,7 +95,7 @@ def test_an_exit_gate_used_for_entry_reaches_grpcurl_as_failed_precondition(mesh
         grpcurl(
             mesh.address("journey"),
             f"{JOURNEY}/CheckIn",
-            token=mesh.token("gate", "A-EXIT-01"),
+            token=mesh.token("gate", "A/A-EXIT-01"),
             data=tap_data("CARD0003", "A", "A-EXIT-01"),
         )
     assert "Code: FailedPrecondition" in err.value.stderr

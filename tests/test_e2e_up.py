@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -13,12 +14,17 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
 import pytest
+from tiket.user.v1 import user_pb2
 
+from libs.auth.keys import load_private_key, public_jwk
+from libs.auth.tokens import TokenSigner, audience
 from libs.config import load
 from services import registry
 from tests.support.cleanup import remove_run
 from tests.support.processes import ROOT, free_ports
+from tests.support.processes import tiket as run_tiket
 from tests.support.settings import isolated_env
 
 pytestmark = pytest.mark.e2e
@@ -148,3 +154,83 @@ def test_services_stop_when_tiket_up_is_killed():
             up.kill()
             up.wait()
         asyncio.run(remove_run(load(env), ["user"]))
+
+
+def test_up_makes_development_keys_and_no_service_holds_one_that_signs_admin(tmp_path):
+    """`tiket up` makes the development key pairs; `tiket token` signs with the identity
+    provider's, which no service process is given: each sees only its own key, which the
+    others accept for its service tokens and refuse for anything else."""
+    env = {**os.environ, **isolated_env(TIKET_STATE_DIR=str(tmp_path))}
+    for variable in (
+        "TIKET_JWKS",
+        "TIKET_SERVICE_JWKS",
+        "TIKET_SERVICE_KEY",
+        "TIKET_DEV_ISSUER_KEY",
+    ):
+        env.pop(variable)  # the defaults: keys under TIKET_STATE_DIR, made by tiket up
+    names = ["user", "fare"]
+    ports = iter(free_ports(2 * len(names)))
+    for name in names:
+        env[f"TIKET_{name.upper()}_PORT"] = str(next(ports))
+        env[f"TIKET_{name.upper()}_METRICS_PORT"] = str(next(ports))
+    up, output = start_up(env, "--only", *names)
+    settings = load(env)
+    try:
+        assert "made development keys" in output.wait_for("streaming logs")
+        issuer_key = (tmp_path / "keys" / "issuer.pem").read_bytes()
+        user = settings.addresses["user"]
+        admin = run_tiket("token", "--role", "admin", "--sub", "ops", env=env).stdout.strip()
+        assert call_get_user(user, admin) == grpc.StatusCode.NOT_FOUND  # accepted, no such card
+        for pid in children_of(up.pid):
+            environ = dict(
+                item.split("=", 1)
+                for item in Path(f"/proc/{pid}/environ").read_text().split("\0")
+                if "=" in item
+            )
+            assert not any("PRIVATE KEY" in value for value in environ.values())
+            assert "TIKET_DEV_ISSUER_KEY" not in environ
+            own = Path(environ["TIKET_SERVICE_KEY"])
+            assert own.read_bytes() != issuer_key
+            opened = {str(link.resolve()) for link in Path(f"/proc/{pid}/fd").iterdir()}
+            assert str(tmp_path / "keys" / "issuer.pem") not in opened
+            forged = forge_admin_token(own, settings)
+            assert call_get_user(user, forged) == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        up.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            up.wait(timeout=60)
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        asyncio.run(remove_run(settings, names))
+
+
+def forge_admin_token(service_key: Path, settings) -> str:
+    """What a compromised service could sign with its own key: an admin token, under the
+    kid its own service tokens carry."""
+    key = load_private_key(service_key)
+    [kid] = [
+        k
+        for k in json.loads(Path(settings.service_jwks).read_text())["keys"]
+        if k["x"] == public_jwk(key)["x"]
+    ]
+    signer = TokenSigner(key, kid["kid"], settings.token_issuer)
+    return signer.mint("admin", "ops", [audience(n) for n in registry.SERVICES], 600)
+
+
+def call_get_user(address: str, token: str) -> grpc.StatusCode:
+    with grpc.insecure_channel(address) as channel:
+        get_user = channel.unary_unary(
+            "/tiket.user.v1.UserService/GetUser",
+            user_pb2.GetUserRequest.SerializeToString,
+            user_pb2.User.FromString,
+        )
+        try:
+            get_user(
+                user_pb2.GetUserRequest(card_id="NOSUCHCARD"),
+                metadata=[("authorization", f"Bearer {token}")],
+                timeout=20,
+            )
+        except grpc.RpcError as error:
+            return error.code()
+    return grpc.StatusCode.OK

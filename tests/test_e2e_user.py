@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from libs.auth import mint
 from libs.config import load
+from tests.support import keys
 from tests.support.cleanup import remove_run
 from tests.support.processes import ROOT, ServiceProcess, grpcurl, service_process
 from tests.support.settings import isolated_env
@@ -32,7 +32,7 @@ def user_process() -> Iterator[ServiceProcess]:
 
 @pytest.fixture
 def admin_token(user_process: ServiceProcess) -> str:
-    return mint(load(user_process.env).jwt_secret, "admin", "e2e")
+    return keys.token(load(user_process.env), "admin", "e2e")
 
 
 def test_reflection_lists_and_describes_the_services(user_process):
@@ -105,16 +105,65 @@ def test_sigterm_drains_and_exits_zero(user_process):
     assert user_process.terminate() == 0
 
 
-def test_production_refuses_the_development_secret():
-    done = subprocess.run(
+def serve_user(env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`tiket serve user` with exactly `env` over the runner's environment minus TIKET_*."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TIKET_")}
+    return subprocess.run(
         [sys.executable, "-m", "cli.main", "serve", "user"],
         cwd=ROOT,
-        env={**os.environ, **isolated_env(TIKET_ENV="production")},
+        env={**base, **env},
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    assert done.returncode == 1
-    assert "TIKET_JWT_SECRET" in done.stderr
+
+
+OWN_ISSUER = {
+    "TIKET_TOKEN_ISSUER": "https://id.example.com",
+    "TIKET_AMQP_URL": "amqp://tiket:s3cret@127.0.0.1:5672/",
+}
+
+
+@pytest.mark.parametrize(
+    ("env_of", "expected"),
+    [
+        pytest.param(
+            lambda env: {**env, "TIKET_ENV": "production"},
+            [
+                "TIKET_ENV=production development defaults are refused",
+                "the development token issuer 'tiket-dev'",
+                "TIKET_TOKEN_ISSUER",
+                "RabbitMQ's guest credentials",
+                "TIKET_AMQP_URL",
+            ],
+            id="production-with-development-issuer-and-guest",
+        ),
+        pytest.param(
+            lambda env: {k: v for k, v in env.items() if k != "TIKET_ENV"},
+            [
+                "TIKET_ENV is not set, so development defaults are refused",
+                "the development token issuer 'tiket-dev'",
+                "RabbitMQ's guest credentials",
+            ],
+            id="unset-env-is-production",
+        ),
+        pytest.param(
+            lambda env: {**env, **OWN_ISSUER, "TIKET_ENV": "production"},
+            [
+                "TIKET_JWKS holds development keys (dev/",
+                "refused unless TIKET_ENV=development or test",
+            ],
+            id="production-with-own-issuer-but-development-keys",
+        ),
+    ],
+)
+def test_production_refuses_development_issuer_credentials_and_keys(env_of, expected):
+    done = serve_user(env_of(isolated_env()))
+    assert done.returncode == 1, done.stderr
+    assert "cannot start" in done.stderr
+    for words in expected:
+        assert words in done.stderr, (words, done.stderr)
+    if "TIKET_TOKEN_ISSUER" in env_of({}):  # its own issuer and credentials: not those
+        assert "development defaults are refused" not in done.stderr
     assert "Traceback" not in done.stderr

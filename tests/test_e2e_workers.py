@@ -14,8 +14,8 @@ import pytest
 from grpc import aio
 from tiket.user.v1 import user_pb2, user_pb2_grpc
 
-from libs.auth import mint
 from libs.config import load
+from tests.support import keys
 from tests.support.cleanup import remove_run
 from tests.support.processes import ROOT, service_process
 from tests.support.settings import isolated_env
@@ -43,7 +43,7 @@ def test_workers_share_the_port_merge_metrics_and_drain():
     with service_process("user", env, "--workers", "2") as child:
         pids = worker_pids(child.process.pid)
         assert len(pids) == 2
-        token = mint(settings.jwt_secret, "admin", "e2e")
+        token = keys.token(settings, "admin", "e2e")
         asyncio.run(list_users_on_fresh_channels(child.address, token, 20))
 
         with urllib.request.urlopen(f"http://127.0.0.1:{child.metrics_port}/metrics") as reply:

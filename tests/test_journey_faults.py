@@ -21,7 +21,7 @@ from grpc import aio
 from tiket.journey.v1 import journey_pb2_grpc
 from tiket.user.v1 import user_pb2, user_pb2_grpc
 
-from libs.auth import Role, mint
+from libs.auth import Role
 from libs.config import load
 from libs.money import to_money
 from services.fare import demo as fare_demo
@@ -36,6 +36,7 @@ from services.journey.tests.mesh import (
     tap_request,
     wallet,
 )
+from tests.support import keys
 from tests.support.cleanup import remove_run
 from tests.support.processes import service_process
 from tests.support.settings import isolated_env
@@ -118,7 +119,7 @@ async def test_wallet_lost_during_check_out_the_retry_completes_it_once(mesh):
     user_id, card = await new_rider(mesh, 50_000)
     await tap_in(mesh, card)
     request = tap_request("out", card, "E", "E-EXIT-01")
-    md = mesh.metadata(Role.GATE, "E-EXIT-01")
+    md = mesh.metadata(Role.GATE, "E/E-EXIT-01")
     mesh.proxies["user"].cut()
     try:
         code, _ = await timed_refusal(
@@ -197,8 +198,8 @@ async def test_killing_the_journey_service_mid_burst_loses_and_doubles_nothing()
         TIKET_JOURNEY_ORPHAN_AFTER_SECONDS="60",
     )
     settings = load(env)
-    token = mint(settings.jwt_secret, Role.SERVICE, "fault-test")
-    admin = [("authorization", f"Bearer {mint(settings.jwt_secret, Role.ADMIN, 'fault-test')}")]
+    token = keys.token(settings, Role.SERVICE, "tests")
+    admin = [("authorization", f"Bearer {keys.token(settings, Role.ADMIN, 'fault-test')}")]
     with contextlib.ExitStack() as stack:
         user = stack.enter_context(service_process("user", env))
         fare = stack.enter_context(service_process("fare", env))

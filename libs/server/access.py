@@ -28,18 +28,37 @@ class Policy:
     self_roles: frozenset[Role]
     owner_field: str
     public: bool
+    callers: frozenset[str] = frozenset()
 
     def check(self, principal: Principal, request: Message) -> None:
         """PermissionDenied unless `principal` may make `request`."""
         if principal.role in self.roles:
+            if self._refuses_caller(principal):
+                raise PermissionDenied(
+                    f"service {principal.subject!r} may not call this method; "
+                    f"callers: {', '.join(sorted(self.callers))}"
+                )
             return
         if principal.role in self.self_roles:
-            if _field_value(request, self.owner_field) == principal.subject:
+            owner = _owner(request, self.owner_field)
+            if owner is not None and owner == principal.subject:
                 return
             raise PermissionDenied(
                 f"a {principal.role} token may only act on its own {self.owner_field}"
             )
         raise PermissionDenied(f"role {principal.role} may not call this method")
+
+    def _refuses_caller(self, principal: Principal) -> bool:
+        return (
+            principal.role is Role.SERVICE
+            and bool(self.callers)
+            and principal.subject not in self.callers
+        )
+
+    @property
+    def user_facing(self) -> bool:
+        """Riders call it (rate limits apply)."""
+        return Role.USER in self.roles or Role.USER in self.self_roles
 
 
 class MissingPolicy(RuntimeError):
@@ -57,17 +76,27 @@ def policies_for(services: Iterable[ServiceDescriptor]) -> dict[str, Policy]:
             declared = options.Extensions[access_pb2.access]
             if declared.self_roles and not declared.owner_field:
                 raise MissingPolicy(f"{method.full_name}: self_roles need an owner_field")
+            if declared.callers and access_pb2.ROLE_SERVICE not in declared.roles:
+                raise MissingPolicy(f"{method.full_name}: callers need ROLE_SERVICE in roles")
             found[f"/{service.full_name}/{method.name}"] = Policy(
                 roles=frozenset(_ROLE_NAMES[r] for r in declared.roles),
                 self_roles=frozenset(_ROLE_NAMES[r] for r in declared.self_roles),
                 owner_field=declared.owner_field,
                 public=declared.public,
+                callers=frozenset(declared.callers),
             )
     return found
+
+
+def _owner(message: Message, fields: str) -> str | None:
+    """The owner `fields` name in `message` ("a/b": both fields' values joined by "/");
+    None when any of them is empty or unset: an empty owner is nobody, never a match."""
+    values = [_field_value(message, path) for path in fields.split("/")]
+    return "/".join(values) if all(values) else None
 
 
 def _field_value(message: Message, path: str) -> str:
     value: object = message
     for part in path.split("."):
         value = getattr(value, part, "")
-    return str(value)
+    return value if isinstance(value, str) else ""

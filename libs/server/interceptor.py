@@ -1,7 +1,8 @@
 """The one server interceptor every service runs. Around each call it:
 
 - starts the request context (request id, W3C traceparent) for logs and events;
-- authenticates the bearer token and applies the RPC's declared access policy;
+- authenticates the bearer token, applies the rate limits of user-facing RPCs (callers whose
+  role is not exempt; libs/server/ratelimit.py) and the RPC's declared access policy;
 - turns domain errors into status codes with details, and unexpected exceptions into an
   INTERNAL that names the request id but never leaks the traceback;
 - counts and times the call (Prometheus) and writes one JSON access-log line.
@@ -14,17 +15,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, NoReturn
 
 import grpc
 from grpc import aio
 
 from libs import tracing
-from libs.auth import TokenVerifier, set_principal
+from libs.auth import Principal, set_principal
+from libs.auth.tokens import TokenVerifier
 from libs.errors import PermissionDenied, TiketError
 from libs.server import metrics
 from libs.server.access import Policy
+from libs.server.ratelimit import RateLimited, RateLimiter, Scope
 from libs.server.status import code_of, internal_status, rich_status
 
 log = logging.getLogger("tiket.rpc")
@@ -40,9 +43,15 @@ OPEN_SERVICES = frozenset(
 
 
 class ServiceInterceptor(aio.ServerInterceptor):
-    def __init__(self, policies: dict[str, Policy], jwt_secret: str) -> None:
+    def __init__(
+        self,
+        policies: dict[str, Policy],
+        verifier: TokenVerifier,
+        limiter: RateLimiter | None = None,
+    ) -> None:
         self.policies = policies
-        self.verifier = TokenVerifier(jwt_secret)
+        self.verifier = verifier
+        self.limiter = limiter
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
@@ -55,7 +64,9 @@ class ServiceInterceptor(aio.ServerInterceptor):
             handler = await continuation(details)
             if handler is None:
                 return handler
-            method = _Method(details.method, self.policies.get(details.method), self.verifier)
+            method = _Method(
+                details.method, self.policies.get(details.method), self.verifier, self.limiter
+            )
             wrapped = self._wrapped[details.method] = method.wrap(handler)
         return wrapped
 
@@ -63,11 +74,22 @@ class ServiceInterceptor(aio.ServerInterceptor):
 class _Method:
     """What the interceptor knows about one method, and its wrapped behaviour."""
 
-    def __init__(self, method: str, policy: Policy | None, verifier: TokenVerifier) -> None:
+    def __init__(
+        self,
+        method: str,
+        policy: Policy | None,
+        verifier: TokenVerifier,
+        limiter: RateLimiter | None = None,
+    ) -> None:
         self.method = method
         self.policy = policy
         self.verifier = verifier
         _, service, name = method.split("/")
+        # Only RPCs riders may call are limited.
+        self.limiter = limiter if policy is not None and policy.user_facing else None
+        if self.limiter is not None:
+            self.rate_limited = {s: metrics.RATE_LIMITED.labels(service, name, s) for s in Scope}
+            self.unenforced = metrics.RATE_LIMIT_UNENFORCED.labels(service, name)
         self.open = service in OPEN_SERVICES
         # Health probes arrive every few seconds; they would drown the access log.
         self.log_level = logging.DEBUG if service == "grpc.health.v1.Health" else logging.INFO
@@ -99,7 +121,7 @@ class _Method:
             started = self._begin(request, context, "unary")
             code = grpc.StatusCode.OK
             try:
-                self._authorize(request, context)
+                await self._authorize(request, context)
                 return await behaviour(request, context)
             except aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN
@@ -120,7 +142,7 @@ class _Method:
             started = self._begin(request, context, "server_stream")
             code = grpc.StatusCode.OK
             try:
-                self._authorize(request, context)
+                await self._authorize(request, context)
                 async for item in behaviour(request, context):
                     yield item
             except aio.AbortError:
@@ -151,19 +173,40 @@ class _Method:
         self.started[kind].inc()
         return time.perf_counter()
 
-    def _authorize(self, request: Any, context: aio.ServicerContext) -> None:
+    async def _authorize(self, request: Any, context: aio.ServicerContext) -> None:
         if self.open or (self.policy is not None and self.policy.public):
             return
         if self.policy is None:
             raise PermissionDenied(f"{self.method} declares no access policy; nobody may call it")
+        metadata = context.invocation_metadata() or ()
         authorization = None
-        for key, value in context.invocation_metadata() or ():
+        for key, value in metadata:
             if key == "authorization":
                 authorization = value
                 break
         principal = self.verifier.from_metadata(authorization)
+        # Before the policy: calls it refuses (a rider probing others' data) count too.
+        if self.limiter is not None and self.limiter.applies_to(principal.role):
+            await self._limit(self.limiter, principal, context, metadata)
         self.policy.check(principal, request)
         set_principal(principal)
+
+    async def _limit(
+        self,
+        limiter: RateLimiter,
+        principal: Principal,
+        context: aio.ServicerContext,
+        metadata: Sequence[tuple[str, Any]],
+    ) -> None:
+        forwarded = [value for key, value in metadata if key == "x-forwarded-for"]
+        address = limiter.address_of(context.peer(), forwarded)
+        try:
+            enforced = await limiter.check(principal.role, principal.subject, address)
+        except RateLimited as refused:
+            self.rate_limited[refused.scope].inc()
+            raise
+        if not enforced:
+            self.unenforced.inc()
 
     def _end(self, kind: str, started: float, code: grpc.StatusCode) -> None:
         elapsed = time.perf_counter() - started

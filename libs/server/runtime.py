@@ -24,9 +24,10 @@ from grpc_reflection.v1alpha import reflection
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from libs import jsonlog
+from libs import jsonlog, tls
+from libs.auth.service_identity import IdentityError, ServiceIdentity
 from libs.cache import Cache
-from libs.config import Settings
+from libs.config import ConfigError, Settings
 from libs.db.database import ensure_database, open_pool
 from libs.db.migrations import MigrationError, Track, migrate
 from libs.events.relay import OutboxRelay
@@ -35,6 +36,7 @@ from libs.events.tracks import EVENTS_TRACK
 from libs.server import metrics
 from libs.server.access import policies_for
 from libs.server.interceptor import ServiceInterceptor
+from libs.server.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,8 @@ class Resources:
     settings: Settings
     pool: AsyncConnectionPool
     cache: Cache
+    # Its keys: channels to other services sign their calls with identity.signer().
+    identity: ServiceIdentity
 
 
 @dataclass
@@ -95,6 +99,16 @@ def prepare_database(definition: ServiceDefinition, settings: Settings) -> list[
     return migrate(url, [EVENTS_TRACK, *definition.tracks])
 
 
+def check_identity(name: str, settings: Settings) -> ServiceIdentity:
+    """The service's keys, after refusing development defaults outside development/test;
+    StartupError saying what to set otherwise."""
+    try:
+        settings.check_production()
+        return ServiceIdentity.load(name, settings)
+    except (ConfigError, IdentityError) as exc:
+        raise StartupError(str(exc)) from None
+
+
 class ServiceRuntime:
     """One running service. `start()` returns once it is SERVING; `stop()` drains it."""
 
@@ -113,6 +127,7 @@ class ServiceRuntime:
         self._server: aio.Server | None = None
         self._pool: AsyncConnectionPool | None = None
         self._cache: Cache | None = None
+        self._limiter: RateLimiter | None = None
         self._wiring: Wiring | None = None
         self._metrics_server = None
 
@@ -122,6 +137,7 @@ class ServiceRuntime:
 
     async def start(self) -> None:
         settings, name = self.settings, self.definition.name
+        identity = check_identity(name, settings)
         if not self.worker:
             await asyncio.to_thread(prepare_database, self.definition, settings)
         self._pool = await open_pool(
@@ -131,10 +147,16 @@ class ServiceRuntime:
             configure=self.definition.configure_connection,
         )
         self._cache = Cache(settings.redis_url, settings.redis_prefix)
-        self._wiring = await self.definition.build(Resources(settings, self._pool, self._cache))
+        try:
+            self._wiring = await self.definition.build(
+                Resources(settings, self._pool, self._cache, identity)
+            )
+        except (IdentityError, tls.TlsError) as exc:  # keys; TLS files of its channels
+            raise StartupError(str(exc)) from None
 
+        self._limiter = RateLimiter.from_settings(settings)
         interceptor = ServiceInterceptor(
-            policies_for(self.definition.services), settings.jwt_secret
+            policies_for(self.definition.services), identity.verifier(), self._limiter
         )
         # A lone server refuses to share its port (two servers on one port hide bugs);
         # workers share it on purpose and the kernel spreads connections across them.
@@ -150,8 +172,14 @@ class ServiceRuntime:
             ],
             server,
         )
+        address = f"{settings.host}:{self.port}"
         try:
-            self.port = server.add_insecure_port(f"{settings.host}:{self.port}")
+            if settings.tls_server:
+                self.port = server.add_secure_port(address, tls.server_credentials(settings))
+            else:
+                self.port = server.add_insecure_port(address)
+        except tls.TlsError as exc:
+            raise StartupError(str(exc)) from None
         except RuntimeError:
             raise StartupError(
                 f"cannot listen on {settings.host}:{self.port}: the port is in use (another "
@@ -166,7 +194,7 @@ class ServiceRuntime:
             timedelta(hours=settings.event_retention_hours),
             settings.sweep_interval_seconds,
         )
-        for task in [relay, retention, *self._wiring.background]:
+        for task in [identity.refresher(), relay, retention, *self._wiring.background]:
             await task.start()
             self._started.append(task)
         if not self.worker:
@@ -196,6 +224,8 @@ class ServiceRuntime:
             await self._wiring.close()
         if self._cache:
             await self._cache.close()
+        if self._limiter:
+            await self._limiter.close()
         if self._pool:
             await self._pool.close()
         if self._metrics_server is not None:
@@ -233,7 +263,6 @@ async def _stop_when_orphaned(stop: asyncio.Event, supervisor: int) -> None:
 def run(definition: ServiceDefinition, settings: Settings, *, worker: bool = False) -> None:
     """Serve `definition` in the foreground until SIGTERM or Ctrl-C; exit 0 after draining,
     1 with a one-line reason when it cannot start."""
-    settings.check_production()
     jsonlog.setup(definition.name, settings.log_level)
     try:
         # uvloop: the database, Redis and RabbitMQ clients spend less CPU per call on it

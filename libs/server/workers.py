@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from libs import jsonlog
+from libs import jsonlog, tls
 from libs.config import Settings
-from libs.server.runtime import ServiceDefinition, StartupError, prepare_database
+from libs.server.runtime import ServiceDefinition, StartupError, check_identity, prepare_database
 
 log = logging.getLogger(__name__)
 WORKER_ENV = "TIKET_WORKER"
@@ -47,13 +47,15 @@ def serve_workers(definition: ServiceDefinition, settings: Settings, count: int)
     """Run `count` workers of `definition` until SIGTERM/SIGINT; exit 0 after draining them,
     1 when they cannot start."""
     jsonlog.setup(definition.name, settings.log_level)
-    settings.check_production()
     name = definition.name
     try:
+        check_identity(definition.name, settings)
+        if settings.tls_server:
+            tls.server_credentials(settings)  # a bad file: said once here, not by every worker
         port = settings.grpc_ports[name]
         _check_port_free(settings.host, port, name)
         prepare_database(definition, settings)
-    except StartupError as exc:
+    except (StartupError, tls.TlsError) as exc:
         log.error("cannot start: %s", exc)
         sys.exit(1)
     with tempfile.TemporaryDirectory(prefix=f"tiket-{name}-metrics-") as metrics_dir:

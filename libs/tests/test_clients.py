@@ -11,10 +11,14 @@ import pytest
 from grpc import aio
 
 from libs import tracing
-from libs.auth import Role, verify
+from libs.auth import Role
+from libs.auth.service_identity import ServiceIdentity
 from libs.clients import is_unavailable, service_channel
+from libs.errors import Unauthenticated
+from tests.support.settings import isolated_settings
 
-SECRET = "x" * 40
+SETTINGS = isolated_settings()
+JOURNEY = ServiceIdentity.load("journey", SETTINGS)
 SERVICE = "tiket.test.v1.Flaky"
 
 
@@ -57,14 +61,18 @@ async def test_unavailable_is_retried_and_the_call_carries_a_service_token():
     tracing.begin("req-42", None)
     try:
         async with service_channel(
-            f"127.0.0.1:{port}", SERVICE, caller="journey", secret=SECRET
+            f"127.0.0.1:{port}", SERVICE, callee="user", identity=JOURNEY
         ) as channel:
             assert await call(channel) == b"ping"
     finally:
         await server.stop(None)
     assert flaky.attempts == 3
-    principal = verify(SECRET, flaky.metadata["authorization"].removeprefix("Bearer "))
+    # Signed with the journey service's own key, for the user service only.
+    token = flaky.metadata["authorization"].removeprefix("Bearer ")
+    principal = ServiceIdentity.load("user", SETTINGS).verifier().verify(token)
     assert (principal.role, principal.subject) == (Role.SERVICE, "journey")
+    with pytest.raises(Unauthenticated, match="not for this service"):
+        ServiceIdentity.load("fare", SETTINGS).verifier().verify(token)
     assert flaky.metadata["x-request-id"] == "req-42"
     assert flaky.metadata["traceparent"].startswith("00-")
 
@@ -74,7 +82,7 @@ async def test_retries_give_up_after_the_policy_allows():
     server, port = await flaky.start()
     try:
         async with service_channel(
-            f"127.0.0.1:{port}", SERVICE, caller="journey", secret=SECRET
+            f"127.0.0.1:{port}", SERVICE, callee="user", identity=JOURNEY
         ) as channel:
             with pytest.raises(aio.AioRpcError) as err:
                 await call(channel)
@@ -89,7 +97,7 @@ async def test_methods_outside_the_retry_list_are_not_retried():
     server, port = await flaky.start()
     try:
         async with service_channel(
-            f"127.0.0.1:{port}", SERVICE, caller="journey", secret=SECRET, retry_methods=["Other"]
+            f"127.0.0.1:{port}", SERVICE, callee="user", identity=JOURNEY, retry_methods=["Other"]
         ) as channel:
             with pytest.raises(aio.AioRpcError):
                 await call(channel)
@@ -103,7 +111,7 @@ async def test_a_slow_dependency_hits_the_default_deadline():
     server, port = await slow.start()
     try:
         async with service_channel(
-            f"127.0.0.1:{port}", SERVICE, caller="journey", secret=SECRET, timeout_seconds=0.3
+            f"127.0.0.1:{port}", SERVICE, callee="user", identity=JOURNEY, timeout_seconds=0.3
         ) as channel:
             started = time.monotonic()
             with pytest.raises(aio.AioRpcError) as err:
@@ -117,7 +125,7 @@ async def test_a_slow_dependency_hits_the_default_deadline():
 
 async def test_a_dependency_that_is_down_answers_unavailable_quickly():
     async with service_channel(
-        "127.0.0.1:1", SERVICE, caller="journey", secret=SECRET, timeout_seconds=1.0
+        "127.0.0.1:1", SERVICE, callee="user", identity=JOURNEY, timeout_seconds=1.0
     ) as channel:
         started = time.monotonic()
         with pytest.raises(aio.AioRpcError) as err:

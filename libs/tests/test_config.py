@@ -3,17 +3,20 @@ variable."""
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
-from libs.config import DEV_JWT_SECRET, SERVICE_PORTS, ConfigError, load
+from libs.config import DEV_ISSUER, SERVICE_PORTS, ConfigError, load
 
-REAL_SECRET = "s3cr3t-" + "x" * 40
+OWN_AMQP = "amqp://tiket:pw@mq:5672/"
+OWN_ISSUER = "https://id.example/realms/tiket"
 
 
 def test_defaults_match_the_architecture_page() -> None:
     settings = load({})
 
-    assert settings.env == "development"
+    assert settings.env == ""  # unset: development defaults are refused (see below)
     assert settings.grpc_ports == {
         "user": 50051,
         "fare": 50052,
@@ -38,7 +41,15 @@ def test_defaults_match_the_architecture_page() -> None:
     assert settings.events_exchange == "tiket.events"
     assert settings.database_name("user") == "tiket_user"
     assert settings.database_url("fare") == "postgresql://postgres@127.0.0.1:5432/tiket_fare"
-    assert settings.uses_dev_secret
+    assert settings.token_issuer == DEV_ISSUER
+    assert settings.jwks == ".tiket/keys/issuer.jwks.json"
+    assert settings.service_jwks == ".tiket/keys/services.jwks.json"
+    assert str(settings.service_key_path("journey")) == ".tiket/keys/services/journey.pem"
+    assert settings.rate_limit_user_per_minute == 60
+    assert settings.rate_limit_address_per_minute == 120
+    assert settings.rate_limit_exempt_roles == {"admin", "operator", "gate", "service"}
+    assert settings.trusted_proxies == ()
+    assert not settings.tls_server
 
 
 def test_empty_values_mean_the_default() -> None:
@@ -49,7 +60,14 @@ def test_overrides() -> None:
     settings = load(
         {
             "TIKET_ENV": "Production",
-            "TIKET_JWT_SECRET": REAL_SECRET,
+            "TIKET_TOKEN_ISSUER": OWN_ISSUER,
+            "TIKET_JWKS": "https://id.example/realms/tiket/protocol/openid-connect/certs",
+            "TIKET_SERVICE_KEY": "/var/run/tiket/key.pem",
+            "TIKET_RATE_LIMIT_USER_PER_MINUTE": "30",
+            "TIKET_RATE_LIMIT_EXEMPT_ROLES": "Gate, service",
+            "TIKET_TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1",
+            "TIKET_TLS_CERT": "/tls/tls.crt",
+            "TIKET_TLS_KEY": "/tls/tls.key",
             "TIKET_USER_PORT": "6000",
             "TIKET_FARE_METRICS_PORT": "9999",
             "TIKET_JOURNEY_ADDR": "journey.svc:443",
@@ -66,7 +84,16 @@ def test_overrides() -> None:
     )
 
     assert settings.env == "production"
-    assert settings.jwt_secret == REAL_SECRET
+    assert settings.token_issuer == OWN_ISSUER
+    assert settings.jwks.startswith("https://id.example/")
+    assert str(settings.service_key_path("journey")) == "/var/run/tiket/key.pem"
+    assert settings.rate_limit_user_per_minute == 30
+    assert settings.rate_limit_exempt_roles == {"gate", "service"}
+    assert settings.trusted_proxies == (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("127.0.0.1/32"),
+    )
+    assert settings.tls_server
     assert settings.grpc_ports["user"] == 6000
     # The address of a service follows its port unless given explicitly.
     assert settings.addresses["user"] == "127.0.0.1:6000"
@@ -103,6 +130,10 @@ def test_port_zero_is_allowed_for_tests() -> None:
         ("TIKET_ENV", "staging"),
         ("TIKET_LOG_LEVEL", "verbose"),
         ("TIKET_DB_PREFIX", "Tiket-"),
+        ("TIKET_RATE_LIMIT_USER_PER_MINUTE", "-1"),
+        ("TIKET_RATE_LIMIT_EXEMPT_ROLES", "gate,robots"),
+        ("TIKET_TRUSTED_PROXIES", "10.0.0.0/33"),
+        ("TIKET_TOKEN_MAX_LIFETIME_SECONDS", "10"),
     ],
 )
 def test_invalid_values_name_the_variable(variable: str, value: str) -> None:
@@ -112,33 +143,43 @@ def test_invalid_values_name_the_variable(variable: str, value: str) -> None:
     assert repr(value) in str(caught.value)
 
 
-def test_short_secret_is_refused() -> None:
-    with pytest.raises(ConfigError, match="TIKET_JWT_SECRET") as caught:
-        load({"TIKET_JWT_SECRET": "x" * 31})
-    assert "32" in str(caught.value)
-    assert load({"TIKET_JWT_SECRET": "x" * 32}).jwt_secret == "x" * 32
-
-
 def test_config_error_is_a_value_error() -> None:
     assert issubclass(ConfigError, ValueError)
 
 
-def test_production_refuses_the_dev_secret() -> None:
-    settings = load({"TIKET_ENV": "production"})
-    assert settings.jwt_secret == DEV_JWT_SECRET
-    with pytest.raises(ConfigError, match="TIKET_JWT_SECRET"):
+@pytest.mark.parametrize("env", [{}, {"TIKET_ENV": "production"}])
+def test_outside_development_the_dev_issuer_and_guest_credentials_are_refused(env) -> None:
+    # A deployment that forgets TIKET_ENV must not run on development defaults.
+    with pytest.raises(ConfigError) as caught:
+        load(env).check_production()
+    message = str(caught.value)
+    assert "tiket-dev" in message
+    assert "guest" in message
+    assert "TIKET_ENV=development" in message
+
+
+def test_production_with_its_own_issuer_and_credentials_starts() -> None:
+    load(
+        {"TIKET_ENV": "production", "TIKET_TOKEN_ISSUER": OWN_ISSUER, "TIKET_AMQP_URL": OWN_AMQP}
+    ).check_production()
+
+
+def test_a_guest_password_alone_is_refused_too() -> None:
+    settings = load({"TIKET_TOKEN_ISSUER": OWN_ISSUER, "TIKET_AMQP_URL": "amqp://mq:5672/"})
+    with pytest.raises(ConfigError, match="guest"):
         settings.check_production()
 
 
-def test_production_accepts_a_real_secret() -> None:
-    settings = load({"TIKET_ENV": "production", "TIKET_JWT_SECRET": REAL_SECRET})
-    assert not settings.uses_dev_secret
-    settings.check_production()  # no error
-
-
 @pytest.mark.parametrize("env", ["development", "test"])
-def test_dev_secret_is_fine_outside_production(env: str) -> None:
+def test_development_defaults_are_fine_in_development_and_test(env: str) -> None:
     load({"TIKET_ENV": env}).check_production()
+
+
+def test_tls_settings_go_together() -> None:
+    with pytest.raises(ConfigError, match="TIKET_TLS_CERT and TIKET_TLS_KEY"):
+        load({"TIKET_TLS_CERT": "/tls/tls.crt"})
+    with pytest.raises(ConfigError, match="TIKET_TLS_CLIENT_CA"):
+        load({"TIKET_TLS_CLIENT_CA": "/tls/ca.crt"})
 
 
 def test_every_service_has_distinct_ports() -> None:

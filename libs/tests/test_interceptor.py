@@ -17,7 +17,8 @@ from grpc_health.v1.health import aio as health_aio
 from prometheus_client import REGISTRY
 from tiket.user.v1 import user_pb2
 
-from libs.auth import Role, mint
+from libs.auth import Role
+from libs.auth.service_identity import ServiceIdentity
 from libs.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -27,10 +28,12 @@ from libs.errors import (
 )
 from libs.server.access import Policy
 from libs.server.interceptor import DETAILS_KEY, ServiceInterceptor
+from tests.support import keys
+from tests.support.settings import isolated_settings
 
 pytestmark = pytest.mark.timeout(30)
 
-SECRET = "interceptor-test-secret-" + "z" * 16
+SETTINGS = isolated_settings()
 SERVICE = "test.v1.Fake"
 Request, Response = user_pb2.GetWalletRequest, user_pb2.Wallet
 
@@ -115,7 +118,7 @@ async def channel() -> AsyncIterator[aio.Channel]:
         )
         for name, behaviour in STREAMS.items()
     }
-    server = aio.server(interceptors=[ServiceInterceptor(POLICIES, SECRET)])
+    server = aio.server(interceptors=[ServiceInterceptor(POLICIES, verifier())])
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -126,8 +129,12 @@ async def channel() -> AsyncIterator[aio.Channel]:
         await server.stop(None)
 
 
-def auth(role: Role = Role.ADMIN, sub: str = "tests", secret: str = SECRET) -> list:
-    return [("authorization", f"Bearer {mint(secret, role, sub)}")]
+def verifier():
+    return ServiceIdentity.load("user", SETTINGS).verifier()
+
+
+def auth(role: Role = Role.ADMIN, sub: str = "tests") -> list:
+    return keys.bearer(SETTINGS, role, sub)
 
 
 async def call(channel: aio.Channel, method: str, request=None, metadata=None):
@@ -218,7 +225,7 @@ async def test_errors_echo_the_request_id(channel: aio.Channel) -> None:
         [],
         [("authorization", "Bearer nonsense")],
         [("authorization", "Basic Zm9vOmJhcg==")],
-        auth(secret="another-secret-" + "q" * 32),
+        *([("authorization", f"Bearer {bad}")] for bad in keys.bad_tokens(SETTINGS).values()),
     ],
 )
 async def test_unauthenticated(channel: aio.Channel, metadata: list) -> None:
@@ -236,13 +243,13 @@ async def test_policy_allows_self_and_denies_others(channel: aio.Channel) -> Non
     assert error.code() is grpc.StatusCode.PERMISSION_DENIED
     assert "own user_id" in error.details()
 
-    error = await failure(channel, "Ok", Request(user_id=me), auth(Role.GATE, me))
+    error = await failure(channel, "Ok", Request(user_id=me), auth(Role.GATE, "A/A-ENTRY-01"))
     assert error.code() is grpc.StatusCode.PERMISSION_DENIED
 
 
 async def test_the_behaviour_does_not_run_when_access_is_denied(channel: aio.Channel) -> None:
     # Crash would answer INTERNAL; a denied call never reaches it.
-    error = await failure(channel, "Crash", metadata=auth(Role.SERVICE))
+    error = await failure(channel, "Crash", metadata=auth(Role.SERVICE, "tests"))
     assert error.code() is grpc.StatusCode.PERMISSION_DENIED
     error = await failure(channel, "Crash", metadata=[])
     assert error.code() is grpc.StatusCode.UNAUTHENTICATED
@@ -345,7 +352,7 @@ async def test_methods_without_a_policy_are_refused_even_with_a_token(
 async def test_health_is_open_without_a_token() -> None:
     health = health_aio.HealthServicer()
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
-    server = aio.server(interceptors=[ServiceInterceptor(POLICIES, SECRET)])
+    server = aio.server(interceptors=[ServiceInterceptor(POLICIES, verifier())])
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -393,6 +400,13 @@ async def test_stream_crash_is_internal_without_leaks(channel: aio.Channel) -> N
 
 async def test_stream_checks_access_first(channel: aio.Channel) -> None:
     with pytest.raises(aio.AioRpcError) as caught:
-        async for _ in stream(channel, "Stream", auth(Role.GATE)):
+        async for _ in stream(channel, "Stream", auth(Role.GATE, "A/A-ENTRY-01")):
             pytest.fail("no item may be sent to a caller without access")
     assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_an_empty_owner_field_is_nobody_not_everyone(channel: aio.Channel) -> None:
+    # A rider's list call that names no user would once match every rider's data.
+    me = str(uuid.uuid4())
+    error = await failure(channel, "Ok", Request(user_id=""), auth(Role.USER, me))
+    assert error.code() is grpc.StatusCode.PERMISSION_DENIED

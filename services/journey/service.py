@@ -7,6 +7,7 @@ from pathlib import Path
 from grpc import aio
 from tiket.journey.v1 import journey_pb2, journey_pb2_grpc
 
+from libs.auth.service_identity import ServiceIdentity
 from libs.clients import service_channel
 from libs.config import Settings
 from libs.db.migrations import Track
@@ -25,7 +26,7 @@ async def build(resources: Resources, journey_config: JourneyConfig | None = Non
     """`journey_config` defaults to TIKET_JOURNEY_* (tests pass their own)."""
     settings = resources.settings
     journey_config = journey_config or config.load()
-    channels = dependency_channels(settings, journey_config)
+    channels = dependency_channels(settings, resources.identity, journey_config)
     app = JourneyApp(resources.pool, resources.cache, journey_config, *channels)
 
     def register(server: aio.Server) -> None:
@@ -41,14 +42,16 @@ async def build(resources: Resources, journey_config: JourneyConfig | None = Non
     return Wiring(register=register, background=[sweeper], close=close)
 
 
-def dependency_channels(settings: Settings, journey_config: JourneyConfig) -> list[aio.Channel]:
+def dependency_channels(
+    settings: Settings, identity: ServiceIdentity, journey_config: JourneyConfig
+) -> list[aio.Channel]:
     """[user, fare]: one long-lived channel per dependency, shared by every call."""
     return [
         service_channel(
             settings.addresses[name],
             service,
-            caller="journey",
-            secret=settings.jwt_secret,
+            callee=name,
+            identity=identity,
             timeout_seconds=journey_config.dependency_timeout,
         )
         for name, service in (("user", USER_SERVICE), ("fare", FARE_SERVICE))

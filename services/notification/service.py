@@ -34,8 +34,8 @@ async def build(
     user_channel = service_channel(
         settings.addresses["user"],
         USER_SERVICE,
-        caller="notification",
-        secret=settings.jwt_secret,
+        callee="user",
+        identity=resources.identity,
         timeout_seconds=notification_config.dependency_timeout,
     )
     senders: dict[Channel, Sender] = {}

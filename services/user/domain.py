@@ -103,11 +103,11 @@ class LedgerEntry:
 
 @dataclass(frozen=True)
 class UserSnapshot:
-    """One row of the gate devices' offline list."""
+    """One row of the gate devices' offline list: what a gate needs to decide a tap, and no
+    personal data (user_id orders the export; it is not sent)."""
 
     user_id: uuid.UUID
     card_id: str
-    full_name: str
     status: UserStatus
     available: Decimal
     updated_at: datetime

@@ -113,9 +113,7 @@ def hold(h: Hold) -> user_pb2.Hold:
 
 def snapshot(s: UserSnapshot) -> user_pb2.UserSnapshot:
     return user_pb2.UserSnapshot(
-        user_id=str(s.user_id),
         card_id=s.card_id,
-        full_name=s.full_name,
         status=STATUS_TO_PROTO[s.status],
         available=to_money(s.available),
         updated_at=to_timestamp(s.updated_at),

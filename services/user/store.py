@@ -493,7 +493,7 @@ async def snapshots_since(
 ) -> AsyncIterator[UserSnapshot]:
     cur = conn.cursor(name="export_users", row_factory=class_row(UserSnapshot))
     await cur.execute(
-        """SELECT id AS user_id, card_id, full_name, status, balance - held AS available,
+        """SELECT id AS user_id, card_id, status, balance - held AS available,
                   updated_at
              FROM users WHERE %s::timestamptz IS NULL OR updated_at >= %s
             ORDER BY updated_at, id""",

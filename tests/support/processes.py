@@ -65,9 +65,17 @@ def grpcurl(address: str, *args: str, token: str | None = None, data: object = N
         return done.stdout
 
 
-def wait_serving(address: str, service: str = "", timeout: float = 60.0) -> None:
+def wait_serving(
+    address: str,
+    service: str = "",
+    timeout: float = 60.0,
+    tls: grpc.ChannelCredentials | None = None,
+) -> None:
+    """Until `address` reports `service` SERVING; over TLS with `tls` (e.g.
+    grpc.ssl_channel_credentials(ca, key, cert)), plaintext without."""
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
+    channel = grpc.insecure_channel(address) if tls is None else grpc.secure_channel(address, tls)
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             try:
@@ -96,8 +104,11 @@ class ServiceProcess:
 
 
 @contextmanager
-def service_process(name: str, env: dict[str, str], *args: str) -> Iterator[ServiceProcess]:
-    """`tiket serve NAME [ARGS]` as a child process on free ports, SERVING when yielded."""
+def service_process(
+    name: str, env: dict[str, str], *args: str, tls: grpc.ChannelCredentials | None = None
+) -> Iterator[ServiceProcess]:
+    """`tiket serve NAME [ARGS]` as a child process on free ports, SERVING when yielded;
+    `tls`: the credentials to ask for its health with when it serves TLS (TIKET_TLS_CERT)."""
     port, metrics = free_ports(2)
     env = {
         **os.environ,
@@ -116,7 +127,7 @@ def service_process(name: str, env: dict[str, str], *args: str) -> Iterator[Serv
         child = ServiceProcess(name, f"127.0.0.1:{port}", metrics, process, env, Path(log.name))
         try:
             try:
-                wait_serving(child.address)
+                wait_serving(child.address, tls=tls)
             except TimeoutError as exc:
                 raise TimeoutError(f"{exc}; its log:\n{child.log.read_text()[-3000:]}") from None
             yield child

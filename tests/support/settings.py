@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from libs.auth import mint
 from libs.config import SERVICE_PORTS, Settings, load
+from tests.support import keys
 
 
 def isolated_env(**overrides: str) -> dict[str, str]:
@@ -20,6 +20,7 @@ def isolated_env(**overrides: str) -> dict[str, str]:
         "TIKET_LOG_LEVEL": "warning",
         "TIKET_GRACE_SECONDS": "2",
         "TIKET_DB_POOL_MIN": "1",
+        **keys.key_env(),
     }
     for name in SERVICE_PORTS:
         env[f"TIKET_{name.upper()}_PORT"] = "0"
@@ -44,4 +45,4 @@ class MeshEnv:
         return self.settings.addresses[name]
 
     def token(self, role: str, sub: str) -> str:
-        return mint(self.settings.jwt_secret, role, sub)
+        return keys.token(self.settings, role, sub)

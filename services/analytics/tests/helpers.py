@@ -17,7 +17,7 @@ from grpc import aio
 from tiket.analytics.v1 import analytics_pb2_grpc
 from tiket.events.v1 import journey_pb2
 
-from libs.auth import Role, mint
+from libs.auth import Role
 from libs.config import Settings
 from libs.events import bus
 from libs.events.consumer import Consumer, dead_letter_queue
@@ -27,6 +27,7 @@ from libs.server.runtime import ServiceRuntime
 from services.analytics.config import AnalyticsConfig
 from services.analytics.consumers import queue_name
 from services.analytics.messages import proto_date
+from tests.support import keys
 from tests.support.waiting import wait_until
 
 # Short retries, so a poison event reaches the dead letters in well under a second.
@@ -42,7 +43,7 @@ class Caller:
         self.settings = settings
 
     def metadata(self, role: Role | str, sub: str) -> list[tuple[str, str]]:
-        return [("authorization", f"Bearer {mint(self.settings.jwt_secret, role, sub)}")]
+        return [("authorization", f"Bearer {keys.token(self.settings, role, sub)}")]
 
     async def call(self, method: str, request, role: Role | str = Role.OPERATOR, sub: str = "ops"):
         return await getattr(self.stub, method)(request, metadata=self.metadata(role, sub))

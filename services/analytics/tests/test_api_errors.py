@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import uuid
 
 import grpc
 import orjson
@@ -99,7 +100,11 @@ async def test_only_operators_and_admins_read_reports(analytics):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await getattr(analytics.stub, method)(request)
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED, method
-        for role, sub in ((Role.USER, "u"), (Role.GATE, "A-ENTRY-01"), (Role.SERVICE, "x")):
+        for role, sub in (
+            (Role.USER, str(uuid.uuid4())),
+            (Role.GATE, "A/A-ENTRY-01"),
+            (Role.SERVICE, "tests"),
+        ):
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await analytics.call(method, request, role=role, sub=sub)
             assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED, (method, role)

@@ -104,7 +104,10 @@ REQUESTS = {
 }
 ROLES = mostly(
     st.sampled_from([(Role.ADMIN, "tests"), (Role.OPERATOR, "ops")]),
-    st.sampled_from([(Role.GATE, "A-ENTRY-01"), (Role.USER, "u"), (Role.SERVICE, "journey")]),
+    st.one_of(
+        st.sampled_from([(Role.GATE, "A/A-ENTRY-01"), (Role.SERVICE, "journey")]),
+        st.tuples(st.just(Role.USER), st.uuids().map(str)),
+    ),
 )
 
 

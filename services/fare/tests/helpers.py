@@ -15,11 +15,12 @@ from grpc import aio
 from psycopg import AsyncConnection
 from tiket.fare.v1 import fare_pb2, fare_pb2_grpc
 
-from libs.auth import Role, mint
+from libs.auth import Role
 from libs.config import Settings
 from libs.money import from_money, to_money
 from libs.server.runtime import ServiceRuntime
 from services.fare import demo
+from tests.support import keys
 from tests.support.waiting import wait_until
 
 FIXTURE_FEED = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "gtfs"
@@ -34,7 +35,7 @@ class Caller:
         self.settings = settings
 
     def metadata(self, role: Role | str = Role.ADMIN, sub: str = "tests") -> list[tuple[str, str]]:
-        return [("authorization", f"Bearer {mint(self.settings.jwt_secret, role, sub)}")]
+        return [("authorization", f"Bearer {keys.token(self.settings, role, sub)}")]
 
     async def call(self, method: str, request, role: Role | str = Role.ADMIN, sub: str = "tests"):
         return await getattr(self.stub, method)(request, metadata=self.metadata(role, sub))

@@ -3,6 +3,8 @@ and write nothing."""
 
 from __future__ import annotations
 
+import uuid
+
 import grpc
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
@@ -190,13 +192,14 @@ async def test_missing_token_is_unauthenticated_and_roles_are_enforced(fares, db
         await fares.stub.GetFare(F.GetFareRequest(origin_code="A", destination_code="B"))
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     set_fare = F.SetFareRequest(origin_code="A", destination_code="B", price=idr(1))
+    rider = str(uuid.uuid4())
     denied = [
-        ("SetFare", set_fare, Role.GATE, "A-ENTRY-01"),
-        ("SetFare", set_fare, Role.USER, "u"),
+        ("SetFare", set_fare, Role.GATE, "A/A-ENTRY-01"),
+        ("SetFare", set_fare, Role.USER, rider),
         ("SetFare", set_fare, Role.SERVICE, "journey"),
-        ("CreateTerminal", F.CreateTerminalRequest(code="F", name="x"), Role.GATE, "A-ENTRY-01"),
-        ("ChangeGateStatus", F.ChangeGateStatusRequest(), Role.GATE, "A-ENTRY-01"),
-        ("ExportFareSnapshot", F.ExportFareSnapshotRequest(), Role.USER, "u"),
+        ("CreateTerminal", F.CreateTerminalRequest(code="F", name="x"), Role.GATE, "A/A-ENTRY-01"),
+        ("ChangeGateStatus", F.ChangeGateStatusRequest(), Role.GATE, "A/A-ENTRY-01"),
+        ("ExportFareSnapshot", F.ExportFareSnapshotRequest(), Role.USER, rider),
     ]
     for method, request, role, sub in denied:
         with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -207,8 +210,10 @@ async def test_missing_token_is_unauthenticated_and_roles_are_enforced(fares, db
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED, (method, role)
     # Reads are open to every authenticated caller, gates included.
     read = F.GetFareRequest(origin_code="A", destination_code="B")
+    subjects = {Role.GATE: "A/A-ENTRY-01", Role.USER: rider, Role.SERVICE: "journey"}
     for role in Role:
-        assert (await fares.call("GetFare", read, role=role, sub="x")).price.units == 5000
+        sub = subjects.get(role, "x")
+        assert (await fares.call("GetFare", read, role=role, sub=sub)).price.units == 5000
     operator = await fares.call("SetFare", set_fare, role=Role.OPERATOR, sub="ops")
     assert operator.changed
     assert (await row_counts(db))[2] == before[2] + 1

@@ -210,7 +210,10 @@ async def test_the_snapshot_gives_terminals_then_current_and_scheduled_fares(far
     await seed(fares)
     await set_fare(fares, "A", "B", 5200, in_seconds(3600))
     items = await fares.stream(
-        "ExportFareSnapshot", fare_pb2.ExportFareSnapshotRequest(), role=Role.GATE, sub="A-EXIT-01"
+        "ExportFareSnapshot",
+        fare_pb2.ExportFareSnapshotRequest(),
+        role=Role.GATE,
+        sub="A/A-EXIT-01",
     )
     kinds = [i.WhichOneof("item") for i in items]
     assert kinds == ["terminal"] * 5 + ["fare"] * 21 + ["end"]

@@ -92,7 +92,7 @@ async def call_every_rpc(fares) -> set[str]:
     assert renamed.name == "Terminal Anyar"
     gate = dict(terminal_code="F", gate_code="F-IN-1")
     await call("RegisterGate", fare_pb2.RegisterGateRequest(**gate, type=fare_pb2.GATE_TYPE_ENTRY))
-    await call("Heartbeat", fare_pb2.HeartbeatRequest(**gate), role=Role.GATE, sub="F-IN-1")
+    await call("Heartbeat", fare_pb2.HeartbeatRequest(**gate), role=Role.GATE, sub="F/F-IN-1")
     resting = await call(
         "ChangeGateStatus",
         fare_pb2.ChangeGateStatusRequest(**gate, status=fare_pb2.GATE_STATUS_MAINTENANCE),

@@ -186,7 +186,14 @@ REQUESTS = {
 }
 ROLES = mostly(
     st.sampled_from([(Role.ADMIN, "tests"), (Role.OPERATOR, "ops")]),
-    st.sampled_from([(Role.GATE, "A-ENTRY-01"), (Role.USER, "u"), (Role.SERVICE, "journey")]),
+    st.one_of(
+        # A gate of the demo data (a heartbeat for itself passes, any other is refused).
+        st.tuples(
+            st.just(Role.GATE), st.sampled_from([f"{t}/{g}" for t, g, *_ in demo.DEMO_GATES])
+        ),
+        st.just((Role.SERVICE, "journey")),
+        st.tuples(st.just(Role.USER), st.uuids().map(str)),
+    ),
 )
 
 

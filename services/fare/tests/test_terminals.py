@@ -119,14 +119,14 @@ async def test_heartbeats_and_staff_changes_emit_status_changes(fares, db):
     await seed(fares)
     gate = dict(terminal_code="A", gate_code="A-ENTRY-01")
     beat = await fares.call(
-        "Heartbeat", fare_pb2.HeartbeatRequest(**gate), role=Role.GATE, sub="A-ENTRY-01"
+        "Heartbeat", fare_pb2.HeartbeatRequest(**gate), role=Role.GATE, sub="A/A-ENTRY-01"
     )
     assert beat.status == ONLINE
     broken = await fares.call(
         "Heartbeat",
         fare_pb2.HeartbeatRequest(**gate, status=fare_pb2.GATE_STATUS_ERROR),
         role=Role.GATE,
-        sub="A-ENTRY-01",
+        sub="A/A-ENTRY-01",
     )
     assert broken.status == fare_pb2.GATE_STATUS_ERROR
     assert broken.last_heartbeat_at.ToDatetime() >= beat.last_heartbeat_at.ToDatetime()
@@ -152,14 +152,19 @@ async def test_heartbeats_and_staff_changes_emit_status_changes(fares, db):
 
 async def test_a_gate_may_only_beat_for_itself(fares):
     await seed(fares)
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await fares.call(
-            "Heartbeat",
-            fare_pb2.HeartbeatRequest(terminal_code="A", gate_code="A-EXIT-01"),
-            role=Role.GATE,
-            sub="A-ENTRY-01",
-        )
-    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    for terminal, code, subject in (
+        ("A", "A-EXIT-01", "A/A-ENTRY-01"),  # another gate of its terminal
+        ("A", "A-ENTRY-01", "B/A-ENTRY-01"),  # its gate code, at another terminal
+        ("", "A-ENTRY-01", "A/A-ENTRY-01"),  # an empty terminal is nobody's
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await fares.call(
+                "Heartbeat",
+                fare_pb2.HeartbeatRequest(terminal_code=terminal, gate_code=code),
+                role=Role.GATE,
+                sub=subject,
+            )
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED, (terminal, code, subject)
 
 
 async def test_a_silent_gate_shows_offline_then_the_sweeper_marks_it(start_fare, monkeypatch):
@@ -188,7 +193,7 @@ async def test_a_silent_gate_shows_offline_then_the_sweeper_marks_it(start_fare,
             "Heartbeat",
             fare_pb2.HeartbeatRequest(terminal_code="A", gate_code="A-IN-1"),
             role=Role.GATE,
-            sub="A-IN-1",
+            sub="A/A-IN-1",
         )
         assert back.status == ONLINE
     finally:

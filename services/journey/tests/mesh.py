@@ -20,7 +20,8 @@ from grpc import aio
 from tiket.journey.v1 import journey_pb2, journey_pb2_grpc
 from tiket.user.v1 import user_pb2, user_pb2_grpc
 
-from libs.auth import Role, mint
+from libs.auth import Role
+from libs.auth.service_identity import ServiceIdentity
 from libs.cache import Cache
 from libs.config import Settings, load
 from libs.db.database import open_pool
@@ -33,6 +34,7 @@ from services.journey.app import JourneyApp
 from services.journey.config import JourneyConfig
 from services.journey.jobs import Sweeper
 from services.user.service import DEFINITION as USER
+from tests.support import keys
 from tests.support.cleanup import remove_run
 from tests.support.settings import isolated_env
 from tests.support.tcp_proxy import TcpProxy
@@ -59,7 +61,7 @@ class Mesh:
         return user_pb2_grpc.UserServiceStub(self.channels["user"])
 
     def metadata(self, role: Role | str = Role.ADMIN, sub: str = "tests") -> list[tuple[str, str]]:
-        return [("authorization", f"Bearer {mint(self.settings.jwt_secret, role, sub)}")]
+        return [("authorization", f"Bearer {keys.token(self.settings, role, sub)}")]
 
     def database_url(self, name: str) -> str:
         return self.settings.database_url(name)
@@ -113,7 +115,8 @@ async def sweeper_of(mesh: Mesh, config: JourneyConfig) -> AsyncIterator[Sweeper
     pool = await open_pool(
         mesh.database_url("journey"), min_size=1, max_size=4, configure=store.register_types
     )
-    channels = service.dependency_channels(mesh.settings, config)
+    identity = ServiceIdentity.load("journey", mesh.settings)
+    channels = service.dependency_channels(mesh.settings, identity, config)
     cache = Cache(mesh.settings.redis_url, mesh.settings.redis_prefix)
     try:
         yield Sweeper(JourneyApp(pool, cache, config, *channels))
@@ -190,7 +193,7 @@ async def tap_in(
 ):
     """CheckIn with the gate's own token."""
     request = tap_request("in", card, terminal, gate, **kw)
-    md = mesh.metadata(Role.GATE, gate)
+    md = mesh.metadata(Role.GATE, f"{terminal}/{gate}")
     return await mesh.journeys.CheckIn(request, metadata=md, timeout=timeout)
 
 
@@ -204,7 +207,7 @@ async def tap_out(
 ):
     """CheckOut with the gate's own token."""
     request = tap_request("out", card, terminal, gate, **kw)
-    md = mesh.metadata(Role.GATE, gate)
+    md = mesh.metadata(Role.GATE, f"{terminal}/{gate}")
     return await mesh.journeys.CheckOut(request, metadata=md, timeout=timeout)
 
 

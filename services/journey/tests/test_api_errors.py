@@ -160,12 +160,17 @@ async def test_a_tap_id_reused_for_another_tap_is_already_exists(mesh):
 async def test_a_gate_token_taps_only_for_its_own_gate(mesh):
     _, card = await new_rider(mesh)
     request = tap_request("in", card, "A", "A-ENTRY-01")
-    for role, sub in ((Role.GATE, "B-ENTRY-01"), (Role.USER, "x"), (Role.OPERATOR, "ops")):
+    for role, sub in (
+        (Role.GATE, "B/B-ENTRY-01"),  # another gate
+        (Role.GATE, "B/A-ENTRY-01"),  # the same gate code at another terminal
+        (Role.USER, str(uuid.uuid4())),
+        (Role.OPERATOR, "ops"),
+    ):
         error = await refused(mesh.journeys.CheckIn(request, metadata=mesh.metadata(role, sub)))
-        assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED, (role, sub)
     error = await refused(mesh.journeys.CheckIn(request))
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
-    entered = await mesh.journeys.CheckIn(request, metadata=mesh.metadata(Role.SERVICE, "gw"))
+    entered = await mesh.journeys.CheckIn(request, metadata=mesh.metadata(Role.SERVICE, "tests"))
     assert entered.open_gate
 
 

@@ -44,7 +44,7 @@ async def register_gates(mesh) -> list[tuple[str, str]]:
 async def gate_worker(mesh, terminal: str, gate: str, cards: list[str], seen: Counter) -> None:
     """A gate: each tap retried with its tap id while the answer is 'try again'."""
     rng = random.Random(gate)
-    metadata = mesh.metadata(Role.GATE, gate)
+    metadata = mesh.metadata(Role.GATE, f"{terminal}/{gate}")
     for _ in range(TAPS_PER_GATE):
         kind = rng.choice(("in", "out"))
         request = tap_request(kind, rng.choice(cards), terminal, gate, str(uuid.uuid4()))

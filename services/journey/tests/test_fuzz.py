@@ -20,7 +20,7 @@ from tiket.journey.v1 import journey_pb2
 
 from libs.auth import Role
 from services.journey.tests.mesh import counts, new_rider
-from tests.support.fuzz import SERVICE_FUZZ
+from tests.support.fuzz import SERVICE_FUZZ, well_formed
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
 ANSWERS = {
@@ -30,7 +30,7 @@ ANSWERS = {
     grpc.StatusCode.FAILED_PRECONDITION,
     grpc.StatusCode.ALREADY_EXISTS,
     grpc.StatusCode.PERMISSION_DENIED,
-    grpc.StatusCode.UNAUTHENTICATED,  # a gate token minted for a junk gate code
+    grpc.StatusCode.UNAUTHENTICATED,  # a gate token minted for a junk gate code (only then)
 }
 # Refusals of bad input: nothing may be written. (FAILED_PRECONDITION may record a refused
 # tap, its answer to any retry.)
@@ -165,18 +165,24 @@ def requests(world: World) -> dict[str, st.SearchStrategy]:
 
 
 def gate_of(pair: tuple[str, str]) -> str:
-    return pair[1]
+    """A gate token's subject: TERMINAL/GATE."""
+    return f"{pair[0]}/{pair[1]}"
 
 
 def caller(world: World, method: str, request):
     """Mostly a caller the RPC admits (a gate tapping for itself, staff reading), so most
     examples reach the service; sometimes one it must turn away."""
     if method in ("CheckIn", "CheckOut"):
-        allowed = st.sampled_from([(Role.SERVICE, "gw"), (Role.GATE, request.gate_code)])
+        own_gate = gate_of((request.terminal_code, request.gate_code))
+        allowed = st.sampled_from([(Role.SERVICE, "tests"), (Role.GATE, own_gate)])
     else:
-        allowed = st.sampled_from([(Role.ADMIN, "a"), (Role.OPERATOR, "o"), (Role.SERVICE, "s")])
+        allowed = st.sampled_from(
+            [(Role.ADMIN, "a"), (Role.OPERATOR, "o"), (Role.SERVICE, "tests")]
+        )
+    # Gate tokens of other gates (GATES has A-ENTRY-01 at terminal B too), staff, riders.
     others = st.one_of(
-        st.tuples(st.sampled_from([Role.GATE, Role.ADMIN]), st.sampled_from(GATES).map(gate_of)),
+        st.tuples(st.just(Role.GATE), st.sampled_from(GATES).map(gate_of)),
+        st.tuples(st.just(Role.ADMIN), st.sampled_from(GATES).map(lambda g: g[1])),
         st.tuples(st.just(Role.USER), pick(world.user_ids)),
     )
     return mostly(allowed, others)
@@ -195,6 +201,8 @@ async def check(mesh, data, method: str) -> None:
     except grpc.aio.AioRpcError as error:
         code, response = error.code(), None
         assert code in ANSWERS, f"{method} answered {code.name}: {error.details()!r}"
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            assert not well_formed(role, sub), f"{method} refused {role} {sub!r}: {error.details()}"
     if code in WRITES_NOTHING:
         assert await counts(mesh) == before, f"{method} refused with {code.name} but wrote"
     if response is not None and method in ("CheckIn", "CheckOut"):

@@ -51,11 +51,11 @@ async def holds_of(mesh, user_id: str) -> list[tuple[str, str]]:
 async def test_the_same_tap_five_times_at_once_makes_one_journey_one_hold_one_charge(mesh):
     user_id, card = await new_rider(mesh, 50_000)
     request = tap_request("in", card, "A", "A-ENTRY-01")
-    md = mesh.metadata(Role.GATE, "A-ENTRY-01")
+    md = mesh.metadata(Role.GATE, "A/A-ENTRY-01")
     entries = await asyncio.gather(*(mesh.journeys.CheckIn(request, metadata=md) for _ in range(5)))
     assert len({e.SerializeToString() for e in entries}) == 1
     exit_request = tap_request("out", card, "E", "E-EXIT-01")
-    md = mesh.metadata(Role.GATE, "E-EXIT-01")
+    md = mesh.metadata(Role.GATE, "E/E-EXIT-01")
     exits = await asyncio.gather(
         *(mesh.journeys.CheckOut(exit_request, metadata=md) for _ in range(5))
     )

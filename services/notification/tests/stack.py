@@ -25,7 +25,7 @@ from grpc import aio
 from tiket.notification.v1 import notification_pb2_grpc
 from tiket.user.v1 import user_pb2, user_pb2_grpc
 
-from libs.auth import Role, mint
+from libs.auth import Role
 from libs.config import Settings, load
 from libs.events import bus
 from libs.events.consumer import Consumer, StartsWhenReachable
@@ -34,6 +34,7 @@ from libs.server.runtime import Resources, ServiceRuntime, Wiring
 from services.notification import consumers, service, store
 from services.notification.config import NotificationConfig
 from services.user.service import DEFINITION as USER
+from tests.support import keys
 from tests.support.cleanup import remove_run
 from tests.support.settings import isolated_env
 from tests.support.tcp_proxy import TcpProxy
@@ -115,7 +116,7 @@ class Stack:
         return user_pb2_grpc.UserServiceStub(self.channels["user"])
 
     def metadata(self, role: Role | str = Role.ADMIN, sub: str = "tests") -> list[tuple[str, str]]:
-        return [("authorization", f"Bearer {mint(self.settings.jwt_secret, role, sub)}")]
+        return [("authorization", f"Bearer {keys.token(self.settings, role, sub)}")]
 
     async def call(self, method: str, request, role: Role | str = Role.ADMIN, sub: str = "tests"):
         stub = self.notifications

@@ -125,7 +125,9 @@ async def test_a_rider_sees_only_their_own(stack):
         await stack.notifications.ListNotifications(pb.ListNotificationsRequest(user_id=rider))
     assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
     with pytest.raises(grpc.aio.AioRpcError) as error:
-        await stack.call("GetPreferences", pb.GetPreferencesRequest(user_id=rider), Role.GATE, "g")
+        await stack.call(
+            "GetPreferences", pb.GetPreferencesRequest(user_id=rider), Role.GATE, "A/A-ENTRY-01"
+        )
     assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 

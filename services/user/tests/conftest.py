@@ -10,11 +10,12 @@ import pytest
 from grpc import aio
 from tiket.user.v1 import user_pb2_grpc
 
-from libs.auth import Role, mint
+from libs.auth import Role
 from libs.config import Settings
 from libs.server.runtime import ServiceRuntime
 from services.user import store
 from services.user.service import DEFINITION
+from tests.support import keys
 from tests.support.cleanup import remove_run
 from tests.support.settings import isolated_settings
 
@@ -27,7 +28,7 @@ class Caller:
         self.settings = settings
 
     def metadata(self, role: Role | str = Role.ADMIN, sub: str = "tests") -> list[tuple[str, str]]:
-        return [("authorization", f"Bearer {mint(self.settings.jwt_secret, role, sub)}")]
+        return [("authorization", f"Bearer {keys.token(self.settings, role, sub)}")]
 
     async def call(self, method: str, request, role: Role | str = Role.ADMIN, sub: str = "tests"):
         return await getattr(self.stub, method)(request, metadata=self.metadata(role, sub))

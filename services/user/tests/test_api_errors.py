@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 
 import grpc
 import pytest
@@ -10,7 +11,7 @@ from google.type import money_pb2
 from tiket.user.v1 import user_pb2
 
 from libs.auth import Role
-from services.user.tests.helpers import idr, new_user
+from services.user.tests.helpers import idr, new_user, wallet
 from tests.support.grpc_errors import bad_request_fields
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -176,7 +177,7 @@ async def test_roles_are_enforced(users, db):
             "CreateUser",
             user_pb2.CreateUserRequest(card_id="ROLECARD1", full_name="X"),
             Role.GATE,
-            "A-ENTRY-01",
+            "A/A-ENTRY-01",
         ),
         ("GetWallet", user_pb2.GetWalletRequest(user_id=other.id), Role.USER, user.id),
         (
@@ -191,7 +192,10 @@ async def test_roles_are_enforced(users, db):
             Role.USER,
             user.id,
         ),
-        ("ListUsers", user_pb2.ListUsersRequest(), Role.GATE, "A-ENTRY-01"),
+        ("ListUsers", user_pb2.ListUsersRequest(), Role.GATE, "A/A-ENTRY-01"),
+        # Personal data: a gate learns what it needs from ExportUsers.
+        ("GetUser", user_pb2.GetUserRequest(user_id=user.id), Role.GATE, "A/A-ENTRY-01"),
+        ("GetUser", user_pb2.GetUserRequest(card_id=user.card_id), Role.GATE, "A/A-ENTRY-01"),
     ]
     for method, request, role, sub in denied:
         with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -200,25 +204,91 @@ async def test_roles_are_enforced(users, db):
     assert await row_counts(db) == before
 
 
-async def test_a_user_sees_and_tops_up_only_their_own_wallet(users):
-    user = await new_user(users)
-    await users.call(
-        "TopUp",
-        user_pb2.TopUpRequest(user_id=user.id, amount=idr(5_000), idempotency_key="self"),
-        role=Role.USER,
-        sub=user.id,
-    )
+async def test_a_user_sees_only_their_own_wallet_and_may_not_top_it_up(users, db):
+    user = await new_user(users, balance=5_000)
+    before = await row_counts(db)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await users.call(
+            "TopUp",
+            user_pb2.TopUpRequest(user_id=user.id, amount=idr(5_000), idempotency_key="self"),
+            role=Role.USER,
+            sub=user.id,
+        )
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert await row_counts(db) == before
     wallet = await users.call(
         "GetWallet", user_pb2.GetWalletRequest(user_id=user.id), role=Role.USER, sub=user.id
     )
     assert wallet.balance.units == 5_000
 
 
+def money_calls(user_id: str, tag: str) -> list[tuple[str, object]]:
+    """Each RPC that reserves, moves or reads held money, in an order that succeeds for a
+    caller allowed to make them: hold, read, capture; hold, release; charge, refund."""
+    held = user_pb2.HoldSelector(reference=f"hold-{tag}")
+    released = user_pb2.HoldSelector(reference=f"release-{tag}")
+    charge = f"charge-{tag}"
+    return [
+        (
+            "PlaceHold",
+            user_pb2.PlaceHoldRequest(user_id=user_id, amount=idr(5), reference=held.reference),
+        ),
+        ("GetHold", user_pb2.GetHoldRequest(hold=held)),
+        ("CaptureHold", user_pb2.CaptureHoldRequest(hold=held, final_amount=idr(3))),
+        (
+            "PlaceHold",
+            user_pb2.PlaceHoldRequest(user_id=user_id, amount=idr(5), reference=released.reference),
+        ),
+        ("ReleaseHold", user_pb2.ReleaseHoldRequest(hold=released)),
+        (
+            "Charge",
+            user_pb2.ChargeRequest(
+                user_id=user_id, amount=idr(2), reference=charge, idempotency_key=charge
+            ),
+        ),
+        (
+            "Refund",
+            user_pb2.RefundRequest(
+                user_id=user_id, amount=idr(1), reference=charge, idempotency_key=f"re-{tag}"
+            ),
+        ),
+    ]
+
+
+async def test_only_journey_and_booking_move_money_and_only_booking_tops_up(users, db):
+    user = await new_user(users, balance=10_000)
+    top_up = user_pb2.TopUpRequest(user_id=user.id, amount=idr(5), idempotency_key="svc")
+    before = await row_counts(db)
+    for caller in ("tests", "notification", "analytics", "fare", "user"):
+        for method, request in [*money_calls(user.id, caller), ("TopUp", top_up)]:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await users.call(method, request, role=Role.SERVICE, sub=caller)
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED, (method, caller)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await users.call("TopUp", top_up, role=Role.SERVICE, sub="journey")
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert await row_counts(db) == before
+
+    for caller in ("journey", "booking"):
+        for method, request in money_calls(user.id, caller):
+            await users.call(method, request, role=Role.SERVICE, sub=caller)
+    entry = await users.call("TopUp", top_up, role=Role.SERVICE, sub="booking")
+    assert entry.amount.units == 5
+    # 10 000, then per caller: -3 captured, -2 charged, +1 refunded; +5 topped up.
+    assert await wallet(users, user.id) == (Decimal(9_997), 0, Decimal(9_997))
+
+
 async def test_gates_may_export_the_offline_list(users):
-    await new_user(users, balance=1_000)
+    user = await new_user(users, balance=1_000, email="rider@example.com")
     call = users.stub.ExportUsers(
-        user_pb2.ExportUsersRequest(), metadata=users.metadata(Role.GATE, "A-ENTRY-01")
+        user_pb2.ExportUsersRequest(), metadata=users.metadata(Role.GATE, "A/A-ENTRY-01")
     )
     items = [item async for item in call]
     assert items[-1].WhichOneof("item") == "next_since"
-    assert [i.user.available.units for i in items[:-1]] == [1_000]
+    assert [(i.user.card_id, i.user.available.units) for i in items[:-1]] == [(user.card_id, 1_000)]
+
+
+def test_the_offline_list_carries_no_personal_data():
+    """A gate needs card, status and spendable balance to decide a tap; not who the rider is."""
+    fields = {f.name for f in user_pb2.UserSnapshot.DESCRIPTOR.fields}
+    assert fields == {"card_id", "status", "available", "updated_at"}

@@ -252,13 +252,24 @@ date = st.one_of(
 
 
 def roles(world: World):
-    """Mostly staff, so requests get past the access check; sometimes a user or gate. (The
-    subject stays short: a token over gRPC's 8 KiB metadata limit never reaches the service.)"""
-    subjects = st.one_of(pick(world.user_ids), st.uuids().map(str), st.text(utf8, max_size=40))
-    staff = st.sampled_from([(Role.ADMIN, "tests"), (Role.OPERATOR, "ops"), (Role.SERVICE, "j")])
-    return mostly(
-        staff, st.one_of(st.tuples(st.just(Role.USER), subjects), st.just((Role.GATE, "ABC")))
+    """Mostly staff and the services that move money, so requests get past the access check;
+    sometimes a rider (of a user who exists or not), a gate, or a service that may not move
+    money. Every subject is well formed, so refusals come from the access rules."""
+    subjects = st.one_of(pick(world.user_ids), st.uuids().map(str))
+    staff = st.sampled_from(
+        [
+            (Role.ADMIN, "tests"),
+            (Role.OPERATOR, "ops"),
+            (Role.SERVICE, "journey"),
+            (Role.SERVICE, "booking"),
+        ]
     )
+    others = st.one_of(
+        st.tuples(st.just(Role.USER), subjects),
+        st.sampled_from([(Role.GATE, "A/A-ENTRY-01"), (Role.GATE, "E/E-EXIT-01")]),
+        st.sampled_from([(Role.SERVICE, "tests"), (Role.SERVICE, "notification")]),
+    )
+    return mostly(staff, others)
 
 
 def message(cls, **fields):
@@ -579,7 +590,7 @@ async def test_known_malformed_inputs_get_a_clear_refusal(users, db) -> None:
 
 
 def test_every_rpc_is_fuzzed() -> None:
-    assert sorted(requests(World(["x"], ["ABCDEFGH"]))) == sorted(METHODS)
+    assert sorted(requests(World([str(uuid.uuid4())], ["ABCDEFGH"]))) == sorted(METHODS)
 
 
 # One test per RPC, so that each faulty RPC shows up as its own failure.
