@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import pytest
@@ -21,13 +23,14 @@ from tiket.notification.v1 import notification_pb2, notification_pb2_grpc
 from tiket.user.v1 import user_pb2, user_pb2_grpc
 
 from libs.auth import Role
+from libs.auth.dev_keys import dev_token
 from libs.config import load
 from libs.server.access import Policy
 from libs.server.role_matrix import CALLERS, Answer, Caller, parse
 from services import registry, role_matrix
 from tests.support import keys
 from tests.support.cleanup import remove_run
-from tests.support.processes import service_process, tiket
+from tests.support.processes import grpcurl, service_process, tiket
 from tests.support.settings import MeshEnv, isolated_env
 from tests.support.waiting import wait_until
 
@@ -188,3 +191,42 @@ def test_every_rpc_answers_every_caller_as_the_matrix_says(world: World) -> None
         if got != table[rpc][column]
     ]
     assert wrong == []
+
+
+@pytest.mark.parametrize(
+    ("service", "method", "items"),
+    [
+        ("journey", "tiket.journey.v1.JourneyService/ListJourneys", "journeys"),
+        (
+            "notification",
+            "tiket.notification.v1.NotificationService/ListNotifications",
+            "notifications",
+        ),
+    ],
+)
+def test_an_empty_subject_or_owner_reads_nobodys_data(
+    world: World, service: str, method: str, items: str
+):
+    """The defect as found: a `user` token with "sub": "" and a request naming no user read
+    every rider's journeys and notifications (grpcurl, as an operator debugging would)."""
+    address = world.mesh.address(service)
+    nobody = dev_token(
+        Path(world.mesh.settings.dev_issuer_key), Role.USER, "", registry.SERVICES, 600
+    )
+    with pytest.raises(subprocess.CalledProcessError) as caught:
+        grpcurl(address, method, token=nobody, data={})
+    assert "Unauthenticated" in caught.value.stderr
+    assert "empty subject" in caught.value.stderr
+    stranger = keys.token(world.mesh.settings, Role.USER, STRANGER)
+    with pytest.raises(subprocess.CalledProcessError) as caught:
+        grpcurl(address, method, token=stranger, data={})
+    assert "PermissionDenied" in caught.value.stderr
+    # The rider, naming themself, still reads their own.
+    own = grpcurl(
+        address,
+        method,
+        token=keys.token(world.mesh.settings, Role.USER, world.rider),
+        data={"user_id": world.rider},
+    )
+    assert own[items]
+    assert all(item["user_id"] == world.rider for item in own[items])
