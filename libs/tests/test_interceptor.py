@@ -15,7 +15,6 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from prometheus_client import REGISTRY
-from tiket.user.v1 import user_pb2
 
 from libs.auth import Role
 from libs.auth.service_identity import ServiceIdentity
@@ -29,13 +28,12 @@ from libs.errors import (
 from libs.server.access import Policy
 from libs.server.interceptor import DETAILS_KEY, ServiceInterceptor
 from tests.support import keys
+from tests.support.fake_service import SERVICE, Request, Response, serving
 from tests.support.settings import isolated_settings
 
 pytestmark = pytest.mark.timeout(30)
 
 SETTINGS = isolated_settings()
-SERVICE = "test.v1.Fake"
-Request, Response = user_pb2.GetWalletRequest, user_pb2.Wallet
 
 
 async def ok(request, context):
@@ -102,31 +100,8 @@ del POLICIES[f"/{SERVICE}/Undeclared"]
 
 @pytest.fixture
 async def channel() -> AsyncIterator[aio.Channel]:
-    handlers = {
-        name: grpc.unary_unary_rpc_method_handler(
-            behaviour,
-            request_deserializer=Request.FromString,
-            response_serializer=Response.SerializeToString,
-        )
-        for name, behaviour in UNARY.items()
-    }
-    handlers |= {
-        name: grpc.unary_stream_rpc_method_handler(
-            behaviour,
-            request_deserializer=Request.FromString,
-            response_serializer=Response.SerializeToString,
-        )
-        for name, behaviour in STREAMS.items()
-    }
-    server = aio.server(interceptors=[ServiceInterceptor(POLICIES, verifier())])
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield channel
-    finally:
-        await server.stop(None)
+    async with serving(ServiceInterceptor(POLICIES, verifier()), UNARY, STREAMS) as channel:
+        yield channel
 
 
 def verifier():

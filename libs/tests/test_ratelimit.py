@@ -15,7 +15,6 @@ import redis.asyncio as redis
 from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 from prometheus_client import REGISTRY
-from tiket.user.v1 import user_pb2
 
 from libs.auth import Role
 from libs.auth.service_identity import ServiceIdentity
@@ -26,6 +25,7 @@ from libs.server.ratelimit import RateLimited, RateLimiter, Scope, client_addres
 from libs.server.status import rich_status
 from tests.support import keys
 from tests.support.cleanup import delete_redis_prefix
+from tests.support.fake_service import Request, Response, serving
 from tests.support.settings import isolated_settings
 from tests.support.tcp_proxy import TcpProxy
 
@@ -260,7 +260,6 @@ def test_client_address(peer: str, forwarded: list[str], expected: str | None) -
 
 SETTINGS = isolated_settings()
 SERVICE = "test.v1.Limited"
-Request, Response = user_pb2.GetWalletRequest, user_pb2.Wallet
 RIDERS_AND_GATES = Policy(
     roles=frozenset({Role.ADMIN, Role.GATE}),
     self_roles=frozenset({Role.USER}),
@@ -289,31 +288,11 @@ async def echo_stream(request, context):
 @pytest.fixture
 async def channel(make) -> AsyncIterator[aio.Channel]:
     limiter = make(per_user=2, per_address=0, exempt_roles=SETTINGS.rate_limit_exempt_roles)
-    unary = {
-        name: grpc.unary_unary_rpc_method_handler(
-            echo,
-            request_deserializer=Request.FromString,
-            response_serializer=Response.SerializeToString,
-        )
-        for name in ("Mine", "Staff")
-    }
-    stream = grpc.unary_stream_rpc_method_handler(
-        echo_stream,
-        request_deserializer=Request.FromString,
-        response_serializer=Response.SerializeToString,
-    )
     verifier = ServiceIdentity.load("user", SETTINGS).verifier()
-    server = aio.server(interceptors=[ServiceInterceptor(POLICIES, verifier, limiter)])
-    server.add_generic_rpc_handlers(
-        [grpc.method_handlers_generic_handler(SERVICE, {**unary, "MineStream": stream})]
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield channel
-    finally:
-        await server.stop(None)
+    interceptor = ServiceInterceptor(POLICIES, verifier, limiter)
+    unary = {"Mine": echo, "Staff": echo}
+    async with serving(interceptor, unary, {"MineStream": echo_stream}, SERVICE) as channel:
+        yield channel
 
 
 async def code_of(channel: aio.Channel, method: str, user_id: str, role: Role, sub: str):

@@ -50,6 +50,10 @@ class Keys:
         key = new_private_key()
         return TokenSigner(key, key_id(key, owner, dev=False), issuer)
 
+    def signed(self, claims: dict) -> str:
+        """`claims` signed by the identity provider as they are (no claim added)."""
+        return jwt.encode(claims, self.idp.key, algorithm="ES256", headers={"kid": self.idp.kid})
+
     def verifier(self, service: str = "user", **kwargs) -> TokenVerifier:
         issuer_keys, service_keys = KeySet(str(self.issuer_jwks)), KeySet(str(self.service_jwks))
         issuer_keys.load()
@@ -62,6 +66,13 @@ class Keys:
             max_lifetime_seconds=kwargs.pop("max_lifetime_seconds", 3600),
             **kwargs,
         )
+
+
+def admin_claims(**changes: object) -> dict:
+    """The claims of a valid admin token for the user service, with `changes`."""
+    now = int(time.time())
+    claims = {"iss": ISSUER, "sub": "ops", "aud": "tiket-user", "role": "admin"}
+    return {**claims, "iat": now, "exp": now + 60, **changes}
 
 
 @pytest.fixture
@@ -156,17 +167,13 @@ def test_unknown_keys_and_tokens_without_a_kid_are_refused(keys: Keys) -> None:
     outsider = TokenSigner(new_private_key(), "issuer/outsider", ISSUER)
     with pytest.raises(Unauthenticated, match="unknown key"):
         keys.verifier().verify(outsider.mint(Role.ADMIN, "ops", audience("user"), 60))
-    claims = {"iss": ISSUER, "sub": "ops", "aud": "tiket-user", "role": "admin"}
-    claims |= {"iat": int(time.time()), "exp": int(time.time()) + 60}
-    no_kid = jwt.encode(claims, keys.idp.key, algorithm="ES256")
+    no_kid = jwt.encode(admin_claims(), keys.idp.key, algorithm="ES256")
     with pytest.raises(Unauthenticated, match="no signing key"):
         keys.verifier().verify(no_kid)
 
 
 def test_symmetric_and_unsigned_tokens_are_refused(keys: Keys) -> None:
-    now = int(time.time())
-    claims = {"iss": ISSUER, "sub": "ops", "aud": "tiket-user", "role": "admin"}
-    claims |= {"iat": now, "exp": now + 60}
+    claims = admin_claims()
     # The classic confusion: HS256 keyed with the (public) verification key.
     public = json.dumps(public_jwk(keys.idp.key)).encode()
     confused = _hand_made({"alg": "HS256", "kid": keys.idp.kid}, claims, public)
@@ -186,11 +193,9 @@ def _hand_made(header: dict, claims: dict, secret: bytes) -> str:
 
 @pytest.mark.parametrize("missing", ["exp", "iat", "iss", "aud", "sub"])
 def test_required_claims(keys: Keys, missing: str) -> None:
-    now = int(time.time())
-    claims = {"iss": ISSUER, "sub": "ops", "aud": "tiket-user", "role": "admin"}
-    claims |= {"iat": now, "exp": now + 60}
+    claims = admin_claims()
     del claims[missing]
-    token = jwt.encode(claims, keys.idp.key, algorithm="ES256", headers={"kid": keys.idp.kid})
+    token = keys.signed(claims)
     with pytest.raises(Unauthenticated):
         keys.verifier().verify(token)
 
@@ -221,10 +226,7 @@ def test_an_empty_subject_token_is_refused(keys: Keys) -> None:
 
 
 def test_unknown_role(keys: Keys) -> None:
-    now = int(time.time())
-    claims = {"iss": ISSUER, "sub": "ops", "aud": "tiket-user", "role": "root"}
-    claims |= {"iat": now, "exp": now + 60}
-    token = jwt.encode(claims, keys.idp.key, algorithm="ES256", headers={"kid": keys.idp.kid})
+    token = keys.signed(admin_claims(role="root"))
     with pytest.raises(Unauthenticated, match="unknown role"):
         keys.verifier().verify(token)
 
