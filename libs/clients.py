@@ -1,12 +1,17 @@
-"""Channels for service-to-service calls: one long-lived channel per target, a deadline on
-every call, a token signed with the calling service's own key for the callee's audience in
-the metadata, and gRPC's own retry policy for UNAVAILABLE."""
+"""Channels for service-to-service calls, with seed 001 §3.1's dependency policy on every
+call: a deadline per dependency, at most two retries of UNAVAILABLE with exponential
+backoff and jitter (gRPC's own retry policy), and a circuit breaker that fails fast while
+the dependency keeps failing. Each call also carries a token signed with the calling
+service's own key for the callee's audience, and the current trace context."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
+from enum import IntEnum
 
 import grpc
 from grpc import aio
@@ -15,13 +20,23 @@ from libs import tls, tracing
 from libs.auth import Role
 from libs.auth.service_identity import ServiceIdentity
 from libs.auth.tokens import SERVICE_TOKEN_TTL_SECONDS, TokenSigner, audience
+from libs.server.metrics import CIRCUIT_REFUSED, CIRCUIT_STATE
+
+# Seed 001 §3.1: calls to the user and clinic services get 1,000 ms, to payment 3,000 ms;
+# any other tiket service the same as user. Callers may pass their own.
+DEPENDENCY_TIMEOUTS = {"user": 1.0, "clinic": 1.0, "payment": 3.0}
+DEFAULT_TIMEOUT_SECONDS = 1.0
+# What the breaker counts: the dependency did not answer. Any other status is an answer.
+FAILURES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
 def service_config(service: str, retry_methods: Sequence[str] | None) -> str:
     """gRPC service config retrying UNAVAILABLE for `retry_methods` of `service` (None =
     every method; each tiket mutating RPC is idempotent by key, so a retry never applies
-    twice). Deadlines are not set here: grpcio applies a service-config timeout too early
-    (grpc/grpc#40633), so the interceptor below puts one on each call instead."""
+    twice). maxAttempts 3 is the call and two retries; gRPC waits random(0, backoff) before
+    each retry (gRFC A6), so the jitter is built in. Deadlines are not set here: grpcio
+    applies a service-config timeout too early (grpc/grpc#40633), so the interceptor below
+    puts one on each call instead."""
     names = (
         [{"service": service}]
         if retry_methods is None
@@ -30,7 +45,7 @@ def service_config(service: str, retry_methods: Sequence[str] | None) -> str:
     retry = {
         "name": names,
         "retryPolicy": {
-            "maxAttempts": 4,
+            "maxAttempts": 3,
             "initialBackoff": "0.05s",
             "maxBackoff": "0.5s",
             "backoffMultiplier": 2,
@@ -40,7 +55,143 @@ def service_config(service: str, retry_methods: Sequence[str] | None) -> str:
     return json.dumps({"methodConfig": [retry]})
 
 
-class _CallDefaults(aio.UnaryUnaryClientInterceptor, aio.UnaryStreamClientInterceptor):
+class CircuitState(IntEnum):
+    """The values of the tiket_circuit_state gauge."""
+
+    CLOSED = 0
+    HALF_OPEN = 1
+    OPEN = 2
+
+
+class CircuitBreaker:
+    """Opens after `failures` failed calls within `window` seconds; while open, calls fail
+    fast with UNAVAILABLE. After `cool_down` seconds one probe call is let through (half
+    open; the others still fail fast): its success closes the circuit, its failure opens
+    it for another cool-down. A probe that gives no verdict (cancelled) or none within a
+    cool-down makes way for the next. A failed call is one that failed after its retries.
+
+    Written here rather than taken from aiobreaker 1.2.0 or purgatory 3.0.1: both count
+    consecutive failures (reset by any success) instead of failures in a rolling window,
+    read the wall clock with no way to inject one, and let every call through while half
+    open, not one probe."""
+
+    def __init__(
+        self,
+        caller: str,
+        callee: str,
+        *,
+        failures: int = 5,
+        window: float = 10.0,
+        cool_down: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.callee = callee
+        self.failures = failures
+        self.window = window
+        self.cool_down = cool_down
+        self.clock = clock
+        self.state = CircuitState.CLOSED
+        self._failed_at: deque[float] = deque()
+        self._opened_at = 0.0
+        self._probe_since: float | None = None
+        self._gauge = CIRCUIT_STATE.labels(caller, callee)
+        self._refused = CIRCUIT_REFUSED.labels(caller, callee)
+        self._gauge.set(self.state)
+
+    def admit(self) -> bool:
+        """Whether the call about to be made is the half-open probe; raises UNAVAILABLE
+        (an AioRpcError, as the channel itself would) when the call may not be made."""
+        now = self.clock()
+        if self.state is CircuitState.OPEN and now - self._opened_at >= self.cool_down:
+            self._move(CircuitState.HALF_OPEN)
+        if self.state is CircuitState.CLOSED:
+            return False
+        if self.state is CircuitState.HALF_OPEN and (
+            self._probe_since is None or now - self._probe_since >= self.cool_down
+        ):
+            self._probe_since = now
+            return True
+        self._refused.inc()
+        raise aio.AioRpcError(
+            grpc.StatusCode.UNAVAILABLE,
+            aio.Metadata(),
+            aio.Metadata(),
+            details=f"{self.callee} keeps failing: its circuit is "
+            f"{self.state.name.lower().replace('_', '-')} and calls fail fast until a probe "
+            "call succeeds",
+        )
+
+    def record(self, code: grpc.StatusCode, probe: bool) -> None:
+        """The outcome of a call admit() let through."""
+        if code is grpc.StatusCode.CANCELLED:  # the caller gave up: no verdict
+            if probe:
+                self._probe_since = None
+            return
+        failed = code in FAILURES
+        now = self.clock()
+        if probe:
+            self._probe_since = None
+            if failed:
+                self._open(now)
+            else:
+                self._move(CircuitState.CLOSED)
+        elif failed and self.state is CircuitState.CLOSED:
+            self._failed_at.append(now)
+            while self._failed_at[0] <= now - self.window:
+                self._failed_at.popleft()
+            if len(self._failed_at) >= self.failures:
+                self._open(now)
+
+    def _open(self, now: float) -> None:
+        self._opened_at = now
+        self._move(CircuitState.OPEN)
+
+    def _move(self, state: CircuitState) -> None:
+        self.state = state
+        self._failed_at.clear()
+        self._gauge.set(state)
+
+
+class _Breaking:
+    """Puts every call through the channel's circuit breaker."""
+
+    def __init__(self, breaker: CircuitBreaker) -> None:
+        self.breaker = breaker
+
+    async def intercept_unary_unary(self, continuation, details, request):
+        probe = self.breaker.admit()
+        call = await continuation(details, request)
+        try:
+            await call
+        except aio.AioRpcError as error:
+            self.breaker.record(error.code(), probe)
+        except asyncio.CancelledError:
+            self.breaker.record(grpc.StatusCode.CANCELLED, probe)
+            raise
+        else:
+            self.breaker.record(grpc.StatusCode.OK, probe)
+        return call  # done: awaiting it again gives the same response or error
+
+    async def intercept_unary_stream(self, continuation, details, request):
+        probe = self.breaker.admit()
+        call = await continuation(details, request)
+
+        async def responses():
+            code = grpc.StatusCode.CANCELLED  # unless the stream ends, with or without error
+            try:
+                async for response in call:
+                    yield response
+                code = grpc.StatusCode.OK
+            except aio.AioRpcError as error:
+                code = error.code()
+                raise
+            finally:
+                self.breaker.record(code, probe)
+
+        return responses()
+
+
+class _CallDefaults:
     """Adds the default deadline, the service token and the current traceparent/request id
     to every call."""
 
@@ -79,21 +230,49 @@ class _CallDefaults(aio.UnaryUnaryClientInterceptor, aio.UnaryStreamClientInterc
         return await continuation(self._details(details), request)
 
 
+class _UnaryUnary(aio.UnaryUnaryClientInterceptor):
+    def __init__(self, inner: _Breaking | _CallDefaults) -> None:
+        self.inner = inner
+
+    async def intercept_unary_unary(self, continuation, details, request):
+        return await self.inner.intercept_unary_unary(continuation, details, request)
+
+
+class _UnaryStream(aio.UnaryStreamClientInterceptor):
+    def __init__(self, inner: _Breaking | _CallDefaults) -> None:
+        self.inner = inner
+
+    async def intercept_unary_stream(self, continuation, details, request):
+        return await self.inner.intercept_unary_stream(continuation, details, request)
+
+
+def _for_every_call(*interceptors: _Breaking | _CallDefaults) -> list:
+    """`interceptors` for unary and server-streaming calls alike: grpc.aio files an
+    interceptor under the first kind of call it implements only, so an object implementing
+    both would never see a streaming call."""
+    return [*map(_UnaryUnary, interceptors), *map(_UnaryStream, interceptors)]
+
+
 def service_channel(
     target: str,
     service: str,
     *,
     callee: str,
     identity: ServiceIdentity,
-    timeout_seconds: float = 2.0,
+    timeout_seconds: float | None = None,
     retry_methods: Sequence[str] | None = None,
+    breaker: CircuitBreaker | None = None,
 ) -> aio.Channel:
     """A channel to `service` of the tiket service named `callee` at `target`, calling as
     the service `identity` is. Create it once and share it: channels multiplex calls and
-    reconnect on their own. TLS when TIKET_TLS_CA is set (libs/tls.py): the callee must
-    prove itself with a certificate of that CA, and this service's own certificate is its
-    client certificate for callees requiring mutual TLS; `target`'s host name must be one
-    the callee's certificate names."""
+    reconnect on their own, and the circuit breaker (default: 5 failures in 10 s, a 5 s
+    cool-down) is the channel's. `timeout_seconds` is the deadline of a call that sets
+    none, DEPENDENCY_TIMEOUTS[callee] by default. TLS when TIKET_TLS_CA is set
+    (libs/tls.py): the callee must prove itself with a certificate of that CA, and this
+    service's own certificate is its client certificate for callees requiring mutual TLS;
+    `target`'s host name must be one the callee's certificate names."""
+    if timeout_seconds is None:
+        timeout_seconds = DEPENDENCY_TIMEOUTS.get(callee, DEFAULT_TIMEOUT_SECONDS)
     options = [
         ("grpc.service_config", service_config(service, retry_methods)),
         ("grpc.enable_retries", 1),
@@ -104,9 +283,12 @@ def service_channel(
         target,
         tls.channel_credentials(identity.settings),
         options=options,
-        interceptors=[_CallDefaults(identity.signer(), identity.name, callee, timeout_seconds)],
+        interceptors=_for_every_call(
+            _Breaking(breaker or CircuitBreaker(identity.name, callee)),
+            _CallDefaults(identity.signer(), identity.name, callee, timeout_seconds),
+        ),
     )
 
 
 def is_unavailable(error: grpc.RpcError) -> bool:
-    return error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    return error.code() in FAILURES

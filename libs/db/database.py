@@ -59,6 +59,12 @@ async def open_pool(
     """An opened pool; fails fast with the server's message when the database is unreachable.
     `configure` runs once on each new connection (type adapters, for instance).
 
+    Services size it with TIKET_DB_POOL_MIN / TIKET_DB_POOL_MAX, whose defaults (2 and 10)
+    suit a developer machine. In production seed 001 §5.2.1 asks for 20-50 connections per
+    instance: choose MAX so that replicas × workers × MAX of every service sharing a server
+    stays below its max_connections (less superuser_reserved_connections), and watch
+    tiket_db_pool_in_use / tiket_db_pool_max (libs/server/metrics.py; alert above 0.8).
+
     Connections are in autocommit mode: a lone statement is its own transaction (no BEGIN
     and ROLLBACK round trips around a read), and a unit of work that needs more than one
     statement says so with `conn.transaction()` (libs/db/transaction.py)."""

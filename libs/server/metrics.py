@@ -1,9 +1,16 @@
 """Prometheus metrics of gRPC calls, named as go-grpc-prometheus names them so the usual
-dashboards work, and of the rate limits."""
+dashboards work, of the rate limits, of the circuit breakers of outgoing calls and of the
+database pools.
+
+Gauges say how to merge the values of several worker processes (`tiket serve --workers`,
+multiprocess mode); in a single process that setting is ignored."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from psycopg_pool import AsyncConnectionPool
+
+from libs.periodic import Periodic
 
 LABELS = ("grpc_service", "grpc_method", "grpc_type")
 
@@ -32,6 +39,65 @@ RATE_LIMIT_UNENFORCED = Counter(
     "during the few seconds the limiter leaves it alone).",
     ("service", "method"),
 )
+
+
+# Circuit breakers of service-to-service calls (libs/clients.py).
+CIRCUIT_STATE = Gauge(
+    "tiket_circuit_state",
+    "Circuit breaker of calls from `caller` to `callee`: 0 closed, 1 half-open (one probe "
+    "call let through), 2 open (calls fail fast with UNAVAILABLE).",
+    ("caller", "callee"),
+    multiprocess_mode="livemax",
+)
+CIRCUIT_REFUSED = Counter(
+    "tiket_circuit_refused_total",
+    "Calls failed fast with UNAVAILABLE, never sent, because the callee's circuit was open "
+    "(or half-open with its probe call out).",
+    ("caller", "callee"),
+)
+
+# Database connection pools (psycopg_pool get_stats(), refreshed every second). Alert on
+# tiket_db_pool_in_use / tiket_db_pool_max > 0.8 (seed 001 §5.3.3).
+DB_POOL_IN_USE = Gauge(
+    "tiket_db_pool_in_use",
+    "Pooled database connections lent to a request now.",
+    ("service",),
+    multiprocess_mode="livesum",
+)
+DB_POOL_SIZE = Gauge(
+    "tiket_db_pool_size",
+    "Database connections the pool holds now (lent, idle or being opened).",
+    ("service",),
+    multiprocess_mode="livesum",
+)
+DB_POOL_MAX = Gauge(
+    "tiket_db_pool_max",
+    "The most connections the pool may hold (TIKET_DB_POOL_MAX).",
+    ("service",),
+    multiprocess_mode="livesum",
+)
+DB_POOL_WAITING = Gauge(
+    "tiket_db_pool_waiting",
+    "Requests waiting for a pooled database connection now.",
+    ("service",),
+    multiprocess_mode="livesum",
+)
+
+
+def pool_gauges(service: str, pool: AsyncConnectionPool, interval: float = 1.0) -> Periodic:
+    """A background job refreshing the pool gauges of `service` every `interval` seconds.
+    Refreshed rather than read at scrape time: with several worker processes the metrics
+    endpoint is the parent's, which has no pool, and reads only what the workers wrote."""
+
+    async def observe() -> int:
+        stats = pool.get_stats()
+        DB_POOL_IN_USE.labels(service).set(stats["pool_size"] - stats["pool_available"])
+        DB_POOL_SIZE.labels(service).set(stats["pool_size"])
+        DB_POOL_MAX.labels(service).set(stats["pool_max"])
+        DB_POOL_WAITING.labels(service).set(stats.get("requests_waiting", 0))
+        return 0
+
+    return Periodic(f"{service}-pool-gauges", observe, interval)
 
 
 def start(port: int, host: str = "0.0.0.0"):

@@ -137,6 +137,12 @@ class ServiceRuntime:
 
     async def start(self) -> None:
         settings, name = self.settings, self.definition.name
+        if settings.db_pool_min > settings.db_pool_max:
+            raise StartupError(
+                f"TIKET_DB_POOL_MIN={settings.db_pool_min} is above "
+                f"TIKET_DB_POOL_MAX={settings.db_pool_max}: the pool keeps at least MIN "
+                "connections open and never more than MAX"
+            )
         identity = check_identity(name, settings)
         if not self.worker:
             await asyncio.to_thread(prepare_database, self.definition, settings)
@@ -194,7 +200,9 @@ class ServiceRuntime:
             timedelta(hours=settings.event_retention_hours),
             settings.sweep_interval_seconds,
         )
-        for task in [identity.refresher(), relay, retention, *self._wiring.background]:
+        pool_gauges = metrics.pool_gauges(name, self._pool)
+        background = [identity.refresher(), relay, retention, pool_gauges]
+        for task in [*background, *self._wiring.background]:
             await task.start()
             self._started.append(task)
         if not self.worker:

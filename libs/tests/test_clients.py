@@ -1,19 +1,21 @@
-"""Service-to-service channels: a service token and trace context on every call, a default
-deadline, and gRPC retries of UNAVAILABLE."""
+"""Service-to-service channels (seed 001 §3.1): a service token and trace context on every
+call, a deadline per dependency, at most two retries of UNAVAILABLE, and a circuit breaker
+that fails fast while a dependency keeps failing. Real in-process servers; the breaker's
+clock is a fake one, so no test waits for a cool-down."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 
 import grpc
 import pytest
 from grpc import aio
+from prometheus_client import REGISTRY
 
 from libs import tracing
 from libs.auth import Role
 from libs.auth.service_identity import ServiceIdentity
-from libs.clients import is_unavailable, service_channel
+from libs.clients import CircuitBreaker, CircuitState, is_unavailable, service_channel
 from libs.errors import Unauthenticated
 from tests.support.settings import isolated_settings
 
@@ -23,25 +25,49 @@ SERVICE = "tiket.test.v1.Flaky"
 
 
 class FlakyServer:
-    """Answers UNAVAILABLE `failures` times, then echoes; records the metadata it saw."""
+    """Fails its first `failures` calls with `code`, then echoes; records the metadata and
+    deadline it saw. Clear `answering` to make calls hang until it is set again."""
 
-    def __init__(self, failures: int, delay: float = 0.0) -> None:
+    def __init__(self, failures: int = 0, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE):
         self.failures = failures
-        self.delay = delay
+        self.code = code
         self.attempts = 0
+        self.arrived = asyncio.Event()
+        self.answering = asyncio.Event()
+        self.answering.set()
         self.metadata: dict[str, str] = {}
+        self.time_remaining: float | None = None
+        self.port = 0
 
-    async def echo(self, request: bytes, context: aio.ServicerContext) -> bytes:
+    async def _attempt(self, context: aio.ServicerContext) -> None:
         self.attempts += 1
         self.metadata = dict(context.invocation_metadata())
+        self.time_remaining = context.time_remaining()
+        self.arrived.set()
         if self.attempts <= self.failures:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "warming up")
-        await asyncio.sleep(self.delay)
+            await context.abort(self.code, "warming up")
+        await self.answering.wait()
+
+    async def echo(self, request: bytes, context: aio.ServicerContext) -> bytes:
+        await self._attempt(context)
         return request
+
+    async def repeat(self, request: bytes, context: aio.ServicerContext):
+        await self._attempt(context)
+        for _ in range(3):
+            yield request
+
+    def healthy(self) -> None:
+        """Answer every call from now on."""
+        self.failures = self.attempts
 
     async def start(self) -> tuple[aio.Server, int]:
         handler = grpc.method_handlers_generic_handler(
-            SERVICE, {"Echo": grpc.unary_unary_rpc_method_handler(self.echo)}
+            SERVICE,
+            {
+                "Echo": grpc.unary_unary_rpc_method_handler(self.echo),
+                "Repeat": grpc.unary_stream_rpc_method_handler(self.repeat),
+            },
         )
         server = aio.server()
         server.add_generic_rpc_handlers((handler,))
@@ -50,22 +76,56 @@ class FlakyServer:
         return server, port
 
 
+class Clock:
+    """The breaker's clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def call(channel: aio.Channel, payload: bytes = b"ping") -> bytes:
-    echo = channel.unary_unary(f"/{SERVICE}/Echo")
-    return await echo(payload)
+    return await channel.unary_unary(f"/{SERVICE}/Echo")(payload)
 
 
-async def test_unavailable_is_retried_and_the_call_carries_a_service_token():
-    flaky = FlakyServer(failures=2)
-    server, port = await flaky.start()
+async def failing_call(channel: aio.Channel) -> aio.AioRpcError:
+    with pytest.raises(aio.AioRpcError) as err:
+        await call(channel)
+    return err.value
+
+
+def state(callee: str = "user") -> float | None:
+    return REGISTRY.get_sample_value("tiket_circuit_state", {"caller": "journey", "callee": callee})
+
+
+def refused(callee: str = "user") -> float:
+    labels = {"caller": "journey", "callee": callee}
+    return REGISTRY.get_sample_value("tiket_circuit_refused_total", labels) or 0.0
+
+
+@pytest.fixture
+async def flaky():
+    server = FlakyServer()
+    grpc_server, port = await server.start()
+    server.port = port
+    yield server
+    server.answering.set()
+    await grpc_server.stop(None)
+
+
+def channel_to(flaky: FlakyServer, **options) -> aio.Channel:
+    return service_channel(
+        f"127.0.0.1:{flaky.port}", SERVICE, callee="user", identity=JOURNEY, **options
+    )
+
+
+async def test_unavailable_is_retried_and_the_call_carries_a_service_token(flaky):
+    flaky.failures = 2
     tracing.begin("req-42", None)
-    try:
-        async with service_channel(
-            f"127.0.0.1:{port}", SERVICE, callee="user", identity=JOURNEY
-        ) as channel:
-            assert await call(channel) == b"ping"
-    finally:
-        await server.stop(None)
+    async with channel_to(flaky) as channel:
+        assert await call(channel) == b"ping"
     assert flaky.attempts == 3
     # Signed with the journey service's own key, for the user service only.
     token = flaky.metadata["authorization"].removeprefix("Bearer ")
@@ -77,60 +137,193 @@ async def test_unavailable_is_retried_and_the_call_carries_a_service_token():
     assert flaky.metadata["traceparent"].startswith("00-")
 
 
-async def test_retries_give_up_after_the_policy_allows():
-    flaky = FlakyServer(failures=100)
-    server, port = await flaky.start()
-    try:
-        async with service_channel(
-            f"127.0.0.1:{port}", SERVICE, callee="user", identity=JOURNEY
-        ) as channel:
-            with pytest.raises(aio.AioRpcError) as err:
-                await call(channel)
-    finally:
-        await server.stop(None)
-    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert flaky.attempts == 4  # maxAttempts of the retry policy
+async def test_at_most_two_retries(flaky):
+    flaky.failures = 100
+    async with channel_to(flaky) as channel:
+        error = await failing_call(channel)
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert flaky.attempts == 3  # maxAttempts of the retry policy: the call and two retries
 
 
-async def test_methods_outside_the_retry_list_are_not_retried():
-    flaky = FlakyServer(failures=1)
-    server, port = await flaky.start()
-    try:
-        async with service_channel(
-            f"127.0.0.1:{port}", SERVICE, callee="user", identity=JOURNEY, retry_methods=["Other"]
-        ) as channel:
-            with pytest.raises(aio.AioRpcError):
-                await call(channel)
-    finally:
-        await server.stop(None)
+async def test_methods_outside_the_retry_list_are_not_retried(flaky):
+    flaky.failures = 1
+    async with channel_to(flaky, retry_methods=["Other"]) as channel:
+        await failing_call(channel)
     assert flaky.attempts == 1
 
 
-async def test_a_slow_dependency_hits_the_default_deadline():
-    slow = FlakyServer(failures=0, delay=2.0)
-    server, port = await slow.start()
-    try:
-        async with service_channel(
-            f"127.0.0.1:{port}", SERVICE, callee="user", identity=JOURNEY, timeout_seconds=0.3
-        ) as channel:
-            started = time.monotonic()
-            with pytest.raises(aio.AioRpcError) as err:
-                await call(channel)
-            elapsed = time.monotonic() - started
-    finally:
-        await server.stop(None)
-    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert elapsed < 1.0
+# The server's view of the deadline, a little rounded up on the wire.
+@pytest.mark.parametrize(("callee", "least", "most"), [("user", 0.0, 1.1), ("payment", 1.1, 3.1)])
+async def test_each_dependency_has_its_default_deadline(flaky, callee, least, most):
+    async with service_channel(
+        f"127.0.0.1:{flaky.port}", SERVICE, callee=callee, identity=JOURNEY
+    ) as channel:
+        await call(channel)
+    assert least < flaky.time_remaining <= most
 
 
-async def test_a_dependency_that_is_down_answers_unavailable_quickly():
+async def test_a_slow_dependency_hits_the_deadline_and_is_not_retried(flaky):
+    flaky.answering.clear()
+    async with channel_to(flaky, timeout_seconds=0.3) as channel:
+        error = await failing_call(channel)
+    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert flaky.attempts == 1
+
+
+async def test_a_dependency_that_is_down_answers_unavailable():
     async with service_channel(
         "127.0.0.1:1", SERVICE, callee="user", identity=JOURNEY, timeout_seconds=1.0
     ) as channel:
-        started = time.monotonic()
-        with pytest.raises(aio.AioRpcError) as err:
-            await call(channel)
+        error = await failing_call(channel)
     # Refused connections are retried until the deadline; either way the caller learns
-    # within its deadline that the dependency is unavailable.
-    assert is_unavailable(err.value)
-    assert time.monotonic() - started < 1.5
+    # that the dependency is unavailable.
+    assert is_unavailable(error)
+
+
+async def open_circuit(channel: aio.Channel, clock: Clock, flaky: FlakyServer) -> None:
+    """Five failed calls within ten seconds (the last at the current time)."""
+    flaky.failures = 1_000
+    clock.now -= 8
+    for _ in range(5):
+        await failing_call(channel)
+        clock.now += 2
+    clock.now -= 2
+
+
+async def test_five_failures_in_ten_seconds_open_the_circuit_and_calls_fail_fast(flaky):
+    clock = Clock()
+    breaker = CircuitBreaker("journey", "user", clock=clock)
+    async with channel_to(flaky, breaker=breaker) as channel:
+        await open_circuit(channel, clock, flaky)
+        assert flaky.attempts == 15  # each failed call was tried three times
+        assert breaker.state is CircuitState.OPEN
+        assert state() == 2
+        before = refused()
+
+        error = await failing_call(channel)
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
+        assert "circuit" in error.details()
+        assert flaky.attempts == 15  # refused without reaching the dependency
+        assert refused() == before + 1
+
+
+async def test_failures_spread_over_more_than_ten_seconds_keep_it_closed(flaky):
+    clock = Clock()
+    breaker = CircuitBreaker("journey", "user", clock=clock)
+    flaky.failures = 1_000
+    async with channel_to(flaky, breaker=breaker) as channel:
+        for _ in range(6):
+            await failing_call(channel)
+            clock.now += 3  # the oldest failure leaves the window as a new one comes
+        assert breaker.state is CircuitState.CLOSED
+        assert state() == 0
+    assert flaky.attempts == 18
+
+
+async def test_a_successful_probe_after_the_cool_down_closes_it(flaky):
+    clock = Clock()
+    breaker = CircuitBreaker("journey", "user", clock=clock)
+    async with channel_to(flaky, breaker=breaker) as channel:
+        await open_circuit(channel, clock, flaky)
+        flaky.healthy()
+        clock.now += breaker.cool_down - 0.1
+        await failing_call(channel)  # still cooling down: refused
+        clock.now += 0.1
+        assert await call(channel) == b"ping"  # the probe
+        assert breaker.state is CircuitState.CLOSED
+        assert state() == 0
+        assert [await call(channel) for _ in range(3)] == [b"ping"] * 3
+
+
+async def test_a_failed_probe_opens_it_again(flaky):
+    clock = Clock()
+    breaker = CircuitBreaker("journey", "user", clock=clock)
+    async with channel_to(flaky, breaker=breaker) as channel:
+        await open_circuit(channel, clock, flaky)
+        clock.now += breaker.cool_down
+        await failing_call(channel)  # the probe, tried three times
+        assert (flaky.attempts, breaker.state) == (18, CircuitState.OPEN)
+        await failing_call(channel)
+        assert flaky.attempts == 18  # refused again for a whole cool-down
+        clock.now += breaker.cool_down
+        flaky.healthy()
+        assert await call(channel) == b"ping"
+
+
+async def test_while_the_probe_is_out_every_other_call_fails_fast(flaky):
+    clock = Clock()
+    breaker = CircuitBreaker("journey", "user", clock=clock)
+    async with channel_to(flaky, breaker=breaker) as channel:
+        await open_circuit(channel, clock, flaky)
+        flaky.healthy()
+        flaky.answering.clear()
+        flaky.arrived.clear()
+        clock.now += breaker.cool_down
+        probe = asyncio.create_task(call(channel))
+        await flaky.arrived.wait()
+        assert breaker.state is CircuitState.HALF_OPEN
+        assert state() == 1
+
+        error = await failing_call(channel)
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
+        assert flaky.attempts == 16  # only the probe reached the dependency
+        flaky.answering.set()
+        assert await probe == b"ping"
+        assert breaker.state is CircuitState.CLOSED
+
+
+async def test_business_refusals_are_answers_not_failures(flaky):
+    flaky.failures, flaky.code = 1_000, grpc.StatusCode.FAILED_PRECONDITION
+    breaker = CircuitBreaker("journey", "user", clock=Clock())
+    async with channel_to(flaky, breaker=breaker) as channel:
+        codes = [(await failing_call(channel)).code() for _ in range(10)]
+    assert codes == [grpc.StatusCode.FAILED_PRECONDITION] * 10
+    assert (flaky.attempts, breaker.state) == (10, CircuitState.CLOSED)
+
+
+async def test_deadlines_exceeded_count_as_failures(flaky):
+    flaky.answering.clear()
+    breaker = CircuitBreaker("journey", "user", clock=Clock())
+    async with channel_to(flaky, breaker=breaker, timeout_seconds=0.2) as channel:
+        codes = [(await failing_call(channel)).code() for _ in range(6)]
+    assert codes == [grpc.StatusCode.DEADLINE_EXCEEDED] * 5 + [grpc.StatusCode.UNAVAILABLE]
+    assert flaky.attempts == 5
+
+
+async def test_stream_calls_pass_through_the_breaker_too(flaky):
+    breaker = CircuitBreaker("journey", "user", clock=Clock())
+    async with channel_to(flaky, breaker=breaker) as channel:
+        repeat = channel.unary_stream(f"/{SERVICE}/Repeat")
+        assert [m async for m in repeat(b"x")] == [b"x"] * 3
+        assert flaky.metadata["authorization"].startswith("Bearer ")
+        assert 0 < flaky.time_remaining <= 1.1
+        flaky.failures = 1_000
+        for _ in range(5):
+            with pytest.raises(aio.AioRpcError):
+                _ = [m async for m in repeat(b"x")]
+        assert breaker.state is CircuitState.OPEN
+        attempts = flaky.attempts
+        with pytest.raises(aio.AioRpcError) as err:
+            _ = [m async for m in repeat(b"x")]
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert flaky.attempts == attempts
+
+
+async def test_a_probe_its_caller_gave_up_on_makes_way_for_the_next(flaky):
+    clock = Clock()
+    breaker = CircuitBreaker("journey", "user", clock=clock)
+    async with channel_to(flaky, breaker=breaker) as channel:
+        await open_circuit(channel, clock, flaky)
+        flaky.healthy()
+        flaky.answering.clear()
+        flaky.arrived.clear()
+        clock.now += breaker.cool_down
+        probe = asyncio.create_task(call(channel))
+        await flaky.arrived.wait()
+        probe.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await probe
+        assert breaker.state is CircuitState.HALF_OPEN  # no verdict
+        flaky.answering.set()
+        assert await call(channel) == b"ping"  # the next probe
+        assert breaker.state is CircuitState.CLOSED

@@ -109,20 +109,27 @@ class FareApp:
         self, terminal_code: str | None
     ) -> AsyncIterator[Terminal | FareVersion | tuple[datetime, int, int]]:
         """Every terminal, then the fares in force now or scheduled (only those from or to
-        `terminal_code` when given), then (generated_at, terminals, fares): one snapshot."""
+        `terminal_code` when given), then (generated_at, terminals, fares): one snapshot,
+        read whole in one short transaction and then streamed from memory, so a gate that
+        reads slowly holds no database connection (the matrix is bounded by terminals²: a
+        few MB for a network of a hundred stations)."""
         if terminal_code is not None:
             await self._require_terminals(terminal_code)
-        async with self.pool.connection() as conn, conn.transaction():
+
+        async def snapshot(conn: AsyncConnection):
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             generated_at = await store.now(conn)
             terminals = await store.terminals(conn)
-            for terminal in terminals:
-                yield terminal
-            fares = 0
-            async for version in store.current_and_scheduled(conn, terminal_code):
-                fares += 1
-                yield version
-        yield generated_at, len(terminals), fares
+            return generated_at, terminals, await store.current_and_scheduled(conn, terminal_code)
+
+        generated_at, terminals, versions = await in_transaction(
+            self.pool, snapshot, pipeline=False
+        )
+        for terminal in terminals:
+            yield terminal
+        for version in versions:
+            yield version
+        yield generated_at, len(terminals), len(versions)
 
     async def _require_terminals(self, *codes: str) -> None:
         """NOT_FOUND naming the first unknown terminal among `codes`."""

@@ -3,7 +3,7 @@ the caller's connection and inside the caller's transaction."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TypeVar
@@ -340,17 +340,17 @@ async def list_fares(
 
 async def current_and_scheduled(
     conn: AsyncConnection, terminal_code: str | None
-) -> AsyncIterator[FareVersion]:
+) -> list[FareVersion]:
     """The active versions in force now or later, optionally only from or to one terminal."""
     cur = conn.cursor(row_factory=class_row(FareVersion))
-    async for version in cur.stream(
+    await cur.execute(
         f"""{FARE_SELECT}
             WHERE f.is_active AND (f.effective_until IS NULL OR f.effective_until > now())
               AND (%(t)s::text IS NULL OR o.code = %(t)s OR d.code = %(t)s)
             ORDER BY o.code, d.code, f.effective_from""",
         {"t": terminal_code},
-    ):
-        yield version
+    )
+    return await cur.fetchall()
 
 
 async def now(conn: AsyncConnection) -> datetime:

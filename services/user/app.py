@@ -14,13 +14,15 @@ from psycopg import AsyncConnection, errors
 from psycopg_pool import AsyncConnectionPool
 
 from libs.cache import Cache
-from libs.db.transaction import database_unavailable, in_statement, in_transaction, read
+from libs.db.transaction import in_statement, in_transaction, read
 from libs.errors import AlreadyExists, NotFound
 from services.user import domain, events, store
 from services.user.domain import Hold, LedgerEntry, LedgerKind, Pet, User, UserStatus, Wallet
 
 USER_CACHE_TTL = 3600  # seed 004: user:{id}, 1 h (status, never balance)
 SWEEP_BATCH = 500
+# Users per statement of ExportUsers: a few hundred kB in memory per export at a time.
+EXPORT_PAGE = 1000
 
 
 class UserApp:
@@ -38,11 +40,11 @@ class UserApp:
         phone: str | None,
         request_id: str | None,
     ) -> User:
+        fields = {"card_id": card_id, "full_name": full_name, "email": email, "phone": phone}
+
         async def work(conn: AsyncConnection) -> User:
             if request_id and (first := await store.user_by(conn, "create_request_id", request_id)):
-                if first.card_id != card_id:
-                    raise AlreadyExists(f"request_id {request_id!r} already created another user")
-                return first
+                return domain.same_retry(first, "user", request_id, **fields)
             try:
                 async with conn.transaction():
                     user = await store.insert_user(
@@ -50,9 +52,10 @@ class UserApp:
                     )
             except errors.UniqueViolation:
                 # A concurrent first attempt of this same request may have won the race.
-                first = request_id and await store.user_by(conn, "create_request_id", request_id)
-                if first and first.card_id == card_id:
-                    return first
+                if request_id and (
+                    first := await store.user_by(conn, "create_request_id", request_id)
+                ):
+                    return domain.same_retry(first, "user", request_id, **fields)
                 raise AlreadyExists(f"card {card_id} is already registered") from None
             await events.user_created(conn, user)
             return user
@@ -109,9 +112,17 @@ class UserApp:
                 conn, user_id, name, species, breed, birth_date, request_id
             )
             if pet is None:  # a retry: the first call's pet
-                pet = _found(await store.pet_by_request(conn, request_id or ""), "pet")
-                if pet.user_id != user_id or pet.name != name:
-                    raise AlreadyExists(f"request_id {request_id!r} already added another pet")
+                first = _found(await store.pet_by_request(conn, request_id or ""), "pet")
+                return domain.same_retry(
+                    first,
+                    "pet",
+                    request_id or "",
+                    user_id=user_id,
+                    name=name,
+                    species=species,
+                    breed=breed,
+                    birth_date=birth_date,
+                )
             return pet
 
         return await in_transaction(self.pool, work)
@@ -174,13 +185,14 @@ class UserApp:
             if first := await store.entry_by_key(conn, user_id, kind, key):
                 return domain.same_request(first, user_id, amount, reference)
             if kind is LedgerKind.TOP_UP:
-                domain.check_top_up(wallet, amount)
+                domain.check_credit(wallet, amount, "top-up")
             elif kind is LedgerKind.CHARGE:
                 domain.require_active(wallet)
                 domain.require_available(wallet, amount)
             else:
                 charged, refunded = await store.charged_and_refunded(conn, user_id, reference or "")
                 domain.check_refund(charged, refunded, amount, reference or "")
+                domain.check_credit(wallet, amount, "refund")
             signed = -amount if kind is LedgerKind.CHARGE else amount
             entry = await store.insert_entry(
                 conn,
@@ -318,13 +330,19 @@ class UserApp:
     async def export_users(
         self, since: datetime | None
     ) -> AsyncIterator[domain.UserSnapshot | datetime]:
-        """Every user changed at or after `since`, then the watermark for the next export."""
-        with database_unavailable():
-            async with self.pool.connection() as conn, conn.transaction():
-                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                watermark = await store.export_watermark(conn)
-                async for snapshot in store.snapshots_since(conn, since):
-                    yield snapshot
+        """Every user changed at or after `since`, then the watermark for the next export
+        (the ExportUsersResponse comment in user.proto says what a reader may see). Read a
+        page at a time, each page one short statement: no connection is held while the
+        client reads, however slowly."""
+        watermark = await read(self.pool, store.export_watermark)
+        after: tuple[datetime, uuid.UUID] | None = None
+        while True:
+            page = await read(self.pool, store.snapshots_page, since, after, EXPORT_PAGE)
+            for snapshot in page:
+                yield snapshot
+            if len(page) < EXPORT_PAGE:
+                break
+            after = (page[-1].updated_at, page[-1].user_id)
         yield watermark
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from typing import TypeVar
 
 from libs.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 
@@ -14,6 +15,7 @@ from libs.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 MAX_BALANCE = Decimal("20000000.00")
 DEFAULT_HOLD_TTL = timedelta(minutes=30)
 MAX_HOLD_TTL = timedelta(hours=24)
+T = TypeVar("T")
 
 
 class UserStatus(StrEnum):
@@ -126,11 +128,16 @@ def require_available(wallet: Wallet, amount: Decimal) -> None:
         )
 
 
-def check_top_up(wallet: Wallet, amount: Decimal) -> None:
-    if wallet.balance + amount > MAX_BALANCE:
+def check_credit(wallet: Wallet, amount: Decimal, what: str) -> None:
+    """A top-up or refund (`what`) may not take the balance past MAX_BALANCE: it is refused
+    whole, never credited in part, and the message says how much would fit now."""
+    after = wallet.balance + amount
+    if after > MAX_BALANCE:
+        room = max(MAX_BALANCE - wallet.balance, Decimal("0.00"))
         raise FailedPrecondition(
             "BALANCE_LIMIT",
-            f"a wallet holds at most {MAX_BALANCE}; this top-up would make it {wallet.balance + amount}",
+            f"a wallet holds at most {MAX_BALANCE}; this {what} would make it {after}; "
+            f"at most {room} can be credited now",
         )
 
 
@@ -235,6 +242,17 @@ def same_request(
             f"(amount {abs(entry.amount)}, reference {entry.reference!r})"
         )
     return entry
+
+
+def same_retry(first: T, what: str, request_id: str, **asked: object) -> T:
+    """`first`, the record a request with `request_id` made, when this retry asks for the
+    same fields; a request_id names one request, so any difference is refused."""
+    if differing := [name for name, value in asked.items() if getattr(first, name) != value]:
+        raise AlreadyExists(
+            f"request_id {request_id!r} was already used for another {what} "
+            f"(different {', '.join(differing)})"
+        )
+    return first
 
 
 def same_hold(hold: Hold, user_id: uuid.UUID, amount: Decimal) -> Hold:

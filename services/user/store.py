@@ -5,7 +5,6 @@ that is a transaction of its own (libs.db.transaction.in_statement)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -479,8 +478,9 @@ async def available_of(
 
 async def export_watermark(conn: AsyncConnection) -> datetime:
     """An instant no uncommitted change can be older than: the start of the oldest open
-    transaction in this database (ours included). Rows changed by transactions still open
-    carry an updated_at >= it, so an export from it misses nothing."""
+    transaction in this database (ours included). A change committed after this statement
+    ran carries an updated_at >= it (updated_at is its transaction's now()), so an export
+    from it misses nothing."""
     cur = await conn.execute(
         """SELECT least(now(), min(xact_start)) FROM pg_stat_activity
             WHERE datname = current_database() AND xact_start IS NOT NULL"""
@@ -488,21 +488,29 @@ async def export_watermark(conn: AsyncConnection) -> datetime:
     return _one(await cur.fetchone())[0]
 
 
-async def snapshots_since(
-    conn: AsyncConnection, since: datetime | None, batch: int = 1000
-) -> AsyncIterator[UserSnapshot]:
-    cur = conn.cursor(name="export_users", row_factory=class_row(UserSnapshot))
+# Sorts before every id gen_random_uuid() makes (a version 4 UUID is never all zeros).
+NIL_UUID = uuid.UUID(int=0)
+
+
+async def snapshots_page(
+    conn: AsyncConnection,
+    since: datetime | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[UserSnapshot]:
+    """Up to `limit` users changed at or after `since`, in (updated_at, id) order, from just
+    past `after` (the last row of the previous page). One row comparison, so the scan of
+    idx_users_updated_at_id starts where the previous page ended."""
+    start, last_id = after if after is not None else (since, NIL_UUID)
+    cur = conn.cursor(row_factory=class_row(UserSnapshot))
     await cur.execute(
-        """SELECT id AS user_id, card_id, status, balance - held AS available,
-                  updated_at
-             FROM users WHERE %s::timestamptz IS NULL OR updated_at >= %s
-            ORDER BY updated_at, id""",
-        (since, since),
+        """SELECT id AS user_id, card_id, status, balance - held AS available, updated_at
+             FROM users
+            WHERE (updated_at, id) > (coalesce(%s::timestamptz, '-infinity'), %s::uuid)
+            ORDER BY updated_at, id LIMIT %s""",
+        (start, last_id, limit),
     )
-    while rows := await cur.fetchmany(batch):
-        for row in rows:
-            yield row
-    await cur.close()
+    return await cur.fetchall()
 
 
 def _one(row):

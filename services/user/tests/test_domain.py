@@ -24,15 +24,16 @@ from services.user.domain import (
     Wallet,
     captured,
     check_capture,
+    check_credit,
     check_refund,
     check_release,
-    check_top_up,
     hold_ttl,
     new_hold,
     require_active,
     require_available,
     same_hold,
     same_request,
+    same_retry,
 )
 
 NOW = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
@@ -114,19 +115,21 @@ def test_require_available_counts_holds() -> None:
     assert "70.01 needed, 70.00 available" in caught.value.message
 
 
-def test_check_top_up_respects_the_wallet_cap() -> None:
-    check_top_up(wallet("0"), MAX_BALANCE)
-    check_top_up(wallet("19999999.99"), d("0.01"))
+def test_check_credit_respects_the_wallet_cap() -> None:
+    check_credit(wallet("0"), MAX_BALANCE, "top-up")
+    check_credit(wallet("19999999.99"), d("0.01"), "refund")
     with pytest.raises(FailedPrecondition) as caught:
-        check_top_up(wallet("19999999.99"), d("0.02"))
+        check_credit(wallet("19999999.99"), d("0.02"), "refund")
     assert caught.value.reason == "BALANCE_LIMIT"
-    assert "20000000.01" in caught.value.message
+    assert "this refund would make it 20000000.01" in caught.value.message
+    assert "at most 0.01 can be credited now" in caught.value.message
 
 
-def test_check_top_up_ignores_holds() -> None:
+def test_check_credit_ignores_holds() -> None:
     # Held money is still in the balance: the cap is on the balance.
-    check_top_up(wallet("10", held="10"), MAX_BALANCE - d("10"))
-    assert reason_of(lambda: check_top_up(wallet("10", "10"), MAX_BALANCE)) == "BALANCE_LIMIT"
+    check_credit(wallet("10", held="10"), MAX_BALANCE - d("10"), "top-up")
+    refused = reason_of(lambda: check_credit(wallet("10", "10"), MAX_BALANCE, "top-up"))
+    assert refused == "BALANCE_LIMIT"
 
 
 # --- hold lifetime -------------------------------------------------------------------
@@ -312,3 +315,13 @@ def test_same_hold() -> None:
         same_hold(first, USER, d("51"))
     with pytest.raises(AlreadyExists):
         same_hold(first, uuid.uuid4(), d("50"))
+
+
+def test_same_retry_returns_the_first_record_or_names_every_field_that_differs() -> None:
+    first = hold("50")
+    assert same_retry(first, "hold", "r-1", user_id=USER, amount=d("50")) is first
+    with pytest.raises(AlreadyExists) as caught:
+        same_retry(first, "hold", "r-1", user_id=uuid.uuid4(), amount=d("51"), reason=first.reason)
+    assert caught.value.message == (
+        "request_id 'r-1' was already used for another hold (different user_id, amount)"
+    )

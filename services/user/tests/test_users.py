@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import grpc
+import pytest
 from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 from google.type import date_pb2
@@ -22,6 +24,26 @@ async def test_create_is_idempotent_by_request_id(users):
     )
     assert first.id == second.id
     assert first.status == user_pb2.USER_STATUS_ACTIVE
+
+
+async def test_a_create_retry_with_other_fields_is_refused(users):
+    """A request_id names one request: the same id with any other field changed is a
+    different request, refused, never answered with the first user."""
+    first = user_pb2.CreateUserRequest(
+        card_id=new_card(), full_name="Siti", email="siti@example.com", request_id="req-2"
+    )
+    created = await users.call("CreateUser", first)
+    for change in ({"full_name": "Budi"}, {"email": "budi@example.com"}, {"phone": "0812"}):
+        other = user_pb2.CreateUserRequest()
+        other.CopyFrom(first)
+        for field, value in change.items():
+            setattr(other, field, value)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await users.call("CreateUser", other)
+        assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert "request_id 'req-2'" in err.value.details()
+        assert next(iter(change)) in err.value.details()
+    assert (await users.call("CreateUser", first)).id == created.id
 
 
 async def test_get_by_id_and_card_and_status_change_shows_through_the_cache(users):
@@ -79,6 +101,30 @@ async def test_pets_are_added_once_and_listed(users):
     assert first.id == again.id
     pets = await users.call("ListPets", user_pb2.ListPetsRequest(user_id=user.id))
     assert [(p.name, p.birth_date.year) for p in pets.pets] == [("Milo", 2021)]
+
+
+async def test_an_add_pet_retry_with_other_fields_is_refused(users):
+    user = await new_user(users)
+    first = user_pb2.AddPetRequest(user_id=user.id, name="Milo", species="cat", request_id="p-2")
+    added = await users.call("AddPet", first)
+    for change in ({"species": "dog"}, {"breed": "Persian"}, {"name": "Luna"}):
+        other = user_pb2.AddPetRequest()
+        other.CopyFrom(first)
+        for field, value in change.items():
+            setattr(other, field, value)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await users.call("AddPet", other)
+        assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert next(iter(change)) in err.value.details()
+    other = user_pb2.AddPetRequest()
+    other.CopyFrom(first)
+    other.birth_date.CopyFrom(date_pb2.Date(year=2020, month=1, day=2))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await users.call("AddPet", other)
+    assert "birth_date" in err.value.details()
+    assert (await users.call("AddPet", first)).id == added.id
+    pets = await users.call("ListPets", user_pb2.ListPetsRequest(user_id=user.id))
+    assert [p.id for p in pets.pets] == [added.id]
 
 
 async def test_export_gives_everyone_then_only_changes_since_the_watermark(users):
