@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from google.protobuf.message import Message
 
 
 class TiketError(Exception):
@@ -42,11 +45,13 @@ class AlreadyExists(TiketError):
 
 class FailedPrecondition(TiketError):
     """A business refusal. `reason` is a stable UPPER_SNAKE code a client can switch on
-    (google.rpc.ErrorInfo.reason); the message is what a person reads."""
+    (google.rpc.ErrorInfo.reason); the message is what a person reads. `details`: messages
+    packed into google.rpc.Status.details after the ErrorInfo (what the refusal is about)."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, details: Sequence[Message] = ()) -> None:
         super().__init__(message)
         self.reason = reason
+        self.details = tuple(details)
 
 
 class Aborted(TiketError):

@@ -1,7 +1,9 @@
 """Faults around the journey service, injected without touching the shared servers:
 
 - its dependencies cut off or hung (a TCP proxy between it and them): CheckIn answers
-  UNAVAILABLE within the gate's deadline, never hangs, writes nothing a retry cannot finish;
+  UNAVAILABLE within the gate's deadline (the gate's call carries that deadline, so an answer
+  after it would reach the gate as DEADLINE_EXCEEDED, not UNAVAILABLE), never hangs, writes
+  nothing a retry cannot finish;
 - its own process killed (SIGKILL) in the middle of a burst of taps and started again: the
   gates' retries complete every tap, and no rupiah is lost or taken twice."""
 
@@ -31,6 +33,7 @@ from services.journey.tests.mesh import (
     counts,
     new_rider,
     running_mesh,
+    settle,
     tap_in,
     tap_out,
     tap_request,
@@ -53,14 +56,14 @@ async def mesh() -> AsyncIterator[Mesh]:
         yield running
         for proxy in running.proxies.values():
             proxy.restore()
+        await settle(running)
         assert await audit(running.database_url("user"), running.database_url("journey")) == []
 
 
-async def timed_refusal(call) -> tuple[grpc.StatusCode, float]:
-    started = time.monotonic()
+async def refusal(call) -> grpc.StatusCode:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await call
-    return err.value.code(), time.monotonic() - started
+    return err.value.code()
 
 
 @module_loop
@@ -69,11 +72,10 @@ async def test_wallet_cut_off_answers_unavailable_at_once_and_writes_nothing(mes
     before = await counts(mesh)
     mesh.proxies["user"].cut()
     try:
-        code, took = await timed_refusal(tap_in(mesh, card, timeout=GATE_DEADLINE))
+        code = await refusal(tap_in(mesh, card, timeout=GATE_DEADLINE))
     finally:
         mesh.proxies["user"].restore()
     assert code == grpc.StatusCode.UNAVAILABLE
-    assert took < GATE_DEADLINE
     assert await counts(mesh) == before
     assert (await once_back(tap_in, mesh, card)).open_gate
     await tap_out(mesh, card)
@@ -85,11 +87,10 @@ async def test_wallet_hanging_answers_unavailable_within_the_gate_deadline(mesh)
     tap_id = str(uuid.uuid4())
     mesh.proxies["user"].stall()
     try:
-        code, took = await timed_refusal(tap_in(mesh, card, tap_id=tap_id, timeout=GATE_DEADLINE))
+        code = await refusal(tap_in(mesh, card, tap_id=tap_id, timeout=GATE_DEADLINE))
     finally:
         mesh.proxies["user"].restore()
     assert code == grpc.StatusCode.UNAVAILABLE  # our answer, not the gate's own deadline
-    assert took < GATE_DEADLINE
     entered = await once_back(tap_in, mesh, card, tap_id=tap_id)  # the gate's retry
     await tap_out(mesh, card)
     assert await wallet(mesh, user_id) == (Decimal(38_000), 0, Decimal(38_000))
@@ -103,10 +104,8 @@ async def test_fare_service_down_cold_lookups_unavailable_warm_ones_keep_working
     _, card = await new_rider(mesh)
     mesh.proxies["fare"].cut()
     try:
-        code, took = await timed_refusal(
-            tap_in(mesh, card, "C", "C-ENTRY-01", timeout=GATE_DEADLINE)
-        )
-        assert (code, took < GATE_DEADLINE) == (grpc.StatusCode.UNAVAILABLE, True)
+        code = await refusal(tap_in(mesh, card, "C", "C-ENTRY-01", timeout=GATE_DEADLINE))
+        assert code == grpc.StatusCode.UNAVAILABLE
         assert (await tap_in(mesh, card, timeout=GATE_DEADLINE)).open_gate
     finally:
         mesh.proxies["fare"].restore()
@@ -122,9 +121,7 @@ async def test_wallet_lost_during_check_out_the_retry_completes_it_once(mesh):
     md = mesh.metadata(Role.GATE, "E/E-EXIT-01")
     mesh.proxies["user"].cut()
     try:
-        code, _ = await timed_refusal(
-            mesh.journeys.CheckOut(request, metadata=md, timeout=GATE_DEADLINE)
-        )
+        code = await refusal(mesh.journeys.CheckOut(request, metadata=md, timeout=GATE_DEADLINE))
     finally:
         mesh.proxies["user"].restore()
     assert code == grpc.StatusCode.UNAVAILABLE
@@ -134,16 +131,18 @@ async def test_wallet_lost_during_check_out_the_retry_completes_it_once(mesh):
     assert await wallet(mesh, user_id) == (Decimal(38_000), 0, Decimal(38_000))
 
 
-async def once_back(call, *args, **kwargs):
-    """`call` retried while the link comes back (the channel reconnects with backoff)."""
-    for _ in range(50):
+async def once_back(call, *args, within: float = 60.0, **kwargs):
+    """`call` retried while the link comes back: the channel reconnects with backoff, and
+    the client's circuit breaker (libs/clients.py) lets a probe through only after its
+    cool-down. `within` only keeps a broken run from hanging."""
+    deadline = time.monotonic() + within
+    while True:
         try:
             return await call(*args, **kwargs)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.UNAVAILABLE:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.1)
-    raise AssertionError("the dependency never came back")
 
 
 # --- the journey service killed mid-burst ----------------------------------------------------
@@ -266,8 +265,9 @@ async def balances(address: str, admin, cards: list[str]) -> set[Decimal]:
     return found
 
 
-async def settled_audit(settings, within: float = 20.0) -> list[str]:
-    """The audit, once the restarted service's sweeper has finished what the kill left."""
+async def settled_audit(settings, within: float = 90.0) -> list[str]:
+    """The audit, once the restarted service's sweeper has finished what the kill left (the
+    bound only keeps a broken run from hanging; a busy machine may need much of it)."""
     deadline = time.monotonic() + within
     while True:
         problems = await audit(settings.database_url("user"), settings.database_url("journey"))

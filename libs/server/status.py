@@ -57,7 +57,7 @@ def _details(error: errors.TiketError) -> list[Message]:
             )
         ]
     if isinstance(error, errors.FailedPrecondition):
-        return [error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN)]
+        return [error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN), *error.details]
     if isinstance(error, errors.ResourceExhausted):
         return _exhausted_details(error)
     return []

@@ -12,6 +12,7 @@ from tiket.journey.v1 import journey_pb2
 
 from libs.auth import Principal, Role
 from libs.cache import Cache
+from libs.db.transaction import read
 from libs.errors import NotFound, PermissionDenied
 from services.journey import store
 from services.journey.checkin import CheckIns
@@ -22,7 +23,7 @@ from services.journey.domain import Journey, TapRequest
 from services.journey.lookups import FareLookups
 from services.journey.store import JourneyFilter
 from services.journey.trips import ActiveTrips
-from services.journey.wallet import Wallet
+from services.journey.wallet import WalletClient
 
 
 class JourneyApp:
@@ -36,7 +37,7 @@ class JourneyApp:
     ) -> None:
         self.pool = pool
         self.config = config
-        self.wallet = Wallet(user_channel, config.dependency_timeout)
+        self.wallet = WalletClient(user_channel, config.dependency_timeout)
         self.fares = FareLookups(fare_channel, config.lookup_ttl, config.dependency_timeout)
         self.trips = ActiveTrips(cache, enabled=config.active_trip_cache)
         self.closings = Closings(pool, self.wallet, self.trips)
@@ -56,8 +57,7 @@ class JourneyApp:
         if user_id is None:
             assert card_id is not None
             user_id = (await self.wallet.rider(card_id)).user_id
-        async with self.pool.connection() as conn:
-            journey = await store.active_journey(conn, user_id)
+        journey = await read(self.pool, store.active_journey, user_id)
         if journey is None:
             raise NotFound(f"no active journey for {card_id or user_id}")
         return journey
@@ -65,8 +65,7 @@ class JourneyApp:
     async def journey(self, journey_id: uuid.UUID, caller: Principal | None) -> Journey:
         """A rider reads only their own journeys: any other id, existing or not, is
         PERMISSION_DENIED for them (no hint of what exists)."""
-        async with self.pool.connection() as conn:
-            journey = await store.journey(conn, journey_id)
+        journey = await read(self.pool, store.journey, journey_id)
         mine = journey is not None and str(journey.user_id) == getattr(caller, "subject", None)
         if caller is not None and caller.role is Role.USER and not mine:
             raise PermissionDenied("a user token may only read its own journeys")
@@ -77,5 +76,4 @@ class JourneyApp:
     async def list_journeys(
         self, where: JourneyFilter, after: tuple[datetime, uuid.UUID] | None, limit: int
     ) -> list[Journey]:
-        async with self.pool.connection() as conn:
-            return await store.list_journeys(conn, where, after, limit)
+        return await read(self.pool, store.list_journeys, where, after, limit)

@@ -6,11 +6,15 @@ Order of the saga, and why:
 2. the tap is recorded, pending, with the journey id derived from it — so a retry after a
    crash re-sends the same hold reference, and the sweeper can find and release the hold of
    an attempt that never finished;
-3. a journey still active is closed as abandoned (its capture releases the rest of its
+3. anti-passback (passback.py): an entry repeating the check-in of the rider's active
+   journey is refused with that journey, and nothing is held or charged;
+4. a journey still active is closed as abandoned (its capture releases the rest of its
    hold before the new hold is placed);
-4. PlaceHold (idempotent by reference: a retry adopts the hold a first attempt placed);
-5. the tap's answer, the journey and its event are written by one statement; the partial
+5. PlaceHold (idempotent by reference: a retry adopts the hold a first attempt placed);
+6. the tap's answer, the journey and its event are written by one statement; the partial
    unique index refuses a second active journey, whatever raced us.
+A tap that ends without its journey once the hold is placed (another attempt or the sweeper
+answered it first, a repeated entry won the race) releases the hold: it holds for nothing.
 
 Each database step is one statement on an autocommit connection (libs/db/transaction.py
 in_statement says why)."""
@@ -18,41 +22,53 @@ in_statement says why)."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
 from psycopg import AsyncConnection, errors
+from psycopg_pool import AsyncConnectionPool
 from tiket.journey.v1 import journey_pb2
 
-from libs.db.transaction import in_statement
+from libs.db.transaction import in_statement, read
 from libs.errors import Aborted, FailedPrecondition, NotFound
-from services.journey import domain, events, messages, store, tap_store
+from services.journey import domain, events, messages, passback, store, tap_store
+from services.journey.closings import Closings
+from services.journey.config import JourneyConfig
 from services.journey.domain import Journey, Tap, TapRequest, TapState
-from services.journey.flow import TapFlow
-from services.journey.wallet import Rider
+from services.journey.flow import final_tap, first_answer, release_hold_of
+from services.journey.lookups import FareLookups
+from services.journey.trips import ActiveTrips
+from services.journey.wallet import Rider, WalletClient
 
 ONE_ACTIVE = "one_active_journey_per_user"
 ATTEMPTS = 3
 
 
-class Answered(Exception):
-    """Another attempt of the same tap answered first: give its answer."""
+@dataclass(frozen=True)
+class CheckIns:
+    pool: AsyncConnectionPool
+    wallet: WalletClient
+    fares: FareLookups
+    trips: ActiveTrips
+    closings: Closings
+    config: JourneyConfig
 
-
-class CheckIns(TapFlow):
     async def check_in(self, request: TapRequest) -> journey_pb2.CheckInResponse:
         try:
             terminal, rider, held = await self._admit(request)
         except (FailedPrecondition, NotFound):
-            if (first := await self.answered(request)) is not None:
+            if (first := await first_answer(self.pool, request)) is not None:
                 return replay(first)
             raise
         tap, active = await self._record(request, rider.user_id)
         if tap.state is not TapState.PENDING:
             return replay(tap)
+        if active is not None and passback.repeats_entry(active, tap, self.config.anti_passback):
+            return await self._refuse(tap, TapState.REFUSED, repeated(active))
         abandoned = None
         reason = f"entry at {request.gate_code} ({terminal.name}) before an exit"
-        if active is not None and active.id != request.journey_id:
+        if active is not None:
             abandoned = await self.closings.abandon(active, reason)
         try:
             hold = await self.wallet.place_hold(
@@ -71,18 +87,22 @@ class CheckIns(TapFlow):
         for _ in range(ATTEMPTS):
             try:
                 started = await self._start(tap, journey, response, available)
-            except Answered:  # another attempt answered the tap (or the sweeper expired it)
-                return replay(await self._final_tap(tap))
             except errors.UniqueViolation as exc:
                 if exc.diag.constraint_name != ONE_ACTIVE:
                     raise
+                other = await read(self.pool, store.active_journey, rider.user_id)
+                if other is not None and passback.repeats_entry(
+                    other, tap, self.config.anti_passback
+                ):  # a repeat of this entry won the race: it is the rider's check-in
+                    return await self._refuse(tap, TapState.REFUSED, repeated(other), held=True)
                 # Another entry of this card won a race: close its journey, then ours starts.
-                other = await self._active(rider.user_id)
                 if other is not None and (closed := await self.closings.abandon(other, reason)):
                     abandoned = closed
                     available = await self.wallet.available(rider.user_id)
                     response = messages.check_in_response(journey, available, abandoned)
                 continue
+            if started is None:  # another attempt answered the tap (or the sweeper expired it)
+                return await self._replay_held(tap)
             await self.trips.started(started)
             return response
         raise Aborted("the card was tapped in at several gates at once; tap again")
@@ -102,7 +122,7 @@ class CheckIns(TapFlow):
 
     async def _record(self, request: TapRequest, user_id) -> tuple[Tap, Journey | None]:
         """The tap as recorded (by this attempt or a first one), and the rider's active
-        journey: one statement."""
+        journey (another than the one this tap starts): one statement."""
 
         async def work(conn: AsyncConnection) -> tuple[Tap, uuid.UUID | None] | None:
             return await tap_store.record_tap(
@@ -118,49 +138,57 @@ class CheckIns(TapFlow):
         domain.same_tap(tap, request)
         if active_id is None or active_id == request.journey_id:
             return tap, None
-        async with self.pool.connection() as conn:  # entry while active: the whole journey
-            return tap, await store.journey(conn, active_id)
+        return tap, await read(self.pool, store.journey, active_id)  # the whole journey
 
     async def _start(
         self, tap: Tap, journey: Journey, response: journey_pb2.CheckInResponse, available
-    ) -> Journey:
-        """The journey inserted with the tap's answer and its event (one statement).
-        Answered when another attempt of the tap got there first: nothing was written."""
+    ) -> Journey | None:
+        """The journey inserted with the tap's answer and its event (one statement). None
+        when another attempt of the tap got there first: nothing was written."""
         answer = response.SerializeToString()
 
         async def work(conn: AsyncConnection) -> Journey | None:
             event = events.checked_in(journey, available)
             return await store.start_journey(conn, journey, tap.tap_id, answer, event)
 
-        started = await in_statement(self.pool, work)
-        if started is None:
-            raise Answered
-        return started
+        return await in_statement(self.pool, work)
 
     async def _refuse(
-        self, tap: Tap, state: TapState, refusal: FailedPrecondition
+        self, tap: Tap, state: TapState, refusal: FailedPrecondition, *, held: bool = False
     ) -> journey_pb2.CheckInResponse:
         """Record the refusal as the tap's answer and give it (or the answer another
-        attempt recorded first)."""
+        attempt recorded first). `held`: this attempt holds the tap's hold, to release."""
 
         async def work(conn: AsyncConnection) -> bool:
+            detail = messages.detail_of(refusal)
             return await tap_store.refuse_tap(
-                conn, tap.tap_id, state, refusal.reason, refusal.message
+                conn, tap.tap_id, state, refusal.reason, refusal.message, detail, release_owed=held
             )
 
-        if await in_statement(self.pool, work):
-            raise refusal
-        return replay(await self._final_tap(tap))
+        if not await in_statement(self.pool, work):
+            return await (self._replay_held(tap) if held else self._replay(tap))
+        if held:
+            await release_hold_of(self.pool, self.wallet, tap)
+        raise refusal
 
-    async def _final_tap(self, tap: Tap) -> Tap:
-        async with self.pool.connection() as conn:
-            final = await tap_store.tap(conn, tap.tap_id)
-        assert final is not None and final.state is not TapState.PENDING
-        return final
+    async def _replay_held(self, tap: Tap) -> journey_pb2.CheckInResponse:
+        """The answer another attempt (or the sweeper) gave the tap whose hold this attempt
+        placed: the hold is released unless that answer started the journey."""
 
-    async def _active(self, user_id) -> Journey | None:
-        async with self.pool.connection() as conn:
-            return await store.active_journey(conn, user_id)
+        async def owe(conn: AsyncConnection) -> bool:
+            return await tap_store.owe_release(conn, tap.tap_id)
+
+        if await in_statement(self.pool, owe):
+            await release_hold_of(self.pool, self.wallet, tap)
+        return await self._replay(tap)
+
+    async def _replay(self, tap: Tap) -> journey_pb2.CheckInResponse:
+        return replay(await final_tap(self.pool, tap.tap_id))
+
+
+def repeated(journey: Journey) -> FailedPrecondition:
+    """ALREADY_CHECKED_IN, with the journey the entry repeats."""
+    return messages.about(passback.already_checked_in(journey), journey)
 
 
 def replay(tap: Tap) -> journey_pb2.CheckInResponse:

@@ -13,24 +13,25 @@ A crash between 1 and 3 leaves a pending closing that a retried tap or the sweep
 from __future__ import annotations
 
 import logging
+from enum import Enum, auto
 
 from psycopg import AsyncConnection, errors
 from psycopg_pool import AsyncConnectionPool
 from tiket.journey.v1 import journey_pb2
 
-from libs.db.transaction import in_statement, in_transaction
+from libs.db.transaction import in_statement, in_transaction, read
 from libs.errors import FailedPrecondition, NotFound
 from services.journey import domain, events, messages, store, tap_store
 from services.journey.domain import Journey, Settlement, TapAnswer, TapState
 from services.journey.trips import ActiveTrips
-from services.journey.wallet import Collected, Refused, Wallet
+from services.journey.wallet import Collected, Refused, WalletClient
 
 log = logging.getLogger(__name__)
 UNPAID_NOTE = "the journey is closed unpaid: another one started meanwhile"
 
 
 class Closings:
-    def __init__(self, pool: AsyncConnectionPool, wallet: Wallet, trips: ActiveTrips) -> None:
+    def __init__(self, pool: AsyncConnectionPool, wallet: WalletClient, trips: ActiveTrips) -> None:
         self.pool = pool
         self.wallet = wallet
         self.trips = trips
@@ -59,14 +60,18 @@ class Closings:
     ) -> tuple[Journey, journey_pb2.CheckOutResponse | None]:
         """settle, and the check-out answer this call stored with it: the one message a
         check-out returns and its retries replay. None when this call stored none (nothing
-        was pending, another attempt settled it, or the journey was closed unpaid).
+        was pending, another attempt settled or undid it, or the journey was closed unpaid).
         `trip_cleared`: the caller has already cleared the rider's active_trip entry."""
         if journey.settlement is not Settlement.PENDING:
             return journey, None
         outcome = await self.wallet.collect(journey)
-        undo = isinstance(outcome, Refused) and domain.closed_by_tap(journey)
-        if undo and await self._undo(journey, outcome):
-            raise FailedPrecondition(outcome.reason, outcome.message)
+        if isinstance(outcome, Refused) and domain.closed_by_tap(journey):
+            undo = await self._undo(journey, outcome)
+            if undo is Undo.DONE:
+                raise FailedPrecondition(outcome.reason, outcome.message)
+            if undo is Undo.OVERTAKEN:  # the answer stored by the other attempt is the tap's
+                now = await read(self.pool, store.journey, journey.id)
+                return now or journey, None
 
         response = None
         if isinstance(outcome, Collected):
@@ -91,24 +96,35 @@ class Closings:
             await self.trips.ended(journey.user_id)
         return done, response if stored and settled.closing_tap_id is not None else None
 
-    async def _undo(self, journey: Journey, refused: Refused) -> bool:
-        """Put the journey back and refuse its tap; False when that is impossible (the rider
-        has started another journey meanwhile), and the closing then stays, unpaid."""
+    async def _undo(self, journey: Journey, refused: Refused) -> Undo:
+        """Put the journey back and refuse its tap (DONE). OVERTAKEN when another attempt
+        (the sweeper, a retry) settled or undid the closing meanwhile: nothing is written.
+        IMPOSSIBLE when the rider has started another journey meanwhile: the closing stays,
+        unpaid."""
         assert journey.closing_tap_id is not None
         tap_id = journey.closing_tap_id
 
-        async def work(conn: AsyncConnection) -> None:
-            await store.undo_closing(conn, journey)
+        async def work(conn: AsyncConnection) -> Undo:
+            if not await store.undo_closing(conn, journey):
+                return Undo.OVERTAKEN
             await tap_store.refuse_tap(
                 conn, tap_id, TapState.REFUSED, refused.reason, refused.message
             )
+            return Undo.DONE
 
         try:
-            await in_transaction(self.pool, work)
+            return await in_transaction(self.pool, work)
         except errors.UniqueViolation:
             log.warning("cannot reopen journey %s: its rider is on another journey", journey.id)
-            return False
-        return True
+            return Undo.IMPOSSIBLE
+
+
+class Undo(Enum):
+    """What came of putting back a closing the wallet refused."""
+
+    DONE = auto()
+    OVERTAKEN = auto()
+    IMPOSSIBLE = auto()
 
 
 def _found(value: Journey | None, journey: Journey) -> Journey:

@@ -42,6 +42,10 @@ class JourneyConfig:
     max_tap_age: timedelta = timedelta(days=7)
     # Keep active_trip:{user_id} in Redis (a hint; the database decides).
     active_trip_cache: bool = True
+    # Anti-passback: an entry tap at the terminal of the card's check-in, or an exit tap
+    # where it checked out, less than this before or after it (by tapped_at) repeats that
+    # tap and is refused with its journey (ALREADY_CHECKED_IN / ALREADY_CHECKED_OUT).
+    anti_passback: timedelta = timedelta(seconds=60)
 
     @property
     def hold_ttl(self) -> timedelta:
@@ -76,6 +80,7 @@ def load(env: Mapping[str, str] | None = None) -> JourneyConfig:
         active_trip_cache=read_setting(
             env, PREFIX + "ACTIVE_TRIP_CACHE", d.active_trip_cache, _flag
         ),
+        anti_passback=read_setting(env, PREFIX + "ANTI_PASSBACK_SECONDS", d.anti_passback, SECONDS),
     )
     if config.hold_ttl > timedelta(hours=24):
         raise ConfigError(

@@ -12,7 +12,6 @@ from enum import StrEnum
 from typing import Any
 
 from libs.errors import AlreadyExists, FailedPrecondition, InvalidArgument
-from libs.money import rupiah
 from services.journey.config import JourneyConfig
 
 GATE_CODE = re.compile(r"^[A-Z0-9][A-Z0-9-]{0,19}$")
@@ -140,6 +139,10 @@ class Tap:
     refusal_reason: str | None
     refusal_message: str | None
     created_at: datetime
+    # A refusal's subject (a serialized tiket.journey.v1.Journey), given with it again.
+    refusal_detail: bytes | None = None
+    # Answered without its journey; the release of its hold is still to confirm.
+    release_owed: bool = False
 
 
 @dataclass(frozen=True)
@@ -402,22 +405,4 @@ def closed_by_tap(journey: Journey) -> bool:
     return journey.closing_tap_id is not None and journey.status in (
         JourneyStatus.COMPLETED,
         JourneyStatus.INCOMPLETE,
-    )
-
-
-def checkin_message(terminal_name: str, held: Decimal, available: Decimal) -> str:
-    return (
-        f"Check-in di {terminal_name}. Saldo ditahan sementara {rupiah(held)}. "
-        f"Saldo tersedia: {rupiah(available)}."
-    )
-
-
-def checkout_message(journey: Journey) -> str:
-    fare = rupiah(journey.fare_charged or Decimal(0))
-    balance = rupiah(journey.remaining_balance or Decimal(0))
-    if journey.status is JourneyStatus.INCOMPLETE:
-        return f"Tap keluar tanpa tap masuk. Denda: {fare}. Sisa saldo: {balance}."
-    return (
-        f"Perjalanan selesai dari {journey.checkin_terminal_name} ke "
-        f"{journey.checkout_terminal_name}. Tarif: {fare}. Sisa saldo: {balance}."
     )

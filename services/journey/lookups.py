@@ -1,6 +1,6 @@
 """What the journey service asks the fare service, remembered in-process for a short while:
 gates, terminals and fares change rarely, and a tap must not wait on a second service for
-them every time. Concurrent misses of one key share a single call.
+them every time (libs.cache.LocalCache: concurrent misses of one key share a single call).
 
 Correctness: the hold only needs to be the maximum fare at check-in, and a trip never costs
 more than was held (domain.checkout_price), so a fare cached a few seconds past a change can
@@ -8,25 +8,20 @@ never overcharge; the final price comes from the fare in force at check-in time.
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Generic, TypeVar
 
 from grpc import aio
 from tiket.fare.v1 import fare_pb2, fare_pb2_grpc
 
+from libs.cache import LocalCache
 from libs.errors import FailedPrecondition, NotFound
 from libs.money import from_money
 from libs.timestamps import to_timestamp
 from services.journey import remote
 from services.journey.domain import Gate, GateType, Terminal
 
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
 WHAT = "the fare service"
 GATE_TYPES = {
     fare_pb2.GATE_TYPE_ENTRY: GateType.ENTRY,
@@ -36,46 +31,6 @@ GATE_TYPES = {
 # A gate missing from a terminal's cached list is looked up again, at most this often.
 GATE_RECHECK_SECONDS = 2.0
 PAGE = 500
-
-
-class TtlCache(Generic[K, V]):
-    """Values kept for `ttl` seconds; one load per key at a time; failures not kept."""
-
-    def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self._entries: dict[K, tuple[V, float]] = {}
-        self._loading: dict[K, asyncio.Future[V]] = {}
-
-    def age(self, key: K) -> float | None:
-        """Seconds since `key` was loaded, None when not held."""
-        entry = self._entries.get(key)
-        return None if entry is None else time.monotonic() - entry[1]
-
-    async def get(
-        self, key: K, load: Callable[[], Awaitable[V]], usable: Callable[[V], bool] | None = None
-    ) -> V:
-        entry = self._entries.get(key)
-        fresh = entry is not None and time.monotonic() - entry[1] < self.ttl
-        if entry is not None and fresh and (usable is None or usable(entry[0])):
-            return entry[0]
-        loading = self._loading.get(key)
-        if loading is None:
-            loading = asyncio.ensure_future(load())
-            self._loading[key] = loading
-            loading.add_done_callback(lambda done: self._loaded(key, done))
-        return await asyncio.shield(loading)
-
-    def forget(self, key: K) -> None:
-        self._entries.pop(key, None)
-
-    def _loaded(self, key: K, done: asyncio.Future[V]) -> None:
-        self._loading.pop(key, None)
-        if done.cancelled() or done.exception() is not None:
-            return
-        if len(self._entries) >= self.max_entries:
-            self._entries.clear()
-        self._entries[key] = (done.result(), time.monotonic())
 
 
 @dataclass(frozen=True)
@@ -95,11 +50,11 @@ class FareLookups:
         self.stub = fare_pb2_grpc.FareServiceStub(channel)
         self.ttl = ttl
         self.timeout = timeout
-        self._gates: TtlCache[str, dict[str, Gate]] = TtlCache(ttl)
-        self._terminals: TtlCache[str, Terminal] = TtlCache(ttl)
-        self._max_from: TtlCache[str, Decimal] = TtlCache(ttl)
-        self._max_to: TtlCache[str, Decimal] = TtlCache(ttl)
-        self._fares: TtlCache[tuple[str, str], FareVersion | None] = TtlCache(ttl)
+        self._gates: LocalCache[str, dict[str, Gate]] = LocalCache(ttl)
+        self._terminals: LocalCache[str, Terminal] = LocalCache(ttl)
+        self._max_from: LocalCache[str, Decimal] = LocalCache(ttl)
+        self._max_to: LocalCache[str, Decimal] = LocalCache(ttl)
+        self._fares: LocalCache[tuple[str, str], FareVersion | None] = LocalCache(ttl)
 
     async def gate(self, terminal_code: str, gate_code: str) -> Gate:
         """NOT_FOUND for an unknown terminal or gate."""

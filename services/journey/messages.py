@@ -9,7 +9,8 @@ from typing import TypeVar
 from tiket.events.v1 import journey_pb2 as events_pb2
 from tiket.journey.v1 import journey_pb2
 
-from libs.money import to_money
+from libs.errors import FailedPrecondition
+from libs.money import rupiah, to_money
 from libs.timestamps import to_timestamp
 from services.journey import domain
 from services.journey.domain import Journey, JourneyStatus, Settlement, Tap, TapState
@@ -68,7 +69,7 @@ def check_in_response(
         journey=journey(j),
         held_amount=to_money(j.held_amount),
         available_balance=to_money(available),
-        message=domain.checkin_message(j.checkin_terminal_name or "", j.held_amount, available),
+        message=checkin_message(j.checkin_terminal_name or "", j.held_amount, available),
     )
     if abandoned is not None:
         response.abandoned_journey.CopyFrom(journey(abandoned))
@@ -77,7 +78,7 @@ def check_in_response(
 
 def check_out_response(j: Journey) -> journey_pb2.CheckOutResponse:
     response = journey_pb2.CheckOutResponse(
-        open_gate=True, journey=journey(j), message=domain.checkout_message(j)
+        open_gate=True, journey=journey(j), message=checkout_message(j)
     )
     _set_money(response, "fare", j.fare_charged)
     _set_money(response, "remaining_balance", j.remaining_balance)
@@ -85,11 +86,26 @@ def check_out_response(j: Journey) -> journey_pb2.CheckOutResponse:
 
 
 def replay(tap: Tap, answer_type: type[Answer]) -> Answer:
-    """The first answer a tap got, again: its stored response, or its refusal raised."""
+    """The first answer a tap got, again: its stored response, or its refusal raised (with
+    the journey it was about, when it named one)."""
     if tap.state is TapState.DONE:
         assert tap.response is not None
         return answer_type.FromString(tap.response)
-    raise domain.refusal_of(tap)
+    refusal = domain.refusal_of(tap)
+    if tap.refusal_detail is not None:
+        refusal = about(refusal, journey_pb2.Journey.FromString(tap.refusal_detail))
+    raise refusal
+
+
+def about(refusal: FailedPrecondition, j: Journey | journey_pb2.Journey) -> FailedPrecondition:
+    """`refusal` with the journey it is about packed in its details."""
+    detail = journey(j) if isinstance(j, Journey) else j
+    return FailedPrecondition(refusal.reason, refusal.message, [detail])
+
+
+def detail_of(refusal: FailedPrecondition) -> bytes | None:
+    """What a tap's record keeps of the refusal's journey (refusal_detail)."""
+    return refusal.details[0].SerializeToString() if refusal.details else None
 
 
 def checked_in(j: Journey, available: Decimal) -> events_pb2.JourneyCheckedIn:
@@ -132,6 +148,27 @@ def closed(j: Journey) -> events_pb2.JourneyClosed:
     if j.journey_duration_minutes is not None:
         data.duration_minutes = j.journey_duration_minutes
     return data
+
+
+# --- the texts a gate shows (seed 004 §2.4) ------------------------------------------------
+
+
+def checkin_message(terminal_name: str, held: Decimal, available: Decimal) -> str:
+    return (
+        f"Check-in di {terminal_name}. Saldo ditahan sementara {rupiah(held)}. "
+        f"Saldo tersedia: {rupiah(available)}."
+    )
+
+
+def checkout_message(journey: Journey) -> str:
+    fare = rupiah(journey.fare_charged or Decimal(0))
+    balance = rupiah(journey.remaining_balance or Decimal(0))
+    if journey.status is JourneyStatus.INCOMPLETE:
+        return f"Tap keluar tanpa tap masuk. Denda: {fare}. Sisa saldo: {balance}."
+    return (
+        f"Perjalanan selesai dari {journey.checkin_terminal_name} ke "
+        f"{journey.checkout_terminal_name}. Tarif: {fare}. Sisa saldo: {balance}."
+    )
 
 
 def _set_time(message, name: str, value: datetime | None) -> None:

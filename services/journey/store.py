@@ -25,6 +25,8 @@ from services.journey.domain import (
 )
 
 JOURNEY_COLUMNS = ", ".join(f.name for f in fields(Journey))
+# The advisory lock space (first key) of lock_rider_exits.
+EXIT_LOCKS = 4_005_001
 
 
 # Maps the database enums onto the domain enums, once per pooled connection.
@@ -66,6 +68,29 @@ async def journey_closed_by(conn: AsyncConnection, tap_id: uuid.UUID) -> Journey
         f"SELECT {JOURNEY_COLUMNS} FROM journey_history WHERE closing_tap_id = %s", (tap_id,)
     )
     return await cur.fetchone()
+
+
+async def nearest_exit(
+    conn: AsyncConnection, user_id: uuid.UUID, terminal_code: str, at: datetime, within: timedelta
+) -> Journey | None:
+    """The rider's journey ended by a check-out at `terminal_code` nearest to `at`, less than
+    `within` away (the check-out a new exit tap there may repeat: passback.repeats_exit)."""
+    cur = conn.cursor(row_factory=class_row(Journey))
+    await cur.execute(
+        f"""SELECT {JOURNEY_COLUMNS} FROM journey_history
+             WHERE user_id = %(user_id)s AND checkout_terminal_code = %(terminal)s
+               AND status IN ('completed', 'incomplete')
+               AND checkout_time > %(at)s - %(within)s AND checkout_time < %(at)s + %(within)s
+             ORDER BY abs(extract(epoch FROM checkout_time - %(at)s)) LIMIT 1""",
+        {"user_id": user_id, "terminal": terminal_code, "at": at, "within": within},
+    )
+    return await cur.fetchone()
+
+
+async def lock_rider_exits(conn: AsyncConnection, user_id: uuid.UUID) -> None:
+    """Serialize, until the transaction ends, the exits of a rider without an active
+    journey: a second exit tap then sees the incomplete journey the first one made."""
+    await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (EXIT_LOCKS, str(user_id)))
 
 
 INSERT_COLUMNS = """id, user_id, card_id, status, settlement,

@@ -112,15 +112,54 @@ async def record_checkout(
 
 
 async def refuse_tap(
-    conn: AsyncConnection, tap_id: uuid.UUID, state: TapState, reason: str, message: str
+    conn: AsyncConnection,
+    tap_id: uuid.UUID,
+    state: TapState,
+    reason: str,
+    message: str,
+    detail: bytes | None = None,
+    *,
+    release_owed: bool = False,
 ) -> bool:
+    """Answer a pending tap with a refusal (or TAP_EXPIRED) — `release_owed`: its hold is
+    still to release; False when it was answered already, and nothing is written then."""
     return await store.changed(
         conn,
         """UPDATE taps SET state = %s, refusal_reason = %s, refusal_message = %s,
-                  updated_at = now()
+                  refusal_detail = %s, release_owed = %s, updated_at = now()
             WHERE tap_id = %s AND state = 'pending' RETURNING 1""",
-        (state, reason, message, tap_id),
+        (state, reason, message, detail, release_owed, tap_id),
     )
+
+
+async def owe_release(conn: AsyncConnection, tap_id: uuid.UUID) -> bool:
+    """Note that the hold of a check-in tap answered without its journey is still to
+    release; False when the tap started its journey (the hold is that journey's)."""
+    return await store.changed(
+        conn,
+        """UPDATE taps SET release_owed = true, updated_at = now()
+            WHERE tap_id = %s AND kind = 'checkin' AND state IN ('refused', 'expired')
+        RETURNING 1""",
+        (tap_id,),
+    )
+
+
+async def released(conn: AsyncConnection, tap_id: uuid.UUID) -> None:
+    """The owed release of the tap's hold is confirmed."""
+    await conn.execute(
+        "UPDATE taps SET release_owed = false, updated_at = now() WHERE tap_id = %s", (tap_id,)
+    )
+
+
+async def owed_releases(conn: AsyncConnection, limit: int) -> list[Tap]:
+    """Check-in taps whose hold is still to release, oldest first."""
+    cur = conn.cursor(row_factory=class_row(Tap))
+    await cur.execute(
+        f"""SELECT {TAP_COLUMNS} FROM taps WHERE release_owed
+             ORDER BY updated_at LIMIT %s""",
+        (limit,),
+    )
+    return await cur.fetchall()
 
 
 async def link_tap(conn: AsyncConnection, tap_id: uuid.UUID, journey_id: uuid.UUID) -> None:

@@ -1,24 +1,19 @@
 """active_trip:{user_id} in Redis (seed 004 "Active Trip Lookup": a hash of card_id,
-checkin_terminal, checkin_time, expected_fare — plus journey_id; TTL 2 h). A hint only: a check-out uses it to
-price the trip before it locks anything, and the database then confirms the journey. A
-missing, stale or unreachable entry costs a database read, never a wrong answer."""
+checkin_terminal, checkin_time, expected_fare — plus journey_id; TTL 2 h). A hint only: a
+check-out uses it to price the trip before it locks anything, and the database then confirms
+the journey. A missing, stale or unreachable entry costs a database read, never a wrong
+answer."""
 
 from __future__ import annotations
 
-import logging
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from redis.exceptions import RedisError
-
 from libs.cache import Cache
 from services.journey.domain import Entry, Journey
 
-log = logging.getLogger(__name__)
 TTL_SECONDS = 7200  # seed 004
-COOLDOWN_SECONDS = 2.0
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -41,7 +36,6 @@ class ActiveTrips:
     def __init__(self, cache: Cache, *, enabled: bool = True) -> None:
         self.cache = cache
         self.enabled = enabled
-        self._down_until = 0.0
 
     async def take(self, user_id: uuid.UUID) -> Entry | None:
         """The entry of the rider's active journey as last written (None when unknown),
@@ -84,15 +78,9 @@ class ActiveTrips:
         await self._run(lambda c: c.delete(self.cache.key(key(user_id))))
 
     async def _run(self, command):
-        if not self.enabled or time.monotonic() < self._down_until:
-            return None
-        try:
-            return await command(self.cache.client)
-        except (RedisError, OSError) as exc:
-            if self._down_until == 0.0 or time.monotonic() >= self._down_until:
-                log.warning("redis unavailable, active trips from the database: %s", exc)
-            self._down_until = time.monotonic() + COOLDOWN_SECONDS
-            return None
+        """`command(redis)` unless disabled; None when Redis fails or cools down after a
+        failure (libs.cache.Cache.run): the database answers instead."""
+        return await self.cache.run(command) if self.enabled else None
 
 
 def _entry(raw: dict[bytes, bytes] | None) -> Entry | None:

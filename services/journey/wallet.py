@@ -1,6 +1,9 @@
-"""What the journey service asks the user service: who holds a card, and the money moves of
+"""The journey service's client of the user service: who holds a card, and the money moves of
 a journey. Every move is idempotent by a key derived from the journey, so any step may be
-repeated — by a retried tap, after a crash, by the sweeper — and takes effect once."""
+repeated — by a retried tap, after a crash, by the sweeper — and takes effect once.
+
+(The user service's own Wallet and Hold are its domain records; what this module returns are
+the answers this service needs of them.)"""
 
 from __future__ import annotations
 
@@ -14,15 +17,16 @@ from google.protobuf.duration_pb2 import Duration
 from grpc import aio
 from tiket.user.v1 import user_pb2, user_pb2_grpc
 
+from libs.cache import LocalCache
 from libs.errors import AlreadyExists, FailedPrecondition, NotFound
 from libs.money import from_money, to_money
 from services.journey import remote
 from services.journey.domain import Journey, hold_reference
-from services.journey.lookups import TtlCache
 
 WHAT = "the wallet (user service)"
 # A card's user never changes, so the mapping may be kept long; status is not cached.
 RIDER_TTL = 3600.0
+RIDERS_KEPT = 200_000
 HOLD_GONE = {"HOLD_RELEASED", "HOLD_EXPIRED"}
 
 
@@ -34,7 +38,9 @@ class Rider:
 
 
 @dataclass(frozen=True)
-class Hold:
+class PlacedHold:
+    """PlaceHold's answer for a journey's hold (placed now, or adopted)."""
+
     held: bool
     amount: Decimal
     # The wallet's available balance after the hold, when PlaceHold answered it.
@@ -53,11 +59,11 @@ class Refused:
     message: str
 
 
-class Wallet:
+class WalletClient:
     def __init__(self, channel: aio.Channel, timeout: float) -> None:
         self.stub = user_pb2_grpc.UserServiceStub(channel)
         self.timeout = timeout
-        self._riders: TtlCache[str, uuid.UUID] = TtlCache(RIDER_TTL, max_entries=200_000)
+        self._riders: LocalCache[str, uuid.UUID] = LocalCache(RIDER_TTL, RIDERS_KEPT)
 
     async def rider(self, card_id: str) -> Rider:
         """NOT_FOUND for a card nobody holds."""
@@ -73,7 +79,7 @@ class Wallet:
 
     async def place_hold(
         self, user_id: uuid.UUID, amount: Decimal, journey_id: uuid.UUID, ttl: timedelta, why: str
-    ) -> Hold:
+    ) -> PlacedHold:
         """The hold of the journey: placed now, or the one a first attempt placed (adopted)."""
         expires_in = Duration()
         expires_in.FromTimedelta(ttl)
@@ -97,20 +103,25 @@ class Wallet:
                 user_pb2.GetHoldRequest(hold=user_pb2.HoldSelector(reference=reference)),
             )
         available = from_money(hold.available_after) if hold.HasField("available_after") else None
-        return Hold(hold.status == user_pb2.HOLD_STATUS_HELD, from_money(hold.amount), available)
+        return PlacedHold(
+            hold.status == user_pb2.HOLD_STATUS_HELD, from_money(hold.amount), available
+        )
 
-    async def release(self, reference: str) -> None:
-        """Release an orphan hold; nothing when it was never placed or is gone."""
+    async def release(self, reference: str) -> bool:
+        """Release a hold (nothing when it was never placed or is released already). False
+        when it was captured: that capture stands, and is the journey's payment."""
         try:
             await self._call(
                 self.stub.ReleaseHold,
                 user_pb2.ReleaseHoldRequest(hold=user_pb2.HoldSelector(reference=reference)),
             )
         except NotFound:
-            return
+            return True
         except FailedPrecondition as exc:
             if exc.reason != "HOLD_ALREADY_CAPTURED":
                 raise
+            return False
+        return True
 
     async def available(self, user_id: uuid.UUID) -> Decimal:
         wallet = await self._call(
@@ -123,26 +134,14 @@ class Wallet:
         released), or charge it directly when the hold is gone or there never was one.
         Refused only when a direct charge is refused (balance short, card blocked)."""
         assert journey.fare_charged is not None
-        reference = hold_reference(journey.id)
         notes: dict[str, Any] = {}
         if journey.hold_reference is not None:
-            try:
-                captured = await self._call(
-                    self.stub.CaptureHold,
-                    user_pb2.CaptureHoldRequest(
-                        hold=user_pb2.HoldSelector(reference=journey.hold_reference),
-                        final_amount=to_money(journey.fare_charged),
-                    ),
-                )
-                return Collected(from_money(captured.wallet.available))
-            except FailedPrecondition as exc:
-                if exc.reason not in HOLD_GONE:
-                    raise
-                notes["charged_directly"] = exc.reason
-            if notes["charged_directly"] == "HOLD_EXPIRED":
-                # Expired but not yet swept: free it, or it would keep the money it reserves.
-                await self.release(journey.hold_reference)
+            captured = await self._capture(journey.hold_reference, journey.fare_charged)
+            if isinstance(captured, Collected):
+                return captured
+            notes["charged_directly"] = captured
         if journey.fare_charged > 0:
+            reference = hold_reference(journey.id)
             try:
                 await self._call(
                     self.stub.Charge,
@@ -157,6 +156,32 @@ class Wallet:
             except FailedPrecondition as exc:
                 return Refused(exc.reason, exc.message)
         return Collected(await self.available(journey.user_id), notes)
+
+    async def _capture(self, reference: str, amount: Decimal) -> Collected | str:
+        """Capture `amount` from the hold; when the hold is gone, why (HOLD_GONE): the
+        journey is then charged directly."""
+        try:
+            return await self._capture_hold(reference, amount)
+        except FailedPrecondition as exc:
+            if exc.reason not in HOLD_GONE:
+                raise
+            gone = exc.reason
+        # Expired but not yet swept: free it, or it would keep the money it reserves. The
+        # release may find it captured after all — by another attempt of this closing whose
+        # CaptureHold was on its way — and that capture is the payment: CaptureHold is
+        # idempotent, so asking again gives its answer.
+        if gone == "HOLD_EXPIRED" and not await self.release(reference):
+            return await self._capture_hold(reference, amount)
+        return gone
+
+    async def _capture_hold(self, reference: str, amount: Decimal) -> Collected:
+        captured = await self._call(
+            self.stub.CaptureHold,
+            user_pb2.CaptureHoldRequest(
+                hold=user_pb2.HoldSelector(reference=reference), final_amount=to_money(amount)
+            ),
+        )
+        return Collected(from_money(captured.wallet.available))
 
     async def _call(self, method, request):
         return await remote.call(method, request, WHAT, self.timeout)

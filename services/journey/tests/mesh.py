@@ -10,12 +10,14 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
 
+import grpc
 import psycopg
 from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 from tiket.journey.v1 import journey_pb2, journey_pb2_grpc
 from tiket.user.v1 import user_pb2, user_pb2_grpc
@@ -29,9 +31,10 @@ from libs.money import from_money, to_money
 from libs.server.runtime import ServiceRuntime
 from services.fare import demo as fare_demo
 from services.fare.service import DEFINITION as FARE
-from services.journey import service, store, trips
+from services.journey import domain, service, store, tap_store, trips
 from services.journey.app import JourneyApp
 from services.journey.config import JourneyConfig
+from services.journey.domain import TapKind, TapRequest
 from services.journey.jobs import Sweeper
 from services.user.service import DEFINITION as USER
 from tests.support import keys
@@ -125,6 +128,38 @@ async def sweeper_of(mesh: Mesh, config: JourneyConfig) -> AsyncIterator[Sweeper
             await channel.close()
         await cache.close()
         await pool.close()
+
+
+async def settle(mesh: Mesh, rounds: int = 30) -> None:
+    """Let the system settle: a sweeper with no grace periods runs until no tap and no
+    closing is left pending (a round that met an overloaded dependency leaves its items for
+    the next). Call it only once no tap is in flight: it finishes every pending one."""
+    finish = replace(mesh.config, settle_after=timedelta(0), orphan_after=timedelta(0))
+    async with sweeper_of(mesh, finish) as sweeper:
+        for attempt in range(rounds):
+            await sweeper.sweep()
+            if await pending(mesh) == (0, 0):
+                return
+            await asyncio.sleep(0.1 * attempt)  # back off: the dependency may be overloaded
+
+
+async def pending(mesh: Mesh) -> tuple[int, int]:
+    """(taps, closings) still pending in the journey database."""
+    async with await journey_db(mesh) as conn:
+        cur = await conn.execute(
+            """SELECT (SELECT count(*) FROM taps WHERE state = 'pending'),
+                      (SELECT count(*) FROM journey_history WHERE settlement = 'pending')"""
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+async def journey_db(mesh: Mesh) -> psycopg.AsyncConnection:
+    """An autocommit connection to the journey database, with its enum types."""
+    conn = await psycopg.AsyncConnection.connect(mesh.database_url("journey"), autocommit=True)
+    await store.register_types(conn)
+    return conn
 
 
 async def active_trip(sweeper: Sweeper, user_id: str) -> dict[str, str]:
@@ -229,3 +264,57 @@ async def counts(mesh: Mesh) -> tuple[int, int, int]:
     async with await psycopg.AsyncConnection.connect(mesh.database_url("user")) as conn:
         holds = (await (await conn.execute("SELECT count(*) FROM holds")).fetchone())[0]
     return taps, journeys, holds
+
+
+# --- what an attempt had written when its process died -------------------------------------
+
+
+async def crashed_check_in(mesh: Mesh, user_id: str, card: str) -> domain.Tap:
+    """A check-in at A whose process died: the tap recorded, the hold placed, no journey."""
+    request = TapRequest(TapKind.CHECKIN, uuid.uuid4(), card, "A", "A-ENTRY-01", None)
+    async with await journey_db(mesh) as conn:
+        recorded = await tap_store.record_tap(conn, request, uuid.UUID(user_id), request.journey_id)
+        assert recorded is not None
+        tap = recorded[0]
+    await mesh.users.PlaceHold(
+        user_pb2.PlaceHoldRequest(
+            user_id=user_id,
+            amount=idr(12_000),
+            reference=domain.hold_reference(request.journey_id),
+        ),
+        metadata=mesh.metadata(),
+    )
+    return tap
+
+
+async def crashed_check_out(
+    mesh: Mesh, user_id: str, card: str, terminal: str, gate: str, fare: int
+) -> TapRequest:
+    """A check-out whose process died after it claimed the rider's active journey (priced
+    `fare`): the tap pending and linked, the closing pending. The tap, to retry it."""
+    request = TapRequest(TapKind.CHECKOUT, uuid.uuid4(), card, terminal, gate, datetime.now(UTC))
+    async with await journey_db(mesh) as conn:
+        active = await store.active_journey(conn, uuid.UUID(user_id))
+        assert active is not None
+        await tap_store.record_tap(conn, request, active.user_id, None)
+        exit_name = {t[0]: t[1] for t in fare_demo.DEMO_TERMINALS}[terminal]
+        closing = domain.completing(
+            active.entry, request, request.tapped_at, exit_name, Decimal(fare), mesh.config
+        )
+        assert await store.claim(conn, active.id, closing) is not None
+        await tap_store.link_tap(conn, request.tap_id, active.id)
+    return request
+
+
+def refusal_of(error: grpc.aio.AioRpcError) -> tuple[str, list[journey_pb2.Journey]]:
+    """(google.rpc.ErrorInfo.reason, the journeys packed beside it) of a refusal."""
+    raw = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
+    assert raw, f"{error.code()} without details"
+    reason, journeys = "", []
+    for detail in status_pb2.Status.FromString(raw).details:
+        info, journey = error_details_pb2.ErrorInfo(), journey_pb2.Journey()
+        if detail.Unpack(info):
+            reason = info.reason
+        elif detail.Unpack(journey):
+            journeys.append(journey)
+    return reason, journeys

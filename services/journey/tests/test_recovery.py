@@ -17,12 +17,14 @@ from tiket.journey.v1 import journey_pb2
 from tiket.user.v1 import user_pb2
 
 from libs.auth import Role
-from libs.errors import FailedPrecondition
+from libs.errors import FailedPrecondition, Unavailable
 from services.journey import domain, store, tap_store
 from services.journey.domain import JourneyStatus, TapKind, TapRequest
 from services.journey.tests.mesh import (
     active_trip,
+    crashed_check_in,
     idr,
+    journey_db,
     new_rider,
     sweeper_of,
     tap_in,
@@ -32,12 +34,6 @@ from services.journey.tests.mesh import (
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-async def journey_db(mesh) -> psycopg.AsyncConnection:
-    conn = await psycopg.AsyncConnection.connect(mesh.database_url("journey"), autocommit=True)
-    await store.register_types(conn)
-    return conn
 
 
 async def holds_of(mesh, user_id: str) -> list[tuple[str, str]]:
@@ -85,6 +81,27 @@ async def test_the_sweeper_releases_the_hold_of_an_attempt_nobody_retried(mesh):
         await tap_in(mesh, card, tap_id=str(tap.tap_id))
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "tap again" in err.value.details()
+
+
+async def test_a_release_that_failed_after_the_tap_expired_is_retried(mesh):
+    """The sweeper answers an orphan tap TAP_EXPIRED first, then releases its hold; when the
+    wallet is down just then, the release stays owed and a later round makes it."""
+    user_id, card = await new_rider(mesh, 50_000)
+    await crashed_check_in(mesh, user_id, card)
+    async with sweeper_of(mesh, replace(mesh.config, orphan_after=timedelta(0))) as sweeper:
+        stub = sweeper.app.wallet.stub
+        release = stub.ReleaseHold
+
+        async def wallet_down(request, **kwargs):
+            raise Unavailable("the wallet (user service) is unavailable")
+
+        stub.ReleaseHold = wallet_down
+        await sweeper.expire_taps()
+        assert await wallet(mesh, user_id) == (Decimal(50_000), Decimal(12_000), Decimal(38_000))
+        stub.ReleaseHold = release
+        assert await sweeper.release_owed() >= 1
+        assert await sweeper.release_owed() == 0  # nothing owed any more
+    assert await wallet(mesh, user_id) == (Decimal(50_000), 0, Decimal(50_000))
 
 
 async def test_journeys_open_past_the_maximum_trip_time_are_abandoned(mesh):
@@ -165,26 +182,6 @@ async def test_a_check_out_refused_by_the_wallet_is_undone_and_the_gate_stays_sh
     assert await wallet(mesh, user_id) == (Decimal(10_000), 0, Decimal(10_000))
 
 
-async def crashed_check_in(mesh, user_id: str, card: str) -> domain.Tap:
-    """What a check-in at A had done when its process died: the tap recorded, the hold
-    placed, no journey yet."""
-    request = TapRequest(TapKind.CHECKIN, uuid.uuid4(), card, "A", "A-ENTRY-01", None)
-    conn = await journey_db(mesh)
-    async with conn:
-        recorded = await tap_store.record_tap(conn, request, uuid.UUID(user_id), request.journey_id)
-        assert recorded is not None
-        tap = recorded[0]
-    await mesh.users.PlaceHold(
-        user_pb2.PlaceHoldRequest(
-            user_id=user_id,
-            amount=idr(12_000),
-            reference=domain.hold_reference(request.journey_id),
-        ),
-        metadata=mesh.metadata(),
-    )
-    return tap
-
-
 async def test_a_retry_gets_the_first_answer_even_when_the_card_was_blocked_since(mesh):
     user_id, card = await new_rider(mesh, 50_000)
     tap_id = str(uuid.uuid4())
@@ -198,6 +195,9 @@ async def test_a_retry_gets_the_first_answer_even_when_the_card_was_blocked_sinc
     retry = TapRequest(TapKind.CHECKIN, uuid.UUID(tap_id), card, "A", "A-ENTRY-01", None)
     async with sweeper_of(mesh, mesh.config) as replica:  # fresh caches: it asks the wallet
         assert await replica.app.check_in(retry) == entered
-        with pytest.raises(FailedPrecondition) as refused:  # a new tap is refused
-            await replica.app.check_in(replace(retry, tap_id=uuid.uuid4()))
+        # A new tap is refused (at another terminal: at A it would repeat the check-in,
+        # refused as ALREADY_CHECKED_IN).
+        elsewhere = replace(retry, tap_id=uuid.uuid4(), terminal_code="D", gate_code="D-BI-01")
+        with pytest.raises(FailedPrecondition) as refused:
+            await replica.app.check_in(elsewhere)
     assert refused.value.reason == "USER_NOT_ACTIVE"
