@@ -2,9 +2,9 @@
 
 An event that failed every retry (or could not be parsed) waits in its consumer's
 dead-letter queue `<queue>.dlq`. `tiket dlq list` shows how many wait per consumer and, for
-each, the events with why they failed; `tiket dlq replay TARGET` publishes them again on the
-events exchange with their original routing key. A consumer that already handled an event
-ignores its replay, so replaying twice is harmless.
+each, the events with why they failed; `tiket dlq replay TARGET` sends them back to the
+queue of the consumer that gave up on them, and to no other. A consumer that already
+handled an event ignores its replay, so replaying twice is harmless.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from typing import Any
 from cli.table import render
 from libs.config import Settings
 from libs.events.bus import BusUnavailable
-from libs.events.consumer import dead_letter_queue
 from libs.events.dead_letters import (
     DeadLetter,
     list_dead_letters,
     replay_dead_letters,
     waiting_counts,
 )
+from libs.events.topology import dead_letter_queue
 from services import registry
 
 ERROR_CHARS = 80
@@ -56,7 +56,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     replay = actions.add_parser(
         "replay",
-        help="publish dead letters again on the events exchange",
+        help="send dead letters back to the consumer that gave up on them",
         description=__doc__.split("\n\n")[1],
     )
     replay.add_argument("target", help="a service, consumer queue or DLQ name")
@@ -100,10 +100,8 @@ async def list_command(args: argparse.Namespace, settings: Settings) -> None:
 
 async def replay_command(args: argparse.Namespace, settings: Settings) -> None:
     for queue in select(known_queues(settings), args.target):
-        replayed = await replay_dead_letters(
-            settings.amqp_url, settings.events_exchange, queue.name, args.limit
-        )
-        print(f"{queue.name}: replayed {replayed} event(s) to {settings.events_exchange}")
+        replayed = await replay_dead_letters(settings.amqp_url, queue.consumer_queue, args.limit)
+        print(f"{queue.name}: replayed {replayed} event(s) to {queue.consumer_queue}")
 
 
 def _rows(letters: list[DeadLetter]) -> list[tuple[object, ...]]:
@@ -120,7 +118,7 @@ def _rows(letters: list[DeadLetter]) -> list[tuple[object, ...]]:
 
 
 def _count_text(count: int | None) -> str:
-    return "no queue yet (service never started)" if count is None else str(count)
+    return "no queue yet (no service has run)" if count is None else str(count)
 
 
 def _shorten(text: str) -> str:

@@ -13,6 +13,8 @@ from cli import demo, dlq, fares, health, infra, keys, supervisor
 from cli.table import render
 from libs import auth, tls
 from libs.config import ConfigError, Settings, load
+from libs.events import topology
+from libs.events.bus import BusUnavailable
 from libs.server import runtime, workers
 from services import registry
 
@@ -98,10 +100,14 @@ def _up(args: argparse.Namespace, settings: Settings) -> None:
     except infra.InfraError as exc:
         sys.exit(f"tiket: {exc}")
     try:
+        # Every consumer's queue exists before any service emits: events wait for a
+        # consumer that starts late (or not at all in an --only run).
+        exchange = settings.events_exchange
+        asyncio.run(topology.apply(settings.amqp_url, exchange, registry.topology(exchange)))
         asyncio.run(_run_mesh(names, settings, seed=args.seed))
     except (KeyboardInterrupt, asyncio.CancelledError):
         pass
-    except RuntimeError as exc:
+    except (RuntimeError, BusUnavailable) as exc:
         sys.exit(f"tiket: {exc}")
     finally:
         if private:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 from typing import TYPE_CHECKING
+
+from libs.events.topology import ConsumerQueue
 
 if TYPE_CHECKING:
     from libs.server.runtime import ServiceDefinition
@@ -28,11 +31,32 @@ def grpc_service_names(name: str) -> list[str]:
     return [s.full_name for s in definition(name).services]
 
 
-def consumer_queues(name: str, exchange: str) -> list[str]:
-    """The consumer queues service `name` declares on `exchange` (its consumers module's
-    queue_names), for tests and benchmarks to delete."""
+def _consumers(name: str) -> ModuleType | None:
     try:
-        consumers = importlib.import_module(f"{SERVICES[name].rsplit('.', 1)[0]}.consumers")
+        return importlib.import_module(f"{SERVICES[name].rsplit('.', 1)[0]}.consumers")
     except ModuleNotFoundError:
+        return None
+
+
+def consumer_declarations(name: str, exchange: str) -> list[ConsumerQueue]:
+    """The consumer queues service `name` declares on `exchange`, with their bindings (its
+    consumers module's `queues`). A consumers module that names its queues only
+    (`queue_names`) has them declared without bindings: its consumer binds them when it
+    starts."""
+    consumers = _consumers(name)
+    if consumers is None:
         return []
-    return consumers.queue_names(exchange)
+    if hasattr(consumers, "queues"):
+        return consumers.queues(exchange)
+    return [ConsumerQueue(queue, ()) for queue in consumers.queue_names(exchange)]
+
+
+def consumer_queues(name: str, exchange: str) -> list[str]:
+    """The names of those queues (tests and benchmarks delete them, `tiket dlq` lists them)."""
+    return [queue.name for queue in consumer_declarations(name, exchange)]
+
+
+def topology(exchange: str) -> list[ConsumerQueue]:
+    """Every service's consumer queues on `exchange`: what the producers declare ahead of
+    the consumers (libs/events/topology.py)."""
+    return [queue for name in SERVICES for queue in consumer_declarations(name, exchange)]

@@ -12,6 +12,11 @@ The handler runs in the transaction that records the event id in the `inbox` tab
 redelivered event is acknowledged without a second effect. A delivery is acknowledged only
 after its effect committed, or after the broker confirmed its copy in the retry or
 dead-letter queue: nothing is acked and dropped.
+
+Only the event's own failures spend its attempts. When the database or Redis cannot be
+reached (libs/events/outages.py) the consumer stops taking deliveries, gives back those in
+flight (requeued, attempts untouched) and resumes once a probe connection succeeds, so a
+failover of any length dead-letters nothing.
 """
 
 from __future__ import annotations
@@ -35,12 +40,16 @@ from aio_pika.abc import (
 from psycopg_pool import AsyncConnectionPool
 
 from libs.db.transaction import in_transaction
-from libs.events import bus
+from libs.events import bus, topology
 from libs.events.envelope import CloudEvent, MalformedEvent, parse
+from libs.events.outages import is_outage
+from libs.events.relay import Backoff
+from libs.events.topology import dead_letter_queue, retry_queue
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[CloudEvent, psycopg.AsyncConnection], Awaitable[None]]
+Prepare = Callable[[CloudEvent], Awaitable[None]]
 
 ATTEMPT = "x-tiket-attempt"
 LAST_ERROR = "x-tiket-last-error"
@@ -52,19 +61,17 @@ FAILED_AT = "x-tiket-failed-at"
 FAILURE_HEADERS = (ATTEMPT, LAST_ERROR, ERROR, ATTEMPTS, ORIGINAL_ROUTING_KEY, FAILED_AT)
 BROKER_HEADER_PREFIXES = ("x-death", "x-first-death", "x-last-death")
 MAX_ERROR_CHARS = 500
-
-
-def retry_queue(name: str) -> str:
-    return f"{name}.retry"
-
-
-def dead_letter_queue(name: str) -> str:
-    return f"{name}.dlq"
+PROBE_TIMEOUT = 5.0
 
 
 class Consumer:
     """Consumes the events matching `bindings` into `handler`. `handled`, `duplicates`,
-    `retried` and `dead_lettered` count deliveries since start."""
+    `retried` and `dead_lettered` count deliveries since start, `paused_times` the outages
+    it waited out.
+
+    `prepare`, when given, runs before the inbox transaction, for work too large for one
+    transaction (a fan-out in chunks, each committed on its own). It runs again on every
+    delivery of the event until the inbox records it, so it must skip what it already did."""
 
     def __init__(
         self,
@@ -75,6 +82,7 @@ class Consumer:
         bindings: list[str],
         handler: Handler,
         *,
+        prepare: Prepare | None = None,
         max_attempts: int = 5,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
@@ -86,6 +94,7 @@ class Consumer:
         self._exchange_name = exchange_name
         self._bindings = bindings
         self._handler = handler
+        self._prepare = prepare
         self._max_attempts = max_attempts
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
@@ -95,10 +104,13 @@ class Consumer:
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         self._in_flight: set[asyncio.Task[object]] = set()
+        self._outage: asyncio.Task[None] | None = None
+        self._outage_backoff = Backoff(first=0.5, cap=5.0)
         self.handled = 0
         self.duplicates = 0
         self.retried = 0
         self.dead_lettered = 0
+        self.paused_times = 0
 
     async def start(self) -> None:
         """Declare the queues and start consuming; BusUnavailable when RabbitMQ is down.
@@ -107,7 +119,9 @@ class Consumer:
         try:
             self._channel = await bus.open_channel(self._connection)
             await self._channel.set_qos(prefetch_count=self._prefetch)
-            self._queue = await self._declare_queues(self._channel)
+            exchange = await bus.declare_events_exchange(self._channel, self._exchange_name)
+            declaration = topology.ConsumerQueue(self.name, tuple(self._bindings))
+            self._queue = await topology.declare_queue(self._channel, exchange, declaration)
             self._consumer_tag = await self._queue.consume(self._on_message)
         except BaseException:
             await bus.close_quietly(self._connection)
@@ -116,26 +130,21 @@ class Consumer:
 
     async def stop(self) -> None:
         """Stop consuming, let the handlers in flight finish, and disconnect."""
-        if self._queue is not None and self._consumer_tag is not None:
-            with contextlib.suppress(Exception):
-                await self._queue.cancel(self._consumer_tag)
-        self._consumer_tag = None
+        if self._outage is not None:
+            self._outage.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._outage
+        await self._stop_consuming()
         while self._in_flight:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
         await bus.close_quietly(self._connection)
 
-    async def _declare_queues(self, channel: AbstractChannel) -> AbstractQueue:
-        exchange = await bus.declare_events_exchange(channel, self._exchange_name)
-        queue = await channel.declare_queue(self.name, durable=True)
-        for pattern in self._bindings:
-            await queue.bind(exchange, pattern)
-        await channel.declare_queue(
-            retry_queue(self.name),
-            durable=True,
-            arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.name},
-        )
-        await channel.declare_queue(dead_letter_queue(self.name), durable=True)
-        return queue
+    async def _stop_consuming(self) -> None:
+        """No more deliveries; those already sent to us still reach _on_message."""
+        tag, self._consumer_tag = self._consumer_tag, None
+        if self._queue is not None and tag is not None:
+            with contextlib.suppress(Exception):
+                await self._queue.cancel(tag)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()
@@ -157,11 +166,17 @@ class Consumer:
             await self._settle_by_republishing(message, self._dead_letter(message, str(exc), 0))
             return
         try:
+            if self._prepare is not None:
+                await self._prepare(event)
             duplicate = await self._handle(event)
         except Exception as exc:
+            if is_outage(exc):
+                await self._wait_out_outage(message, exc)
+                return
             await self._settle_by_republishing(message, self._after_failure(message, event, exc))
             return
         await message.ack()
+        self._outage_backoff.reset()
         if duplicate:
             self.duplicates += 1
         else:
@@ -186,6 +201,42 @@ class Consumer:
         # decides whether the handler runs at all), and psycopg's pipeline mode then costs a
         # third more CPU per event (bench/fanout.py: 2.0 -> 1.4 ms per event).
         return await in_transaction(self._pool, work, pipeline=False)
+
+    async def _wait_out_outage(self, message: AbstractIncomingMessage, exc: Exception) -> None:
+        """Not the event's fault: stop consuming (once) and give the delivery back as it
+        came, attempts untouched; consuming resumes when the database answers again."""
+        if self._outage is None:
+            self.paused_times += 1
+            log.warning(
+                "consumer %s: a dependency is unavailable (%s); pausing until it answers",
+                *(self.name, _describe(exc)),
+            )
+            self._outage = asyncio.create_task(self._resume_after_outage())
+            await self._stop_consuming()
+        with contextlib.suppress(Exception):
+            await message.nack(requeue=True)
+
+    async def _resume_after_outage(self) -> None:
+        """Probe the database with growing pauses (they keep growing over outages in a row,
+        such as a Redis outage, which this probe cannot see) until it answers, then consume
+        again."""
+        while True:
+            await asyncio.sleep(self._outage_backoff.next())
+            try:
+                async with self._pool.connection(timeout=PROBE_TIMEOUT) as conn:
+                    await conn.execute("SELECT 1")
+            except Exception as exc:
+                log.info("consumer %s: still unavailable: %s", self.name, _describe(exc))
+                continue
+            assert self._queue is not None
+            try:
+                self._consumer_tag = await self._queue.consume(self._on_message)
+            except Exception as exc:  # RabbitMQ lost meanwhile: the robust channel comes back
+                log.info("consumer %s: cannot resume yet: %s", self.name, _describe(exc))
+                continue
+            break
+        self._outage = None
+        log.info("consumer %s resumed", self.name)
 
     def _after_failure(
         self, message: AbstractIncomingMessage, event: CloudEvent, exc: Exception
@@ -325,16 +376,3 @@ class StartsWhenReachable:
                     "%s; consumer %s retries in %.0f s", exc, self.consumer.name, self.retry_seconds
                 )
                 await asyncio.sleep(self.retry_seconds)
-
-
-async def delete_queues(amqp_url: str, name: str) -> None:
-    """Remove a consumer's queue with its retry queue and DLQ (the end of a test run or a
-    benchmark; a deployment keeps them)."""
-    connection = await bus.connect(amqp_url, robust=False)
-    try:
-        channel = await connection.channel()
-        for queue in (name, retry_queue(name), dead_letter_queue(name)):
-            with contextlib.suppress(Exception):
-                await channel.queue_delete(queue)
-    finally:
-        await bus.close_quietly(connection)

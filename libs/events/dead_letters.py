@@ -1,5 +1,6 @@
 """What an operator does with dead letters (`tiket dlq`): see how many wait, list them with
-why they failed, and replay them onto the events exchange once the cause is fixed."""
+why they failed, and replay them to the consumer that gave up on them once the cause is
+fixed."""
 
 from __future__ import annotations
 
@@ -20,6 +21,11 @@ from libs.events.consumer import (
     copy_message,
     int_header,
 )
+from libs.events.topology import dead_letter_queue
+
+# Kept on a replay: after it the event arrives routed by queue name, and a later dead letter
+# must still name the routing key it was first published with.
+REPLAY_DROPS = tuple(h for h in FAILURE_HEADERS if h != ORIGINAL_ROUTING_KEY)
 
 
 async def waiting_counts(amqp_url: str, queue_names: list[str]) -> dict[str, int | None]:
@@ -77,14 +83,6 @@ async def _queue_passive(channel: AbstractChannel, queue_name: str) -> AbstractQ
         raise LookupError(f"RabbitMQ has no queue named {queue_name!r}") from None
 
 
-async def _exchange_passive(channel: AbstractChannel, exchange_name: str) -> AbstractExchange:
-    """The existing exchange (never declares one); a clear error when there is none."""
-    try:
-        return await channel.get_exchange(exchange_name, ensure=True)
-    except aio_pika.exceptions.ChannelNotFoundEntity:
-        raise LookupError(f"RabbitMQ has no exchange named {exchange_name!r}") from None
-
-
 async def list_dead_letters(amqp_url: str, queue_name: str, limit: int) -> list[DeadLetter]:
     """Up to `limit` messages from the head of a dead-letter queue, left in place.
 
@@ -109,21 +107,20 @@ async def list_dead_letters(amqp_url: str, queue_name: str, limit: int) -> list[
         await bus.close_quietly(connection)
 
 
-async def replay_dead_letters(
-    amqp_url: str, exchange_name: str, queue_name: str, limit: int | None = None
-) -> int:
-    """Publish dead letters again on the events exchange with their original routing key and
-    a fresh attempt count; each leaves the DLQ only once the broker confirmed its copy.
+async def replay_dead_letters(amqp_url: str, consumer_queue: str, limit: int | None = None) -> int:
+    """Send the dead letters of `consumer_queue` back to that queue (through the default
+    exchange, by queue name: no other consumer sees them again) with a fresh attempt count;
+    each leaves the DLQ only once the broker confirmed its copy.
 
     Only the messages present when the replay begins are taken, so an event failing again
-    at once is not replayed in a loop. Consumers that handled an event already ignore its
+    at once is not replayed in a loop. A consumer that handled an event already ignores its
     replay (inbox). Return the number replayed.
     """
     connection = await bus.connect(amqp_url, robust=False)
     try:
         channel = await bus.open_channel(connection)
-        queue = await _queue_passive(channel, queue_name)
-        exchange = await _exchange_passive(channel, exchange_name)
+        await _queue_passive(channel, consumer_queue)  # else every publish would come back
+        queue = await _queue_passive(channel, dead_letter_queue(consumer_queue))
         waiting = queue.declaration_result.message_count or 0
         todo = waiting if limit is None else min(limit, waiting)
         replayed = 0
@@ -131,28 +128,28 @@ async def replay_dead_letters(
             message = await queue.get(no_ack=False, fail=False)
             if message is None:
                 break
-            await _replay_one(exchange, message)
+            await _replay_one(channel.default_exchange, consumer_queue, message)
             replayed += 1
         return replayed
     finally:
         await bus.close_quietly(connection)
 
 
-async def _replay_one(exchange: AbstractExchange, message: AbstractIncomingMessage) -> None:
-    headers = message.headers
-    routing_key = str(headers.get(ORIGINAL_ROUTING_KEY) or message.routing_key or "")
+async def _replay_one(
+    exchange: AbstractExchange, consumer_queue: str, message: AbstractIncomingMessage
+) -> None:
     fresh = {
         key: value
-        for key, value in headers.items()
-        if key not in FAILURE_HEADERS and not key.startswith(BROKER_HEADER_PREFIXES)
+        for key, value in message.headers.items()
+        if key not in REPLAY_DROPS and not key.startswith(BROKER_HEADER_PREFIXES)
     }
     try:
-        await exchange.publish(copy_message(message, fresh), routing_key, mandatory=True)
+        await exchange.publish(copy_message(message, fresh), consumer_queue, mandatory=True)
     except Exception as exc:
         with contextlib.suppress(Exception):
             await message.nack(requeue=True)
         raise RuntimeError(
-            f"could not replay event {message.message_id} with routing key {routing_key!r} "
-            f"(is any queue bound to it?): {type(exc).__name__}: {exc}; it stays in the DLQ"
+            f"could not replay event {message.message_id} to {consumer_queue!r}: "
+            f"{type(exc).__name__}: {exc}; it stays in the DLQ"
         ) from exc
     await message.ack()

@@ -15,6 +15,14 @@ network I/O:
    When a publish fails, one statement notes the attempt and the error and clears the lease
    instead, so the rows are retried after a backoff (by this relay or another).
 
+Every message is published mandatory: an event no queue is bound to comes back (basic.return)
+instead of being confirmed into nothing. The rest of its batch is marked sent; the returned
+rows keep their lease for a growing delay (`unroutable_delay`, doubling per attempt up to
+`unroutable_delay_max`), with the reason in `last_error`, and are published again once it
+ends, by any relay. So that a consumer that never ran yet still gets the events written
+before it started, each relay declares every registered consumer's queues
+(libs/events/topology.py) when it starts and whenever it connects.
+
 RabbitMQ being down means events wait, never that they are lost. Delivery is at-least-once,
 which the consumers' inbox absorbs: a relay that dies between claim and mark leaves rows
 that are published (again) once their lease has ended; stopping marks what was confirmed.
@@ -30,14 +38,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import NamedTuple
 
 from aio_pika.abc import AbstractConnection, AbstractExchange
+from aiormq.exceptions import PublishError
 from prometheus_client import REGISTRY, Counter
 from psycopg_pool import AsyncConnectionPool
 
-from libs.events import bus, outbox
+from libs.events import bus, outbox, topology
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +62,9 @@ def _counter(name: str, documentation: str) -> Counter:
 
 PUBLISHED = _counter("tiket_outbox_published_total", "Outbox events published and confirmed.")
 FAILURES = _counter("tiket_outbox_publish_failures_total", "Outbox batches that failed to publish.")
+UNROUTABLE = _counter(
+    "tiket_outbox_unroutable_total", "Outbox events RabbitMQ returned: no queue is bound to them."
+)
 
 
 # Appended to the WHERE of the claim and of the mark: they commit asynchronously, without
@@ -89,8 +102,10 @@ class PublishFailed(Exception):
 
 
 class OutboxRelay:
-    """Publishes the outbox of one database. `published` and `failures` count confirmed
-    events and failed batches since start."""
+    """Publishes the outbox of one database. `published`, `failures` and `unroutable` count
+    confirmed events, failed batches and returned events since start.
+
+    `queues`: the consumer queues it declares; by default every registered service's."""
 
     def __init__(
         self,
@@ -98,11 +113,14 @@ class OutboxRelay:
         amqp_url: str,
         exchange_name: str,
         *,
+        queues: Sequence[topology.ConsumerQueue] | None = None,
         batch_size: int = 100,
         poll_interval: float = 1.0,
         publish_timeout: float = 10.0,
         lease: float = 60.0,
         batch_interval: float = 0.025,
+        unroutable_delay: float = 1.0,
+        unroutable_delay_max: float = 300.0,
     ) -> None:
         # The lease must outlast everything between claim and mark, or another relay could
         # take the rows of a publish still in flight: the broker work of a batch (connecting
@@ -112,11 +130,13 @@ class OutboxRelay:
         self._pool = pool
         self._amqp_url = amqp_url
         self._exchange_name = exchange_name
+        self._queues = topology.registered(exchange_name) if queues is None else queues
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._publish_timeout = publish_timeout
         self._lease = timedelta(seconds=lease)
         self._batch_interval = batch_interval
+        self._unroutable_delay = (unroutable_delay, unroutable_delay_max)
         self._last_batch = -batch_interval
         self._confirmed: list[int] = []  # seqs published and confirmed, not yet marked sent
         self._connection: AbstractConnection | None = None
@@ -126,6 +146,7 @@ class OutboxRelay:
         self._tasks: list[asyncio.Task[None]] = []
         self.published = 0
         self.failures = 0
+        self.unroutable = 0
 
     async def start(self) -> None:
         """Run in the background; RabbitMQ need not be up yet."""
@@ -152,6 +173,7 @@ class OutboxRelay:
     async def _run(self) -> None:
         backoff = Backoff()
         loop = asyncio.get_running_loop()
+        await self._declare_topology()
         while not self._stopping:
             self._wake.clear()
             self._last_batch = loop.time()
@@ -175,6 +197,16 @@ class OutboxRelay:
                     if (due := self._last_batch + self._batch_interval - loop.time()) > 0:
                         await asyncio.sleep(due)
 
+    async def _declare_topology(self) -> None:
+        """Connect once at start, which declares the consumer queues before any consumer
+        ran. Should RabbitMQ be unreachable, the first publish connects (and declares)."""
+        try:
+            async with asyncio.timeout(self._publish_timeout):
+                await self._ensure_exchange()
+        except Exception as exc:
+            log.warning("outbox relay: queues not declared at start (%s); will on connecting", exc)
+            await self._disconnect()
+
     def _count_failure(self, exc: Exception) -> None:
         self.failures += 1
         FAILURES.inc()
@@ -188,14 +220,16 @@ class OutboxRelay:
             return 0
         seqs = [row.seq for row in rows]
         try:
-            await self._publish(rows)
+            returned = await self._publish(rows)
         except PublishFailed as exc:
             await self._release(seqs, str(exc))
             raise
         except BaseException:  # stopped mid-batch: let another relay have the rows now
             await self._release(seqs, None)
             raise
-        self._confirmed = seqs
+        if returned:
+            await self._defer(returned)
+        self._confirmed = [seq for seq in seqs if seq not in returned]
         return len(rows)
 
     async def _claim(self) -> list[OutboxRow]:
@@ -245,10 +279,11 @@ class OutboxRelay:
         self.published += len(seqs)
         PUBLISHED.inc(len(seqs))
 
-    async def _publish(self, rows: list[OutboxRow]) -> None:
+    async def _publish(self, rows: list[OutboxRow]) -> dict[int, str]:
         """Publish a batch concurrently and wait for every confirm, all within
-        publish_timeout (connecting included: the lease relies on it); PublishFailed when any
-        of it failed (the connection is then dropped, to be reopened after a backoff)."""
+        publish_timeout (connecting included: the lease relies on it); the rows RabbitMQ
+        returned as unroutable, by seq, with why. PublishFailed when anything else failed
+        (the connection is then dropped, to be reopened after a backoff)."""
         try:
             async with asyncio.timeout(self._publish_timeout):
                 exchange = await self._ensure_exchange()
@@ -260,9 +295,18 @@ class OutboxRelay:
         except Exception as exc:
             failure = str(exc)  # BusUnavailable names the broker and the reason
         else:
-            errors = [r for r in results if isinstance(r, BaseException)]
+            returned = {
+                row.seq: _unroutable(result)
+                for row, result in zip(rows, results, strict=True)
+                if isinstance(result, PublishError)
+            }
+            errors = [
+                r
+                for r in results
+                if isinstance(r, BaseException) and not isinstance(r, PublishError)
+            ]
             if not errors:
-                return
+                return returned
             failure = (
                 f"{len(errors)} of {len(rows)} events not confirmed by RabbitMQ: "
                 f"{type(errors[0]).__name__}: {errors[0]}"
@@ -277,8 +321,34 @@ class OutboxRelay:
             event_type=row.event_type,
             traceparent=row.traceparent,
         )
-        # Not mandatory: an event type nobody subscribes to is not an error.
-        await exchange.publish(message, row.event_type, mandatory=False, timeout=None)
+        # Mandatory: routed to no queue, it comes back as PublishError (on_return_raises).
+        await exchange.publish(message, row.event_type, mandatory=True, timeout=None)
+
+    async def _defer(self, returned: dict[int, str]) -> None:
+        """Keep returned rows unsent, leased for a delay that doubles with each attempt, and
+        say why on each. Best effort: should this fail, the claim's lease runs out and the
+        rows are published again all the same."""
+        self.unroutable += len(returned)
+        UNROUTABLE.inc(len(returned))
+        first, cap = self._unroutable_delay
+        log.warning(
+            "outbox relay: %d event(s) routed to no queue, kept for a retry: %s",
+            *(len(returned), next(iter(returned.values()))),
+        )
+        try:
+            async with self._pool.connection() as conn:
+                await conn.execute(
+                    "UPDATE outbox o SET attempts = o.attempts + 1, last_error = r.error,"
+                    "  claimed_until = now() + make_interval(secs => least(%s::float8,"
+                    "   %s * power(2, least(o.attempts, 30))))"
+                    " FROM unnest(%s::bigint[], %s::text[]) AS r(seq, error)"
+                    " WHERE o.seq = r.seq AND o.sent_at IS NULL",
+                    (cap, first, list(returned), list(returned.values())),
+                )
+        except Exception as exc:
+            log.warning(
+                "outbox relay: could not defer %d unroutable events: %s", len(returned), exc
+            )
 
     async def _release(self, seqs: list[int], error: str | None) -> None:
         """End the lease of unsent rows so they are retried without waiting for it to run
@@ -302,10 +372,18 @@ class OutboxRelay:
                 self._amqp_url, robust=False, connect_timeout=self._publish_timeout
             )
             channel = await bus.open_channel(self._connection)
-            self._exchange = await bus.declare_events_exchange(channel, self._exchange_name)
+            self._exchange = await topology.declare(channel, self._exchange_name, self._queues)
             log.info("outbox relay connected to %s", bus.redact(self._amqp_url))
         return self._exchange
 
     async def _disconnect(self) -> None:
         connection, self._connection, self._exchange = self._connection, None, None
         await bus.close_quietly(connection)
+
+
+def _unroutable(returned: PublishError) -> str:
+    delivery = returned.message.delivery
+    return (
+        f"unroutable: RabbitMQ returned it ({delivery.reply_code} {delivery.reply_text}): "
+        f"no queue is bound to routing key {delivery.routing_key!r}"
+    )

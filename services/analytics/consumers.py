@@ -6,10 +6,15 @@ One queue shared by the replicas: each event is counted by one of them."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from psycopg_pool import AsyncConnectionPool
 
 from libs.events.consumer import Consumer
-from services.analytics.app import AnalyticsApp
+from libs.events.topology import ConsumerQueue
+
+if TYPE_CHECKING:  # the declarations below are read by every producer (services/registry.py)
+    from services.analytics.app import AnalyticsApp
 
 EVERY_EVENT = "#"
 
@@ -20,20 +25,21 @@ def queue_name(exchange: str) -> str:
     return f"analytics.events.{exchange}"
 
 
-def queue_names(exchange: str) -> list[str]:
-    """Every consumer queue of this service (tests and benchmarks delete them)."""
-    return [queue_name(exchange)]
+def queues(exchange: str) -> list[ConsumerQueue]:
+    """Every consumer queue of this service, with its bindings."""
+    return [ConsumerQueue(queue_name(exchange), (EVERY_EVENT,))]
 
 
 def events_consumer(
     pool: AsyncConnectionPool, amqp_url: str, exchange: str, app: AnalyticsApp
 ) -> Consumer:
+    [queue] = queues(exchange)
     return Consumer(
-        queue_name(exchange),
+        queue.name,
         pool,
         amqp_url,
         exchange,
-        [EVERY_EVENT],
+        list(queue.bindings),
         app.record,
         backoff_base=app.config.retry_backoff_seconds,
     )

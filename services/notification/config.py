@@ -46,6 +46,8 @@ class NotificationConfig:
     dependency_timeout: float = 2.0
     # Deliveries of an event the consumer attempts before the event goes to the DLQ.
     event_max_attempts: int = 5
+    # Riders per transaction when a fare change fans out to its audience.
+    fan_out_chunk: int = 500
 
     @property
     def channels(self) -> frozenset[Channel]:
@@ -85,6 +87,9 @@ def load(env: Mapping[str, str] | None = None) -> NotificationConfig:
         ),
         event_max_attempts=read_setting(
             env, PREFIX + "EVENT_MAX_ATTEMPTS", d.event_max_attempts, ATTEMPTS
+        ),
+        fan_out_chunk=read_setting(
+            env, PREFIX + "FAN_OUT_CHUNK", d.fan_out_chunk, int_between(1, 10_000)
         ),
     )
 

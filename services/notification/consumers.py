@@ -2,20 +2,24 @@
 notifications (app.record, in the inbox transaction, so a redelivered event changes
 nothing). One durable queue per events exchange, shared by the replicas.
 
-An event type riders are not told about is acknowledged and ignored (its id and type stay
-in the inbox); an event whose payload cannot be read is retried and then dead-lettered, for
-an operator to look at (`tiket dlq`)."""
+A fare.updated fans out before that transaction, in chunks of riders (app.fan_out, which a
+redelivery resumes where it stopped). An event type riders are not told about is
+acknowledged and ignored (its id and type stay in the inbox); an event whose payload cannot
+be read is retried and then dead-lettered, for an operator to look at (`tiket dlq`)."""
 
 from __future__ import annotations
 
-from psycopg import AsyncConnection
+from typing import TYPE_CHECKING
+
 from psycopg_pool import AsyncConnectionPool
 
 from libs.events.consumer import Consumer
-from libs.events.envelope import CloudEvent
-from services.notification.app import NotificationApp
+from libs.events.topology import ConsumerQueue
 
-BINDINGS = ["journey.*", "fare.updated", "wallet.*", "booking.*"]
+if TYPE_CHECKING:  # the declarations below are read by every producer (services/registry.py)
+    from services.notification.app import NotificationApp
+
+BINDINGS = ("journey.*", "fare.updated", "wallet.*", "booking.*")
 
 
 def queue_name(exchange: str) -> str:
@@ -24,9 +28,9 @@ def queue_name(exchange: str) -> str:
     return f"notification.events.{exchange}"
 
 
-def queue_names(exchange: str) -> list[str]:
-    """Every consumer queue of this service (tests and benchmarks delete them)."""
-    return [queue_name(exchange)]
+def queues(exchange: str) -> list[ConsumerQueue]:
+    """Every consumer queue of this service, with its bindings."""
+    return [ConsumerQueue(queue_name(exchange), BINDINGS)]
 
 
 def events_consumer(
@@ -36,9 +40,14 @@ def events_consumer(
     app: NotificationApp,
     max_attempts: int,
 ) -> Consumer:
-    async def handle(event: CloudEvent, conn: AsyncConnection) -> None:
-        await app.record(event, conn)
-
+    [queue] = queues(exchange)
     return Consumer(
-        queue_name(exchange), pool, amqp_url, exchange, BINDINGS, handle, max_attempts=max_attempts
+        queue.name,
+        pool,
+        amqp_url,
+        exchange,
+        list(queue.bindings),
+        app.record,
+        prepare=app.fan_out,
+        max_attempts=max_attempts,
     )

@@ -21,6 +21,8 @@ DEFAULT_LANGUAGE = "id"
 LANGUAGES = ("id", "en")
 DEFAULT_TIME_ZONE = "Asia/Jakarta"
 MAX_ERROR_CHARS = 500
+# A fare change of a pair is news, by default, to the riders who travelled it this lately.
+TRAVELLED_WITHIN = timedelta(days=30)
 
 
 class NotificationType(StrEnum):
@@ -58,7 +60,11 @@ class Preferences:
     muted_channels: frozenset[Channel] = frozenset()
     language: str = DEFAULT_LANGUAGE
     time_zone: str = DEFAULT_TIME_ZONE
+    # Changes of every fare (opt-in) …
     fare_updates: bool = False
+    # … and of the pairs the rider travelled within TRAVELLED_WITHIN (opt-out; the API has
+    # no field for it yet).
+    travelled_fare_updates: bool = True
     updated_at: datetime | None = None  # None: never set, the defaults
 
     @property
@@ -101,6 +107,16 @@ def check_time_zone(value: str, field: str = "time_zone") -> str:
             field, f"{value!r} is not an IANA time zone such as Asia/Jakarta"
         ) from None
     return value
+
+
+@dataclass(frozen=True)
+class Travelled:
+    """A rider travelled from origin to destination (terminal codes) at `at`."""
+
+    user_id: uuid.UUID
+    origin: str
+    destination: str
+    at: datetime
 
 
 @dataclass(frozen=True)

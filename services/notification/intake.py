@@ -2,8 +2,10 @@
 event riders are not told about. Pure.
 
 - journey.checked_in / checked_out / abandoned / incomplete: the rider of the journey;
-  a closing the wallet could not charge uses the template's `.unpaid` variant.
-- fare.updated: the riders who opted into fare news (Plan.user_id None).
+  a closing the wallet could not charge uses the template's `.unpaid` variant. A check-out
+  also tells who travelled which pair (Plan.travelled), for the fare news below.
+- fare.updated: an audience, not one rider (Plan.user_id None, Plan.pair): the riders who
+  travelled the pair lately unless they opted out, and those who opted into all fare news.
 - wallet.topped_up, wallet.refunded, and wallet.hold_released of an expired hold (money
   back without a trip). Other wallet events are part of a journey the rider is told about.
 - booking.*: the booking service does not exist yet, so its payload is unknown: the rider is
@@ -30,7 +32,7 @@ from tiket.events.v1 import fare_pb2, journey_pb2, wallet_pb2
 from libs.events.envelope import CloudEvent
 from libs.money import from_money
 from services.notification import render
-from services.notification.domain import NotificationType
+from services.notification.domain import NotificationType, Travelled
 from services.notification.render import Day, Value
 
 T = NotificationType
@@ -48,15 +50,25 @@ class PoisonEvent(ValueError):
     """A supported event whose payload cannot be read; retrying will not help."""
 
 
+FAN_OUT = "fare.updated"
+
+
+def fans_out(event_type: str) -> bool:
+    """Whether events of this type go to an audience (Plan.pair) rather than one rider."""
+    return event_type == FAN_OUT
+
+
 @dataclass(frozen=True)
 class Plan:
     type: NotificationType
     template: str
     values: dict[str, Value]
-    # None: every rider who opted into fare news.
+    # None: the audience of a fare change of `pair` (origin, destination codes).
     user_id: uuid.UUID | None
     terminal_code: str | None = None
     reference: str | None = None
+    pair: tuple[str, str] | None = None
+    travelled: Travelled | None = None
 
 
 def plan(event: CloudEvent) -> Plan | None:
@@ -65,7 +77,7 @@ def plan(event: CloudEvent) -> Plan | None:
         return _checked_in(_data(event, journey_pb2.JourneyCheckedIn))
     if kind in CLOSED:
         return _closed(kind, _data(event, journey_pb2.JourneyClosed))
-    if kind == "fare.updated":
+    if fans_out(kind):
         return _fare_updated(_data(event, fare_pb2.FareUpdated))
     if kind in WALLET_MOVES:
         return _money_moved(kind, _data(event, wallet_pb2.WalletMoneyMoved))
@@ -105,14 +117,25 @@ def _closed(kind: str, d: journey_pb2.JourneyClosed) -> Plan:
         values["balance"] = from_money(d.remaining_balance)
     # Where it ended: the exit, or the entry of a trip that never exited.
     terminal = d.origin_code if kind == "journey.abandoned" else d.destination_code
+    user = _user(d.user_id)
     return Plan(
         CLOSED[kind],
         f"{kind}.unpaid" if d.unpaid else kind,
         values,
-        _user(d.user_id),
+        user,
         terminal_code=terminal or None,
         reference=d.journey_id or None,
+        travelled=_travelled(kind, user, d),
     )
+
+
+def _travelled(kind: str, user: uuid.UUID, d: journey_pb2.JourneyClosed) -> Travelled | None:
+    """The pair a check-out completed, when the event names both ends and the time."""
+    if kind != "journey.checked_out" or not (d.origin_code and d.destination_code):
+        return None
+    if not d.HasField("checkout_time"):
+        return None
+    return Travelled(user, d.origin_code, d.destination_code, _timestamp(d.checkout_time))
 
 
 def _fare_updated(d: fare_pb2.FareUpdated) -> Plan:
@@ -125,7 +148,12 @@ def _fare_updated(d: fare_pb2.FareUpdated) -> Plan:
         "effective": Day(_timestamp(d.effective_from)),
     }
     return Plan(
-        T.FARE_UPDATE, "fare.updated", values, None, reference=str(d.fare_id) if d.fare_id else None
+        T.FARE_UPDATE,
+        "fare.updated",
+        values,
+        None,
+        reference=str(d.fare_id) if d.fare_id else None,
+        pair=(d.origin_code, d.destination_code),
     )
 
 

@@ -68,8 +68,11 @@ async def build(
         if session is not None:
             await session.close()
 
+    forgetter = jobs.trip_forgetter(app, settings.sweep_interval_seconds)
     return Wiring(
-        register=register, background=[StartsWhenReachable(consumer), worker], close=close
+        register=register,
+        background=[StartsWhenReachable(consumer), worker, forgetter],
+        close=close,
     )
 
 

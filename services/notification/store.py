@@ -64,7 +64,7 @@ ROLL_UP = """
 # --- preferences ---------------------------------------------------------------------------
 
 
-def _preferences(cursor: Any) -> Callable[[Sequence[Any]], Preferences]:
+def preferences_row(cursor: Any) -> Callable[[Sequence[Any]], Preferences]:
     """Row factory: the muted channels as a set."""
 
     def make(row: Sequence[Any]) -> Preferences:
@@ -76,23 +76,15 @@ def _preferences(cursor: Any) -> Callable[[Sequence[Any]], Preferences]:
 
 async def preferences(conn: AsyncConnection, user_id: uuid.UUID) -> Preferences:
     """The rider's preferences; the defaults when they never set any."""
-    cur = conn.cursor(row_factory=_preferences)
+    cur = conn.cursor(row_factory=preferences_row)
     await cur.execute(
         f"SELECT {PREFERENCE_COLUMNS} FROM preferences WHERE user_id = %s", (user_id,)
     )
     return await cur.fetchone() or Preferences(user_id)
 
 
-async def fare_subscribers(conn: AsyncConnection) -> list[Preferences]:
-    cur = conn.cursor(row_factory=_preferences)
-    await cur.execute(
-        f"SELECT {PREFERENCE_COLUMNS} FROM preferences WHERE fare_updates ORDER BY user_id"
-    )
-    return await cur.fetchall()
-
-
 async def save_preferences(conn: AsyncConnection, p: Preferences) -> Preferences:
-    cur = conn.cursor(row_factory=_preferences)
+    cur = conn.cursor(row_factory=preferences_row)
     await cur.execute(
         f"""INSERT INTO preferences (user_id, muted_channels, language, time_zone, fare_updates)
             VALUES (%s, %s::notification_channel[], %s, %s, %s)

@@ -11,7 +11,7 @@ import redis.asyncio as redis
 
 from libs.config import Settings
 from libs.db.database import drop_database
-from libs.events.consumer import delete_queues
+from libs.events.topology import delete_queues
 from services import registry
 
 

@@ -83,10 +83,12 @@ def test_settings_and_channels() -> None:
             "TIKET_NOTIFICATION_SMTP_SECURITY": "STARTTLS",
             "TIKET_NOTIFICATION_WEBHOOK_URL": "https://push.example.com/send",
             "TIKET_NOTIFICATION_MAX_ATTEMPTS": "8",
+            "TIKET_NOTIFICATION_FAN_OUT_CHUNK": "200",
         }
     )
     assert loaded.channels == frozenset(Channel)
     assert (loaded.smtp_port, loaded.smtp_security, loaded.max_attempts) == (587, "starttls", 8)
+    assert loaded.fan_out_chunk == 200
 
 
 @pytest.mark.parametrize(
@@ -101,6 +103,7 @@ def test_settings_and_channels() -> None:
         ("MAX_ATTEMPTS", "0"),
         ("RETRY_BASE_SECONDS", "-1"),
         ("CONTACT_TTL_SECONDS", "1.5"),
+        ("FAN_OUT_CHUNK", "0"),
     ],
 )
 def test_invalid_settings_name_the_variable(name: str, value: str) -> None:

@@ -16,7 +16,7 @@ from tiket.user.v1 import user_pb2
 
 from libs.auth import Role
 from libs.events import bus
-from libs.events.consumer import dead_letter_queue
+from libs.events.topology import dead_letter_queue
 from libs.money import to_money
 from services.notification import consumers, store
 from services.notification.domain import (
