@@ -287,6 +287,12 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         metrics_ports=metrics_ports,
         addresses=addresses,
     )
+    if settings.db_pool_min > settings.db_pool_max:
+        raise ConfigError(
+            f"TIKET_DB_POOL_MIN={settings.db_pool_min} is above "
+            f"TIKET_DB_POOL_MAX={settings.db_pool_max}: the pool keeps at least MIN "
+            "connections open and never more than MAX"
+        )
     if bool(settings.tls_cert) != bool(settings.tls_key):
         raise ConfigError("TIKET_TLS_CERT and TIKET_TLS_KEY go together: set both or neither")
     if settings.tls_client_ca and not settings.tls_cert:

@@ -6,9 +6,8 @@ import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from libs.events.topology import ConsumerQueue
-
 if TYPE_CHECKING:
+    from libs.events.topology import ConsumerQueue
     from libs.server.runtime import ServiceDefinition
 
 # name -> module holding DEFINITION (and, optionally, a demo.py beside it)
@@ -40,15 +39,9 @@ def _consumers(name: str) -> ModuleType | None:
 
 def consumer_declarations(name: str, exchange: str) -> list[ConsumerQueue]:
     """The consumer queues service `name` declares on `exchange`, with their bindings (its
-    consumers module's `queues`). A consumers module that names its queues only
-    (`queue_names`) has them declared without bindings: its consumer binds them when it
-    starts."""
+    consumers module's `queues`)."""
     consumers = _consumers(name)
-    if consumers is None:
-        return []
-    if hasattr(consumers, "queues"):
-        return consumers.queues(exchange)
-    return [ConsumerQueue(queue, ()) for queue in consumers.queue_names(exchange)]
+    return [] if consumers is None else consumers.queues(exchange)
 
 
 def consumer_queues(name: str, exchange: str) -> list[str]:

@@ -137,12 +137,6 @@ class ServiceRuntime:
 
     async def start(self) -> None:
         settings, name = self.settings, self.definition.name
-        if settings.db_pool_min > settings.db_pool_max:
-            raise StartupError(
-                f"TIKET_DB_POOL_MIN={settings.db_pool_min} is above "
-                f"TIKET_DB_POOL_MAX={settings.db_pool_max}: the pool keeps at least MIN "
-                "connections open and never more than MAX"
-            )
         identity = check_identity(name, settings)
         if not self.worker:
             await asyncio.to_thread(prepare_database, self.definition, settings)

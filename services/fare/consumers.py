@@ -13,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from libs.events.consumer import Consumer
 from libs.events.envelope import CloudEvent
+from libs.events.topology import ConsumerQueue
 from services.fare.cache import FareCache
 from services.fare.events import FARE_UPDATED
 
@@ -23,9 +24,9 @@ def queue_name(exchange: str) -> str:
     return f"fare.cache-invalidation.{exchange}"
 
 
-def queue_names(exchange: str) -> list[str]:
-    """Every consumer queue of this service (tests and benchmarks delete them)."""
-    return [queue_name(exchange)]
+def queues(exchange: str) -> list[ConsumerQueue]:
+    """Every consumer queue of this service, with its bindings."""
+    return [ConsumerQueue(queue_name(exchange), (FARE_UPDATED,))]
 
 
 def cache_invalidation(

@@ -29,7 +29,8 @@ class JourneyConfig:
     # Exit without entry; None = the maximum fare to the exit terminal.
     no_entry_penalty: Decimal | None = None
     # Per call to the user and fare services (the gate's own deadline caps it further).
-    dependency_timeout: float = 1.5
+    # seed 001 §3.1: a user-service call waits at most 1,000 ms (libs/clients.py)
+    dependency_timeout: float = 1.0
     # How long gates, terminals and fares fetched from the fare service are reused.
     lookup_ttl: float = 30.0
     # A check-in tap unfinished this long is an orphan: its hold is released.

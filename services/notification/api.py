@@ -74,6 +74,11 @@ class NotificationApi(notification_pb2_grpc.NotificationServiceServicer):
             language=check_language(request.language),
             time_zone=check_time_zone(request.time_zone),
             fare_updates=request.fare_updates,
+            travelled_fare_updates=(
+                request.travelled_fare_updates
+                if request.HasField("travelled_fare_updates")
+                else Preferences.travelled_fare_updates
+            ),
         )
         return messages.preferences(await self.app.set_preferences(wanted))
 

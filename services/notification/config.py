@@ -43,7 +43,8 @@ class NotificationConfig:
     # Contact details (email, phone) from the user service are cached this long in Redis.
     contact_ttl: int = 3600
     # Per call to the user service.
-    dependency_timeout: float = 2.0
+    # seed 001 §3.1: a user-service call waits at most 1,000 ms (libs/clients.py)
+    dependency_timeout: float = 1.0
     # Deliveries of an event the consumer attempts before the event goes to the DLQ.
     event_max_attempts: int = 5
     # Riders per transaction when a fare change fans out to its audience.

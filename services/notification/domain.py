@@ -62,8 +62,7 @@ class Preferences:
     time_zone: str = DEFAULT_TIME_ZONE
     # Changes of every fare (opt-in) …
     fare_updates: bool = False
-    # … and of the pairs the rider travelled within TRAVELLED_WITHIN (opt-out; the API has
-    # no field for it yet).
+    # … and of the pairs the rider travelled within TRAVELLED_WITHIN (opt-out).
     travelled_fare_updates: bool = True
     updated_at: datetime | None = None  # None: never set, the defaults
 

@@ -87,6 +87,7 @@ def preferences(p: Preferences) -> pb.Preferences:
         language=p.language,
         time_zone=p.time_zone,
         fare_updates=p.fare_updates,
+        travelled_fare_updates=p.travelled_fare_updates,
     )
     if p.updated_at is not None:
         message.updated_at.CopyFrom(to_timestamp(p.updated_at))

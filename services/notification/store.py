@@ -86,14 +86,23 @@ async def preferences(conn: AsyncConnection, user_id: uuid.UUID) -> Preferences:
 async def save_preferences(conn: AsyncConnection, p: Preferences) -> Preferences:
     cur = conn.cursor(row_factory=preferences_row)
     await cur.execute(
-        f"""INSERT INTO preferences (user_id, muted_channels, language, time_zone, fare_updates)
-            VALUES (%s, %s::notification_channel[], %s, %s, %s)
+        f"""INSERT INTO preferences (user_id, muted_channels, language, time_zone, fare_updates,
+                                     travelled_fare_updates)
+            VALUES (%s, %s::notification_channel[], %s, %s, %s, %s)
             ON CONFLICT (user_id) DO UPDATE
                SET muted_channels = excluded.muted_channels, language = excluded.language,
                    time_zone = excluded.time_zone, fare_updates = excluded.fare_updates,
+                   travelled_fare_updates = excluded.travelled_fare_updates,
                    updated_at = now()
             RETURNING {PREFERENCE_COLUMNS}""",
-        (p.user_id, sorted(p.muted_channels), p.language, p.time_zone, p.fare_updates),
+        (
+            p.user_id,
+            sorted(p.muted_channels),
+            p.language,
+            p.time_zone,
+            p.fare_updates,
+            p.travelled_fare_updates,
+        ),
     )
     saved = await cur.fetchone()
     assert saved is not None

@@ -168,11 +168,12 @@ async def test_paging_and_filters(stack):
 async def test_preferences_default_then_set_and_replaced(stack):
     rider = str(uuid.uuid4())
     default = await stack.call("GetPreferences", pb.GetPreferencesRequest(user_id=rider))
-    assert (default.language, default.time_zone, default.fare_updates) == (
-        "id",
-        "Asia/Jakarta",
-        False,
-    )
+    assert (
+        default.language,
+        default.time_zone,
+        default.fare_updates,
+        default.travelled_fare_updates,
+    ) == ("id", "Asia/Jakarta", False, True)
     assert not default.HasField("updated_at") and list(default.muted_channels) == []
     wanted = pb.SetPreferencesRequest(
         user_id=rider,
@@ -184,6 +185,7 @@ async def test_preferences_default_then_set_and_replaced(stack):
     saved = await stack.call("SetPreferences", wanted, Role.USER, rider)
     assert list(saved.muted_channels) == [pb.CHANNEL_EMAIL, pb.CHANNEL_SMS]
     assert (saved.language, saved.time_zone, saved.fare_updates) == ("en", "Asia/Makassar", True)
+    assert saved.travelled_fare_updates  # not sent: the default, on
     read = await stack.call("GetPreferences", pb.GetPreferencesRequest(user_id=rider))
     assert read == saved
     reset = await stack.call("SetPreferences", pb.SetPreferencesRequest(user_id=rider))

@@ -119,12 +119,12 @@ async def test_a_rider_who_opted_out_hears_only_about_what_they_opted_into(stack
     for trip in trips:
         await stack.publish(trip)
     await handled(stack, *trips)
-    async with stack.database() as conn:
-        await conn.execute(
-            "INSERT INTO preferences (user_id, travelled_fare_updates) VALUES (%s, false),"
-            " (%s, false) ON CONFLICT (user_id) DO UPDATE SET travelled_fare_updates = false",
-            (quiet, fan_but_quiet),
+    for rider, every_pair in ((quiet, False), (fan_but_quiet, True)):
+        wanted = pb.SetPreferencesRequest(
+            user_id=rider, fare_updates=every_pair, travelled_fare_updates=False
         )
+        saved = await stack.call("SetPreferences", wanted, Role.USER, rider)
+        assert not saved.travelled_fare_updates
 
     news = fare_updated()
     await stack.publish(news)
