@@ -12,6 +12,9 @@ from libs.errors import InvalidArgument
 
 CARD_ID = re.compile(r"^[A-Z0-9]{8,20}$")
 TERMINAL_CODE = re.compile(r"^[A-Z]{1,3}$")
+# Unique per terminal, not across terminals: a gate is (terminal code, gate code).
+GATE_CODE = re.compile(r"^[A-Z0-9][A-Z0-9-]{0,19}$")
+NOT_OUR_TOKEN = "is not a token from a previous response"
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 50
 
@@ -37,6 +40,20 @@ def card_id_field(value: str, field: str = "card_id") -> str:
     return pattern_field(value, field, CARD_ID, "^[A-Z0-9]{8,20}$")
 
 
+def terminal_code_field(value: object, field: str = "terminal_code") -> str:
+    """A terminal code; `value` may come out of a decoded page token, hence any type."""
+    if not isinstance(value, str):
+        raise InvalidArgument.field(field, NOT_OUR_TOKEN)
+    return pattern_field(value, field, TERMINAL_CODE, "^[A-Z]{1,3}$")
+
+
+def gate_code_field(value: object, field: str = "gate_code") -> str:
+    """A gate code; `value` may come out of a decoded page token, hence any type."""
+    if not isinstance(value, str):
+        raise InvalidArgument.field(field, NOT_OUR_TOKEN)
+    return pattern_field(value, field, GATE_CODE, "^[A-Z0-9][A-Z0-9-]{0,19}$")
+
+
 def text_field(value: str, field: str, *, max_len: int, required: bool = False) -> str | None:
     """Strip `value`; None when empty and optional."""
     value = value.strip()
@@ -51,11 +68,16 @@ def text_field(value: str, field: str, *, max_len: int, required: bool = False) 
     return value
 
 
-def key_field(value: str, field: str, *, max_len: int = 100) -> str:
-    """An idempotency key or reference: required, printable, bounded."""
+def required_text_field(value: str, field: str, *, max_len: int) -> str:
+    """text_field for a field that must be given."""
     checked = text_field(value, field, max_len=max_len, required=True)
     assert checked is not None
     return checked
+
+
+def key_field(value: str, field: str, *, max_len: int = 100) -> str:
+    """An idempotency key or reference: required, printable, bounded."""
+    return required_text_field(value, field, max_len=max_len)
 
 
 def page_size_field(value: int, field: str = "page_size") -> int:
@@ -80,10 +102,18 @@ def duration_field(message: Message, field: str) -> timedelta | None:
 
 def timestamp_field(message: Message, field: str) -> datetime | None:
     """The Timestamp `field` of `message` as an aware UTC datetime if set; InvalidArgument
-    when it is outside what a datetime holds."""
+    when it is not a valid Timestamp (years 1-9999, nanos 0-999,999,999) or outside what a
+    datetime holds."""
     if not message.HasField(field):
         return None
+    ts = getattr(message, field)
+    invalid = InvalidArgument.field(field, "is not a valid timestamp")
+    if not 0 <= ts.nanos <= 999_999_999:
+        raise invalid
     try:
-        return getattr(message, field).ToDatetime(tzinfo=UTC)
+        value = ts.ToDatetime(tzinfo=UTC)
     except (OverflowError, ValueError):
-        raise InvalidArgument.field(field, "is not a valid timestamp") from None
+        raise invalid from None
+    if not 1 <= value.year <= 9999:
+        raise invalid
+    return value

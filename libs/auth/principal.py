@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from libs.errors import Unauthenticated
+from libs.validation import GATE_CODE, TERMINAL_CODE
 
 
 class Role(StrEnum):
@@ -27,7 +28,7 @@ ISSUED_ROLES = frozenset({Role.ADMIN, Role.OPERATOR, Role.GATE, Role.USER})
 MAX_STAFF_SUBJECT = 64
 _STAFF_SUBJECT = re.compile(rf"[\x21-\x7e]{{1,{MAX_STAFF_SUBJECT}}}")
 # A gate speaks for one gate of one terminal: "A/A-ENTRY-01" (terminal code / gate code).
-GATE_SUBJECT = re.compile(r"[A-Z]{1,3}/[A-Z0-9][A-Z0-9-]{0,19}")
+GATE_SUBJECT = re.compile(TERMINAL_CODE.pattern.strip("^$") + "/" + GATE_CODE.pattern.strip("^$"))
 SERVICE_NAME = re.compile(r"[a-z][a-z0-9-]{0,30}")
 
 

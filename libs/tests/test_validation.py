@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import UTC, datetime
 
 import pytest
+from tiket.journey.v1 import journey_pb2
 
 from libs.errors import InvalidArgument
 from libs.validation import (
@@ -14,10 +16,14 @@ from libs.validation import (
     MAX_PAGE_SIZE,
     TERMINAL_CODE,
     card_id_field,
+    gate_code_field,
     key_field,
     page_size_field,
     pattern_field,
+    required_text_field,
+    terminal_code_field,
     text_field,
+    timestamp_field,
     uuid_field,
 )
 
@@ -155,3 +161,59 @@ def test_page_size_out_of_bounds(size: int) -> None:
     field, description = refusal(lambda: page_size_field(size))
     assert field == "page_size"
     assert re.search(rf"\b{MAX_PAGE_SIZE}\b", description)
+
+
+# --- one rule per field, for every service (issue 13) ------------------------------------
+
+
+@pytest.mark.parametrize("value", ["A", "XYZ"])
+def test_terminal_codes(value: str) -> None:
+    assert terminal_code_field(value) == value
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [("", "is required"), ("ABCD", "does not match"), ("a", "does not match"), (7, "token")],
+)
+def test_bad_terminal_codes_name_the_field(value: object, words: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        terminal_code_field(value, "origin_code")
+    assert caught.value.violations[0].field == "origin_code"
+    assert words in caught.value.violations[0].description
+
+
+@pytest.mark.parametrize("value", ["A-ENTRY-01", "G1", "9" * 20])
+def test_gate_codes(value: str) -> None:
+    assert gate_code_field(value) == value
+
+
+@pytest.mark.parametrize("value", ["", "-A", "a-entry", "A" * 21, "A/B", None])
+def test_bad_gate_codes(value: object) -> None:
+    with pytest.raises(InvalidArgument, match="gate_code"):
+        gate_code_field(value)
+
+
+def test_required_text_field() -> None:
+    assert required_text_field("  Budi ", "full_name", max_len=10) == "Budi"
+    with pytest.raises(InvalidArgument, match="full_name: is required"):
+        required_text_field("   ", "full_name", max_len=10)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [(-62_135_596_801, 0), (253_402_300_800, 0), (0, -1), (0, 1_000_000_000)],
+)
+def test_timestamps_outside_what_a_timestamp_may_hold_are_refused(seconds, nanos) -> None:
+    # Years 1-9999 and nanos 0-999,999,999 (google.protobuf.Timestamp); fare's stricter
+    # check, now every service's.
+    request = journey_pb2.ListJourneysRequest()
+    request.started_from.seconds, request.started_from.nanos = seconds, nanos
+    with pytest.raises(InvalidArgument, match="started_from: is not a valid timestamp"):
+        timestamp_field(request, "started_from")
+
+
+def test_a_valid_timestamp_and_an_unset_one() -> None:
+    request = journey_pb2.ListJourneysRequest()
+    assert timestamp_field(request, "started_from") is None
+    request.started_from.FromDatetime(datetime(2026, 12, 4, 12, 0, tzinfo=UTC))
+    assert timestamp_field(request, "started_from") == datetime(2026, 12, 4, 12, 0, tzinfo=UTC)

@@ -11,7 +11,7 @@ from tiket.analytics.v1 import analytics_pb2, analytics_pb2_grpc
 
 from libs import paging
 from libs.errors import InvalidArgument
-from libs.validation import TERMINAL_CODE, page_size_field, pattern_field
+from libs.validation import page_size_field, terminal_code_field
 from services.analytics import domain, messages
 from services.analytics.app import AnalyticsApp
 
@@ -23,7 +23,7 @@ class AnalyticsApi(analytics_pb2_grpc.AnalyticsServiceServicer):
     async def GetTerminalDailyMetrics(
         self, request: analytics_pb2.GetTerminalDailyMetricsRequest, context: aio.ServicerContext
     ) -> analytics_pb2.GetTerminalDailyMetricsResponse:
-        code = _code(request.terminal_code, "terminal_code")
+        code = terminal_code_field(request.terminal_code, "terminal_code")
         start, end = _date_range(request)
         rows = await self.app.terminal_days(code, start, end)
         return analytics_pb2.GetTerminalDailyMetricsResponse(
@@ -33,7 +33,11 @@ class AnalyticsApi(analytics_pb2_grpc.AnalyticsServiceServicer):
     async def GetPeakHours(
         self, request: analytics_pb2.GetPeakHoursRequest, context: aio.ServicerContext
     ) -> analytics_pb2.GetPeakHoursResponse:
-        code = _code(request.terminal_code, "terminal_code") if request.terminal_code else None
+        code = (
+            terminal_code_field(request.terminal_code, "terminal_code")
+            if request.terminal_code
+            else None
+        )
         start, end = _date_range(request)
         counts = await self.app.hourly_taps(code, start, end)
         return messages.peak_hours(counts, *domain.peak(counts))
@@ -42,10 +46,16 @@ class AnalyticsApi(analytics_pb2_grpc.AnalyticsServiceServicer):
         self, request: analytics_pb2.GetRouteMatrixRequest, context: aio.ServicerContext
     ) -> analytics_pb2.GetRouteMatrixResponse:
         start, end = _date_range(request)
-        origin = _code(request.origin_code, "origin_code") if request.origin_code else None
+        origin = (
+            terminal_code_field(request.origin_code, "origin_code") if request.origin_code else None
+        )
         limit = page_size_field(request.page_size)
         key = paging.decode(request.page_token, 2)
-        after = (_code(key[0], "page_token"), _code(key[1], "page_token")) if key else None
+        after = (
+            (terminal_code_field(key[0], "page_token"), terminal_code_field(key[1], "page_token"))
+            if key
+            else None
+        )
         rows = await self.app.routes(start, end, origin, after, limit + 1)
         token = ""
         if len(rows) > limit:
@@ -63,12 +73,6 @@ class AnalyticsApi(analytics_pb2_grpc.AnalyticsServiceServicer):
 
 
 # --- fields ----------------------------------------------------------------------------------
-
-
-def _code(value: object, field: str) -> str:
-    if not isinstance(value, str):
-        raise InvalidArgument.field(field, "is not a token from a previous response")
-    return pattern_field(value, field, TERMINAL_CODE, "^[A-Z]{1,3}$")
 
 
 def _date(request: Message, field: str) -> date:

@@ -17,10 +17,12 @@ from libs.errors import InvalidArgument
 from libs.money import to_decimal, to_money
 from libs.timestamps import to_timestamp
 from libs.validation import (
-    TERMINAL_CODE,
+    gate_code_field,
     page_size_field,
-    pattern_field,
+    required_text_field,
+    terminal_code_field,
     text_field,
+    timestamp_field,
 )
 from services.fare import domain, messages
 from services.fare.app import FareApp
@@ -43,23 +45,27 @@ class FareApi(fare_pb2_grpc.FareServiceServicer):
         self, request: fare_pb2.CreateTerminalRequest, context: aio.ServicerContext
     ):
         fields = TerminalFields(
-            name=_required_text(request.name, "name", 100),
+            name=required_text_field(request.name, "name", max_len=100),
             location=text_field(request.location, "location", max_len=500),
             is_active=not request.inactive,
             **_coordinates(request, "coordinates"),
         )
-        terminal = await self.terminals.create_terminal(_code(request.code, "code"), fields)
+        terminal = await self.terminals.create_terminal(
+            terminal_code_field(request.code, "code"), fields
+        )
         return messages.terminal(terminal)
 
     async def GetTerminal(self, request: fare_pb2.GetTerminalRequest, context: aio.ServicerContext):
-        return messages.terminal(await self.terminals.get_terminal(_code(request.code, "code")))
+        return messages.terminal(
+            await self.terminals.get_terminal(terminal_code_field(request.code, "code"))
+        )
 
     async def ListTerminals(
         self, request: fare_pb2.ListTerminalsRequest, context: aio.ServicerContext
     ):
         limit = page_size_field(request.page_size)
         key = paging.decode(request.page_token, 1)
-        after = _code(key[0], "page_token") if key else None
+        after = terminal_code_field(key[0], "page_token") if key else None
         found = await self.terminals.list_terminals(request.active_only, after, limit + 1)
         token = paging.encode(found[limit - 1].code) if len(found) > limit else ""
         return fare_pb2.ListTerminalsResponse(
@@ -82,12 +88,14 @@ class FareApi(fare_pb2_grpc.FareServiceServicer):
                 )
         t = request.terminal
         wanted = TerminalFields(
-            name=_required_text(t.name, "terminal.name", 100) if "name" in mask else "",
+            name=required_text_field(t.name, "terminal.name", max_len=100)
+            if "name" in mask
+            else "",
             location=text_field(t.location, "terminal.location", max_len=500),
             is_active=t.active,
             **_coordinates(t, "terminal.coordinates"),
         )
-        code = _code(t.code, "terminal.code")
+        code = terminal_code_field(t.code, "terminal.code")
         return messages.terminal(await self.terminals.update_terminal(code, wanted, mask))
 
     # --- gates -----------------------------------------------------------------------------
@@ -98,8 +106,8 @@ class FareApi(fare_pb2_grpc.FareServiceServicer):
         if request.type not in messages.GATE_TYPE_FROM_PROTO:
             raise InvalidArgument.field("type", "must be ENTRY, EXIT or BIDIRECTIONAL")
         gate = await self.terminals.register_gate(
-            _code(request.terminal_code, "terminal_code"),
-            _gate_code(request.gate_code),
+            terminal_code_field(request.terminal_code, "terminal_code"),
+            gate_code_field(request.gate_code),
             messages.GATE_TYPE_FROM_PROTO[request.type],
         )
         return messages.gate(gate)
@@ -107,11 +115,19 @@ class FareApi(fare_pb2_grpc.FareServiceServicer):
     async def ListGates(self, request: fare_pb2.ListGatesRequest, context: aio.ServicerContext):
         limit = page_size_field(request.page_size)
         key = paging.decode(request.page_token, 2)
-        after = (_code(key[0], "page_token"), _gate_code(key[1], "page_token")) if key else None
+        after = (
+            (terminal_code_field(key[0], "page_token"), gate_code_field(key[1], "page_token"))
+            if key
+            else None
+        )
         status = None
         if request.status != fare_pb2.GATE_STATUS_UNSPECIFIED:
             status = _status(request.status, "status")
-        terminal = _code(request.terminal_code, "terminal_code") if request.terminal_code else None
+        terminal = (
+            terminal_code_field(request.terminal_code, "terminal_code")
+            if request.terminal_code
+            else None
+        )
         gates = await self.terminals.list_gates(terminal, status, after, limit + 1)
         token = ""
         if len(gates) > limit:
@@ -125,7 +141,9 @@ class FareApi(fare_pb2_grpc.FareServiceServicer):
         if request.status != fare_pb2.GATE_STATUS_UNSPECIFIED:
             status = _status(request.status, "status")
         gate = await self.terminals.heartbeat(
-            _code(request.terminal_code, "terminal_code"), _gate_code(request.gate_code), status
+            terminal_code_field(request.terminal_code, "terminal_code"),
+            gate_code_field(request.gate_code),
+            status,
         )
         return messages.gate(gate)
 
@@ -135,8 +153,8 @@ class FareApi(fare_pb2_grpc.FareServiceServicer):
         status = _status(request.status, "status")
         reason = text_field(request.reason, "reason", max_len=255) or f"set by {_caller()}"
         gate = await self.terminals.change_gate_status(
-            _code(request.terminal_code, "terminal_code"),
-            _gate_code(request.gate_code),
+            terminal_code_field(request.terminal_code, "terminal_code"),
+            gate_code_field(request.gate_code),
             status,
             reason,
         )
@@ -153,7 +171,7 @@ class FareApi(fare_pb2_grpc.FareServiceServicer):
             origin,
             destination,
             price,
-            _time(request, "effective_from"),
+            timestamp_field(request, "effective_from"),
             request_id=text_field(request.request_id, "request_id", max_len=100),
             changed_by=_caller(),
         )
@@ -164,12 +182,12 @@ class FareApi(fare_pb2_grpc.FareServiceServicer):
 
     async def GetFare(self, request: fare_pb2.GetFareRequest, context: aio.ServicerContext):
         origin, destination = _pair(request)
-        at = _time(request, "at") or datetime.now(UTC)
+        at = timestamp_field(request, "at") or datetime.now(UTC)
         return messages.fare(await self.fares.get_fare(origin, destination, at))
 
     async def GetMaxFare(self, request: fare_pb2.GetMaxFareRequest, context: aio.ServicerContext):
-        origin = _code(request.origin_code, "origin_code")
-        at = _time(request, "at") or datetime.now(UTC)
+        origin = terminal_code_field(request.origin_code, "origin_code")
+        at = timestamp_field(request, "at") or datetime.now(UTC)
         dearest = await self.fares.get_max_fare(origin, at)
         return fare_pb2.MaxFare(
             origin_code=origin, price=to_money(dearest.price), fare=messages.fare(dearest)
@@ -177,14 +195,16 @@ class FareApi(fare_pb2_grpc.FareServiceServicer):
 
     async def ListFares(self, request: fare_pb2.ListFaresRequest, context: aio.ServicerContext):
         limit = page_size_field(request.page_size)
-        origin = _code(request.origin_code, "origin_code") if request.origin_code else None
+        origin = (
+            terminal_code_field(request.origin_code, "origin_code") if request.origin_code else None
+        )
         destination = None
         if request.destination_code:
-            destination = _code(request.destination_code, "destination_code")
+            destination = terminal_code_field(request.destination_code, "destination_code")
         versions = await self.fares.list_fares(
             origin,
             destination,
-            _time(request, "in_force_at"),
+            timestamp_field(request, "in_force_at"),
             request.include_inactive,
             _after_fare(request.page_token),
             limit + 1,
@@ -202,7 +222,11 @@ class FareApi(fare_pb2_grpc.FareServiceServicer):
     async def ExportFareSnapshot(
         self, request: fare_pb2.ExportFareSnapshotRequest, context: aio.ServicerContext
     ) -> AsyncIterator[fare_pb2.ExportFareSnapshotResponse]:
-        terminal = _code(request.terminal_code, "terminal_code") if request.terminal_code else None
+        terminal = (
+            terminal_code_field(request.terminal_code, "terminal_code")
+            if request.terminal_code
+            else None
+        )
         async for item in self.fares.export_snapshot(terminal):
             if isinstance(item, domain.Terminal):
                 yield fare_pb2.ExportFareSnapshotResponse(terminal=messages.terminal(item))
@@ -223,10 +247,12 @@ class FareApi(fare_pb2_grpc.FareServiceServicer):
         mapping = {}
         for area_id, code in request.area_terminals.items():
             field = f"area_terminals[{area_id}]"
-            mapping[_required_text(area_id, field, 255)] = _code(code, field)
+            mapping[required_text_field(area_id, field, max_len=255)] = terminal_code_field(
+                code, field
+            )
         report = await self.importer.run(
             request.feed,
-            _time(request, "effective_from"),
+            timestamp_field(request, "effective_from"),
             mapping,
             dry_run=request.dry_run,
             changed_by=_caller(),
@@ -253,49 +279,17 @@ class FareApi(fare_pb2_grpc.FareServiceServicer):
 # --- fields ----------------------------------------------------------------------------------
 
 
-def _code(value: object, field: str) -> str:
-    if not isinstance(value, str):
-        raise InvalidArgument.field(field, "is not a token from a previous response")
-    return pattern_field(value, field, TERMINAL_CODE, "^[A-Z]{1,3}$")
-
-
-def _gate_code(value: object, field: str = "gate_code") -> str:
-    if not isinstance(value, str):
-        raise InvalidArgument.field(field, "is not a token from a previous response")
-    return pattern_field(value, field, domain.GATE_CODE, "^[A-Z0-9][A-Z0-9-]{0,19}$")
-
-
 def _pair(request) -> tuple[str, str]:
-    origin = _code(request.origin_code, "origin_code")
-    destination = _code(request.destination_code, "destination_code")
+    origin = terminal_code_field(request.origin_code, "origin_code")
+    destination = terminal_code_field(request.destination_code, "destination_code")
     domain.check_pair(origin, destination)
     return origin, destination
-
-
-def _required_text(value: str, field: str, max_len: int) -> str:
-    text = text_field(value, field, max_len=max_len, required=True)
-    assert text is not None
-    return text
 
 
 def _status(value: int, field: str) -> GateStatus:
     if value not in messages.GATE_STATUS_FROM_PROTO:
         raise InvalidArgument.field(field, "must be ONLINE, OFFLINE, MAINTENANCE or ERROR")
     return messages.GATE_STATUS_FROM_PROTO[value]
-
-
-def _time(request, field: str) -> datetime | None:
-    """The Timestamp `field` of `request` as an aware datetime; None when unset."""
-    if not request.HasField(field):
-        return None
-    ts = getattr(request, field)
-    try:
-        value = ts.ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError):
-        raise InvalidArgument.field(field, "is not a valid instant") from None
-    if not 1 <= value.year <= 9999 or ts.nanos < 0:
-        raise InvalidArgument.field(field, "is not a valid instant")
-    return value
 
 
 def _coordinates(message, field: str) -> dict[str, Decimal | None]:
@@ -318,8 +312,8 @@ def _after_fare(token: str) -> tuple[str, str, datetime, int] | None:
         if not isinstance(fare_id, int) or not isinstance(start, str):
             raise ValueError
         return (
-            _code(origin, "page_token"),
-            _code(destination, "page_token"),
+            terminal_code_field(origin, "page_token"),
+            terminal_code_field(destination, "page_token"),
             datetime.fromisoformat(start),
             fare_id,
         )

@@ -3,7 +3,6 @@ Pure: no I/O, no clock (callers pass `now`)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,7 +14,6 @@ from libs.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotF
 
 T = TypeVar("T")
 
-GATE_CODE = re.compile(r"^[A-Z0-9][A-Z0-9-]{0,19}$")
 # fares.price is NUMERIC(10,2) (seed 004).
 MAX_PRICE = Decimal("99999999.99")
 # How far in the past SetFare's effective_from may lie: clock skew between a client and us.

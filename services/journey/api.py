@@ -13,10 +13,10 @@ from libs import paging
 from libs.auth import current_principal
 from libs.errors import InvalidArgument
 from libs.validation import (
-    TERMINAL_CODE,
     card_id_field,
+    gate_code_field,
     page_size_field,
-    pattern_field,
+    terminal_code_field,
     timestamp_field,
     uuid_field,
 )
@@ -66,7 +66,9 @@ class JourneyApi(journey_pb2_grpc.JourneyServiceServicer):
         limit = page_size_field(request.page_size)
         where = JourneyFilter(
             user_id=uuid_field(request.user_id, "user_id") if request.user_id else None,
-            terminal_code=_terminal(request.terminal_code) if request.terminal_code else None,
+            terminal_code=terminal_code_field(request.terminal_code)
+            if request.terminal_code
+            else None,
             started_from=timestamp_field(request, "started_from"),
             started_before=timestamp_field(request, "started_before"),
             status=_status(request.status),
@@ -96,16 +98,10 @@ class JourneyApi(journey_pb2_grpc.JourneyServiceServicer):
             kind=kind,
             tap_id=uuid_field(request.tap_id, "tap_id"),
             card_id=card_id_field(request.card_id),
-            terminal_code=_terminal(request.terminal_code),
-            gate_code=pattern_field(
-                request.gate_code, "gate_code", domain.GATE_CODE, "^[A-Z0-9][A-Z0-9-]{0,19}$"
-            ),
+            terminal_code=terminal_code_field(request.terminal_code),
+            gate_code=gate_code_field(request.gate_code),
             tapped_at=domain.check_tap_time(tapped_at, datetime.now(UTC), self.config),
         )
-
-
-def _terminal(value: str) -> str:
-    return pattern_field(value, "terminal_code", TERMINAL_CODE, "^[A-Z]{1,3}$")
 
 
 def _status(value: int) -> domain.JourneyStatus | None:

@@ -3,7 +3,6 @@ no I/O, so every rule is unit-tested alone."""
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -14,7 +13,6 @@ from typing import Any
 from libs.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from services.journey.config import JourneyConfig
 
-GATE_CODE = re.compile(r"^[A-Z0-9][A-Z0-9-]{0,19}$")
 # Journey ids are derived from the tap that made the journey, so a retried tap (even after a
 # crash that lost everything but the wallet hold) names the same journey and the same hold.
 JOURNEY_NAMESPACE = uuid.UUID("5b0c7c1e-3a57-4a8e-9d2f-6a1f0e9c4d21")

@@ -19,6 +19,7 @@ from libs.validation import (
     duration_field,
     key_field,
     page_size_field,
+    required_text_field,
     text_field,
     timestamp_field,
     uuid_field,
@@ -37,7 +38,7 @@ class UserApi(user_pb2_grpc.UserServiceServicer):
     async def CreateUser(self, request: user_pb2.CreateUserRequest, context: aio.ServicerContext):
         user = await self.app.create_user(
             card_id=card_id_field(request.card_id),
-            full_name=_required_text(request.full_name, "full_name", 255),
+            full_name=required_text_field(request.full_name, "full_name", max_len=255),
             email=_email(request.email),
             phone=_phone(request.phone),
             request_id=text_field(request.request_id, "request_id", max_len=100),
@@ -82,8 +83,8 @@ class UserApi(user_pb2_grpc.UserServiceServicer):
     async def AddPet(self, request: user_pb2.AddPetRequest, context: aio.ServicerContext):
         pet = await self.app.add_pet(
             user_id=uuid_field(request.user_id, "user_id"),
-            name=_required_text(request.name, "name", 100),
-            species=_required_text(request.species, "species", 50),
+            name=required_text_field(request.name, "name", max_len=100),
+            species=required_text_field(request.species, "species", max_len=50),
             breed=text_field(request.breed, "breed", max_len=100),
             birth_date=_birth_date(request),
             request_id=text_field(request.request_id, "request_id", max_len=100),
@@ -191,12 +192,6 @@ class UserApi(user_pb2_grpc.UserServiceServicer):
                 yield user_pb2.ExportUsersResponse(next_since=to_timestamp(item))
             else:
                 yield user_pb2.ExportUsersResponse(user=messages.snapshot(item))
-
-
-def _required_text(value: str, field: str, max_len: int) -> str:
-    text = text_field(value, field, max_len=max_len, required=True)
-    assert text is not None
-    return text
 
 
 def _email(value: str) -> str | None:
