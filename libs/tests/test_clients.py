@@ -190,6 +190,21 @@ async def open_circuit(channel: aio.Channel, clock: Clock, flaky: FlakyServer) -
     clock.now -= 2
 
 
+async def probe_held_at_the_server(
+    channel: aio.Channel, clock: Clock, breaker: CircuitBreaker, flaky: FlakyServer
+) -> asyncio.Task:
+    """Open the circuit, heal the server but have it hold its answers, let the cool-down
+    pass and send the half-open probe: returned once the server holds it."""
+    await open_circuit(channel, clock, flaky)
+    flaky.healthy()
+    flaky.answering.clear()
+    flaky.arrived.clear()
+    clock.now += breaker.cool_down
+    probe = asyncio.create_task(call(channel))
+    await flaky.arrived.wait()
+    return probe
+
+
 async def test_five_failures_in_ten_seconds_open_the_circuit_and_calls_fail_fast(flaky):
     clock = Clock()
     breaker = CircuitBreaker("journey", "user", clock=clock)
@@ -254,13 +269,7 @@ async def test_while_the_probe_is_out_every_other_call_fails_fast(flaky):
     clock = Clock()
     breaker = CircuitBreaker("journey", "user", clock=clock)
     async with channel_to(flaky, breaker=breaker) as channel:
-        await open_circuit(channel, clock, flaky)
-        flaky.healthy()
-        flaky.answering.clear()
-        flaky.arrived.clear()
-        clock.now += breaker.cool_down
-        probe = asyncio.create_task(call(channel))
-        await flaky.arrived.wait()
+        probe = await probe_held_at_the_server(channel, clock, breaker, flaky)
         assert breaker.state is CircuitState.HALF_OPEN
         assert state() == 1
 
@@ -313,13 +322,7 @@ async def test_a_probe_its_caller_gave_up_on_makes_way_for_the_next(flaky):
     clock = Clock()
     breaker = CircuitBreaker("journey", "user", clock=clock)
     async with channel_to(flaky, breaker=breaker) as channel:
-        await open_circuit(channel, clock, flaky)
-        flaky.healthy()
-        flaky.answering.clear()
-        flaky.arrived.clear()
-        clock.now += breaker.cool_down
-        probe = asyncio.create_task(call(channel))
-        await flaky.arrived.wait()
+        probe = await probe_held_at_the_server(channel, clock, breaker, flaky)
         probe.cancel()
         with pytest.raises(asyncio.CancelledError):
             await probe

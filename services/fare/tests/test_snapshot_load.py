@@ -6,16 +6,14 @@ from __future__ import annotations
 import asyncio
 from itertools import permutations
 
-from grpc import aio
 from tiket.fare.v1 import fare_pb2, fare_pb2_grpc
 
 from libs.auth import Role
 from services.fare.tests.helpers import set_fare
+from tests.support.slow_readers import paused_readers
 
 TERMINALS = 70  # 4,830 fares: more than a gate's HTTP/2 receive window holds
 READERS = 12  # more than the pool (10) has connections
-# A gate on a slow link: its receive window stays small (no BDP probing).
-SLOW_LINK = [("grpc.http2.bdp_probe", 0)]
 GATE = (Role.GATE, "AA/AA-ENTRY-01")
 
 
@@ -34,45 +32,23 @@ async def many_fares(db) -> list[str]:
     return codes
 
 
-async def read_all(call) -> list[fare_pb2.ExportFareSnapshotResponse]:
-    items = []
-    while (item := await call.read()) is not aio.EOF:
-        items.append(item)
-    return items
-
-
 async def test_slow_snapshot_readers_never_starve_fare_changes(fares, fare_service, db):
     codes = await many_fares(db)
-    gates = aio.insecure_channel(f"127.0.0.1:{fare_service.port}", options=SLOW_LINK)
-    export = fare_pb2_grpc.FareServiceStub(gates).ExportFareSnapshot
-    started = asyncio.Semaphore(0)
-    go_on = asyncio.Event()
+    address = f"127.0.0.1:{fare_service.port}"
 
-    async def slow_reader() -> list[fare_pb2.ExportFareSnapshotResponse]:
-        call = export(fare_pb2.ExportFareSnapshotRequest(), metadata=fares.metadata(*GATE))
-        try:
-            first = await call.read()
-        finally:
-            started.release()
-        await go_on.wait()
-        return [first, *await read_all(call)]
+    def snapshot(channel):
+        export = fare_pb2_grpc.FareServiceStub(channel).ExportFareSnapshot
+        return export(fare_pb2.ExportFareSnapshotRequest(), metadata=fares.metadata(*GATE))
 
-    readers = [asyncio.create_task(slow_reader()) for _ in range(READERS)]
-    try:
-        for _ in range(READERS):
-            await started.acquire()
+    async with paused_readers(address, snapshot, READERS) as readers:
         # Every reader is mid-snapshot and reads no further: changes and lookups go on.
         await asyncio.gather(*(set_fare(fares, "AA", code, 6000) for code in codes[1:6]))
         listed = await fares.call(
             "ListFares", fare_pb2.ListFaresRequest(origin_code="AB", page_size=100)
         )
         assert len(listed.fares) == TERMINALS - 1
-    finally:
-        go_on.set()
-        results = await asyncio.gather(*readers, return_exceptions=True)
-        await gates.close()
 
-    for items in results:
+    for items in readers.results:
         assert isinstance(items, list), f"a snapshot failed: {items!r}"
         terminals = [i.terminal.code for i in items if i.WhichOneof("item") == "terminal"]
         pairs = {

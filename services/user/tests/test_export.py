@@ -7,20 +7,19 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from grpc import aio
 from prometheus_client import REGISTRY
 from tiket.user.v1 import user_pb2, user_pb2_grpc
 
 from libs.auth import Role
 from libs.money import from_money
 from services.user.tests.helpers import idr, new_user
+from tests.support.slow_readers import paused_readers, read_all
 from tests.support.waiting import wait_until
 
 # More than fits in a gate's HTTP/2 receive window (kept small, as on a slow link: no BDP
 # probing), so a reader that stops reading stalls the export mid-way; more readers than the
 # pool (10) has connections.
 EXPORTED = 4000
-SLOW_LINK = [("grpc.http2.bdp_probe", 0)]
 READERS = 12
 RIDERS = 4
 TAPS_PER_RIDER = 5
@@ -36,13 +35,6 @@ async def bulk_users(db, count: int) -> set[str]:
         (count,),
     )
     return {row[0] for row in await cur.fetchall()}
-
-
-async def read_all(call) -> list[user_pb2.ExportUsersResponse]:
-    items = []
-    while (item := await call.read()) is not aio.EOF:
-        items.append(item)
-    return items
 
 
 async def tap(users, rider: user_pb2.User, n: int) -> None:
@@ -74,36 +66,19 @@ async def test_slow_export_readers_never_starve_taps_and_each_gets_every_user(
 ):
     riders = [await new_user(users, balance=100_000) for _ in range(RIDERS)]
     exported = await bulk_users(db, EXPORTED)
-    gates = aio.insecure_channel(f"127.0.0.1:{user_service.port}", options=SLOW_LINK)
-    export = user_pb2_grpc.UserServiceStub(gates).ExportUsers
 
-    started = asyncio.Semaphore(0)
-    go_on = asyncio.Event()
+    def export(channel):
+        stub = user_pb2_grpc.UserServiceStub(channel)
+        return stub.ExportUsers(user_pb2.ExportUsersRequest(), metadata=users.metadata(*GATE))
 
-    async def slow_reader() -> list[user_pb2.ExportUsersResponse]:
-        call = export(user_pb2.ExportUsersRequest(), metadata=users.metadata(*GATE))
-        try:
-            first = await call.read()
-        finally:
-            started.release()
-        await go_on.wait()
-        return [first, *await read_all(call)]
-
-    readers = [asyncio.create_task(slow_reader()) for _ in range(READERS)]
-    try:
-        for _ in range(READERS):
-            await started.acquire()
+    async with paused_readers(f"127.0.0.1:{user_service.port}", export, READERS) as readers:
         # Every reader is mid-export and reads no further: taps must not wait on them.
         await asyncio.gather(*(tap(users, r, n) for r in riders for n in range(TAPS_PER_RIDER)))
         # The service's pool gauges are wired (what the > 80 % alert reads).
         await wait_until(lambda: pool_gauge("max") == user_service.settings.db_pool_max, "gauges")
         assert pool_gauge("waiting") == 0
-    finally:
-        go_on.set()
-        results = await asyncio.gather(*readers, return_exceptions=True)
-        await gates.close()
 
-    for items in results:
+    for items in readers.results:
         assert isinstance(items, list), f"an export failed: {items!r}"
         seen = cards_of(items)
         assert all(seen[card] == 1 for card in exported), "an unchanged user not exactly once"
@@ -115,7 +90,7 @@ async def test_slow_export_readers_never_starve_taps_and_each_gets_every_user(
 
     # Nothing changed while the export ran is missed: the next export from its watermark
     # ends with every rider's final state.
-    request = user_pb2.ExportUsersRequest(since=results[0][-1].next_since)
+    request = user_pb2.ExportUsersRequest(since=readers.results[0][-1].next_since)
     delta = await read_all(users.stub.ExportUsers(request, metadata=users.metadata(*GATE)))
     latest = {i.user.card_id: i.user for i in delta if i.WhichOneof("item") == "user"}
     for rider in riders:
