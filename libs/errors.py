@@ -81,3 +81,7 @@ class ResourceExhausted(TiketError):
 
 class Unavailable(TiketError):
     """A dependency is down; the caller may retry or fall back."""
+
+
+class Unimplemented(TiketError):
+    """An RPC of the contract that is not built yet."""

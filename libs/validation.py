@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from google.protobuf.message import Message
+from google.type import timeofday_pb2
 
+from libs import paging
 from libs.errors import InvalidArgument
 
 CARD_ID = re.compile(r"^[A-Z0-9]{8,20}$")
@@ -15,6 +18,8 @@ TERMINAL_CODE = re.compile(r"^[A-Z]{1,3}$")
 # Unique per terminal, not across terminals: a gate is (terminal code, gate code).
 GATE_CODE = re.compile(r"^[A-Z0-9][A-Z0-9-]{0,19}$")
 NOT_OUR_TOKEN = "is not a token from a previous response"
+# IANA zone names: Area/Location[/Sub], UTC, Etc/GMT+7 …
+TIME_ZONE = re.compile(r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+){0,2}$")
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 50
 
@@ -117,3 +122,80 @@ def timestamp_field(message: Message, field: str) -> datetime | None:
     if not 1 <= value.year <= 9999:
         raise invalid
     return value
+
+
+def optional_uuid_field(value: str, field: str) -> uuid.UUID | None:
+    """uuid_field for a field that may be left empty (None)."""
+    return uuid_field(value, field) if value else None
+
+
+def int_field(value: int, field: str, low: int, high: int) -> int:
+    if not low <= value <= high:
+        raise InvalidArgument.field(field, f"must be between {low} and {high}")
+    return value
+
+
+def date_field(message: Message, field: str) -> date:
+    """The required google.type.Date `field` of `message` as a date (a full calendar date:
+    no year, month or day left zero)."""
+    if not message.HasField(field):
+        raise InvalidArgument.field(field, "is required")
+    value = getattr(message, field)
+    try:
+        return date(value.year, value.month, value.day)
+    except (ValueError, OverflowError):
+        raise InvalidArgument.field(
+            field, f"{value.year:04d}-{value.month:02d}-{value.day:02d} is not a calendar date"
+        ) from None
+
+
+def date_range_field(
+    message: Message, first: str, last: str, *, max_days: int
+) -> tuple[date, date]:
+    """The inclusive range of the Date fields `first` and `last`, at most `max_days` long."""
+    start, end = date_field(message, first), date_field(message, last)
+    if end < start:
+        raise InvalidArgument.field(last, f"must not be before {first}")
+    days = (end - start).days + 1
+    if days > max_days:
+        raise InvalidArgument.field(last, f"the range covers {days} days; at most {max_days}")
+    return start, end
+
+
+def time_of_day_field(value: timeofday_pb2.TimeOfDay, field: str) -> time:
+    """A google.type.TimeOfDay within one day (24:00 is refused)."""
+    try:
+        return time(value.hours, value.minutes, value.seconds, value.nanos // 1000)
+    except (ValueError, OverflowError):
+        raise InvalidArgument.field(
+            field, f"{value.hours:02d}:{value.minutes:02d}:{value.seconds:02d} is not a time of day"
+        ) from None
+
+
+def time_zone_field(value: str, field: str = "time_zone") -> ZoneInfo:
+    """An IANA time zone this machine's zone database knows, e.g. Asia/Jakarta."""
+    if not value:
+        raise InvalidArgument.field(field, "is required")
+    if len(value) > 64 or not TIME_ZONE.fullmatch(value):
+        raise InvalidArgument.field(field, f"{_clip(value)!r} is not an IANA time zone name")
+    try:
+        return ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise InvalidArgument.field(field, f"{value!r} is not a known time zone") from None
+
+
+def time_id_token_field(token: str, field: str = "page_token") -> tuple[datetime, uuid.UUID] | None:
+    """The (timestamp, UUID) key of a keyset page token made by
+    libs.paging.encode(timestamp.isoformat(), id); None for the first page."""
+    key = paging.decode(token, 2, field)
+    if key is None:
+        return None
+    if all(isinstance(part, str) for part in key):
+        try:
+            at, row_id = datetime.fromisoformat(key[0]), uuid.UUID(key[1])
+        except ValueError:
+            pass
+        else:
+            if at.tzinfo is not None:
+                return at, row_id
+    raise InvalidArgument.field(field, NOT_OUR_TOKEN)

@@ -15,6 +15,7 @@ SERVICES: dict[str, str] = {
     "user": "services.user.service",
     "fare": "services.fare.service",
     "journey": "services.journey.service",
+    "booking": "services.booking.service",
     "notification": "services.notification.service",
     "analytics": "services.analytics.service",
 }

@@ -14,3 +14,15 @@ def bad_request_fields(error: grpc.aio.AioRpcError) -> list[str]:
     detail = error_details_pb2.BadRequest()
     assert status.details[0].Unpack(detail)
     return [v.field for v in detail.field_violations]
+
+
+def error_reason(error: grpc.aio.AioRpcError) -> str:
+    """The google.rpc.ErrorInfo reason of a refusal ("" when it carries none)."""
+    raw = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
+    if not raw:
+        return ""
+    info = error_details_pb2.ErrorInfo()
+    for detail in status_pb2.Status.FromString(raw).details:
+        if detail.Unpack(info):
+            return info.reason
+    return ""

@@ -1,0 +1,316 @@
+"""tiket.booking.v1.BookingService: proto <-> domain, input validation. Errors raised here or
+below are turned into status codes by the shared interceptor. RPCs of later increments of
+issue 14 answer UNIMPLEMENTED."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TypeVar
+
+from google.type import dayofweek_pb2
+from grpc import aio
+from tiket.booking.v1 import booking_pb2 as pb
+from tiket.booking.v1 import booking_pb2_grpc
+
+from libs import paging
+from libs.auth import current_principal
+from libs.errors import InvalidArgument, Unimplemented
+from libs.money import to_decimal
+from libs.validation import (
+    date_range_field,
+    int_field,
+    key_field,
+    optional_uuid_field,
+    page_size_field,
+    required_text_field,
+    text_field,
+    time_id_token_field,
+    time_of_day_field,
+    time_zone_field,
+    timestamp_field,
+    uuid_field,
+)
+from services.booking import messages, schedule
+from services.booking.catalogue import CatalogueApp, Generation, SlotSpec
+from services.booking.domain import Actor
+from services.booking.reservations import ReservationApp
+from services.booking.schedule import Window
+
+T = TypeVar("T")
+DEFAULT_TIME_ZONE = "Asia/Jakarta"
+SEARCH_MAX_DAYS = 31
+MAX_CAPACITY = 1000
+NAME_LENGTH = 255
+NOTES_LENGTH = 2000
+
+
+def _actor() -> Actor:
+    return Actor.of(current_principal())
+
+
+def _request_id(value: str) -> str | None:
+    return key_field(value, "request_id") if value else None
+
+
+def _page(
+    items: Sequence[T], limit: int, key: Callable[[T], tuple[datetime, object]]
+) -> tuple[Sequence[T], str]:
+    """The first `limit` of `items` (fetched limit + 1) and the token of the next page."""
+    if len(items) <= limit:
+        return items, ""
+    items = items[:limit]
+    at, row_id = key(items[-1])
+    return items, paging.encode(at.isoformat(), str(row_id))
+
+
+def _not_built(rpc: str) -> Unimplemented:
+    return Unimplemented(f"{rpc} is not built yet (issue 14: a later increment)")
+
+
+class BookingApi(booking_pb2_grpc.BookingServiceServicer):
+    def __init__(self, catalogue: CatalogueApp, reservations: ReservationApp) -> None:
+        self.catalogue = catalogue
+        self.reservations = reservations
+
+    # --- catalogue ----------------------------------------------------------------------
+
+    async def CreateClinic(self, request: pb.CreateClinicRequest, context: aio.ServicerContext):
+        name = required_text_field(request.name, "name", max_len=NAME_LENGTH)
+        address = text_field(request.address, "address", max_len=NOTES_LENGTH)
+        zone = time_zone_field(request.time_zone or DEFAULT_TIME_ZONE)
+        clinic = await self.catalogue.create_clinic(
+            _actor(), name, address, zone.key, not request.inactive, _request_id(request.request_id)
+        )
+        return messages.clinic(clinic)
+
+    async def GetClinic(self, request: pb.GetClinicRequest, context: aio.ServicerContext):
+        clinic_id = uuid_field(request.clinic_id, "clinic_id")
+        return messages.clinic(await self.catalogue.get_clinic(clinic_id))
+
+    async def ListClinics(self, request: pb.ListClinicsRequest, context: aio.ServicerContext):
+        limit = page_size_field(request.page_size)
+        after = time_id_token_field(request.page_token)
+        found = await self.catalogue.list_clinics(request.active_only, after, limit + 1)
+        clinics, token = _page(found, limit, lambda c: (c.created_at, c.id))
+        return pb.ListClinicsResponse(
+            clinics=[messages.clinic(c) for c in clinics], next_page_token=token
+        )
+
+    async def UpdateClinic(self, request: pb.UpdateClinicRequest, context: aio.ServicerContext):
+        raise _not_built("UpdateClinic")
+
+    async def CreateClinicService(
+        self, request: pb.CreateClinicServiceRequest, context: aio.ServicerContext
+    ):
+        clinic_id = uuid_field(request.clinic_id, "clinic_id")
+        name = required_text_field(request.name, "name", max_len=NAME_LENGTH)
+        duration = int_field(request.duration_minutes, "duration_minutes", 5, 480)
+        if not request.HasField("price"):
+            raise InvalidArgument.field("price", "is required (zero for a free service)")
+        price = to_decimal(request.price, "price", positive=False)
+        capacity = int_field(request.default_capacity or 1, "default_capacity", 1, MAX_CAPACITY)
+        service = await self.catalogue.create_service(
+            _actor(), clinic_id, name, duration, price, capacity, _request_id(request.request_id)
+        )
+        return messages.clinic_service(service)
+
+    async def ListClinicServices(
+        self, request: pb.ListClinicServicesRequest, context: aio.ServicerContext
+    ):
+        clinic_id = uuid_field(request.clinic_id, "clinic_id")
+        limit = page_size_field(request.page_size)
+        after = time_id_token_field(request.page_token)
+        found = await self.catalogue.list_services(clinic_id, request.active_only, after, limit + 1)
+        services, token = _page(found, limit, lambda s: (s.created_at, s.id))
+        return pb.ListClinicServicesResponse(
+            services=[messages.clinic_service(s) for s in services], next_page_token=token
+        )
+
+    async def CreateStaff(self, request: pb.CreateStaffRequest, context: aio.ServicerContext):
+        clinic_id = uuid_field(request.clinic_id, "clinic_id")
+        full_name = required_text_field(request.full_name, "full_name", max_len=NAME_LENGTH)
+        title = text_field(request.title, "title", max_len=100)
+        member = await self.catalogue.create_staff(
+            _actor(), clinic_id, full_name, title, _request_id(request.request_id)
+        )
+        return messages.staff(member)
+
+    async def ListStaff(self, request: pb.ListStaffRequest, context: aio.ServicerContext):
+        clinic_id = uuid_field(request.clinic_id, "clinic_id")
+        limit = page_size_field(request.page_size)
+        after = time_id_token_field(request.page_token)
+        found = await self.catalogue.list_staff(clinic_id, request.active_only, after, limit + 1)
+        members, token = _page(found, limit, lambda s: (s.created_at, s.id))
+        return pb.ListStaffResponse(
+            staff=[messages.staff(s) for s in members], next_page_token=token
+        )
+
+    # --- slots --------------------------------------------------------------------------
+
+    async def CreateSlot(self, request: pb.CreateSlotRequest, context: aio.ServicerContext):
+        spec = _slot_spec(request, _request_id(request.request_id))
+        start = timestamp_field(request, "start_time")
+        if start is None:
+            raise InvalidArgument.field("start_time", "is required")
+        if start <= datetime.now(UTC):
+            raise InvalidArgument.field("start_time", "must be in the future")
+        end = timestamp_field(request, "end_time")
+        if end is not None and end <= start:
+            raise InvalidArgument.field("end_time", "must be after start_time")
+        return messages.slot(await self.catalogue.create_slot(_actor(), spec, start, end))
+
+    async def GenerateSlots(self, request: pb.GenerateSlotsRequest, context: aio.ServicerContext):
+        spec = _slot_spec(request, key_field(request.request_id, "request_id"))
+        first, last = date_range_field(
+            request, "first_date", "last_date", max_days=schedule.MAX_DAYS
+        )
+        windows = tuple(_window(w, f"windows[{i}]") for i, w in enumerate(request.windows))
+        schedule.check_windows(windows)
+        minutes = int_field(request.slot_minutes, "slot_minutes", 0, 480)
+        if 0 < minutes < 5:
+            raise InvalidArgument.field("slot_minutes", "must be 0 (the service's) or 5-480")
+        generation = Generation(spec, first, last, windows, minutes or None)
+        slots, skipped = await self.catalogue.generate_slots(_actor(), generation)
+        return pb.GenerateSlotsResponse(slots=[messages.slot(s) for s in slots], skipped=skipped)
+
+    async def GetSlot(self, request: pb.GetSlotRequest, context: aio.ServicerContext):
+        slot_id = uuid_field(request.slot_id, "slot_id")
+        return messages.slot(await self.catalogue.get_slot(slot_id))
+
+    async def UpdateSlotStatus(
+        self, request: pb.UpdateSlotStatusRequest, context: aio.ServicerContext
+    ):
+        raise _not_built("UpdateSlotStatus")
+
+    async def SearchAvailableSlots(
+        self, request: pb.SearchAvailableSlotsRequest, context: aio.ServicerContext
+    ):
+        clinic_id = uuid_field(request.clinic_id, "clinic_id")
+        service_id = uuid_field(request.service_id, "service_id")
+        first, last = date_range_field(request, "first_date", "last_date", max_days=SEARCH_MAX_DAYS)
+        staff_id = optional_uuid_field(request.staff_id, "staff_id")
+        slots = await self.catalogue.search(clinic_id, service_id, first, last, staff_id)
+        return pb.SearchAvailableSlotsResponse(slots=[messages.slot(s) for s in slots])
+
+    # --- reservations -------------------------------------------------------------------
+
+    async def ReserveSlot(self, request: pb.ReserveSlotRequest, context: aio.ServicerContext):
+        slot_id = uuid_field(request.slot_id, "slot_id")
+        user_id = uuid_field(request.user_id, "user_id")
+        pet_id = uuid_field(request.pet_id, "pet_id")
+        reservation = await self.reservations.reserve(
+            _actor(), slot_id, user_id, pet_id, _request_id(request.request_id)
+        )
+        return messages.reservation(reservation)
+
+    async def GetReservation(self, request: pb.GetReservationRequest, context: aio.ServicerContext):
+        reservation_id = uuid_field(request.reservation_id, "reservation_id")
+        user_id = optional_uuid_field(request.user_id, "user_id")
+        return messages.reservation(await self.reservations.get(_actor(), reservation_id, user_id))
+
+    async def ReleaseReservation(
+        self, request: pb.ReleaseReservationRequest, context: aio.ServicerContext
+    ):
+        reservation_id = uuid_field(request.reservation_id, "reservation_id")
+        user_id = optional_uuid_field(request.user_id, "user_id")
+        token = key_field(request.lock_token, "lock_token", max_len=64)
+        released = await self.reservations.release(_actor(), reservation_id, user_id, token)
+        return messages.reservation(released)
+
+    async def ConfirmReservation(
+        self, request: pb.ConfirmReservationRequest, context: aio.ServicerContext
+    ):
+        reservation_id = uuid_field(request.reservation_id, "reservation_id")
+        user_id = optional_uuid_field(request.user_id, "user_id")
+        token = key_field(request.lock_token, "lock_token", max_len=64)
+        notes = text_field(request.notes, "notes", max_len=NOTES_LENGTH)
+        discount = Decimal("0.00")
+        if request.HasField("discount"):
+            discount = to_decimal(request.discount, "discount", positive=False)
+        booking = await self.reservations.confirm(
+            _actor(), reservation_id, user_id, token, notes, discount
+        )
+        return messages.booking(booking)
+
+    # --- bookings -----------------------------------------------------------------------
+
+    async def GetBooking(self, request: pb.GetBookingRequest, context: aio.ServicerContext):
+        booking_id = uuid_field(request.booking_id, "booking_id")
+        user_id = optional_uuid_field(request.user_id, "user_id")
+        return messages.booking(await self.reservations.booking(_actor(), booking_id, user_id))
+
+    async def PayBooking(self, request: pb.PayBookingRequest, context: aio.ServicerContext):
+        raise _not_built("PayBooking")
+
+    async def ListBookings(self, request: pb.ListBookingsRequest, context: aio.ServicerContext):
+        raise _not_built("ListBookings")
+
+    async def CancelBooking(self, request: pb.CancelBookingRequest, context: aio.ServicerContext):
+        raise _not_built("CancelBooking")
+
+    async def RescheduleBooking(
+        self, request: pb.RescheduleBookingRequest, context: aio.ServicerContext
+    ):
+        raise _not_built("RescheduleBooking")
+
+    async def StartBooking(self, request: pb.StartBookingRequest, context: aio.ServicerContext):
+        raise _not_built("StartBooking")
+
+    async def CompleteBooking(
+        self, request: pb.CompleteBookingRequest, context: aio.ServicerContext
+    ):
+        raise _not_built("CompleteBooking")
+
+    async def MarkNoShow(self, request: pb.MarkNoShowRequest, context: aio.ServicerContext):
+        raise _not_built("MarkNoShow")
+
+    async def GetBookingHistory(
+        self, request: pb.GetBookingHistoryRequest, context: aio.ServicerContext
+    ):
+        raise _not_built("GetBookingHistory")
+
+    async def GetBookingEvents(
+        self, request: pb.GetBookingEventsRequest, context: aio.ServicerContext
+    ):
+        raise _not_built("GetBookingEvents")
+
+    async def GetBookingStats(
+        self, request: pb.GetBookingStatsRequest, context: aio.ServicerContext
+    ):
+        raise _not_built("GetBookingStats")
+
+    async def CreateTopUp(self, request: pb.CreateTopUpRequest, context: aio.ServicerContext):
+        raise _not_built("CreateTopUp")
+
+
+def _slot_spec(
+    request: pb.CreateSlotRequest | pb.GenerateSlotsRequest, request_id: str | None
+) -> SlotSpec:
+    """The clinic, service, staff, capacity and price fields both slot requests share."""
+    price = (
+        to_decimal(request.price, "price", positive=False) if request.HasField("price") else None
+    )
+    return SlotSpec(
+        clinic_id=uuid_field(request.clinic_id, "clinic_id"),
+        service_id=uuid_field(request.service_id, "service_id"),
+        staff_id=optional_uuid_field(request.staff_id, "staff_id"),
+        capacity=int_field(request.capacity, "capacity", 0, MAX_CAPACITY) or None,
+        price=price,
+        request_id=request_id,
+    )
+
+
+def _window(window: pb.ScheduleWindow, field: str) -> Window:
+    """A weekly window: a day of the week and whole-minute times of day."""
+    day = window.day_of_week
+    if not dayofweek_pb2.MONDAY <= day <= dayofweek_pb2.SUNDAY:
+        raise InvalidArgument.field(f"{field}.day_of_week", "must be MONDAY … SUNDAY")
+    times = []
+    for name in ("start", "end"):
+        value = getattr(window, name)
+        if value.seconds or value.nanos:
+            raise InvalidArgument.field(f"{field}.{name}", "must be whole minutes")
+        times.append(time_of_day_field(value, f"{field}.{name}"))
+    return Window(weekday=day - 1, start=times[0], end=times[1])

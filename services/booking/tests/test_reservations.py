@@ -1,0 +1,281 @@
+"""ReserveSlot, ReleaseReservation, ConfirmReservation and the expiry sweeper against the real
+services: places are taken and given back by the database, never twice."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import grpc
+import psycopg
+import pytest
+from grpc import aio
+from tiket.booking.v1 import booking_pb2 as pb
+
+from services.booking.tests.stack import (
+    Stack,
+    audit,
+    idr,
+    new_clinic,
+    new_rider,
+    new_slot,
+    sweeper_of,
+)
+from tests.support.grpc_errors import error_reason
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+async def reserve(stack: Stack, slot_id: str, user_id: str, pet_id: str, **fields):
+    return await stack.booking.ReserveSlot(
+        pb.ReserveSlotRequest(slot_id=slot_id, user_id=user_id, pet_id=pet_id, **fields),
+        metadata=stack.as_rider(user_id),
+    )
+
+
+async def test_500_concurrent_reservations_of_3_places_take_exactly_3(stack: Stack) -> None:
+    clinic = await new_clinic(stack)
+    slot = await new_slot(stack, clinic, capacity=3)
+    riders = await asyncio.gather(*(new_rider(stack) for _ in range(20)))
+    # 500 calls from 20 riders, each rider with its own pets' worth of requests.
+    calls = [riders[i % len(riders)] for i in range(500)]
+    results = await asyncio.gather(
+        *(
+            reserve(stack, slot.slot_id, user, pet, request_id=f"r-{i}")
+            for i, (user, pet) in enumerate(calls)
+        ),
+        return_exceptions=True,
+    )
+    won = [r for r in results if isinstance(r, pb.Reservation)]
+    lost = [r for r in results if not isinstance(r, pb.Reservation)]
+    assert len(won) == 3
+    assert len({r.user_id for r in won}) == 3  # one rider never holds a slot twice
+    for error in lost:
+        assert isinstance(error, aio.AioRpcError), error
+        assert error.code() is grpc.StatusCode.FAILED_PRECONDITION, error.details()
+        assert error_reason(error) in {"SLOT_FULL", "ALREADY_RESERVED"}
+    assert sum(error_reason(e) == "SLOT_FULL" for e in lost) > 0
+    after = await stack.booking.GetSlot(
+        pb.GetSlotRequest(slot_id=slot.slot_id), metadata=stack.metadata()
+    )
+    assert (after.remaining, after.status) == (0, pb.SLOT_STATUS_BOOKED)
+    assert await audit(stack.database_url()) == []
+
+
+async def test_a_retried_reservation_returns_the_first(stack: Stack) -> None:
+    clinic = await new_clinic(stack)
+    slot = await new_slot(stack, clinic, capacity=2)
+    user, pet = await new_rider(stack)
+    first = await reserve(stack, slot.slot_id, user, pet, request_id="same")
+    again = await reserve(stack, slot.slot_id, user, pet, request_id="same")
+    assert again.reservation_id == first.reservation_id
+    assert again.lock_token == first.lock_token
+    after = await stack.booking.GetSlot(
+        pb.GetSlotRequest(slot_id=slot.slot_id), metadata=stack.metadata()
+    )
+    assert after.remaining == 1
+
+
+async def test_expired_reservations_give_their_places_back(stack: Stack) -> None:
+    clinic = await new_clinic(stack)
+    slot = await new_slot(stack, clinic, capacity=2)
+    taken = []
+    for _ in range(2):
+        user, pet = await new_rider(stack)
+        taken.append(await reserve(stack, slot.slot_id, user, pet))
+    await expire_now(stack, [r.reservation_id for r in taken])
+    async with sweeper_of(stack) as sweeper:
+        assert await sweeper.expire_due() == 2
+        assert await sweeper.expire_due() == 0
+    after = await stack.booking.GetSlot(
+        pb.GetSlotRequest(slot_id=slot.slot_id), metadata=stack.metadata()
+    )
+    assert (after.remaining, after.status) == (2, pb.SLOT_STATUS_AVAILABLE)
+    seen = await stack.booking.GetReservation(
+        pb.GetReservationRequest(reservation_id=taken[0].reservation_id),
+        metadata=stack.metadata(),
+    )
+    assert seen.status == pb.RESERVATION_STATUS_EXPIRED
+
+
+async def expire_now(stack: Stack, reservation_ids: list[str]) -> None:
+    """Move reservations' expiry into the past (as if ten minutes had gone by)."""
+    async with await psycopg.AsyncConnection.connect(stack.database_url(), autocommit=True) as c:
+        await c.execute(
+            """UPDATE reservations SET created_at = created_at - %s, expires_at = now() - %s
+                WHERE reservation_id = ANY(%s::uuid[])""",
+            (timedelta(hours=1), timedelta(seconds=1), reservation_ids),
+        )
+
+
+async def confirm(stack: Stack, held: pb.Reservation, **fields) -> pb.Booking:
+    return await stack.booking.ConfirmReservation(
+        pb.ConfirmReservationRequest(
+            reservation_id=held.reservation_id,
+            user_id=held.user_id,
+            lock_token=held.lock_token,
+            **fields,
+        ),
+        metadata=stack.as_rider(held.user_id),
+    )
+
+
+async def rows(stack: Stack, sql: str, *params) -> list[tuple]:
+    async with await psycopg.AsyncConnection.connect(stack.database_url()) as conn:
+        cur = await conn.execute(sql, params)
+        return await cur.fetchall()
+
+
+async def test_a_confirmed_reservation_is_a_booking_at_the_slots_price(stack: Stack) -> None:
+    clinic = await new_clinic(stack, price=150_000)
+    slot = await new_slot(stack, clinic, capacity=2)
+    user, pet = await new_rider(stack)
+    held = await reserve(stack, slot.slot_id, user, pet)
+    booking = await confirm(stack, held, notes="Kucing saya batuk")
+    assert booking.status == pb.BOOKING_STATUS_PENDING_PAYMENT
+    assert booking.payment_status == pb.PAYMENT_STATUS_PENDING
+    assert (booking.total_amount.units, booking.final_amount.units) == (150_000, 150_000)
+    assert (booking.slot_id, booking.pet_id, booking.notes) == (
+        slot.slot_id,
+        pet,
+        "Kucing saya batuk",
+    )
+    # A retry answers with the same booking; the place stays taken once.
+    assert (await confirm(stack, held)).booking_id == booking.booking_id
+    seen = await stack.booking.GetReservation(
+        pb.GetReservationRequest(reservation_id=held.reservation_id, user_id=user),
+        metadata=stack.as_rider(user),
+    )
+    assert (seen.status, seen.booking_id) == (pb.RESERVATION_STATUS_CONFIRMED, booking.booking_id)
+    got = await stack.booking.GetBooking(
+        pb.GetBookingRequest(booking_id=booking.booking_id, user_id=user),
+        metadata=stack.as_rider(user),
+    )
+    assert got == booking
+    after = await stack.booking.GetSlot(
+        pb.GetSlotRequest(slot_id=slot.slot_id), metadata=stack.metadata()
+    )
+    assert after.remaining == 1
+    history = await rows(
+        stack,
+        "SELECT previous_status, new_status, changed_by, change_reason FROM booking_history"
+        " WHERE booking_id = %s",
+        booking.booking_id,
+    )
+    assert history == [(None, "pending_payment", f"user:{user}", "reservation_confirmed")]
+    stored = await rows(
+        stack,
+        "SELECT event_type FROM event_store WHERE aggregate_id = ANY(%s::uuid[]) ORDER BY seq",
+        [held.reservation_id, booking.booking_id],
+    )
+    assert [e for (e,) in stored] == [
+        "ReservationCreated", "ReservationConfirmed", "BookingCreated"
+    ]  # fmt: skip
+
+
+async def test_staff_may_grant_a_discount_riders_may_not(stack: Stack) -> None:
+    clinic = await new_clinic(stack, price=100_000)
+    slot = await new_slot(stack, clinic, capacity=2)
+    user, pet = await new_rider(stack)
+    held = await reserve(stack, slot.slot_id, user, pet)
+    with pytest.raises(aio.AioRpcError) as caught:
+        await confirm(stack, held, discount=idr(10_000))
+    assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    booking = await stack.booking.ConfirmReservation(
+        pb.ConfirmReservationRequest(
+            reservation_id=held.reservation_id, lock_token=held.lock_token,
+            discount=idr(10_000),
+        ),
+        metadata=stack.as_operator(clinic.id),
+    )  # fmt: skip
+    assert (booking.discount_amount.units, booking.final_amount.units) == (10_000, 90_000)
+
+
+async def test_a_pet_of_another_rider_is_refused_and_nothing_is_booked(stack: Stack) -> None:
+    clinic = await new_clinic(stack)
+    slot = await new_slot(stack, clinic)
+    user, _ = await new_rider(stack)
+    _, strangers_pet = await new_rider(stack)
+    held = await reserve(stack, slot.slot_id, user, strangers_pet)
+    with pytest.raises(aio.AioRpcError) as caught:
+        await confirm(stack, held)
+    assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert error_reason(caught.value) == "PET_NOT_OWNED"
+    assert await rows(stack, "SELECT 1 FROM bookings WHERE slot_id = %s", slot.slot_id) == []
+
+
+async def test_an_expired_reservation_is_taken_again_while_its_place_is_free(
+    stack: Stack,
+) -> None:
+    clinic = await new_clinic(stack)
+    slot = await new_slot(stack, clinic, capacity=1)
+    user, pet = await new_rider(stack)
+    held = await reserve(stack, slot.slot_id, user, pet)
+    await expire_now(stack, [held.reservation_id])
+    async with sweeper_of(stack) as sweeper:
+        assert await sweeper.expire_due() >= 1
+    booking = await confirm(stack, held)  # nobody took the place meanwhile
+    assert booking.status == pb.BOOKING_STATUS_PENDING_PAYMENT
+    after = await stack.booking.GetSlot(
+        pb.GetSlotRequest(slot_id=slot.slot_id), metadata=stack.metadata()
+    )
+    assert (after.remaining, after.status) == (0, pb.SLOT_STATUS_BOOKED)
+
+
+async def test_an_expired_reservation_whose_place_was_taken_is_refused(stack: Stack) -> None:
+    clinic = await new_clinic(stack)
+    slot = await new_slot(stack, clinic, capacity=1)
+    user, pet = await new_rider(stack)
+    held = await reserve(stack, slot.slot_id, user, pet)
+    await expire_now(stack, [held.reservation_id])
+    async with sweeper_of(stack) as sweeper:
+        assert await sweeper.expire_due() >= 1
+    other, other_pet = await new_rider(stack)
+    await reserve(stack, slot.slot_id, other, other_pet)
+    with pytest.raises(aio.AioRpcError) as caught:
+        await confirm(stack, held)
+    assert error_reason(caught.value) == "RESERVATION_EXPIRED"
+    assert await rows(stack, "SELECT 1 FROM bookings WHERE slot_id = %s", slot.slot_id) == []
+
+
+async def test_a_released_place_is_back_and_a_second_release_changes_nothing(
+    stack: Stack,
+) -> None:
+    clinic = await new_clinic(stack)
+    slot = await new_slot(stack, clinic, capacity=1)
+    user, pet = await new_rider(stack)
+    held = await reserve(stack, slot.slot_id, user, pet)
+    request = pb.ReleaseReservationRequest(
+        reservation_id=held.reservation_id, user_id=user, lock_token=held.lock_token
+    )
+    released = await stack.booking.ReleaseReservation(request, metadata=stack.as_rider(user))
+    assert released.status == pb.RESERVATION_STATUS_CANCELLED
+    again = await stack.booking.ReleaseReservation(request, metadata=stack.as_rider(user))
+    assert again.status == pb.RESERVATION_STATUS_CANCELLED
+    after = await stack.booking.GetSlot(
+        pb.GetSlotRequest(slot_id=slot.slot_id), metadata=stack.metadata()
+    )
+    assert (after.remaining, after.status) == (1, pb.SLOT_STATUS_AVAILABLE)
+
+
+async def test_a_search_never_shows_a_place_a_reservation_took(stack: Stack) -> None:
+    clinic = await new_clinic(stack)
+    slot = await new_slot(stack, clinic, capacity=1)
+    day = slot.date
+    search = pb.SearchAvailableSlotsRequest(
+        clinic_id=clinic.id, service_id=clinic.service.service_id, first_date=day, last_date=day
+    )
+    before = await stack.booking.SearchAvailableSlots(search, metadata=stack.metadata())
+    assert slot.slot_id in {s.slot_id for s in before.slots}  # and now it is cached
+    user, pet = await new_rider(stack)
+    held = await reserve(stack, slot.slot_id, user, pet)
+    after = await stack.booking.SearchAvailableSlots(search, metadata=stack.metadata())
+    assert slot.slot_id not in {s.slot_id for s in after.slots}
+    await stack.booking.ReleaseReservation(
+        pb.ReleaseReservationRequest(
+            reservation_id=held.reservation_id, user_id=user, lock_token=held.lock_token
+        ),
+        metadata=stack.as_rider(user),
+    )
+    back = await stack.booking.SearchAvailableSlots(search, metadata=stack.metadata())
+    assert [s.remaining for s in back.slots if s.slot_id == slot.slot_id] == [1]
