@@ -29,7 +29,7 @@ from services.booking.domain import (
     Slot,
     found,
 )
-from services.booking.pets import Pets
+from services.booking.users import Users
 
 # What the sweeper writes as who expired a reservation.
 SWEEPER = Actor(Role.SERVICE, "booking")
@@ -43,12 +43,12 @@ class ReservationApp:
         self,
         pool: AsyncConnectionPool,
         availability: Availability,
-        pets: Pets,
+        users: Users,
         config: BookingConfig,
     ) -> None:
         self.pool = pool
         self.availability = availability
-        self.pets = pets
+        self.users = users
         self.config = config
         self._slots: LocalCache[uuid.UUID, Slot | None] = LocalCache(
             SLOT_FACTS_TTL, SLOT_FACTS_KEPT
@@ -196,7 +196,7 @@ class ReservationApp:
         if domain.confirm_path(seen) is ConfirmPath.DONE and seen.booking_id is not None:
             return await self.booking(actor, seen.booking_id, user_id)
         # Asked before any lock is taken: the user service may take its full second.
-        await self.pets.require_owned(seen.user_id, seen.pet_id)
+        await self.users.require_pet_owned(seen.user_id, seen.pet_id)
 
         async def work(conn: AsyncConnection) -> tuple[Booking, Slot | None]:
             await rs.set_actor(conn, actor.label, "reservation_confirmed")

@@ -15,8 +15,8 @@ from services.booking.api import BookingApi
 from services.booking.availability import Availability
 from services.booking.catalogue import CatalogueApp
 from services.booking.config import BookingConfig
-from services.booking.pets import Pets
 from services.booking.reservations import ReservationApp
+from services.booking.users import Users
 
 TRACK = Track("booking", Path(__file__).parent / "migrations")
 USER_SERVICE = "tiket.user.v1.UserService"
@@ -35,7 +35,7 @@ async def build(resources: Resources, booking_config: BookingConfig | None = Non
     )
     availability = Availability(resources.pool, resources.cache)
     catalogue = CatalogueApp(resources.pool, availability)
-    reservations = ReservationApp(resources.pool, availability, Pets(users), booking_config)
+    reservations = ReservationApp(resources.pool, availability, Users(users), booking_config)
 
     def register(server: aio.Server) -> None:
         booking_pb2_grpc.add_BookingServiceServicer_to_server(

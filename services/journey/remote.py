@@ -10,38 +10,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import grpc
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 
-from libs.errors import (
-    Aborted,
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    TiketError,
-    Unavailable,
-)
+from libs import remote_errors
+from libs.errors import TiketError, Unavailable
 
 R = TypeVar("R", bound=Message)
 # Kept back from the caller's deadline to write and send our own answer.
 ANSWER_MARGIN = 0.1
-GONE = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.CANCELLED,
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.INTERNAL,
-    }
-)
-# Our token refused: a configuration fault of this deployment, not the rider's; the gate
-# can do nothing but go offline.
-MISCONFIGURED = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
-
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "journey_deadline", default=None
 )
@@ -75,29 +52,4 @@ async def call(
 
 
 def translate(error: aio.AioRpcError, what: str) -> TiketError:
-    code, details = error.code(), error.details() or ""
-    if code in GONE:
-        return Unavailable(f"{what} is unavailable ({code.name}: {details}); retry shortly")
-    if code in MISCONFIGURED:
-        return Unavailable(f"{what} refused the journey service's token ({code.name}): {details}")
-    if code is grpc.StatusCode.NOT_FOUND:
-        return NotFound(details)
-    if code is grpc.StatusCode.FAILED_PRECONDITION:
-        return FailedPrecondition(reason_of(error), details)
-    if code is grpc.StatusCode.ALREADY_EXISTS:
-        return AlreadyExists(details)
-    if code is grpc.StatusCode.ABORTED:
-        return Aborted(details)
-    return InvalidArgument.field("request", f"{what} refused it: {details}")
-
-
-def reason_of(error: aio.AioRpcError) -> str:
-    """google.rpc.ErrorInfo.reason from the error's details, or a generic one."""
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            status = status_pb2.Status.FromString(value)
-            for detail in status.details:
-                info = error_details_pb2.ErrorInfo()
-                if detail.Unpack(info):
-                    return info.reason
-    return "REFUSED"
+    return remote_errors.translate(error, what, "journey")

@@ -29,8 +29,8 @@ from libs.server.runtime import ServiceRuntime
 from services.booking import service
 from services.booking.availability import Availability
 from services.booking.config import BookingConfig
-from services.booking.pets import Pets
 from services.booking.reservations import ReservationApp
+from services.booking.users import Users
 from services.user.service import DEFINITION as USER
 from tests.support import keys
 from tests.support.cleanup import remove_run
@@ -106,20 +106,20 @@ async def sweeper_of(
     pool = await open_pool(settings.database_url("booking"), min_size=1, max_size=4)
     cache = Cache(settings.redis_url, settings.redis_prefix)
     try:
-        yield ReservationApp(pool, Availability(pool, cache), NO_PETS, config or BookingConfig())
+        yield ReservationApp(pool, Availability(pool, cache), NO_USERS, config or BookingConfig())
     finally:
         await cache.close()
         await pool.close()
 
 
-class _NoPets(Pets):
-    """The sweeper never asks about pets."""
+class _NoUsers(Users):
+    """Expiring reservations never calls the user service."""
 
     def __init__(self) -> None:
         pass
 
 
-NO_PETS = _NoPets()
+NO_USERS = _NoUsers()
 
 
 # --- builders ----------------------------------------------------------------------------

@@ -37,7 +37,7 @@ async def test_500_concurrent_reservations_of_3_places_take_exactly_3(stack: Sta
     clinic = await new_clinic(stack)
     slot = await new_slot(stack, clinic, capacity=3)
     riders = await asyncio.gather(*(new_rider(stack) for _ in range(20)))
-    # 500 calls from 20 riders, each rider with its own pets' worth of requests.
+    # 500 calls from 20 riders: most are refused SLOT_FULL, a rider's second ALREADY_RESERVED.
     calls = [riders[i % len(riders)] for i in range(500)]
     results = await asyncio.gather(
         *(

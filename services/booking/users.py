@@ -1,0 +1,76 @@
+"""The booking service's client of the user service: a booking's pet must be the rider's
+(issue 14), and a booking is paid from and refunded to the rider's wallet. Calls go through
+libs/clients.service_channel (seed 001 §3.1: 1 s, two retries of UNAVAILABLE, circuit
+breaker), signed as the booking service. Every money move is idempotent by its key, so a
+step repeated after a crash or by the sweeper takes effect once."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from grpc import aio
+from tiket.user.v1 import user_pb2, user_pb2_grpc
+
+from libs import remote_errors
+from libs.errors import FailedPrecondition, NotFound
+from libs.money import to_money
+
+WHAT = "the user service"
+
+
+class Users:
+    def __init__(self, channel: aio.Channel) -> None:
+        self.stub = user_pb2_grpc.UserServiceStub(channel)
+
+    async def require_pet_owned(self, user_id: uuid.UUID, pet_id: uuid.UUID) -> None:
+        """FAILED_PRECONDITION PET_NOT_OWNED unless the user service lists `pet_id` among
+        the pets of `user_id`; UNAVAILABLE when it cannot say."""
+        refused = FailedPrecondition(
+            "PET_NOT_OWNED", f"pet {pet_id} is not a pet of user {user_id}"
+        )
+        try:
+            listed = await self._call(
+                self.stub.ListPets, user_pb2.ListPetsRequest(user_id=str(user_id))
+            )
+        except NotFound:  # no such user: no such pet either
+            raise refused from None
+        if str(pet_id) not in {pet.id for pet in listed.pets}:
+            raise refused
+
+    async def charge(
+        self, user_id: uuid.UUID, amount: Decimal, key: str, reference: str, description: str
+    ) -> None:
+        """Take `amount` from the wallet once per `key`; FAILED_PRECONDITION with the
+        wallet's reason (INSUFFICIENT_BALANCE, USER_NOT_ACTIVE …) when it refuses."""
+        await self._call(
+            self.stub.Charge,
+            user_pb2.ChargeRequest(
+                user_id=str(user_id),
+                amount=to_money(amount),
+                idempotency_key=key,
+                reference=reference,
+                description=description,
+            ),
+        )
+
+    async def refund(
+        self, user_id: uuid.UUID, amount: Decimal, key: str, reference: str, description: str
+    ) -> None:
+        """Credit back `amount` of what was charged under `reference`, once per `key`."""
+        await self._call(
+            self.stub.Refund,
+            user_pb2.RefundRequest(
+                user_id=str(user_id),
+                amount=to_money(amount),
+                idempotency_key=key,
+                reference=reference,
+                description=description,
+            ),
+        )
+
+    async def _call(self, method, request):
+        try:
+            return await method(request)
+        except aio.AioRpcError as error:
+            raise remote_errors.translate(error, WHAT, "booking") from None
