@@ -4,6 +4,7 @@ issue 14 answer UNIMPLEMENTED."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -33,8 +34,9 @@ from libs.validation import (
     uuid_field,
 )
 from services.booking import messages, schedule
+from services.booking.bookings import BookingApp
 from services.booking.catalogue import CatalogueApp, Generation, SlotSpec
-from services.booking.domain import Actor
+from services.booking.domain import Actor, BookingStatus
 from services.booking.reservations import ReservationApp
 from services.booking.schedule import Window
 
@@ -44,6 +46,7 @@ SEARCH_MAX_DAYS = 31
 MAX_CAPACITY = 1000
 NAME_LENGTH = 255
 NOTES_LENGTH = 2000
+REASON = re.compile(r"[a-z]+(_[a-z]+)*")
 
 
 def _actor() -> Actor:
@@ -70,9 +73,12 @@ def _not_built(rpc: str) -> Unimplemented:
 
 
 class BookingApi(booking_pb2_grpc.BookingServiceServicer):
-    def __init__(self, catalogue: CatalogueApp, reservations: ReservationApp) -> None:
+    def __init__(
+        self, catalogue: CatalogueApp, reservations: ReservationApp, bookings: BookingApp
+    ) -> None:
         self.catalogue = catalogue
         self.reservations = reservations
+        self.bookings = bookings
 
     # --- catalogue ----------------------------------------------------------------------
 
@@ -242,39 +248,106 @@ class BookingApi(booking_pb2_grpc.BookingServiceServicer):
         return messages.booking(await self.reservations.booking(_actor(), booking_id, user_id))
 
     async def PayBooking(self, request: pb.PayBookingRequest, context: aio.ServicerContext):
-        raise _not_built("PayBooking")
+        booking_id = uuid_field(request.booking_id, "booking_id")
+        user_id = optional_uuid_field(request.user_id, "user_id")
+        key = (
+            key_field(request.idempotency_key, "idempotency_key", max_len=60)
+            if (request.idempotency_key)
+            else None
+        )
+        if request.method == pb.PAYMENT_METHOD_GATEWAY:
+            raise Unimplemented("gateway payments are not built yet (issue 14: a later increment)")
+        if request.method != pb.PAYMENT_METHOD_WALLET:
+            raise InvalidArgument.field("method", "must be PAYMENT_METHOD_WALLET or _GATEWAY")
+        booking, payment = await self.bookings.pay_from_wallet(_actor(), booking_id, user_id, key)
+        return pb.PayBookingResponse(
+            booking=messages.booking(booking), payment=messages.payment(payment)
+        )
 
     async def ListBookings(self, request: pb.ListBookingsRequest, context: aio.ServicerContext):
-        raise _not_built("ListBookings")
+        user_id = optional_uuid_field(request.user_id, "user_id")
+        clinic_id = optional_uuid_field(request.clinic_id, "clinic_id")
+        if (user_id is None) == (clinic_id is None):
+            raise InvalidArgument.field("user_id", "set user_id or clinic_id (one of them)")
+        days = None
+        if request.HasField("first_date") or request.HasField("last_date"):
+            days = date_range_field(request, "first_date", "last_date", max_days=366)
+        status = None
+        if request.status:
+            status = messages.BOOKING_STATUS_OF.get(request.status)
+            if status is None:
+                raise InvalidArgument.field("status", f"{request.status} is not a booking status")
+        limit = page_size_field(request.page_size)
+        after = time_id_token_field(request.page_token)
+        found = await self.bookings.list_bookings(
+            _actor(), user_id, clinic_id, days, status, after, limit + 1
+        )
+        bookings, token = _page(found, limit, lambda b: (b.created_at, b.id))
+        return pb.ListBookingsResponse(
+            bookings=[messages.booking(b) for b in bookings], next_page_token=token
+        )
 
     async def CancelBooking(self, request: pb.CancelBookingRequest, context: aio.ServicerContext):
-        raise _not_built("CancelBooking")
+        booking_id = uuid_field(request.booking_id, "booking_id")
+        user_id = optional_uuid_field(request.user_id, "user_id")
+        actor = _actor()
+        default = "clinic_request" if actor.is_staff else "customer_request"
+        reason = text_field(request.reason, "reason", max_len=50) or default
+        if not REASON.fullmatch(reason):
+            raise InvalidArgument.field(
+                "reason", "lower-case words joined by _, e.g. customer_request"
+            )
+        notes = text_field(request.notes, "notes", max_len=NOTES_LENGTH)
+        booking, refund, percent = await self.bookings.cancel(
+            actor, booking_id, user_id, reason, notes
+        )
+        return pb.CancelBookingResponse(
+            booking=messages.booking(booking),
+            refund=messages.payment(refund) if refund else None,
+            refund_percent=percent,
+        )
 
     async def RescheduleBooking(
         self, request: pb.RescheduleBookingRequest, context: aio.ServicerContext
     ):
-        raise _not_built("RescheduleBooking")
+        booking_id = uuid_field(request.booking_id, "booking_id")
+        user_id = optional_uuid_field(request.user_id, "user_id")
+        new_slot_id = uuid_field(request.new_slot_id, "new_slot_id")
+        _request_id(request.request_id)  # checked; a retry is recognised by the slot moved to
+        moved = await self.bookings.reschedule(_actor(), booking_id, user_id, new_slot_id)
+        return messages.booking(moved)
 
     async def StartBooking(self, request: pb.StartBookingRequest, context: aio.ServicerContext):
-        raise _not_built("StartBooking")
+        return await self._visit(request.booking_id, BookingStatus.IN_PROGRESS, "")
 
     async def CompleteBooking(
         self, request: pb.CompleteBookingRequest, context: aio.ServicerContext
     ):
-        raise _not_built("CompleteBooking")
+        return await self._visit(request.booking_id, BookingStatus.COMPLETED, request.notes)
 
     async def MarkNoShow(self, request: pb.MarkNoShowRequest, context: aio.ServicerContext):
-        raise _not_built("MarkNoShow")
+        return await self._visit(request.booking_id, BookingStatus.NO_SHOW, request.notes)
+
+    async def _visit(self, booking_id: str, to: BookingStatus, notes: str) -> pb.Booking:
+        checked = uuid_field(booking_id, "booking_id")
+        note = text_field(notes, "notes", max_len=NOTES_LENGTH)
+        return messages.booking(await self.bookings.visit(_actor(), checked, to, note))
 
     async def GetBookingHistory(
         self, request: pb.GetBookingHistoryRequest, context: aio.ServicerContext
     ):
-        raise _not_built("GetBookingHistory")
+        booking_id = uuid_field(request.booking_id, "booking_id")
+        user_id = optional_uuid_field(request.user_id, "user_id")
+        rows = await self.bookings.history(_actor(), booking_id, user_id)
+        return pb.GetBookingHistoryResponse(entries=[messages.history_entry(r) for r in rows])
 
     async def GetBookingEvents(
         self, request: pb.GetBookingEventsRequest, context: aio.ServicerContext
     ):
-        raise _not_built("GetBookingEvents")
+        booking_id = uuid_field(request.booking_id, "booking_id")
+        user_id = optional_uuid_field(request.user_id, "user_id")
+        rows = await self.bookings.events(_actor(), booking_id, user_id)
+        return pb.GetBookingEventsResponse(events=[messages.domain_event(r) for r in rows])
 
     async def GetBookingStats(
         self, request: pb.GetBookingStatsRequest, context: aio.ServicerContext

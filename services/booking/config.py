@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from libs.config import duration_up_to, int_between, positive_float, read_setting
 from services.booking.domain import RESERVATION_MINUTES
+from services.booking.refunds import STANDARD, RefundPolicy
 
 PREFIX = "TIKET_BOOKING_"
 
@@ -19,10 +20,16 @@ PREFIX = "TIKET_BOOKING_"
 class BookingConfig:
     # Seed 2.1.3 / 3.3.2: a reservation holds its place this long.
     reservation_ttl: timedelta = timedelta(minutes=RESERVATION_MINUTES)
+    # A confirmed booking keeps its place unpaid this long, then is cancelled (place back).
+    payment_window: timedelta = timedelta(minutes=30)
+    # A money move (charge or refund) still unconfirmed after this is driven again by the
+    # sweeper (each is idempotent by key).
+    settle_after: timedelta = timedelta(seconds=30)
     # Per call to the user service (seed 001 §3.1: 1,000 ms).
     user_timeout: float = 1.0
     # Reservations the sweeper expires per transaction (a full batch runs the next at once).
     sweep_batch: int = 1000
+    refund_policy: RefundPolicy = field(default_factory=lambda: RefundPolicy.parse(STANDARD))
 
 
 def load(env: Mapping[str, str] | None = None) -> BookingConfig:
@@ -35,10 +42,19 @@ def load(env: Mapping[str, str] | None = None) -> BookingConfig:
             d.reservation_ttl,
             duration_up_to(timedelta(hours=24)),
         ),
+        payment_window=read_setting(
+            env, PREFIX + "PAYMENT_SECONDS", d.payment_window, duration_up_to(timedelta(days=7))
+        ),
+        settle_after=read_setting(
+            env, PREFIX + "SETTLE_AFTER_SECONDS", d.settle_after, duration_up_to(timedelta(days=1))
+        ),
         user_timeout=read_setting(
             env, PREFIX + "USER_TIMEOUT_SECONDS", d.user_timeout, positive_float
         ),
         sweep_batch=read_setting(
             env, PREFIX + "SWEEP_BATCH", d.sweep_batch, int_between(1, 100_000)
+        ),
+        refund_policy=read_setting(
+            env, PREFIX + "REFUND_POLICY", d.refund_policy, RefundPolicy.parse
         ),
     )

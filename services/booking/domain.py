@@ -161,6 +161,65 @@ class Booking:
     created_at: datetime
     updated_at: datetime
     version: int
+    cancelled_at: datetime | None = None
+    completed_at: datetime | None = None
+    cancellation_reason: str | None = None
+    cancellation_notes: str | None = None
+    payment_id: uuid.UUID | None = None
+    qr_payload: str | None = None
+
+    @property
+    def reference(self) -> str:
+        """What the wallet's charges and refunds of this booking name."""
+        return f"booking-{self.id}"
+
+
+class PaymentMethod(StrEnum):
+    WALLET = "wallet"
+    GATEWAY = "gateway"
+    REFUND = "refund"
+
+
+class Provider(StrEnum):
+    WALLET = "wallet"
+    MIDTRANS = "midtrans"
+
+
+class PaymentRecordStatus(StrEnum):
+    PENDING = "pending"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    REFUNDED = "refunded"
+    PARTIALLY_REFUNDED = "partially_refunded"
+
+
+@dataclass(frozen=True)
+class Payment:
+    """A row of payment_records: a payment of a booking, or a refund of one (refund_of)."""
+
+    id: uuid.UUID
+    booking_id: uuid.UUID
+    user_id: uuid.UUID
+    amount: Decimal
+    method: PaymentMethod
+    provider: Provider
+    status: PaymentRecordStatus
+    idempotency_key: str | None
+    created_at: datetime
+    updated_at: datetime
+    provider_payment_id: str | None = None
+    payment_url: str | None = None
+    expiry_time: datetime | None = None
+    paid_at: datetime | None = None
+    refunded_at: datetime | None = None
+    refund_amount: Decimal | None = None
+    fee: Decimal | None = None
+    refund_of: uuid.UUID | None = None
+
+    @property
+    def is_refund(self) -> bool:
+        return self.method is PaymentMethod.REFUND
 
 
 # --- who may act ------------------------------------------------------------------------

@@ -7,6 +7,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from google.protobuf import json_format
@@ -46,6 +48,16 @@ RESERVATION_CANCELLED = Kind("ReservationCancelled", "booking.reservation_cancel
 # Announced on the bus by the BookingCreated of the same transaction.
 RESERVATION_CONFIRMED = Kind("ReservationConfirmed", None, "reservation")
 BOOKING_CREATED = Kind("BookingCreated", "booking.created", "booking")
+BOOKING_PAID = Kind("BookingPaid", "booking.paid", "booking")
+BOOKING_CONFIRMED = Kind("BookingConfirmed", "booking.confirmed", "booking")
+BOOKING_CANCELLED = Kind("BookingCancelled", "booking.cancelled", "booking")
+BOOKING_RESCHEDULED = Kind("BookingRescheduled", "booking.rescheduled", "booking")
+BOOKING_NO_SHOW = Kind("BookingNoShow", "booking.no_show", "booking")
+# The visit itself and the money coming back: the event store's; riders hear of the
+# cancellation (its event carries the refund) and analytics counts the bus events.
+BOOKING_STARTED = Kind("BookingStarted", None, "booking")
+BOOKING_COMPLETED = Kind("BookingCompleted", None, "booking")
+BOOKING_REFUNDED = Kind("BookingRefunded", None, "booking")
 
 
 def stage(kind: Kind, aggregate_id: uuid.UUID, data: Message, actor: Actor) -> dict[str, Any]:
@@ -132,9 +144,19 @@ def reservation_changed(
 
 
 def booking_changed(
-    booking: Booking, clinic: Clinic, service: ClinicService
+    booking: Booking,
+    clinic: Clinic,
+    service: ClinicService,
+    *,
+    refund_amount: Decimal | None = None,
+    refund_percent: int = 0,
+    reason: str = "",
+    previous_slot_id: str = "",
+    previous_slot_start: datetime | None = None,
 ) -> events_pb2.BookingChanged:
-    return events_pb2.BookingChanged(
+    """The booking as its events carry it; the keyword fields only where the change has
+    them (a cancellation's refund, a reschedule's previous slot)."""
+    data = events_pb2.BookingChanged(
         booking_id=str(booking.id),
         user_id=str(booking.user_id),
         pet_id=str(booking.pet_id),
@@ -153,4 +175,12 @@ def booking_changed(
         total_amount=to_money(booking.total_amount),
         discount_amount=to_money(booking.discount_amount),
         time_zone=clinic.time_zone,
+        refund_percent=refund_percent,
+        reason=reason,
+        previous_slot_id=previous_slot_id,
     )
+    if refund_amount is not None:
+        data.refund_amount.CopyFrom(to_money(refund_amount))
+    if previous_slot_start is not None:
+        data.previous_slot_start.CopyFrom(to_timestamp(previous_slot_start))
+    return data

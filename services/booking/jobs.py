@@ -1,13 +1,19 @@
 """The booking service's sweeper, run beside the server: expires reservations not confirmed
-in time and gives their places back (seed 3.3.2's clean-up job). Safe on every replica at
-once: each batch claims its reservations with SKIP LOCKED; a full batch runs the next at
-once (libs/periodic.py), so a backlog drains at the database's pace."""
+in time and gives their places back (seed 3.3.2's clean-up job), drives money moves left
+pending to their end, and cancels bookings left unpaid past the payment window. Safe on
+every replica at once: reservations are claimed with SKIP LOCKED, bookings under their row
+lock, money moves by idempotent keys. A round that did work runs the next at once
+(libs/periodic.py), so a backlog drains at the database's pace."""
 
 from __future__ import annotations
 
 from libs.periodic import Periodic
+from services.booking.bookings import BookingApp
 from services.booking.reservations import ReservationApp
 
 
-def sweeper(reservations: ReservationApp, interval: float) -> Periodic:
-    return Periodic("booking-sweeper", reservations.expire_due, interval)
+def sweeper(reservations: ReservationApp, bookings: BookingApp, interval: float) -> Periodic:
+    async def sweep() -> int:
+        return await reservations.expire_due() + await bookings.settle()
+
+    return Periodic("booking-sweeper", sweep, interval)

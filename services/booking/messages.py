@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 from google.type import date_pb2
 from tiket.booking.v1 import booking_pb2 as pb
@@ -14,6 +15,8 @@ from services.booking.domain import (
     BookingStatus,
     Clinic,
     ClinicService,
+    Payment,
+    PaymentMethod,
     PaymentStatus,
     Reservation,
     ReservationStatus,
@@ -42,6 +45,12 @@ BOOKING_STATUS = {
     BookingStatus.CANCELLED: pb.BOOKING_STATUS_CANCELLED,
     BookingStatus.RESCHEDULED: pb.BOOKING_STATUS_RESCHEDULED,
     BookingStatus.NO_SHOW: pb.BOOKING_STATUS_NO_SHOW,
+}
+BOOKING_STATUS_OF = {value: status for status, value in BOOKING_STATUS.items()}
+PAYMENT_METHOD = {
+    PaymentMethod.WALLET: pb.PAYMENT_METHOD_WALLET,
+    PaymentMethod.GATEWAY: pb.PAYMENT_METHOD_GATEWAY,
+    PaymentMethod.REFUND: pb.PAYMENT_METHOD_REFUND,
 }
 PAYMENT_STATUS = {
     PaymentStatus.PENDING: pb.PAYMENT_STATUS_PENDING,
@@ -145,7 +154,55 @@ def booking(b: Booking) -> pb.Booking:
         created_at=to_timestamp(b.created_at),
         updated_at=to_timestamp(b.updated_at),
         version=b.version,
+        cancelled_at=to_timestamp(b.cancelled_at) if b.cancelled_at else None,
+        completed_at=to_timestamp(b.completed_at) if b.completed_at else None,
+        cancellation_reason=b.cancellation_reason or "",
+        cancellation_notes=b.cancellation_notes or "",
+        payment_id=str(b.payment_id) if b.payment_id else "",
+        qr_payload=b.qr_payload or "",
     )
+
+
+def payment(p: Payment) -> pb.Payment:
+    return pb.Payment(
+        payment_id=str(p.id),
+        booking_id=str(p.booking_id),
+        amount=to_money(p.amount),
+        method=PAYMENT_METHOD[p.method],
+        provider=p.provider,
+        provider_payment_id=p.provider_payment_id or "",
+        status=p.status,
+        payment_url=p.payment_url or "",
+        expiry_time=to_timestamp(p.expiry_time) if p.expiry_time else None,
+        paid_at=to_timestamp(p.paid_at) if p.paid_at else None,
+        refunded_at=to_timestamp(p.refunded_at) if p.refunded_at else None,
+        refund_amount=to_money(p.refund_amount) if p.refund_amount is not None else None,
+        fee=to_money(p.fee) if p.fee is not None else None,
+        created_at=to_timestamp(p.created_at),
+    )
+
+
+def history_entry(row: dict[str, Any]) -> pb.BookingHistoryEntry:
+    previous = row["previous_status"]
+    return pb.BookingHistoryEntry(
+        previous_status=BOOKING_STATUS[BookingStatus(previous)] if previous else 0,
+        new_status=BOOKING_STATUS[BookingStatus(row["new_status"])],
+        changed_at=to_timestamp(row["changed_at"]),
+        changed_by=row["changed_by"] or "",
+        change_reason=row["change_reason"] or "",
+    )
+
+
+def domain_event(row: dict[str, Any]) -> pb.DomainEvent:
+    event = pb.DomainEvent(
+        event_id=str(row["event_id"]),
+        aggregate_id=str(row["aggregate_id"]),
+        event_type=row["event_type"],
+        created_at=to_timestamp(row["created_at"]),
+    )
+    event.payload.update(row["payload"])
+    event.metadata.update(row["metadata"])
+    return event
 
 
 def calendar_date(day: date) -> date_pb2.Date:

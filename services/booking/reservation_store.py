@@ -6,20 +6,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import Any
 
 from psycopg import AsyncConnection
 
 from libs.events.outbox import OUTBOX_COLUMNS
-from services.booking.domain import (
-    Booking,
-    BookingStatus,
-    PaymentStatus,
-    Reservation,
-    ReservationStatus,
-    Slot,
-)
+from services.booking.domain import Reservation, ReservationStatus, Slot
 from services.booking.events import STORE_COLUMNS
 from services.booking.store import SLOT, SLOT_COLUMNS, records
 
@@ -32,14 +24,7 @@ RESERVATION_SELECT = """
            r.status, r.request_id, r.lock_token, r.expires_at, r.created_at, r.updated_at,
            b.booking_id
       FROM reservations r LEFT JOIN bookings b ON b.reservation_id = r.reservation_id"""
-BOOKING_SELECT = """
-    SELECT b.booking_id AS id, b.reservation_id, b.user_id, b.pet_id, b.clinic_id,
-           b.service_id, b.slot_id, b.staff_id, b.status, b.payment_status, b.total_amount,
-           b.discount_amount, b.final_amount, b.notes, s.start_time AS slot_start,
-           s.end_time AS slot_end, b.created_at, b.updated_at, b.version
-      FROM bookings b JOIN slots s ON s.slot_id = b.slot_id"""
 RESERVATION = records(Reservation, status=ReservationStatus)
-BOOKING = records(Booking, status=BookingStatus, payment_status=PaymentStatus)
 # Where a place is taken: an open slot that has not started (seed 3.3.2, without the seed's
 # `version = 1`: the conditional `remaining > 0` already makes concurrent takes safe).
 TAKE_PLACE = """
@@ -180,61 +165,3 @@ async def expire_due(conn: AsyncConnection, limit: int) -> list[Reservation]:
         (limit,),
     )
     return await cur.fetchall()
-
-
-# --- bookings ---------------------------------------------------------------------------
-
-
-async def set_actor(conn: AsyncConnection, who: str, reason: str | None = None) -> None:
-    """Who makes this transaction's changes, and why: the booking history trigger reads
-    them (app.user_id, app.change_reason; local to the transaction)."""
-    await conn.execute(
-        "SELECT set_config('app.user_id', %s, true), set_config('app.change_reason', %s, true)",
-        (who, reason or ""),
-    )
-
-
-async def insert_booking(
-    conn: AsyncConnection,
-    reservation: Reservation,
-    slot: Slot,
-    amounts: tuple[Decimal, Decimal, Decimal],
-    notes: str | None,
-) -> Booking:
-    total, discount, final = amounts
-    cur = conn.cursor(row_factory=BOOKING)
-    await cur.execute(
-        """INSERT INTO bookings (reservation_id, user_id, pet_id, clinic_id, service_id, slot_id,
-                                 staff_id, total_amount, discount_amount, final_amount, notes)
-           VALUES (%(reservation)s, %(user)s, %(pet)s, %(clinic)s, %(service)s, %(slot)s,
-                   %(staff)s, %(total)s, %(discount)s, %(final)s, %(notes)s)
-           RETURNING booking_id AS id, reservation_id, user_id, pet_id, clinic_id, service_id,
-                     slot_id, staff_id, status, payment_status, total_amount, discount_amount,
-                     final_amount, notes, %(start)s::timestamptz AS slot_start,
-                     %(end)s::timestamptz AS slot_end, created_at, updated_at, version""",
-        {
-            "reservation": reservation.id,
-            "user": reservation.user_id,
-            "pet": reservation.pet_id,
-            "clinic": slot.clinic_id,
-            "service": slot.service_id,
-            "slot": slot.id,
-            "staff": slot.staff_id,
-            "total": total,
-            "discount": discount,
-            "final": final,
-            "notes": notes,
-            "start": slot.start_time,
-            "end": slot.end_time,
-        },
-    )
-    found = await cur.fetchone()
-    assert found is not None
-    return found
-
-
-async def booking(conn: AsyncConnection, column: str, value: object) -> Booking | None:
-    assert column in {"booking_id", "reservation_id"}
-    cur = conn.cursor(row_factory=BOOKING)
-    await cur.execute(f"{BOOKING_SELECT} WHERE b.{column} = %s", (value,))
-    return await cur.fetchone()

@@ -16,6 +16,7 @@ from libs.auth import Role
 from libs.cache import LocalCache
 from libs.db.transaction import in_statement, in_transaction, read
 from libs.errors import Aborted, FailedPrecondition, PermissionDenied
+from services.booking import booking_store as bs
 from services.booking import domain, events, store
 from services.booking import reservation_store as rs
 from services.booking.availability import Availability
@@ -199,12 +200,12 @@ class ReservationApp:
         await self.users.require_pet_owned(seen.user_id, seen.pet_id)
 
         async def work(conn: AsyncConnection) -> tuple[Booking, Slot | None]:
-            await rs.set_actor(conn, actor.label, "reservation_confirmed")
+            await bs.set_actor(conn, actor.label, "reservation_confirmed")
             locked = await rs.reservation(conn, reservation_id, lock=True)
             reservation = found(locked, f"reservation {reservation_id}")
             path = domain.confirm_path(reservation)
             if path is ConfirmPath.DONE:
-                booking = await rs.booking(conn, "reservation_id", reservation_id)
+                booking = await bs.booking(conn, "reservation_id", reservation_id)
                 return found(booking, f"the booking of reservation {reservation_id}"), None
             if path is ConfirmPath.RETAKE:
                 slot = await rs.take_place(conn, reservation.slot_id)
@@ -214,7 +215,7 @@ class ReservationApp:
                 slot = await store.slot(conn, "slot_id", reservation.slot_id)
                 slot = found(slot, f"slot {reservation.slot_id}")
             amounts = domain.booking_amounts(slot.price, discount)
-            booking = await rs.insert_booking(conn, reservation, slot, amounts, notes)
+            booking = await bs.insert_booking(conn, reservation, slot, amounts, notes)
             confirmed = await rs.set_reservation_status(
                 conn, reservation_id, ReservationStatus.CONFIRMED
             )
@@ -247,7 +248,7 @@ class ReservationApp:
         self, actor: Actor, booking_id: uuid.UUID, user_id: uuid.UUID | None
     ) -> Booking:
         what = f"booking {booking_id}"
-        booking = found(await read(self.pool, rs.booking, "booking_id", booking_id), what)
+        booking = found(await read(self.pool, bs.booking, "booking_id", booking_id), what)
         actor.require_party(what, booking.user_id, booking.clinic_id, user_id)
         return booking
 

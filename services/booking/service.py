@@ -13,6 +13,7 @@ from libs.server.runtime import Resources, ServiceDefinition, Wiring
 from services.booking import config, jobs
 from services.booking.api import BookingApi
 from services.booking.availability import Availability
+from services.booking.bookings import BookingApp
 from services.booking.catalogue import CatalogueApp
 from services.booking.config import BookingConfig
 from services.booking.reservations import ReservationApp
@@ -35,14 +36,18 @@ async def build(resources: Resources, booking_config: BookingConfig | None = Non
     )
     availability = Availability(resources.pool, resources.cache)
     catalogue = CatalogueApp(resources.pool, availability)
-    reservations = ReservationApp(resources.pool, availability, Users(users), booking_config)
+    user_client = Users(users)
+    reservations = ReservationApp(resources.pool, availability, user_client, booking_config)
+    bookings = BookingApp(
+        resources.pool, availability, user_client, booking_config, resources.identity
+    )
 
     def register(server: aio.Server) -> None:
         booking_pb2_grpc.add_BookingServiceServicer_to_server(
-            BookingApi(catalogue, reservations), server
+            BookingApi(catalogue, reservations, bookings), server
         )
 
-    sweeper = jobs.sweeper(reservations, settings.sweep_interval_seconds)
+    sweeper = jobs.sweeper(reservations, bookings, settings.sweep_interval_seconds)
     return Wiring(register=register, background=[sweeper], close=users.close)
 
 

@@ -22,5 +22,5 @@ async def stack() -> AsyncIterator[Stack]:
         TIKET_RATE_LIMIT_USER_PER_MINUTE="1000000",
     ) as running:
         yield running
-        problems = await audit(running.database_url())
+        problems = await audit(running.database_url(), running.database_url("user"))
         assert problems == [], f"places audit failed: {problems}"

@@ -12,7 +12,7 @@ import pytest
 
 from libs.auth import Principal, Role
 from libs.errors import FailedPrecondition, NotFound, PermissionDenied
-from services.booking import domain
+from services.booking import domain, refunds
 from services.booking.domain import (
     Actor,
     ConfirmPath,
@@ -21,6 +21,7 @@ from services.booking.domain import (
     Slot,
     SlotStatus,
 )
+from services.booking.refunds import RefundPolicy
 
 CLINIC = uuid.UUID("0b9e6a3c-5f1e-4c7a-9d3b-2a8f4e6c1d20")
 OTHER = uuid.uuid4()
@@ -135,3 +136,34 @@ def test_final_amount_is_total_less_discount_and_never_negative() -> None:
     with pytest.raises(FailedPrecondition) as caught:
         domain.booking_amounts(price, Decimal("150000.01"))
     assert caught.value.reason == "DISCOUNT_EXCEEDS_PRICE"
+
+
+def test_the_standard_policy_refunds_90_percent_until_the_start() -> None:
+    policy = RefundPolicy.parse(refunds.STANDARD)
+    start = NOW + timedelta(minutes=1)
+    assert policy.percent(start, NOW, by_clinic=False) == 90
+    assert policy.percent(NOW + timedelta(days=30), NOW, by_clinic=False) == 90
+    assert policy.name == "standard_cancellation"
+    with pytest.raises(FailedPrecondition) as caught:
+        policy.percent(NOW, NOW, by_clinic=False)
+    assert caught.value.reason == "BOOKING_STARTED"
+    assert policy.percent(NOW - timedelta(hours=1), NOW, by_clinic=True) == 100
+
+
+def test_a_tiered_policy_takes_the_tier_of_the_notice_given() -> None:
+    policy = RefundPolicy.parse("0:50, 24:100")
+    assert policy.percent(NOW + timedelta(hours=24), NOW, by_clinic=False) == 100
+    assert policy.percent(NOW + timedelta(hours=23, minutes=59), NOW, by_clinic=False) == 50
+
+
+@pytest.mark.parametrize("text", ["", "24", "24:101", "-1:50", "24:100", "0:50,0:60", "x:1"])
+def test_a_policy_that_does_not_cover_every_notice_is_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        RefundPolicy.parse(text)
+
+
+def test_refunds_are_cut_down_to_the_cent() -> None:
+    assert refunds.refund_amount(Decimal("150000.00"), 90) == Decimal("135000.00")
+    assert refunds.refund_amount(Decimal("0.15"), 90) == Decimal("0.13")
+    assert refunds.refund_amount(Decimal("99.99"), 100) == Decimal("99.99")
+    assert refunds.refund_amount(Decimal("99.99"), 0) == Decimal("0.00")

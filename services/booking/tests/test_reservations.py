@@ -19,7 +19,7 @@ from services.booking.tests.stack import (
     new_clinic,
     new_rider,
     new_slot,
-    sweeper_of,
+    replica,
 )
 from tests.support.grpc_errors import error_reason
 
@@ -59,7 +59,7 @@ async def test_500_concurrent_reservations_of_3_places_take_exactly_3(stack: Sta
         pb.GetSlotRequest(slot_id=slot.slot_id), metadata=stack.metadata()
     )
     assert (after.remaining, after.status) == (0, pb.SLOT_STATUS_BOOKED)
-    assert await audit(stack.database_url()) == []
+    assert await audit(stack.database_url(), stack.database_url("user")) == []
 
 
 async def test_a_retried_reservation_returns_the_first(stack: Stack) -> None:
@@ -84,9 +84,9 @@ async def test_expired_reservations_give_their_places_back(stack: Stack) -> None
         user, pet = await new_rider(stack)
         taken.append(await reserve(stack, slot.slot_id, user, pet))
     await expire_now(stack, [r.reservation_id for r in taken])
-    async with sweeper_of(stack) as sweeper:
-        assert await sweeper.expire_due() == 2
-        assert await sweeper.expire_due() == 0
+    async with replica(stack) as sweeper:
+        assert await sweeper.reservations.expire_due() == 2
+        assert await sweeper.reservations.expire_due() == 0
     after = await stack.booking.GetSlot(
         pb.GetSlotRequest(slot_id=slot.slot_id), metadata=stack.metadata()
     )
@@ -212,8 +212,8 @@ async def test_an_expired_reservation_is_taken_again_while_its_place_is_free(
     user, pet = await new_rider(stack)
     held = await reserve(stack, slot.slot_id, user, pet)
     await expire_now(stack, [held.reservation_id])
-    async with sweeper_of(stack) as sweeper:
-        assert await sweeper.expire_due() >= 1
+    async with replica(stack) as sweeper:
+        assert await sweeper.reservations.expire_due() >= 1
     booking = await confirm(stack, held)  # nobody took the place meanwhile
     assert booking.status == pb.BOOKING_STATUS_PENDING_PAYMENT
     after = await stack.booking.GetSlot(
@@ -228,8 +228,8 @@ async def test_an_expired_reservation_whose_place_was_taken_is_refused(stack: St
     user, pet = await new_rider(stack)
     held = await reserve(stack, slot.slot_id, user, pet)
     await expire_now(stack, [held.reservation_id])
-    async with sweeper_of(stack) as sweeper:
-        assert await sweeper.expire_due() >= 1
+    async with replica(stack) as sweeper:
+        assert await sweeper.reservations.expire_due() >= 1
     other, other_pet = await new_rider(stack)
     await reserve(stack, slot.slot_id, other, other_pet)
     with pytest.raises(aio.AioRpcError) as caught:

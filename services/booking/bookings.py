@@ -1,0 +1,506 @@
+"""Use cases of a booking after it is made: pay, cancel with refund, reschedule, the visit,
+and what it was. Every change is one transaction under the booking's row lock, with its
+history (trigger), events and money records; money moves of the wallet happen between
+transactions, each recorded as pending first and idempotent by key, so a crash or an outage
+at any point leaves a record the sweeper drives to its end (settle()). Places of slots are
+given back and taken in the same transaction as the booking change."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from psycopg import AsyncConnection, errors
+from psycopg_pool import AsyncConnectionPool
+
+from libs.auth.service_identity import ServiceIdentity
+from libs.db.transaction import in_transaction, read
+from libs.errors import FailedPrecondition, Unavailable
+from services.booking import booking_store as bs
+from services.booking import domain, events, lifecycle, qr, store
+from services.booking import reservation_store as rs
+from services.booking.availability import Availability
+from services.booking.config import BookingConfig
+from services.booking.domain import (
+    Actor,
+    Booking,
+    BookingStatus,
+    Payment,
+    PaymentMethod,
+    PaymentRecordStatus,
+    Provider,
+    found,
+)
+from services.booking.events import Kind
+from services.booking.refunds import FULL, refund_amount
+from services.booking.users import Users
+
+log = logging.getLogger(__name__)
+SETTLE_BATCH = 100
+# Payments whose money was taken (and not all of it given back yet).
+TAKEN = frozenset({PaymentRecordStatus.COMPLETED, PaymentRecordStatus.PARTIALLY_REFUNDED})
+PAYMENT_TIMEOUT = "payment_timeout"
+
+
+class BookingApp:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        availability: Availability,
+        users: Users,
+        config: BookingConfig,
+        identity: ServiceIdentity,
+    ) -> None:
+        self.pool = pool
+        self.availability = availability
+        self.users = users
+        self.config = config
+        self.identity = identity
+
+    # --- pay ----------------------------------------------------------------------------
+
+    async def pay_from_wallet(
+        self, actor: Actor, booking_id: uuid.UUID, user_id: uuid.UUID | None, key: str | None
+    ) -> tuple[Booking, Payment]:
+        """Charge the booking's final amount to the rider's wallet; paid -> CONFIRMED. A
+        retry with the same key answers the first payment (driving it on if it was left
+        pending); another key while a payment is live is PAYMENT_IN_PROGRESS/ALREADY_PAID."""
+        # Keys are unique across bookings: the client's key is scoped to its booking.
+        scoped = f"{booking_id}:{key or 'wallet'}"
+
+        async def begin(conn: AsyncConnection) -> Payment:
+            booking = self._party(actor, await bs.locked(conn, booking_id), booking_id, user_id)
+            if first := await bs.payment(conn, "idempotency_key", scoped):
+                return first
+            lifecycle.require_payable(booking)
+            try:
+                async with conn.transaction():
+                    made = await bs.insert_payment(
+                        conn,
+                        booking,
+                        booking.final_amount,
+                        PaymentMethod.WALLET,
+                        Provider.WALLET,
+                        scoped,
+                    )
+            except errors.UniqueViolation:
+                raise FailedPrecondition(
+                    "PAYMENT_IN_PROGRESS",
+                    f"booking {booking_id} has a payment under way already; wait for it, "
+                    "or retry with its idempotency_key",
+                ) from None
+            assert made is not None
+            return made
+
+        payment = await in_transaction(self.pool, begin, pipeline=False)
+        if payment.status is PaymentRecordStatus.FAILED:
+            raise FailedPrecondition(
+                "PAYMENT_FAILED",
+                f"payment {payment.id} of booking {booking_id} was refused; "
+                "pay again with a new idempotency_key",
+            )
+        if payment.status is PaymentRecordStatus.PENDING:
+            payment = await self._charge(payment)
+        booking = found(await read(self.pool, bs.booking, "booking_id", booking_id), "booking")
+        return booking, payment
+
+    async def _charge(self, payment: Payment) -> Payment:
+        """Take a pending wallet payment from the wallet, then record it paid."""
+        try:
+            if payment.amount > 0:
+                await self.users.charge(
+                    payment.user_id,
+                    payment.amount,
+                    key=f"payment-{payment.id}",
+                    reference=f"booking-{payment.booking_id}",
+                    description=f"Booking {payment.booking_id}",
+                )
+        except FailedPrecondition as refused:
+            await self._set(payment, status=PaymentRecordStatus.FAILED,
+                            metadata={"reason": refused.reason, "message": refused.message})  # fmt: skip
+            raise
+        return await self._paid(payment)
+
+    async def _paid(self, payment: Payment) -> Payment:
+        """Record a payment that went through: the booking CONFIRMED with its QR payload,
+        or — cancelled meanwhile — the payment refunded in full (no booking nobody holds)."""
+        now = datetime.now(UTC)
+
+        async def work(conn: AsyncConnection) -> tuple[Payment, Payment | None]:
+            await bs.set_actor(conn, Actor.of(None).label, "payment_received")
+            booking = found(await bs.locked(conn, payment.booking_id), "booking")
+            current = found(await bs.payment(conn, "payment_id", payment.id), "payment")
+            if current.status is not PaymentRecordStatus.PENDING:
+                return current, None  # recorded by another attempt
+            if booking.status is BookingStatus.PENDING_PAYMENT:
+                done = await bs.set_payment(conn, payment.id, status="completed", paid_at=now)
+                paid = await bs.update_booking(
+                    conn, booking.id, status=BookingStatus.CONFIRMED, payment_status="paid",
+                    payment_id=payment.id,
+                )  # fmt: skip
+                signed = qr.payload(paid, self.identity.signer())
+                paid = await bs.update_booking(conn, booking.id, qr_code_url=signed)
+                await self._announce(conn, paid, [events.BOOKING_PAID, events.BOOKING_CONFIRMED])
+                return done, None
+            # Cancelled while the money was on its way: all of it goes back.
+            done = await bs.set_payment(
+                conn, payment.id, status="refunded", paid_at=now, refunded_at=now,
+                refund_amount=payment.amount,
+            )  # fmt: skip
+            refund = await self._begin_refund(conn, booking, done, payment.amount)
+            await bs.update_booking(conn, booking.id, payment_status="refunded")
+            return done, refund
+
+        done, refund = await in_transaction(self.pool, work, pipeline=False)
+        if refund is not None:
+            await self._drive_refund(refund)
+        return done
+
+    # --- cancel -------------------------------------------------------------------------
+
+    async def cancel(
+        self,
+        actor: Actor,
+        booking_id: uuid.UUID,
+        user_id: uuid.UUID | None,
+        reason: str,
+        notes: str | None,
+    ) -> tuple[Booking, Payment | None, int]:
+        """Cancel by the rider (the refund policy applies) or the clinic (100 % back); the
+        place is given back. A retry of a cancellation answers it again."""
+        now = datetime.now(UTC)
+
+        async def work(conn: AsyncConnection):
+            await bs.set_actor(conn, actor.label, reason)
+            booking = self._party(actor, await bs.locked(conn, booking_id), booking_id, user_id)
+            if booking.status is BookingStatus.CANCELLED:
+                return (booking, *await _refund_of(conn, booking)), None
+            lifecycle.require_cancellable(booking)
+            percent = self.config.refund_policy.percent(booking.slot_start, now, actor.is_staff)
+            return await self._cancel(conn, booking, reason, notes, percent, actor, now)
+
+        (booking, refund, percent), slot = await in_transaction(self.pool, work, pipeline=False)
+        if slot is not None:
+            await self.availability.changed([slot])
+        if refund is not None and refund.status is PaymentRecordStatus.PENDING:
+            refund = await self._drive_refund(refund)
+        return booking, refund, percent
+
+    async def _cancel(
+        self,
+        conn: AsyncConnection,
+        booking: Booking,
+        reason: str,
+        notes: str | None,
+        percent: int,
+        actor: Actor,
+        now: datetime,
+    ):
+        live = await bs.live_payment(conn, booking.id)
+        paid = live if live and live.status in TAKEN else None
+        # What is still paid: a cheaper reschedule may have given part of it back.
+        net = paid.amount - (paid.refund_amount or 0) if paid else None
+        back = refund_amount(net, percent) if net else Decimal("0.00")
+        cancelled = await bs.update_booking(
+            conn,
+            booking.id,
+            status=BookingStatus.CANCELLED,
+            payment_status=lifecycle.cancelled_payment_status(net, back),
+            cancelled_at=now,
+            cancellation_reason=reason,
+            cancellation_notes=notes,
+        )
+        [slot] = await rs.give_back(conn, [booking.slot_id])
+        refund = None
+        if paid is not None and back > 0:
+            total_back = (paid.refund_amount or 0) + back
+            status = "refunded" if total_back == paid.amount else "partially_refunded"
+            await bs.set_payment(
+                conn, paid.id, status=status, refund_amount=total_back, refunded_at=now
+            )
+            refund = await self._begin_refund(conn, cancelled, paid, back)
+        await self._announce(
+            conn, cancelled, [events.BOOKING_CANCELLED], actor,
+            refund_amount=back, refund_percent=percent if paid else 0, reason=reason,
+        )  # fmt: skip
+        return (cancelled, refund, percent if paid else 0), slot
+
+    # --- reschedule ---------------------------------------------------------------------
+
+    async def reschedule(
+        self,
+        actor: Actor,
+        booking_id: uuid.UUID,
+        user_id: uuid.UUID | None,
+        new_slot_id: uuid.UUID,
+    ) -> Booking:
+        """Move the booking to another slot of its clinic and service in one transaction:
+        the new place taken (or nothing happens), the old one given back (lifecycle.
+        moved_amounts states the price rule). A retry finds it moved and answers it."""
+        now = datetime.now(UTC)
+
+        async def work(conn: AsyncConnection):
+            await bs.set_actor(conn, actor.label, "rescheduled")
+            booking = self._party(actor, await bs.locked(conn, booking_id), booking_id, user_id)
+            if booking.slot_id == new_slot_id:
+                return booking, None, []
+            lifecycle.require_movable(booking, now)
+            target = found(await store.slot(conn, "slot_id", new_slot_id), f"slot {new_slot_id}")
+            if (target.clinic_id, target.service_id) != (booking.clinic_id, booking.service_id):
+                raise FailedPrecondition(
+                    "OTHER_SERVICE",
+                    f"slot {new_slot_id} is not a slot of this booking's clinic and service",
+                )
+            amounts, back = lifecycle.moved_amounts(booking, target.price)
+            taken = await rs.take_place(conn, new_slot_id)
+            if taken is None:
+                refusal = domain.reservation_refusal(target, now)
+                raise refusal or FailedPrecondition(
+                    "SLOT_FULL", f"slot {new_slot_id} is full: no place is left"
+                )
+            [freed] = await rs.give_back(conn, [booking.slot_id])
+            total, discount, final = amounts
+            moved = await bs.update_booking(
+                conn, booking.id, slot_id=taken.id, staff_id=taken.staff_id,
+                total_amount=total, discount_amount=discount, final_amount=final,
+            )  # fmt: skip
+            if moved.payment_id is not None:  # the QR names the slot
+                signed = qr.payload(moved, self.identity.signer())
+                moved = await bs.update_booking(conn, booking.id, qr_code_url=signed)
+            refund = None
+            if back > 0:
+                paid = found(await bs.live_payment(conn, booking.id), "payment")
+                already = paid.refund_amount or Decimal("0.00")
+                await bs.set_payment(
+                    conn, paid.id, status="partially_refunded",
+                    refund_amount=already + back, refunded_at=now,
+                )  # fmt: skip
+                refund = await self._begin_refund(conn, moved, paid, back, f"move-{moved.version}")
+            await bs.insert_history(
+                conn, moved, actor.label, "rescheduled",
+                {"fromSlot": str(booking.slot_id), "toSlot": str(taken.id), "refund": str(back)},
+            )  # fmt: skip
+            await self._announce(
+                conn, moved, [events.BOOKING_RESCHEDULED], actor,
+                previous_slot_id=str(booking.slot_id), previous_slot_start=booking.slot_start,
+                refund_amount=back,
+            )  # fmt: skip
+            return moved, refund, [taken, freed]
+
+        moved, refund, slots = await in_transaction(self.pool, work, pipeline=False)
+        if slots:
+            await self.availability.changed(slots)
+        if refund is not None:
+            await self._drive_refund(refund)
+        return moved
+
+    # --- the visit ----------------------------------------------------------------------
+
+    async def visit(
+        self, actor: Actor, booking_id: uuid.UUID, to: BookingStatus, notes: str | None
+    ) -> Booking:
+        """Staff of the booking's clinic: start, complete, or mark a no-show."""
+        now = datetime.now(UTC)
+        kind = {
+            BookingStatus.IN_PROGRESS: events.BOOKING_STARTED,
+            BookingStatus.COMPLETED: events.BOOKING_COMPLETED,
+            BookingStatus.NO_SHOW: events.BOOKING_NO_SHOW,
+        }[to]
+
+        async def work(conn: AsyncConnection) -> Booking:
+            await bs.set_actor(conn, actor.label, kind.name)
+            booking = found(await bs.locked(conn, booking_id), f"booking {booking_id}")
+            actor.require_clinic(booking.clinic_id)
+            if booking.status is to:
+                return booking  # a retry
+            lifecycle.visit_step(booking, to, now)
+            fields: dict[str, Any] = {"status": to}
+            if to is BookingStatus.COMPLETED:
+                fields["completed_at"] = now
+            if notes:
+                fields["notes"] = f"{booking.notes}\n{notes}" if booking.notes else notes
+            changed = await bs.update_booking(conn, booking.id, **fields)
+            await self._announce(conn, changed, [kind], actor)
+            return changed
+
+        return await in_transaction(self.pool, work, pipeline=False)
+
+    # --- what it was ----------------------------------------------------------------------
+
+    async def history(
+        self, actor: Actor, booking_id: uuid.UUID, user_id: uuid.UUID | None
+    ) -> list[dict[str, Any]]:
+        async def query(conn: AsyncConnection) -> list[dict[str, Any]]:
+            self._party(actor, await bs.booking(conn, "booking_id", booking_id), booking_id,
+                        user_id)  # fmt: skip
+            return await bs.history(conn, booking_id)
+
+        return await read(self.pool, query)
+
+    async def events(
+        self, actor: Actor, booking_id: uuid.UUID, user_id: uuid.UUID | None
+    ) -> list[dict[str, Any]]:
+        """The events of the booking and of the reservation it came from, oldest first."""
+
+        async def query(conn: AsyncConnection) -> list[dict[str, Any]]:
+            booking = self._party(
+                actor, await bs.booking(conn, "booking_id", booking_id), booking_id, user_id
+            )
+            ids = [booking.id] + ([booking.reservation_id] if booking.reservation_id else [])
+            return await bs.events_of(conn, ids)
+
+        return await read(self.pool, query)
+
+    async def list_bookings(
+        self,
+        actor: Actor,
+        user_id: uuid.UUID | None,
+        clinic_id: uuid.UUID | None,
+        days: tuple[date, date] | None,
+        status: BookingStatus | None,
+        after: tuple[datetime, uuid.UUID] | None,
+        limit: int,
+    ) -> list[Booking]:
+        if clinic_id is not None:
+            actor.require_clinic(clinic_id)
+        return await read(
+            self.pool, lambda conn: bs.list_bookings(
+                conn, user_id=user_id, clinic_id=clinic_id, days=days, status=status,
+                after=after, limit=limit,
+            ),
+        )  # fmt: skip
+
+    # --- the sweeper's part ---------------------------------------------------------------
+
+    async def settle(self) -> int:
+        """Drive money moves left pending (a crash, the wallet down) to their end, and
+        cancel bookings left unpaid past the payment window; how many were finished."""
+        pending = await read(self.pool, bs.unsettled, self.config.settle_after, SETTLE_BATCH)
+        done = 0
+        for payment in pending:
+            try:
+                if payment.is_refund:
+                    payment = await self._drive_refund(payment)
+                else:
+                    payment = await self._charge(payment)
+            except (FailedPrecondition, Unavailable) as exc:
+                log.warning("payment %s: %s", payment.id, exc.message)
+                continue
+            done += payment.status is not PaymentRecordStatus.PENDING
+        overdue = await read(self.pool, bs.unpaid_overdue, self.config.payment_window, SETTLE_BATCH)
+        for booking_id in overdue:
+            done += await self._expire_unpaid(booking_id)
+        return done
+
+    async def _expire_unpaid(self, booking_id: uuid.UUID) -> int:
+        sweeper = Actor.of(None)
+
+        async def work(conn: AsyncConnection):
+            await bs.set_actor(conn, sweeper.label, PAYMENT_TIMEOUT)
+            booking = found(await bs.locked(conn, booking_id), "booking")
+            if booking.status is not BookingStatus.PENDING_PAYMENT:
+                return None  # paid or cancelled meanwhile
+            if await bs.live_payment(conn, booking_id) is not None:
+                return None  # a payment began meanwhile
+            note = f"not paid within {self.config.payment_window}"
+            _, slot = await self._cancel(
+                conn, booking, PAYMENT_TIMEOUT, note, FULL, sweeper, datetime.now(UTC)
+            )
+            return slot
+
+        slot = await in_transaction(self.pool, work, pipeline=False)
+        if slot is None:
+            return 0
+        await self.availability.changed([slot])
+        return 1
+
+    # --- parts ----------------------------------------------------------------------------
+
+    async def _begin_refund(
+        self, conn: AsyncConnection, booking: Booking, paid: Payment, amount: Decimal,
+        suffix: str = "cancel",
+    ) -> Payment:  # fmt: skip
+        """A pending refund of `amount` of `paid`, through the channel that paid."""
+        refund = await bs.insert_payment(
+            conn, booking, amount, PaymentMethod.REFUND, paid.provider,
+            f"refund-{paid.id}-{suffix}", refund_of=paid.id,
+        )  # fmt: skip
+        if refund is None:  # begun by an earlier attempt
+            refund = await bs.payment(conn, "idempotency_key", f"refund-{paid.id}-{suffix}")
+        return found(refund, "refund")
+
+    async def _drive_refund(self, refund: Payment) -> Payment:
+        """Credit a pending refund back; left pending when the wallet cannot answer (the
+        sweeper drives it again), failed when the wallet refuses it for good."""
+        assert refund.provider is Provider.WALLET, "gateway refunds: issue 14, next increment"
+        try:
+            await self.users.refund(
+                refund.user_id,
+                refund.amount,
+                key=f"payment-{refund.id}",
+                reference=f"booking-{refund.booking_id}",
+                description=f"Refund of booking {refund.booking_id}",
+            )
+        except Unavailable as exc:
+            log.warning("refund %s waits for the wallet: %s", refund.id, exc.message)
+            return refund
+        except FailedPrecondition as refused:
+            log.error("refund %s refused by the wallet: %s", refund.id, refused.message)
+            return await self._set(refund, status=PaymentRecordStatus.FAILED,
+                                   metadata={"reason": refused.reason, "message": refused.message})  # fmt: skip
+        return await self._set(refund, status=PaymentRecordStatus.COMPLETED,
+                               refunded_at=datetime.now(UTC), announce=events.BOOKING_REFUNDED)  # fmt: skip
+
+    async def _set(
+        self, payment: Payment, *, announce: Kind | None = None, **fields: Any
+    ) -> Payment:
+        """Record the end of a pending money move (once: a move ended already is kept)."""
+
+        async def work(conn: AsyncConnection) -> Payment:
+            current = found(await bs.payment(conn, "payment_id", payment.id), "payment")
+            if current.status is not PaymentRecordStatus.PENDING:
+                return current
+            done = await bs.set_payment(conn, payment.id, **fields)
+            if announce is not None:
+                booking = found(await bs.booking(conn, "booking_id", payment.booking_id), "b")
+                await self._announce(conn, booking, [announce], refund_amount=payment.amount)
+            return done
+
+        return await in_transaction(self.pool, work, pipeline=False)
+
+    async def _announce(
+        self,
+        conn: AsyncConnection,
+        booking: Booking,
+        kinds: Sequence[Kind],
+        actor: Actor | None = None,
+        **extra: Any,
+    ) -> None:
+        clinic = found(await store.clinic(conn, "clinic_id", booking.clinic_id), "clinic")
+        service = found(await store.service(conn, "service_id", booking.service_id), "service")
+        data = events.booking_changed(booking, clinic, service, **extra)
+        who = actor or Actor.of(None)
+        await events.record(conn, [events.stage(kind, booking.id, data, who) for kind in kinds])
+
+    @staticmethod
+    def _party(
+        actor: Actor, seen: Booking | None, booking_id: uuid.UUID, user_id: uuid.UUID | None
+    ) -> Booking:
+        what = f"booking {booking_id}"
+        booking = found(seen, what)
+        actor.require_party(what, booking.user_id, booking.clinic_id, user_id)
+        return booking
+
+
+async def _refund_of(conn: AsyncConnection, booking: Booking) -> tuple[Payment | None, int]:
+    """The refund of a cancelled booking and its share of what was paid (a retried cancel)."""
+    paid = await bs.live_payment(conn, booking.id)
+    refund = paid and await bs.payment(conn, "idempotency_key", f"refund-{paid.id}-cancel")
+    if paid is None:
+        return None, 0
+    event = await bs.last_event(conn, booking.id, events.BOOKING_CANCELLED.name)
+    return refund, int(event["refundPercent"]) if event and "refundPercent" in event else 0
