@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from functools import cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from google.protobuf.message import Message
 from google.type import timeofday_pb2
@@ -178,10 +179,23 @@ def time_zone_field(value: str, field: str = "time_zone") -> ZoneInfo:
         raise InvalidArgument.field(field, "is required")
     if len(value) > 64 or not TIME_ZONE.fullmatch(value):
         raise InvalidArgument.field(field, f"{_clip(value)!r} is not an IANA time zone name")
+    if value not in _iana_zones():
+        raise InvalidArgument.field(field, f"{value!r} is not a known time zone")
     try:
         return ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         raise InvalidArgument.field(field, f"{value!r} is not a known time zone") from None
+
+
+@cache
+def _iana_zones() -> frozenset[str]:
+    """Canonical IANA zone names: not the machine's `localtime`, tzdata's `Factory`, or the
+    posix/ and right/ copies some systems ship."""
+    return frozenset(
+        name
+        for name in available_timezones()
+        if name not in ("Factory", "localtime") and not name.startswith(("posix", "right/"))
+    )
 
 
 def time_id_token_field(token: str, field: str = "page_token") -> tuple[datetime, uuid.UUID] | None:

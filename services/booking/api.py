@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TypeVar
 
@@ -43,6 +43,9 @@ from services.booking.schedule import Window
 T = TypeVar("T")
 DEFAULT_TIME_ZONE = "Asia/Jakarta"
 SEARCH_MAX_DAYS = 31
+# Slots are made at most this far ahead (a clinic's calendar, and no date near year 9999
+# whose local time or end would overflow).
+SLOTS_AHEAD = timedelta(days=731)
 MAX_CAPACITY = 1000
 NAME_LENGTH = 255
 NOTES_LENGTH = 2000
@@ -160,8 +163,11 @@ class BookingApi(booking_pb2_grpc.BookingServiceServicer):
         start = timestamp_field(request, "start_time")
         if start is None:
             raise InvalidArgument.field("start_time", "is required")
-        if start <= datetime.now(UTC):
+        now = datetime.now(UTC)
+        if start <= now:
             raise InvalidArgument.field("start_time", "must be in the future")
+        if start > now + SLOTS_AHEAD:
+            raise InvalidArgument.field("start_time", f"is more than {SLOTS_AHEAD.days} days ahead")
         end = timestamp_field(request, "end_time")
         if end is not None and end <= start:
             raise InvalidArgument.field("end_time", "must be after start_time")
@@ -172,6 +178,8 @@ class BookingApi(booking_pb2_grpc.BookingServiceServicer):
         first, last = date_range_field(
             request, "first_date", "last_date", max_days=schedule.MAX_DAYS
         )
+        if last > (datetime.now(UTC) + SLOTS_AHEAD).date():
+            raise InvalidArgument.field("last_date", f"is more than {SLOTS_AHEAD.days} days ahead")
         windows = tuple(_window(w, f"windows[{i}]") for i, w in enumerate(request.windows))
         schedule.check_windows(windows)
         minutes = int_field(request.slot_minutes, "slot_minutes", 0, 480)
