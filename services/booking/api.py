@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from google.type import dayofweek_pb2
 from grpc import aio
+from psycopg_pool import AsyncConnectionPool
 from tiket.booking.v1 import booking_pb2 as pb
 from tiket.booking.v1 import booking_pb2_grpc
 
@@ -33,12 +34,15 @@ from libs.validation import (
     timestamp_field,
     uuid_field,
 )
-from services.booking import messages, schedule
+from services.booking import messages, schedule, stats
+from services.booking.booking_store import BookingFilter
 from services.booking.bookings import BookingApp
 from services.booking.catalogue import CatalogueApp, Generation, SlotSpec
-from services.booking.domain import Actor, BookingStatus
+from services.booking.domain import Actor, BookingStatus, PaymentMethod
+from services.booking.payments import Payments
 from services.booking.reservations import ReservationApp
 from services.booking.schedule import Window
+from services.booking.topups import TopUps
 
 T = TypeVar("T")
 DEFAULT_TIME_ZONE = "Asia/Jakarta"
@@ -46,9 +50,15 @@ SEARCH_MAX_DAYS = 31
 # Slots are made at most this far ahead (a clinic's calendar, and no date near year 9999
 # whose local time or end would overflow).
 SLOTS_AHEAD = timedelta(days=731)
+# GetBookingStats: at most a quarter per call.
+STATS_MAX_DAYS = 92
 MAX_CAPACITY = 1000
 NAME_LENGTH = 255
 NOTES_LENGTH = 2000
+PAY_METHODS = {
+    pb.PAYMENT_METHOD_WALLET: PaymentMethod.WALLET,
+    pb.PAYMENT_METHOD_GATEWAY: PaymentMethod.GATEWAY,
+}
 REASON = re.compile(r"[a-z]+(_[a-z]+)*")
 
 
@@ -77,11 +87,20 @@ def _not_built(rpc: str) -> Unimplemented:
 
 class BookingApi(booking_pb2_grpc.BookingServiceServicer):
     def __init__(
-        self, catalogue: CatalogueApp, reservations: ReservationApp, bookings: BookingApp
+        self,
+        catalogue: CatalogueApp,
+        reservations: ReservationApp,
+        bookings: BookingApp,
+        payments: Payments,
+        top_ups: TopUps,
+        pool: AsyncConnectionPool,
     ) -> None:
         self.catalogue = catalogue
         self.reservations = reservations
         self.bookings = bookings
+        self.payments = payments
+        self.top_ups = top_ups
+        self.pool = pool  # GetBookingStats reads the analytics view directly (stats.py)
 
     # --- catalogue ----------------------------------------------------------------------
 
@@ -263,11 +282,12 @@ class BookingApi(booking_pb2_grpc.BookingServiceServicer):
             if (request.idempotency_key)
             else None
         )
-        if request.method == pb.PAYMENT_METHOD_GATEWAY:
-            raise Unimplemented("gateway payments are not built yet (issue 14: a later increment)")
-        if request.method != pb.PAYMENT_METHOD_WALLET:
-            raise InvalidArgument.field("method", "must be PAYMENT_METHOD_WALLET or _GATEWAY")
-        booking, payment = await self.bookings.pay_from_wallet(_actor(), booking_id, user_id, key)
+        method = PAY_METHODS.get(request.method)
+        if method is None:
+            raise InvalidArgument.field(
+                "method", "must be PAYMENT_METHOD_WALLET or PAYMENT_METHOD_GATEWAY"
+            )
+        booking, payment = await self.payments.pay(_actor(), booking_id, user_id, method, key)
         return pb.PayBookingResponse(
             booking=messages.booking(booking), payment=messages.payment(payment)
         )
@@ -287,9 +307,8 @@ class BookingApi(booking_pb2_grpc.BookingServiceServicer):
                 raise InvalidArgument.field("status", f"{request.status} is not a booking status")
         limit = page_size_field(request.page_size)
         after = time_id_token_field(request.page_token)
-        found = await self.bookings.list_bookings(
-            _actor(), user_id, clinic_id, days, status, after, limit + 1
-        )
+        where = BookingFilter(user_id, clinic_id, days, status, after)
+        found = await self.bookings.list_bookings(_actor(), where, limit + 1)
         bookings, token = _page(found, limit, lambda b: (b.created_at, b.id))
         return pb.ListBookingsResponse(
             bookings=[messages.booking(b) for b in bookings], next_page_token=token
@@ -360,10 +379,20 @@ class BookingApi(booking_pb2_grpc.BookingServiceServicer):
     async def GetBookingStats(
         self, request: pb.GetBookingStatsRequest, context: aio.ServicerContext
     ):
-        raise _not_built("GetBookingStats")
+        clinic_id = uuid_field(request.clinic_id, "clinic_id")
+        first, last = date_range_field(request, "first_date", "last_date", max_days=STATS_MAX_DAYS)
+        service_id = optional_uuid_field(request.service_id, "service_id")
+        rows = await stats.daily(self.pool, _actor(), clinic_id, first, last, service_id)
+        return pb.GetBookingStatsResponse(days=[stats.message(row) for row in rows])
 
     async def CreateTopUp(self, request: pb.CreateTopUpRequest, context: aio.ServicerContext):
-        raise _not_built("CreateTopUp")
+        user_id = uuid_field(request.user_id, "user_id")
+        if not request.HasField("amount"):
+            raise InvalidArgument.field("amount", "is required")
+        amount = to_decimal(request.amount, "amount")
+        key = key_field(request.idempotency_key, "idempotency_key")
+        top_up = await self.top_ups.create(_actor(), user_id, amount, key)
+        return messages.top_up(top_up)
 
 
 def _slot_spec(

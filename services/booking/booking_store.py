@@ -6,6 +6,7 @@ records move together."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -61,7 +62,18 @@ BOOKING_FIELDS = frozenset(
         "notes",
     }
 )
-PAYMENT_FIELDS = frozenset({"status", "paid_at", "refunded_at", "refund_amount", "metadata"})
+PAYMENT_FIELDS = frozenset(
+    {
+        "status",
+        "paid_at",
+        "refunded_at",
+        "refund_amount",
+        "metadata",
+        "payment_url",
+        "expiry_time",
+        "provider_payment_id",
+    }
+)
 
 
 async def set_actor(conn: AsyncConnection, who: str, reason: str | None = None) -> None:
@@ -205,6 +217,13 @@ async def set_payment(conn: AsyncConnection, payment_id: uuid.UUID, **fields: An
     return changed
 
 
+async def touch_payment(conn: AsyncConnection, payment_id: uuid.UUID) -> None:
+    """Mark a pending move as looked at now (the sweeper asks again after settle_after)."""
+    await conn.execute(
+        "UPDATE payment_records SET attempts = attempts + 1 WHERE payment_id = %s", (payment_id,)
+    )
+
+
 async def live_payment(conn: AsyncConnection, booking_id: uuid.UUID) -> Payment | None:
     """The booking's payment that is pending or went through (refunded or not)."""
     cur = conn.cursor(row_factory=PAYMENT)
@@ -218,13 +237,13 @@ async def live_payment(conn: AsyncConnection, booking_id: uuid.UUID) -> Payment 
 
 
 async def unsettled(conn: AsyncConnection, older_than: timedelta, limit: int) -> list[Payment]:
-    """Wallet money moves begun more than `older_than` ago and never confirmed: a crash or
-    a dependency outage came between the record and the wallet's answer."""
+    """Money moves begun (or last looked at) more than `older_than` ago and not ended: a
+    crash or an outage came between the record and the wallet's or gateway's answer, or
+    the rider has not paid at the gateway yet."""
     cur = conn.cursor(row_factory=PAYMENT)
     await cur.execute(
         f"""SELECT {PAYMENT_COLUMNS} FROM payment_records
-             WHERE status = 'pending' AND payment_provider = 'wallet'
-               AND updated_at < now() - %s
+             WHERE status = 'pending' AND updated_at < now() - %s
              ORDER BY updated_at LIMIT %s""",
         (older_than, limit),
     )
@@ -280,17 +299,20 @@ async def last_event(
     return row[0] if row else None
 
 
-async def list_bookings(
-    conn: AsyncConnection,
-    *,
-    user_id: uuid.UUID | None,
-    clinic_id: uuid.UUID | None,
-    days: tuple[date, date] | None,
-    status: BookingStatus | None,
-    after: tuple[datetime, uuid.UUID] | None,
-    limit: int,
-) -> list[Booking]:
-    """A rider's or a clinic's bookings, newest first, by the slot's local date and status."""
+@dataclass(frozen=True)
+class BookingFilter:
+    """Which bookings ListBookings asks for: a rider's or a clinic's, by the slots' local
+    dates and status, after the page's last (created_at, booking_id)."""
+
+    user_id: uuid.UUID | None = None
+    clinic_id: uuid.UUID | None = None
+    days: tuple[date, date] | None = None
+    status: BookingStatus | None = None
+    after: tuple[datetime, uuid.UUID] | None = None
+
+
+async def list_bookings(conn: AsyncConnection, where: BookingFilter, limit: int) -> list[Booking]:
+    """Bookings matching `where`, newest first."""
     cur = conn.cursor(row_factory=BOOKING)
     await cur.execute(
         f"""{BOOKING_SELECT}
@@ -301,13 +323,13 @@ async def list_bookings(
                AND (%(at)s::timestamptz IS NULL OR (b.created_at, b.booking_id) < (%(at)s, %(id)s))
              ORDER BY b.created_at DESC, b.booking_id DESC LIMIT %(limit)s""",
         {
-            "user": user_id,
-            "clinic": clinic_id,
-            "first": days[0] if days else None,
-            "last": days[1] if days else None,
-            "status": status,
-            "at": after[0] if after else None,
-            "id": after[1] if after else None,
+            "user": where.user_id,
+            "clinic": where.clinic_id,
+            "first": where.days[0] if where.days else None,
+            "last": where.days[1] if where.days else None,
+            "status": where.status,
+            "at": where.after[0] if where.after else None,
+            "id": where.after[1] if where.after else None,
             "limit": limit,
         },
     )

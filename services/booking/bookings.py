@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from psycopg import AsyncConnection, errors
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from libs.auth.service_identity import ServiceIdentity
 from libs.db.transaction import in_transaction, read
-from libs.errors import FailedPrecondition, Unavailable
+from libs.errors import FailedPrecondition
 from services.booking import booking_store as bs
 from services.booking import domain, events, lifecycle, qr, store
 from services.booking import reservation_store as rs
@@ -30,17 +29,14 @@ from services.booking.domain import (
     Booking,
     BookingStatus,
     Payment,
-    PaymentMethod,
     PaymentRecordStatus,
-    Provider,
     found,
 )
-from services.booking.events import Kind
+from services.booking.payments import Payments
 from services.booking.refunds import FULL, refund_amount
-from services.booking.users import Users
 
 log = logging.getLogger(__name__)
-SETTLE_BATCH = 100
+BATCH = 100
 # Payments whose money was taken (and not all of it given back yet).
 TAKEN = frozenset({PaymentRecordStatus.COMPLETED, PaymentRecordStatus.PARTIALLY_REFUNDED})
 PAYMENT_TIMEOUT = "payment_timeout"
@@ -51,114 +47,15 @@ class BookingApp:
         self,
         pool: AsyncConnectionPool,
         availability: Availability,
-        users: Users,
+        payments: Payments,
         config: BookingConfig,
         identity: ServiceIdentity,
     ) -> None:
         self.pool = pool
         self.availability = availability
-        self.users = users
+        self.payments = payments
         self.config = config
         self.identity = identity
-
-    # --- pay ----------------------------------------------------------------------------
-
-    async def pay_from_wallet(
-        self, actor: Actor, booking_id: uuid.UUID, user_id: uuid.UUID | None, key: str | None
-    ) -> tuple[Booking, Payment]:
-        """Charge the booking's final amount to the rider's wallet; paid -> CONFIRMED. A
-        retry with the same key answers the first payment (driving it on if it was left
-        pending); another key while a payment is live is PAYMENT_IN_PROGRESS/ALREADY_PAID."""
-        # Keys are unique across bookings: the client's key is scoped to its booking.
-        scoped = f"{booking_id}:{key or 'wallet'}"
-
-        async def begin(conn: AsyncConnection) -> Payment:
-            booking = self._party(actor, await bs.locked(conn, booking_id), booking_id, user_id)
-            if first := await bs.payment(conn, "idempotency_key", scoped):
-                return first
-            lifecycle.require_payable(booking)
-            try:
-                async with conn.transaction():
-                    made = await bs.insert_payment(
-                        conn,
-                        booking,
-                        booking.final_amount,
-                        PaymentMethod.WALLET,
-                        Provider.WALLET,
-                        scoped,
-                    )
-            except errors.UniqueViolation:
-                raise FailedPrecondition(
-                    "PAYMENT_IN_PROGRESS",
-                    f"booking {booking_id} has a payment under way already; wait for it, "
-                    "or retry with its idempotency_key",
-                ) from None
-            assert made is not None
-            return made
-
-        payment = await in_transaction(self.pool, begin, pipeline=False)
-        if payment.status is PaymentRecordStatus.FAILED:
-            raise FailedPrecondition(
-                "PAYMENT_FAILED",
-                f"payment {payment.id} of booking {booking_id} was refused; "
-                "pay again with a new idempotency_key",
-            )
-        if payment.status is PaymentRecordStatus.PENDING:
-            payment = await self._charge(payment)
-        booking = found(await read(self.pool, bs.booking, "booking_id", booking_id), "booking")
-        return booking, payment
-
-    async def _charge(self, payment: Payment) -> Payment:
-        """Take a pending wallet payment from the wallet, then record it paid."""
-        try:
-            if payment.amount > 0:
-                await self.users.charge(
-                    payment.user_id,
-                    payment.amount,
-                    key=f"payment-{payment.id}",
-                    reference=f"booking-{payment.booking_id}",
-                    description=f"Booking {payment.booking_id}",
-                )
-        except FailedPrecondition as refused:
-            await self._set(payment, status=PaymentRecordStatus.FAILED,
-                            metadata={"reason": refused.reason, "message": refused.message})  # fmt: skip
-            raise
-        return await self._paid(payment)
-
-    async def _paid(self, payment: Payment) -> Payment:
-        """Record a payment that went through: the booking CONFIRMED with its QR payload,
-        or — cancelled meanwhile — the payment refunded in full (no booking nobody holds)."""
-        now = datetime.now(UTC)
-
-        async def work(conn: AsyncConnection) -> tuple[Payment, Payment | None]:
-            await bs.set_actor(conn, Actor.of(None).label, "payment_received")
-            booking = found(await bs.locked(conn, payment.booking_id), "booking")
-            current = found(await bs.payment(conn, "payment_id", payment.id), "payment")
-            if current.status is not PaymentRecordStatus.PENDING:
-                return current, None  # recorded by another attempt
-            if booking.status is BookingStatus.PENDING_PAYMENT:
-                done = await bs.set_payment(conn, payment.id, status="completed", paid_at=now)
-                paid = await bs.update_booking(
-                    conn, booking.id, status=BookingStatus.CONFIRMED, payment_status="paid",
-                    payment_id=payment.id,
-                )  # fmt: skip
-                signed = qr.payload(paid, self.identity.signer())
-                paid = await bs.update_booking(conn, booking.id, qr_code_url=signed)
-                await self._announce(conn, paid, [events.BOOKING_PAID, events.BOOKING_CONFIRMED])
-                return done, None
-            # Cancelled while the money was on its way: all of it goes back.
-            done = await bs.set_payment(
-                conn, payment.id, status="refunded", paid_at=now, refunded_at=now,
-                refund_amount=payment.amount,
-            )  # fmt: skip
-            refund = await self._begin_refund(conn, booking, done, payment.amount)
-            await bs.update_booking(conn, booking.id, payment_status="refunded")
-            return done, refund
-
-        done, refund = await in_transaction(self.pool, work, pipeline=False)
-        if refund is not None:
-            await self._drive_refund(refund)
-        return done
 
     # --- cancel -------------------------------------------------------------------------
 
@@ -187,7 +84,7 @@ class BookingApp:
         if slot is not None:
             await self.availability.changed([slot])
         if refund is not None and refund.status is PaymentRecordStatus.PENDING:
-            refund = await self._drive_refund(refund)
+            refund = await self.payments.drive_refund(refund)
         return booking, refund, percent
 
     async def _cancel(
@@ -222,8 +119,8 @@ class BookingApp:
             await bs.set_payment(
                 conn, paid.id, status=status, refund_amount=total_back, refunded_at=now
             )
-            refund = await self._begin_refund(conn, cancelled, paid, back)
-        await self._announce(
+            refund = await self.payments.begin_refund(conn, cancelled, paid, back, "cancel")
+        await events.announce(
             conn, cancelled, [events.BOOKING_CANCELLED], actor,
             refund_amount=back, refund_percent=percent if paid else 0, reason=reason,
         )  # fmt: skip
@@ -279,12 +176,14 @@ class BookingApp:
                     conn, paid.id, status="partially_refunded",
                     refund_amount=already + back, refunded_at=now,
                 )  # fmt: skip
-                refund = await self._begin_refund(conn, moved, paid, back, f"move-{moved.version}")
+                refund = await self.payments.begin_refund(
+                    conn, moved, paid, back, f"move-{moved.version}"
+                )
             await bs.insert_history(
                 conn, moved, actor.label, "rescheduled",
                 {"fromSlot": str(booking.slot_id), "toSlot": str(taken.id), "refund": str(back)},
             )  # fmt: skip
-            await self._announce(
+            await events.announce(
                 conn, moved, [events.BOOKING_RESCHEDULED], actor,
                 previous_slot_id=str(booking.slot_id), previous_slot_start=booking.slot_start,
                 refund_amount=back,
@@ -295,7 +194,7 @@ class BookingApp:
         if slots:
             await self.availability.changed(slots)
         if refund is not None:
-            await self._drive_refund(refund)
+            await self.payments.drive_refund(refund)
         return moved
 
     # --- the visit ----------------------------------------------------------------------
@@ -324,7 +223,7 @@ class BookingApp:
             if notes:
                 fields["notes"] = f"{booking.notes}\n{notes}" if booking.notes else notes
             changed = await bs.update_booking(conn, booking.id, **fields)
-            await self._announce(conn, changed, [kind], actor)
+            await events.announce(conn, changed, [kind], actor)
             return changed
 
         return await in_transaction(self.pool, work, pipeline=False)
@@ -356,42 +255,19 @@ class BookingApp:
         return await read(self.pool, query)
 
     async def list_bookings(
-        self,
-        actor: Actor,
-        user_id: uuid.UUID | None,
-        clinic_id: uuid.UUID | None,
-        days: tuple[date, date] | None,
-        status: BookingStatus | None,
-        after: tuple[datetime, uuid.UUID] | None,
-        limit: int,
+        self, actor: Actor, where: bs.BookingFilter, limit: int
     ) -> list[Booking]:
-        if clinic_id is not None:
-            actor.require_clinic(clinic_id)
-        return await read(
-            self.pool, lambda conn: bs.list_bookings(
-                conn, user_id=user_id, clinic_id=clinic_id, days=days, status=status,
-                after=after, limit=limit,
-            ),
-        )  # fmt: skip
+        if where.clinic_id is not None:
+            actor.require_clinic(where.clinic_id)
+        return await read(self.pool, bs.list_bookings, where, limit)
 
     # --- the sweeper's part ---------------------------------------------------------------
 
-    async def settle(self) -> int:
-        """Drive money moves left pending (a crash, the wallet down) to their end, and
-        cancel bookings left unpaid past the payment window; how many were finished."""
-        pending = await read(self.pool, bs.unsettled, self.config.settle_after, SETTLE_BATCH)
+    async def expire_unpaid(self) -> int:
+        """Cancel bookings left unpaid past the payment window (no payment under way):
+        their places go back. How many."""
+        overdue = await read(self.pool, bs.unpaid_overdue, self.config.payment_window, BATCH)
         done = 0
-        for payment in pending:
-            try:
-                if payment.is_refund:
-                    payment = await self._drive_refund(payment)
-                else:
-                    payment = await self._charge(payment)
-            except (FailedPrecondition, Unavailable) as exc:
-                log.warning("payment %s: %s", payment.id, exc.message)
-                continue
-            done += payment.status is not PaymentRecordStatus.PENDING
-        overdue = await read(self.pool, bs.unpaid_overdue, self.config.payment_window, SETTLE_BATCH)
         for booking_id in overdue:
             done += await self._expire_unpaid(booking_id)
         return done
@@ -419,72 +295,6 @@ class BookingApp:
         return 1
 
     # --- parts ----------------------------------------------------------------------------
-
-    async def _begin_refund(
-        self, conn: AsyncConnection, booking: Booking, paid: Payment, amount: Decimal,
-        suffix: str = "cancel",
-    ) -> Payment:  # fmt: skip
-        """A pending refund of `amount` of `paid`, through the channel that paid."""
-        refund = await bs.insert_payment(
-            conn, booking, amount, PaymentMethod.REFUND, paid.provider,
-            f"refund-{paid.id}-{suffix}", refund_of=paid.id,
-        )  # fmt: skip
-        if refund is None:  # begun by an earlier attempt
-            refund = await bs.payment(conn, "idempotency_key", f"refund-{paid.id}-{suffix}")
-        return found(refund, "refund")
-
-    async def _drive_refund(self, refund: Payment) -> Payment:
-        """Credit a pending refund back; left pending when the wallet cannot answer (the
-        sweeper drives it again), failed when the wallet refuses it for good."""
-        assert refund.provider is Provider.WALLET, "gateway refunds: issue 14, next increment"
-        try:
-            await self.users.refund(
-                refund.user_id,
-                refund.amount,
-                key=f"payment-{refund.id}",
-                reference=f"booking-{refund.booking_id}",
-                description=f"Refund of booking {refund.booking_id}",
-            )
-        except Unavailable as exc:
-            log.warning("refund %s waits for the wallet: %s", refund.id, exc.message)
-            return refund
-        except FailedPrecondition as refused:
-            log.error("refund %s refused by the wallet: %s", refund.id, refused.message)
-            return await self._set(refund, status=PaymentRecordStatus.FAILED,
-                                   metadata={"reason": refused.reason, "message": refused.message})  # fmt: skip
-        return await self._set(refund, status=PaymentRecordStatus.COMPLETED,
-                               refunded_at=datetime.now(UTC), announce=events.BOOKING_REFUNDED)  # fmt: skip
-
-    async def _set(
-        self, payment: Payment, *, announce: Kind | None = None, **fields: Any
-    ) -> Payment:
-        """Record the end of a pending money move (once: a move ended already is kept)."""
-
-        async def work(conn: AsyncConnection) -> Payment:
-            current = found(await bs.payment(conn, "payment_id", payment.id), "payment")
-            if current.status is not PaymentRecordStatus.PENDING:
-                return current
-            done = await bs.set_payment(conn, payment.id, **fields)
-            if announce is not None:
-                booking = found(await bs.booking(conn, "booking_id", payment.booking_id), "b")
-                await self._announce(conn, booking, [announce], refund_amount=payment.amount)
-            return done
-
-        return await in_transaction(self.pool, work, pipeline=False)
-
-    async def _announce(
-        self,
-        conn: AsyncConnection,
-        booking: Booking,
-        kinds: Sequence[Kind],
-        actor: Actor | None = None,
-        **extra: Any,
-    ) -> None:
-        clinic = found(await store.clinic(conn, "clinic_id", booking.clinic_id), "clinic")
-        service = found(await store.service(conn, "service_id", booking.service_id), "service")
-        data = events.booking_changed(booking, clinic, service, **extra)
-        who = actor or Actor.of(None)
-        await events.record(conn, [events.stage(kind, booking.id, data, who) for kind in kinds])
 
     @staticmethod
     def _party(

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from libs.config import duration_up_to, int_between, positive_float, read_setting
+from libs.config import duration_up_to, int_between, port, positive_float, read_setting
 from services.booking.domain import RESERVATION_MINUTES
 from services.booking.refunds import STANDARD, RefundPolicy
 
@@ -30,6 +30,15 @@ class BookingConfig:
     # Reservations the sweeper expires per transaction (a full batch runs the next at once).
     sweep_batch: int = 1000
     refund_policy: RefundPolicy = field(default_factory=lambda: RefundPolicy.parse(STANDARD))
+    # The gateway (Midtrans): off while no server key is set (gateway payments and top-ups
+    # are then refused with GATEWAY_NOT_CONFIGURED). Base URLs default to its sandbox.
+    midtrans_server_key: str = ""
+    midtrans_snap_url: str = "https://app.sandbox.midtrans.com"
+    midtrans_api_url: str = "https://api.sandbox.midtrans.com"
+    # Per call to the gateway (libs/clients DEPENDENCY_TIMEOUTS["payment"]: 3 s).
+    gateway_timeout: float = 3.0
+    # The HTTP port of the gateway's notifications (POST /payments/midtrans/notification).
+    http_port: int = 8054
 
 
 def load(env: Mapping[str, str] | None = None) -> BookingConfig:
@@ -57,4 +66,17 @@ def load(env: Mapping[str, str] | None = None) -> BookingConfig:
         refund_policy=read_setting(
             env, PREFIX + "REFUND_POLICY", d.refund_policy, RefundPolicy.parse
         ),
+        midtrans_server_key=env.get(PREFIX + "MIDTRANS_SERVER_KEY", ""),
+        midtrans_snap_url=read_setting(env, PREFIX + "MIDTRANS_SNAP_URL", d.midtrans_snap_url, url),
+        midtrans_api_url=read_setting(env, PREFIX + "MIDTRANS_API_URL", d.midtrans_api_url, url),
+        gateway_timeout=read_setting(
+            env, PREFIX + "GATEWAY_TIMEOUT_SECONDS", d.gateway_timeout, positive_float
+        ),
+        http_port=read_setting(env, PREFIX + "HTTP_PORT", d.http_port, port),
     )
+
+
+def url(raw: str) -> str:
+    if not raw.startswith(("http://", "https://")):
+        raise ValueError("expected an http:// or https:// URL")
+    return raw.rstrip("/")

@@ -21,6 +21,7 @@ from libs import tracing
 from libs.events.outbox import EVENT_VALUES, OUTBOX_COLUMNS, staged_event
 from libs.money import to_money
 from libs.timestamps import to_timestamp
+from services.booking import store
 from services.booking.domain import Actor, Booking, Clinic, ClinicService, Reservation, Slot
 
 SOURCE = "/tiket/booking"
@@ -85,6 +86,22 @@ def stage(kind: Kind, aggregate_id: uuid.UUID, data: Message, actor: Actor) -> d
         es_metadata=Jsonb(metadata),
     )
     return params
+
+
+async def announce(
+    conn: AsyncConnection,
+    booking: Booking,
+    kinds: Sequence[Kind],
+    actor: Actor | None = None,
+    **extra: Any,
+) -> None:
+    """Record `kinds` of events of a booking change, on the caller's transaction."""
+    clinic = await store.clinic(conn, "clinic_id", booking.clinic_id)
+    service = await store.service(conn, "service_id", booking.service_id)
+    assert clinic is not None and service is not None  # foreign keys
+    data = booking_changed(booking, clinic, service, **extra)
+    who = actor or Actor.of(None)
+    await record(conn, [stage(kind, booking.id, data, who) for kind in kinds])
 
 
 async def record(conn: AsyncConnection, staged: Sequence[dict[str, Any]]) -> None:

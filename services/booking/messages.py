@@ -10,6 +10,7 @@ from tiket.booking.v1 import booking_pb2 as pb
 
 from libs.money import to_money
 from libs.timestamps import to_timestamp
+from services.booking import topups
 from services.booking.domain import (
     Booking,
     BookingStatus,
@@ -24,6 +25,7 @@ from services.booking.domain import (
     SlotStatus,
     Staff,
 )
+from services.booking.topup_store import TopUp
 
 SLOT_STATUS = {
     SlotStatus.AVAILABLE: pb.SLOT_STATUS_AVAILABLE,
@@ -207,3 +209,16 @@ def domain_event(row: dict[str, Any]) -> pb.DomainEvent:
 
 def calendar_date(day: date) -> date_pb2.Date:
     return date_pb2.Date(year=day.year, month=day.month, day=day.day)
+
+
+def top_up(t: TopUp) -> pb.TopUpIntent:
+    return pb.TopUpIntent(
+        intent_id=str(t.id),
+        user_id=str(t.user_id),
+        amount=to_money(t.amount),
+        order_id=topups.order_id(t),
+        payment_url=t.payment_url or "",
+        status=t.status,
+        expires_at=to_timestamp(t.expires_at),
+        created_at=to_timestamp(t.created_at),
+    )

@@ -43,31 +43,29 @@ class Users:
     ) -> None:
         """Take `amount` from the wallet once per `key`; FAILED_PRECONDITION with the
         wallet's reason (INSUFFICIENT_BALANCE, USER_NOT_ACTIVE …) when it refuses."""
-        await self._call(
-            self.stub.Charge,
-            user_pb2.ChargeRequest(
-                user_id=str(user_id),
-                amount=to_money(amount),
-                idempotency_key=key,
-                reference=reference,
-                description=description,
-            ),
-        )
+        request = user_pb2.ChargeRequest(reference=reference)
+        await self._move(self.stub.Charge, request, user_id, amount, key, description)
 
     async def refund(
         self, user_id: uuid.UUID, amount: Decimal, key: str, reference: str, description: str
     ) -> None:
         """Credit back `amount` of what was charged under `reference`, once per `key`."""
-        await self._call(
-            self.stub.Refund,
-            user_pb2.RefundRequest(
-                user_id=str(user_id),
-                amount=to_money(amount),
-                idempotency_key=key,
-                reference=reference,
-                description=description,
-            ),
-        )
+        request = user_pb2.RefundRequest(reference=reference)
+        await self._move(self.stub.Refund, request, user_id, amount, key, description)
+
+    async def top_up(self, user_id: uuid.UUID, amount: Decimal, key: str, description: str) -> None:
+        """Credit money a payment provider confirmed, once per `key` (the booking service
+        is the one caller the user service lets credit a rider's wallet this way)."""
+        request = user_pb2.TopUpRequest()
+        await self._move(self.stub.TopUp, request, user_id, amount, key, description)
+
+    async def _move(self, method, request, user_id, amount, key, description) -> None:
+        """A money move of the wallet: every request of the three has these fields."""
+        request.user_id = str(user_id)
+        request.amount.CopyFrom(to_money(amount))
+        request.idempotency_key = key
+        request.description = description
+        await self._call(method, request)
 
     async def _call(self, method, request):
         try:

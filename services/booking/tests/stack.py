@@ -32,7 +32,9 @@ from services.booking import service
 from services.booking.availability import Availability
 from services.booking.bookings import BookingApp
 from services.booking.config import BookingConfig
+from services.booking.payments import Payments
 from services.booking.reservations import ReservationApp
+from services.booking.topups import TopUps
 from services.booking.users import Users
 from services.user import store as user_store
 from services.user.service import DEFINITION as USER
@@ -115,10 +117,12 @@ async def running_stack(
 @dataclass
 class Replica:
     """A second booking replica's use cases (own pool, cache and user channel): what its
-    sweeper runs is reservations.expire_due() and bookings.settle()."""
+    sweeper runs (services/booking/jobs.py)."""
 
     reservations: ReservationApp
     bookings: BookingApp
+    payments: Payments
+    top_ups: TopUps
 
 
 @asynccontextmanager
@@ -131,12 +135,18 @@ async def replica(stack: Stack, config: BookingConfig | None = None) -> AsyncIte
         settings.addresses["user"], service.USER_SERVICE, callee="user", identity=identity
     )
     availability, users = Availability(pool, cache), Users(channel)
+    midtrans = service.gateway_of(config)
+    payments = Payments(pool, users, midtrans, config, identity)
     try:
         yield Replica(
             ReservationApp(pool, availability, users, config),
-            BookingApp(pool, availability, users, config, identity),
+            BookingApp(pool, availability, payments, config, identity),
+            payments,
+            TopUps(pool, users, midtrans, config),
         )
     finally:
+        if midtrans is not None:
+            await midtrans.close()
         await channel.close()
         await cache.close()
         await pool.close()

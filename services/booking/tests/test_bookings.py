@@ -389,7 +389,7 @@ async def test_an_unpaid_booking_past_the_window_is_cancelled_by_the_sweeper(
             (datetime.now(UTC) - timedelta(hours=1), booking.booking_id),
         )
     async with replica(stack) as sweeper:
-        assert await sweeper.bookings.settle() >= 1
+        assert await sweeper.bookings.expire_unpaid() >= 1
     seen = await stack.booking.GetBooking(
         pb.GetBookingRequest(booking_id=booking.booking_id), metadata=stack.metadata()
     )

@@ -38,22 +38,21 @@ async def stack() -> AsyncIterator[Stack]:
         assert problems == [], f"audit failed: {problems}"
 
 
-async def settle(stack: Stack) -> int:
-    async with replica(stack, AT_ONCE) as sweeper:
-        return await sweeper.bookings.settle()
+async def settle(stack: Stack, config: BookingConfig = AT_ONCE) -> int:
+    async with replica(stack, config) as sweeper:
+        return await sweeper.payments.settle()
 
 
-async def settled_once_the_wallet_answers(stack: Stack) -> None:
-    """Run the sweeper until it finishes a move: gRPC reconnects to the restored wallet
-    after its own backoff, so the first rounds may still find it unreachable."""
+async def settled_once(stack: Stack, config: BookingConfig = AT_ONCE) -> None:
+    """Run the sweeper until it finishes a move: gRPC reconnects to a restored wallet after
+    its own backoff, so the first rounds may still find it unreachable."""
     done: list[int] = []
 
     async def round_done() -> bool:
-        done.append(await settle(stack))
+        done.append(await settle(stack, config))
         return done[-1] > 0
 
     await wait_until(round_done, "the sweeper to finish the pending move", within=60)
-    assert done[-1] == 1
 
 
 async def test_a_payment_the_wallet_never_answered_is_confirmed_once_it_does(
@@ -74,7 +73,7 @@ async def test_a_payment_the_wallet_never_answered_is_confirmed_once_it_does(
         pb.GetBookingRequest(booking_id=booking.booking_id), metadata=stack.metadata()
     )
     assert seen.status == pb.BOOKING_STATUS_PENDING_PAYMENT
-    await settled_once_the_wallet_answers(stack)
+    await settled_once(stack)
     seen = await stack.booking.GetBooking(
         pb.GetBookingRequest(booking_id=booking.booking_id), metadata=stack.metadata()
     )
@@ -100,7 +99,7 @@ async def test_a_refund_the_wallet_never_answered_is_credited_once_it_does(
     assert cancelled.booking.status == pb.BOOKING_STATUS_CANCELLED
     assert cancelled.refund.status == "pending"
     assert await balance(stack, user) == Decimal("400000.00")
-    await settled_once_the_wallet_answers(stack)
+    await settled_once(stack)
     assert await balance(stack, user) == Decimal("490000.00")
     assert await settle(stack) == 0  # nothing more to credit
     assert await balance(stack, user) == Decimal("490000.00")
