@@ -18,7 +18,7 @@ from tiket.booking.v1 import booking_pb2_grpc
 
 from libs import paging
 from libs.auth import current_principal
-from libs.errors import InvalidArgument, Unimplemented
+from libs.errors import InvalidArgument
 from libs.money import to_decimal
 from libs.validation import (
     date_range_field,
@@ -38,7 +38,7 @@ from services.booking import messages, schedule, stats
 from services.booking.booking_store import BookingFilter
 from services.booking.bookings import BookingApp
 from services.booking.catalogue import CatalogueApp, Generation, SlotSpec
-from services.booking.domain import Actor, BookingStatus, PaymentMethod
+from services.booking.domain import Actor, BookingStatus, PaymentMethod, SlotStatus
 from services.booking.payments import Payments
 from services.booking.reservations import ReservationApp
 from services.booking.schedule import Window
@@ -55,6 +55,19 @@ STATS_MAX_DAYS = 92
 MAX_CAPACITY = 1000
 NAME_LENGTH = 255
 NOTES_LENGTH = 2000
+# What staff may set; BOOKED is the database's to decide (no place left).
+SETTABLE_SLOT_STATUS = {
+    pb.SLOT_STATUS_AVAILABLE: SlotStatus.AVAILABLE,
+    pb.SLOT_STATUS_UNAVAILABLE: SlotStatus.UNAVAILABLE,
+    pb.SLOT_STATUS_MAINTENANCE: SlotStatus.MAINTENANCE,
+}
+# UpdateClinic's mask paths: (column, the checked value of the request's clinic).
+CLINIC_FIELDS = {
+    "name": ("name", lambda c: required_text_field(c.name, "clinic.name", max_len=NAME_LENGTH)),
+    "address": ("address", lambda c: text_field(c.address, "clinic.address", max_len=NOTES_LENGTH)),
+    "time_zone": ("time_zone", lambda c: time_zone_field(c.time_zone, "clinic.time_zone").key),
+    "active": ("is_active", lambda c: c.active),
+}
 PAY_METHODS = {
     pb.PAYMENT_METHOD_WALLET: PaymentMethod.WALLET,
     pb.PAYMENT_METHOD_GATEWAY: PaymentMethod.GATEWAY,
@@ -79,10 +92,6 @@ def _page(
     items = items[:limit]
     at, row_id = key(items[-1])
     return items, paging.encode(at.isoformat(), str(row_id))
-
-
-def _not_built(rpc: str) -> Unimplemented:
-    return Unimplemented(f"{rpc} is not built yet (issue 14: a later increment)")
 
 
 class BookingApi(booking_pb2_grpc.BookingServiceServicer):
@@ -127,7 +136,21 @@ class BookingApi(booking_pb2_grpc.BookingServiceServicer):
         )
 
     async def UpdateClinic(self, request: pb.UpdateClinicRequest, context: aio.ServicerContext):
-        raise _not_built("UpdateClinic")
+        clinic_id = uuid_field(request.clinic.clinic_id, "clinic.clinic_id")
+        paths = list(request.update_mask.paths)
+        if not paths:
+            raise InvalidArgument.field("update_mask", "name at least one field to change")
+        fields: dict[str, object] = {}
+        for path in paths:
+            value = CLINIC_FIELDS.get(path)
+            if value is None:
+                raise InvalidArgument.field(
+                    "update_mask", f"{path!r} cannot be changed; one of {', '.join(CLINIC_FIELDS)}"
+                )
+            column, read_field = value
+            fields[column] = read_field(request.clinic)
+        clinic = await self.catalogue.update_clinic(_actor(), clinic_id, fields)
+        return messages.clinic(clinic)
 
     async def CreateClinicService(
         self, request: pb.CreateClinicServiceRequest, context: aio.ServicerContext
@@ -215,7 +238,14 @@ class BookingApi(booking_pb2_grpc.BookingServiceServicer):
     async def UpdateSlotStatus(
         self, request: pb.UpdateSlotStatusRequest, context: aio.ServicerContext
     ):
-        raise _not_built("UpdateSlotStatus")
+        slot_id = uuid_field(request.slot_id, "slot_id")
+        status = SETTABLE_SLOT_STATUS.get(request.status)
+        if status is None:
+            raise InvalidArgument.field("status", "must be AVAILABLE, UNAVAILABLE or MAINTENANCE")
+        version = int_field(request.expected_version, "expected_version", 1, 2**31 - 1)
+        reason = text_field(request.reason, "reason", max_len=255)
+        slot = await self.catalogue.set_slot_status(_actor(), slot_id, status, version, reason)
+        return messages.slot(slot)
 
     async def SearchAvailableSlots(
         self, request: pb.SearchAvailableSlotsRequest, context: aio.ServicerContext

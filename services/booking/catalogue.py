@@ -27,6 +27,7 @@ from services.booking.domain import (
     Clinic,
     ClinicService,
     Slot,
+    SlotStatus,
     Staff,
     found,
     require_active,
@@ -95,6 +96,31 @@ class CatalogueApp:
                 return made
             first = await store.clinic(conn, "request_id", request_id)
             return _retried(first, fields, "a clinic", request_id)
+
+        return await in_transaction(self.pool, work, pipeline=False)
+
+    async def update_clinic(
+        self, actor: Actor, clinic_id: uuid.UUID, fields: dict[str, object]
+    ) -> Clinic:
+        """Change the clinic's fields named in an update mask. Its time zone can change only
+        while it has no slots (their local dates were read on the old clock)."""
+        actor.require_clinic(clinic_id)
+
+        async def work(conn: AsyncConnection) -> Clinic:
+            current = await self._clinic(conn, clinic_id)
+            zone = fields.get("time_zone")
+            if (
+                zone is not None
+                and zone != current.time_zone
+                and await store.has_slots(conn, clinic_id)
+            ):
+                raise FailedPrecondition(
+                    "CLINIC_HAS_SLOTS",
+                    f"clinic {clinic_id} has slots on {current.time_zone} local time: its "
+                    "time zone cannot change under them",
+                )
+            changed = await store.update_clinic(conn, clinic_id, fields)
+            return found(changed, f"clinic {clinic_id}")
 
         return await in_transaction(self.pool, work, pipeline=False)
 
@@ -239,6 +265,36 @@ class CatalogueApp:
         if created:
             await self.availability.changed(slots)
         return slots, skipped
+
+    async def set_slot_status(
+        self,
+        actor: Actor,
+        slot_id: uuid.UUID,
+        status: SlotStatus,
+        expected_version: int,
+        reason: str | None,
+    ) -> Slot:
+        """Staff take a slot out of service or put it back; ABORTED when it changed since
+        they read it (optimistic locking on version). Reservations and bookings it holds
+        stay: a slot closed for maintenance refuses new ones only."""
+
+        async def work(conn: AsyncConnection) -> Slot:
+            current = found(await store.slot(conn, "slot_id", slot_id), f"slot {slot_id}")
+            actor.require_clinic(current.clinic_id)
+            changed = await store.set_slot_status(conn, slot_id, status, expected_version)
+            if changed is None:
+                raise Aborted(
+                    f"slot {slot_id} is at version {current.version}, not {expected_version}: "
+                    "read it again and retry"
+                )
+            data = events.slot_changed(changed)
+            staged = events.stage(events.SLOT_UPDATED, slot_id, data, actor, reason=reason or "")
+            await events.record(conn, [staged])
+            return changed
+
+        slot = await in_transaction(self.pool, work, pipeline=False)
+        await self.availability.changed([slot])
+        return slot
 
     async def get_slot(self, slot_id: uuid.UUID) -> Slot:
         return found(await read(self.pool, store.slot, "slot_id", slot_id), f"slot {slot_id}")

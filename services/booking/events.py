@@ -43,6 +43,7 @@ class Kind:
 
 
 SLOT_CREATED = Kind("SlotCreated", None, "slot")
+SLOT_UPDATED = Kind("SlotUpdated", None, "slot")
 RESERVATION_CREATED = Kind("ReservationCreated", "booking.reservation_created", "reservation")
 RESERVATION_EXPIRED = Kind("ReservationExpired", "booking.reservation_expired", "reservation")
 RESERVATION_CANCELLED = Kind("ReservationCancelled", "booking.reservation_cancelled", "reservation")
@@ -61,7 +62,9 @@ BOOKING_COMPLETED = Kind("BookingCompleted", None, "booking")
 BOOKING_REFUNDED = Kind("BookingRefunded", None, "booking")
 
 
-def stage(kind: Kind, aggregate_id: uuid.UUID, data: Message, actor: Actor) -> dict[str, Any]:
+def stage(
+    kind: Kind, aggregate_id: uuid.UUID, data: Message, actor: Actor, **notes: str
+) -> dict[str, Any]:
     """The named parameters of STORE_VALUES, plus EVENT_VALUES' when `kind` goes on the bus.
     Call inside the unit of work that writes it (the relays are woken after its commit)."""
     if kind.bus is not None:
@@ -70,7 +73,7 @@ def stage(kind: Kind, aggregate_id: uuid.UUID, data: Message, actor: Actor) -> d
     else:
         params = {}
         event_id, payload = str(uuid.uuid4()), json_format.MessageToDict(data)
-    metadata = {"actor": actor.label, "source": SOURCE}
+    metadata = {"actor": actor.label, "source": SOURCE, **notes}
     if kind.bus is not None:
         metadata["routingKey"] = kind.bus
     if request_id := tracing.current_request_id():

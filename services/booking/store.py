@@ -75,6 +75,44 @@ async def insert_clinic(
     return await cur.fetchone()
 
 
+async def update_clinic(
+    conn: AsyncConnection, clinic_id: uuid.UUID, fields: dict[str, object]
+) -> Clinic | None:
+    """Set `fields` (name, address, time_zone, is_active) of a clinic; None when unknown."""
+    assert fields and set(fields) <= {"name", "address", "time_zone", "is_active"}, fields
+    assignments = ", ".join(f"{name} = %({name})s" for name in fields)
+    cur = conn.cursor(row_factory=class_row(Clinic))
+    await cur.execute(
+        f"UPDATE clinics SET {assignments} WHERE clinic_id = %(id)s RETURNING {CLINIC_COLUMNS}",
+        {**fields, "id": clinic_id},
+    )
+    return await cur.fetchone()
+
+
+async def has_slots(conn: AsyncConnection, clinic_id: uuid.UUID) -> bool:
+    cur = await conn.execute("SELECT EXISTS (SELECT FROM slots WHERE clinic_id = %s)", (clinic_id,))
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+async def set_slot_status(
+    conn: AsyncConnection, slot_id: uuid.UUID, status: SlotStatus, expected_version: int
+) -> Slot | None:
+    """Take a slot out of service or back: AVAILABLE comes back as BOOKED when no place is
+    free. None when the slot is not at `expected_version` (or unknown)."""
+    cur = conn.cursor(row_factory=SLOT)
+    await cur.execute(
+        f"""UPDATE slots
+               SET status = CASE WHEN %(status)s = 'available' AND remaining = 0 THEN 'booked'
+                                 ELSE %(status)s END,
+                   version = version + 1
+             WHERE slot_id = %(id)s AND version = %(version)s
+         RETURNING {SLOT_COLUMNS}""",
+        {"status": status, "id": slot_id, "version": expected_version},
+    )
+    return await cur.fetchone()
+
+
 async def clinic(conn: AsyncConnection, column: str, value: object) -> Clinic | None:
     assert column in {"clinic_id", "request_id"}
     cur = conn.cursor(row_factory=class_row(Clinic))

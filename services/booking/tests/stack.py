@@ -380,17 +380,3 @@ async def confirm(stack: Stack, reservation: pb.Reservation, **fields) -> pb.Boo
         ),
         metadata=stack.as_rider(reservation.user_id),
     )
-
-
-def not_built_rpcs() -> frozenset[str]:
-    """The RPCs of BookingService whose servicer method only answers UNIMPLEMENTED (a later
-    increment of issue 14): read from services/booking/api.py, so the set shrinks as they
-    are built."""
-    import inspect
-
-    from services.booking.api import BookingApi
-
-    names = pb.DESCRIPTOR.services_by_name["BookingService"].methods_by_name
-    return frozenset(
-        name for name in names if "_not_built(" in inspect.getsource(getattr(BookingApi, name))
-    )

@@ -1,8 +1,8 @@
 """Bad input, unknown ids, business refusals, access and retries of the booking service's
-first increment: each gets the documented status (INVALID_ARGUMENT naming the field in a
-google.rpc.BadRequest, NOT_FOUND, FAILED_PRECONDITION with its ErrorInfo reason,
-PERMISSION_DENIED, ALREADY_EXISTS) and a refusal writes nothing. The RPCs of later
-increments answer UNIMPLEMENTED."""
+catalogue, slots, reservations and bookings: each gets the documented status
+(INVALID_ARGUMENT naming the field in a google.rpc.BadRequest, NOT_FOUND, FAILED_PRECONDITION
+with its ErrorInfo reason, PERMISSION_DENIED, ALREADY_EXISTS) and a refusal writes nothing.
+The money and visit RPCs' refusals are in test_bookings.py and test_gateway.py."""
 
 from __future__ import annotations
 
@@ -31,7 +31,6 @@ from services.booking.tests.stack import (
     new_clinic,
     new_rider,
     new_slot,
-    not_built_rpcs,
     reserve,
     row_counts,
     stamp,
@@ -63,9 +62,6 @@ BUILT = frozenset(
     }
 )
 METHODS = pb.DESCRIPTOR.services_by_name["BookingService"].methods_by_name
-# The RPCs of later increments, and those of them still answering UNIMPLEMENTED.
-LATER = frozenset(METHODS) - BUILT
-NOT_BUILT = sorted(not_built_rpcs())
 MISSING = "5b0d3a8e-0000-4000-8000-000000000000"  # a well-formed id nothing has
 
 
@@ -883,54 +879,3 @@ async def test_a_retried_reservation_returns_the_first_and_another_slot_is_alrea
         for s in (slot, elsewhere)
     ]
     assert remaining == [1, 1]
-
-
-# --- later increments ---------------------------------------------------------------------------
-
-
-async def test_the_first_increment_is_built_and_the_rest_is_of_later_ones() -> None:
-    assert set(NOT_BUILT) <= LATER
-    assert {
-        "UpdateClinic",
-        "UpdateSlotStatus",
-        "PayBooking",
-        "ListBookings",
-        "CancelBooking",
-        "RescheduleBooking",
-        "StartBooking",
-        "CompleteBooking",
-        "MarkNoShow",
-        "GetBookingHistory",
-        "GetBookingEvents",
-        "GetBookingStats",
-        "CreateTopUp",
-    } == LATER
-
-
-@pytest.mark.parametrize("method", NOT_BUILT)
-async def test_an_rpc_not_built_is_unimplemented(stack: Stack, scene: Scene, method: str) -> None:
-    request_type = getattr(pb, METHODS[method].input_type.name)
-    before = await row_counts(stack.database_url())
-    for request in (request_type(), request_type(**_filled(request_type, scene))):
-        error = await refusal(call(stack, method, request))
-        assert error.code() is grpc.StatusCode.UNIMPLEMENTED, (
-            method,
-            error.code(),
-            error.details(),
-        )
-    assert await row_counts(stack.database_url()) == before
-
-
-def _filled(request_type, scene: Scene) -> dict[str, str]:
-    """The request's id fields set to ids that exist (the answer must not depend on them)."""
-    ids = {
-        "booking_id": MISSING,
-        "user_id": scene.rider_a[0],
-        "clinic_id": scene.a.id,
-        "slot_id": scene.slot.slot_id,
-        "new_slot_id": scene.slot.slot_id,
-        "service_id": scene.a.service.service_id,
-    }
-    return {
-        name: value for name, value in ids.items() if name in request_type.DESCRIPTOR.fields_by_name
-    }

@@ -10,11 +10,20 @@ from zoneinfo import ZoneInfo
 
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
 from google.type import dayofweek_pb2, timeofday_pb2
 from grpc import aio
 from tiket.booking.v1 import booking_pb2 as pb
 
-from services.booking.tests.stack import Stack, calendar, future_hour, new_clinic, stamp
+from services.booking.tests.stack import (
+    Stack,
+    calendar,
+    future_hour,
+    new_clinic,
+    new_rider,
+    new_slot,
+    stamp,
+)
 from tests.support.grpc_errors import error_reason
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -140,3 +149,72 @@ async def test_lists_page_through_everything_once(stack: Stack) -> None:
         if not (token := page.next_page_token):
             break
     assert seen == ["Vaksinasi", "Grooming 0", "Grooming 1", "Grooming 2", "Grooming 3"]
+
+
+async def test_a_slot_out_of_service_refuses_new_reservations_and_comes_back(
+    stack: Stack,
+) -> None:
+    clinic = await new_clinic(stack)
+    slot = await new_slot(stack, clinic, capacity=2)
+    staff = stack.as_operator(clinic.id)
+    closed = await stack.booking.UpdateSlotStatus(
+        pb.UpdateSlotStatusRequest(
+            slot_id=slot.slot_id, status=pb.SLOT_STATUS_MAINTENANCE,
+            expected_version=slot.version, reason="AC diperbaiki",
+        ),
+        metadata=staff,
+    )  # fmt: skip
+    assert (closed.status, closed.version) == (pb.SLOT_STATUS_MAINTENANCE, slot.version + 1)
+    user, pet = await new_rider(stack)
+    with pytest.raises(aio.AioRpcError) as caught:
+        await stack.booking.ReserveSlot(
+            pb.ReserveSlotRequest(slot_id=slot.slot_id, user_id=user, pet_id=pet),
+            metadata=stack.as_rider(user),
+        )
+    assert error_reason(caught.value) == "SLOT_NOT_AVAILABLE"
+    stale = pb.UpdateSlotStatusRequest(
+        slot_id=slot.slot_id, status=pb.SLOT_STATUS_AVAILABLE, expected_version=slot.version
+    )
+    with pytest.raises(aio.AioRpcError) as caught:
+        await stack.booking.UpdateSlotStatus(stale, metadata=staff)
+    assert caught.value.code() is grpc.StatusCode.ABORTED
+    other = await new_clinic(stack)
+    stale.expected_version = closed.version
+    with pytest.raises(aio.AioRpcError) as caught:
+        await stack.booking.UpdateSlotStatus(stale, metadata=stack.as_operator(other.id))
+    assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    reopened = await stack.booking.UpdateSlotStatus(stale, metadata=staff)
+    assert reopened.status == pb.SLOT_STATUS_AVAILABLE
+    held = await stack.booking.ReserveSlot(
+        pb.ReserveSlotRequest(slot_id=slot.slot_id, user_id=user, pet_id=pet),
+        metadata=stack.as_rider(user),
+    )
+    assert held.status == pb.RESERVATION_STATUS_PENDING
+
+
+async def test_a_clinic_is_renamed_but_keeps_its_clock_once_it_has_slots(stack: Stack) -> None:
+    clinic = await new_clinic(stack)
+    renamed = await stack.booking.UpdateClinic(
+        pb.UpdateClinicRequest(
+            clinic=pb.Clinic(clinic_id=clinic.id, name="Klinik Hewan Sehat Baru"),
+            update_mask=field_mask_pb2.FieldMask(paths=["name"]),
+        ),
+        metadata=stack.as_operator(clinic.id),
+    )
+    assert (renamed.name, renamed.time_zone) == ("Klinik Hewan Sehat Baru", "Asia/Jakarta")
+    await new_slot(stack, clinic)
+    move = pb.UpdateClinicRequest(
+        clinic=pb.Clinic(clinic_id=clinic.id, time_zone="Asia/Makassar"),
+        update_mask=field_mask_pb2.FieldMask(paths=["time_zone"]),
+    )
+    with pytest.raises(aio.AioRpcError) as caught:
+        await stack.booking.UpdateClinic(move, metadata=stack.metadata())
+    assert error_reason(caught.value) == "CLINIC_HAS_SLOTS"
+    move.update_mask.paths[:] = ["created_at"]
+    with pytest.raises(aio.AioRpcError) as caught:
+        await stack.booking.UpdateClinic(move, metadata=stack.metadata())
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    seen = await stack.booking.GetClinic(
+        pb.GetClinicRequest(clinic_id=clinic.id), metadata=stack.metadata()
+    )
+    assert (seen.name, seen.time_zone) == ("Klinik Hewan Sehat Baru", "Asia/Jakarta")

@@ -1,7 +1,6 @@
 """Property tests: malformed and valid requests, mixed by hypothesis, against the real booking
-service (with the real user service) — every RPC of BookingService, built or not. Every
-answer is a success or a clear refusal, never INTERNAL, UNKNOWN or UNAVAILABLE; the RPCs of
-later increments answer UNIMPLEMENTED and nothing else past the access check; a refusal
+service (with the real user service) — every RPC of BookingService. Every answer is a
+success or a clear refusal, never INTERNAL, UNKNOWN, UNAVAILABLE or UNIMPLEMENTED; a refusal
 writes nothing; the places audit holds after every example (and at module end, conftest).
 
 One service serves all examples of the module, so state accumulates between examples
@@ -37,7 +36,6 @@ from services.booking.tests.stack import (
     new_clinic,
     new_rider,
     new_slot,
-    not_built_rpcs,
     reserve,
     row_counts,
 )
@@ -53,10 +51,7 @@ REFUSALS = {
     grpc.StatusCode.UNAUTHENTICATED,  # a token minted for a malformed subject (only then)
 }
 SERVICE = pb.DESCRIPTOR.services_by_name["BookingService"]
-# RPCs of later increments of issue 14: fuzzed by the strategy that knows no fields. Those
-# not built answer UNIMPLEMENTED past the access check; those built may still refuse a part
-# that is not (e.g. gateway payments) with UNIMPLEMENTED.
-NOT_BUILT = not_built_rpcs()
+# RPCs of later increments of issue 14 are fuzzed by the strategy that knows no fields.
 FUZZ = settings(SERVICE_FUZZ, max_examples=12)
 LATER_FUZZ = settings(SERVICE_FUZZ, max_examples=6)
 INT32 = (-(2**31), 2**31 - 1)
@@ -65,16 +60,8 @@ JAKARTA = ZoneInfo("Asia/Jakarta")
 
 
 def answers(method: str) -> set[grpc.StatusCode]:
-    """What `method` may answer: past the access check, an RPC not built is UNIMPLEMENTED."""
-    if method in NOT_BUILT:
-        return {
-            grpc.StatusCode.UNIMPLEMENTED,
-            grpc.StatusCode.PERMISSION_DENIED,
-            grpc.StatusCode.UNAUTHENTICATED,
-        }
-    if method in FIRST_INCREMENT:
-        return REFUSALS | {grpc.StatusCode.OK}
-    return REFUSALS | {grpc.StatusCode.OK, grpc.StatusCode.UNIMPLEMENTED}
+    """What `method` may answer: a clear refusal or OK, never UNIMPLEMENTED (all are built)."""
+    return REFUSALS | {grpc.StatusCode.OK}
 
 
 # --- the service's state, shared by the examples of the module -------------------------------
@@ -516,7 +503,6 @@ async def check(stack: Stack, data, method: str) -> None:
             assert not well_formed(role, sub), f"{method} refused {role} {sub!r}: {error.details()}"
         assert await row_counts(url) == before, f"{method} refused with {code.name} but wrote"
     if response is not None:
-        assert method not in NOT_BUILT, f"{method} is not built but answered OK"
         learn(world, method, request, response)
     problems = await audit(url, stack.database_url("user"))
     assert problems == [], f"audit failed after {method}: {problems}"
@@ -527,7 +513,6 @@ async def test_every_rpc_is_fuzzed() -> None:
     other RPC is fuzzed as one of a later increment; none of the first is left unbuilt."""
     assert set(SERVICE.methods_by_name) >= FIRST_INCREMENT
     assert len(FIRST_INCREMENT) == 16
-    assert not NOT_BUILT & FIRST_INCREMENT
     tests = {name for name in globals() if name.startswith("test_fuzz_")}
     assert {f"test_fuzz_{snake(m)}" for m in FIRST_INCREMENT} <= tests
 

@@ -32,7 +32,6 @@ from services.booking.tests.stack import (
     future_hour,
     idr,
     new_clinic,
-    not_built_rpcs,
     row_counts,
     stamp,
 )
@@ -272,9 +271,6 @@ async def test_the_refresher_refreshes_at_start_then_hourly(
     await cancel(stack, booking)  # leaves nothing pending for the module's audit
 
 
-@pytest.mark.skipif(
-    "GetBookingStats" in not_built_rpcs(), reason="GetBookingStats is not wired in api.py yet"
-)
 async def test_the_rpc_checks_its_fields_then_the_clinic_then_answers(
     stack: Stack, pool: AsyncConnectionPool
 ) -> None:

@@ -1,0 +1,188 @@
+"""`tiket demo booking` and the booking service's demo data, against the real user and
+booking services in this process: the demo data loads twice without a change, and the
+scripted visit prints each step, the 90 % refund, the wallet before and after and the
+history, writes the QR code's PNG, and leaves the places and money audit clean."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import datetime, time, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+import pytest_asyncio
+from google.type import date_pb2
+from tiket.booking.v1 import booking_pb2 as pb
+
+from cli import demo_booking
+from cli.main import _parser
+from libs.auth import Role
+from libs.config import Settings
+from services.booking import demo as booking_demo
+from services.booking.tests.stack import Stack, audit, row_counts, running_stack
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack() -> AsyncIterator[Stack]:
+    async with running_stack(
+        TIKET_SWEEP_INTERVAL_SECONDS="3600",
+        TIKET_RATE_LIMIT_ADDRESS_PER_MINUTE="1000000",
+        TIKET_RATE_LIMIT_USER_PER_MINUTE="1000000",
+    ) as running:
+        yield running
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def loaded(stack: Stack) -> list[list[str]]:
+    """What two loads of the demo data printed."""
+    printed: list[list[str]] = []
+    for _ in range(2):
+        lines: list[str] = []
+        await booking_demo.load(stack.channels["booking"], stack.metadata(Role.ADMIN), lines.append)
+        printed.append(lines)
+    return printed
+
+
+def cli_settings(stack: Stack, state_dir: Path) -> Settings:
+    """The settings `tiket demo booking` would read to reach this stack's services."""
+    addresses = {
+        **stack.settings.addresses,
+        "user": f"127.0.0.1:{stack.runtimes['user'].port}",
+        "booking": f"127.0.0.1:{stack.runtimes['booking'].port}",
+    }
+    return replace(stack.settings, addresses=addresses, state_dir=str(state_dir))
+
+
+def scenario(*argv: str) -> argparse.Namespace:
+    return _parser().parse_args(["demo", "booking", *argv])
+
+
+async def test_loading_the_demo_data_twice_changes_nothing(stack, loaded):
+    first, second = loaded
+    url = stack.database_url()
+    before = await row_counts(url)
+    await booking_demo.load(stack.channels["booking"], stack.metadata(Role.ADMIN), lambda _: None)
+    assert await row_counts(url) == before
+    assert second == first
+    assert before["clinics"] == len(booking_demo.DEMO_CLINICS) == 2
+    assert before["clinic_services"] == before["staff"] == 4
+    assert before["slots"] > 0 and before["reservations"] == before["bookings"] == 0
+    assert first[0].startswith("  clinic Klinik Hewan PetPro Sudirman (Asia/Jakarta)  id=")
+    assert any("Vaksinasi" in line and "Rp 150.000" in line for line in first)
+
+
+async def test_demo_slots_keep_the_clinics_hours_on_their_own_wall_clock(stack, loaded):
+    admin = stack.metadata(Role.ADMIN)
+    clinics = await stack.booking.ListClinics(pb.ListClinicsRequest(), metadata=admin)
+    assert {c.name: c.time_zone for c in clinics.clinics} == {
+        "Klinik Hewan PetPro Sudirman": "Asia/Jakarta",
+        "Klinik Hewan PetPro Denpasar": "Asia/Makassar",
+    }
+    for clinic in clinics.clinics:
+        zone = ZoneInfo(clinic.time_zone)
+        offered = await stack.booking.ListClinicServices(
+            pb.ListClinicServicesRequest(clinic_id=clinic.clinic_id), metadata=admin
+        )
+        for service in offered.services:
+            found = await stack.booking.SearchAvailableSlots(
+                pb.SearchAvailableSlotsRequest(
+                    clinic_id=clinic.clinic_id,
+                    service_id=service.service_id,
+                    first_date=_today(zone),
+                    last_date=_today(zone, days=14),
+                ),
+                metadata=admin,
+            )
+            assert found.slots, f"{clinic.name}: no {service.name} slot"
+            for slot in found.slots:
+                start = slot.start_time.ToDatetime(tzinfo=zone)
+                end = slot.end_time.ToDatetime(tzinfo=zone)
+                assert start.weekday() < 6, f"{service.name} on a Sunday: {start}"
+                assert (end - start).total_seconds() == service.duration_minutes * 60
+                assert any(
+                    opens <= start.time() and end.time() <= closes
+                    for opens, closes in booking_demo.WINDOWS
+                ), f"{service.name} outside opening hours: {start:%H:%M}-{end:%H:%M}"
+                assert not (time(12) <= start.time() < time(13))
+
+
+async def test_demo_booking_prints_each_step_the_refund_and_the_balances(stack, loaded, tmp_path):
+    settings = cli_settings(stack, tmp_path)
+    lines: list[str] = []
+    await demo_booking.booking(scenario(), settings, out=lines.append)
+    text = "\n".join(lines)
+
+    assert lines[0] == "created  Putri Anggraini (CARD0100) with Rp 500.000 on the wallet (admin)"
+    assert "rider    Putri Anggraini (CARD0100) with Mochi (kucing)" in lines
+    assert "clinic   Klinik Hewan PetPro Sudirman (Asia/Jakarta): Vaksinasi Rp 150.000" in lines
+    assert "wallet   available Rp 500.000" in lines
+    steps = [line for line in lines if line.lstrip("\n")[:2] in {f"{n}." for n in range(1, 7)}]
+    assert [step.lstrip("\n")[:2] for step in steps] == ["1.", "2.", "3.", "4.", "5.", "6."]
+    assert "free slots" in steps[0] and " WIB" in steps[0]
+    assert "held until" in steps[1] and "with drh. Ayu Lestari" in steps[1]
+    assert ": pending_payment, to pay Rp 150.000" in steps[2]
+    assert (
+        "4. pay      Rp 150.000 from the wallet: booking confirmed, payment completed" in steps[3]
+    )
+    assert steps[3].endswith("available Rp 350.000")
+    assert "5. booking  confirmed/paid" in steps[4]
+    assert (
+        "6. cancel   by the rider: 90 % refunded, Rp 135.000 back to the wallet; "
+        "booking cancelled, payment partially_refunded"
+    ) in steps[5]
+    assert "\nwallet   before Rp 500.000  after Rp 485.000  difference -Rp 15.000" in lines
+
+    history = [line for line in lines if line.startswith("history") or line.startswith(" " * 9)]
+    assert len(history) == 3, text
+    assert "(new) -> pending_payment" in history[0]
+    assert "pending_payment -> confirmed" in history[1]
+    assert "confirmed -> cancelled" in history[2] and "(customer_request)" in history[2]
+
+    [png] = tmp_path.glob("booking-*.png")
+    assert str(png) in steps[4]
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+    assert await audit(stack.database_url(), stack.database_url("user")) == []
+
+
+async def test_demo_booking_runs_again_with_the_same_rider(stack, loaded, tmp_path):
+    settings = cli_settings(stack, tmp_path)
+    lines: list[str] = []
+    await demo_booking.booking(scenario("--card", "CARD0101"), settings, out=lines.append)
+    assert lines[0] == "created  Putri Anggraini (CARD0101) with Rp 500.000 on the wallet (admin)"
+    again: list[str] = []
+    await demo_booking.booking(scenario("--card", "CARD0101"), settings, out=again.append)
+    assert not any(line.startswith("created") for line in again)
+    assert "\nwallet   before Rp 485.000  after Rp 470.000  difference -Rp 15.000" in again
+    assert len(list(tmp_path.glob("booking-*.png"))) == 2
+    assert await audit(stack.database_url(), stack.database_url("user")) == []
+
+
+async def test_demo_booking_of_another_service(stack, loaded, tmp_path):
+    settings = cli_settings(stack, tmp_path)
+    lines: list[str] = []
+    argv = ("--card", "CARD0102", "--service", "Pemeriksaan Umum")
+    await demo_booking.booking(scenario(*argv), settings, out=lines.append)
+    assert any("with drh. Bambang Pratama" in line for line in lines)
+    assert any("90 % refunded, Rp 90.000 back to the wallet" in line for line in lines)
+    assert "\nwallet   before Rp 500.000  after Rp 490.000  difference -Rp 10.000" in lines
+
+
+async def test_demo_booking_without_the_demo_data_says_what_to_do(stack, loaded, tmp_path):
+    settings = cli_settings(stack, tmp_path)
+    with pytest.raises(demo_booking.DemoDataMissing, match="no active clinic named 'Klinik Lain'"):
+        await demo_booking.booking(
+            scenario("--clinic", "Klinik Lain"), settings, out=lambda _: None
+        )
+    with pytest.raises(SystemExit, match=r"load the demo data first \(`tiket seed`\)"):
+        await demo_booking._booking_or_exit(scenario("--service", "Operasi"), settings)
+
+
+def _today(zone: ZoneInfo, days: int = 0) -> date_pb2.Date:
+    day = datetime.now(zone).date() + timedelta(days=days)
+    return date_pb2.Date(year=day.year, month=day.month, day=day.day)
