@@ -263,6 +263,23 @@ async def unpaid_overdue(conn: AsyncConnection, window: timedelta, limit: int) -
     return [row[0] for row in await cur.fetchall()]
 
 
+async def claim_reminders(conn: AsyncConnection, ahead: timedelta, limit: int) -> list[uuid.UUID]:
+    """Confirmed bookings whose visit starts within `ahead` and that were not reminded yet,
+    marked reminded; those another transaction holds are left for the next round."""
+    cur = await conn.execute(
+        """WITH due AS (
+               SELECT b.booking_id FROM bookings b JOIN slots s ON s.slot_id = b.slot_id
+                WHERE b.status = 'confirmed' AND b.reminded_at IS NULL
+                  AND s.start_time > now() AND s.start_time <= now() + %s
+                ORDER BY s.start_time LIMIT %s
+                  FOR UPDATE OF b SKIP LOCKED)
+           UPDATE bookings b SET reminded_at = now() FROM due
+            WHERE b.booking_id = due.booking_id RETURNING b.booking_id""",
+        (ahead, limit),
+    )
+    return [row[0] for row in await cur.fetchall()]
+
+
 # --- reading a booking's past --------------------------------------------------------------
 
 

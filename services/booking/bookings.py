@@ -272,6 +272,20 @@ class BookingApp:
             done += await self._expire_unpaid(booking_id)
         return done
 
+    async def remind_due(self) -> int:
+        """Tell riders of confirmed visits starting within the reminder window (seed 001:
+        24 h), each once: the booking is marked and its booking.reminder event written in
+        one transaction. How many."""
+
+        async def work(conn: AsyncConnection) -> int:
+            due = await bs.claim_reminders(conn, self.config.reminder_before, BATCH)
+            for booking_id in due:
+                booking = found(await bs.booking(conn, "booking_id", booking_id), "booking")
+                await events.announce(conn, booking, [events.BOOKING_REMINDER])
+            return len(due)
+
+        return await in_transaction(self.pool, work, pipeline=False)
+
     async def _expire_unpaid(self, booking_id: uuid.UUID) -> int:
         sweeper = Actor.of(None)
 

@@ -25,6 +25,8 @@ class BookingConfig:
     # A money move (charge or refund) still unconfirmed after this is driven again by the
     # sweeper (each is idempotent by key).
     settle_after: timedelta = timedelta(seconds=30)
+    # Seed 001: riders are reminded of a confirmed visit this long before it.
+    reminder_before: timedelta = timedelta(hours=24)
     # Per call to the user service (seed 001 §3.1: 1,000 ms).
     user_timeout: float = 1.0
     # Reservations the sweeper expires per transaction (a full batch runs the next at once).
@@ -56,6 +58,9 @@ def load(env: Mapping[str, str] | None = None) -> BookingConfig:
         ),
         settle_after=read_setting(
             env, PREFIX + "SETTLE_AFTER_SECONDS", d.settle_after, duration_up_to(timedelta(days=1))
+        ),
+        reminder_before=read_setting(
+            env, PREFIX + "REMINDER_SECONDS", d.reminder_before, duration_up_to(timedelta(days=7))
         ),
         user_timeout=read_setting(
             env, PREFIX + "USER_TIMEOUT_SECONDS", d.user_timeout, positive_float

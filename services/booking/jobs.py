@@ -1,10 +1,10 @@
 """The booking service's sweeper, run beside the server: expires reservations not confirmed
 in time and gives their places back (seed 3.3.2's clean-up job), drives money moves left
 pending to their end (the wallet repeated, the gateway asked), cancels bookings left unpaid
-past the payment window, and ends top-ups the gateway never settled. Safe on
-every replica at once: reservations are claimed with SKIP LOCKED, bookings under their row
-lock, money moves by idempotent keys. A round that did work runs the next at once
-(libs/periodic.py), so a backlog drains at the database's pace."""
+past the payment window, reminds riders of visits 24 h ahead, and ends top-ups the gateway
+never settled. Safe on every replica at once: reservations are claimed with SKIP LOCKED,
+bookings under their row lock, money moves by idempotent keys. A round that did work runs
+the next at once (libs/periodic.py), so a backlog drains at the database's pace."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ def sweeper(
             await reservations.expire_due()
             + await payments.settle()
             + await bookings.expire_unpaid()
+            + await bookings.remind_due()
             + await top_ups.settle()
         )
 

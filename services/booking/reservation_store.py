@@ -10,7 +10,6 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from libs.events.outbox import OUTBOX_COLUMNS
 from services.booking.domain import Reservation, ReservationStatus, Slot
 from services.booking.events import STORE_COLUMNS
 from services.booking.store import SLOT, SLOT_COLUMNS, records
@@ -34,7 +33,8 @@ TAKE_PLACE = """
            version = version + 1
      WHERE slot_id = %(slot_id)s AND status = 'available' AND remaining > 0
        AND start_time > now()"""
-# One statement: the place, the reservation holding it and its event, or nothing at all.
+# One statement: the place, the reservation holding it and its event in the event store
+# (ReservationCreated stays in the store: no other service acts on it), or nothing at all.
 RESERVE = f"""
 WITH taken AS (
     {TAKE_PLACE}
@@ -46,12 +46,6 @@ WITH taken AS (
            %(expires_at)s, %(lock_token)s
       FROM taken
     RETURNING {RESERVATION_COLUMNS}
-), announced AS (
-    INSERT INTO outbox ({OUTBOX_COLUMNS})
-    SELECT %(event_id)s, %(event_type)s,
-           jsonb_set(%(event_body)s, '{{data,slotRemaining}}', to_jsonb(t.remaining)),
-           %(event_traceparent)s
-      FROM taken t, reserved
 ), stored AS (
     INSERT INTO event_store ({STORE_COLUMNS})
     SELECT %(es_event_id)s, %(es_aggregate_id)s, %(es_aggregate_type)s, %(es_event_type)s,

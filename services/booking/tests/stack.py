@@ -36,6 +36,7 @@ from services.booking.payments import Payments
 from services.booking.reservations import ReservationApp
 from services.booking.topups import TopUps
 from services.booking.users import Users
+from services.notification.service import DEFINITION as NOTIFICATION
 from services.user import store as user_store
 from services.user.service import DEFINITION as USER
 from tests.support import keys
@@ -79,10 +80,15 @@ class Stack:
 
 @asynccontextmanager
 async def running_stack(
-    config: BookingConfig | None = None, *, proxied: bool = False, **env_overrides: str
+    config: BookingConfig | None = None,
+    *,
+    proxied: bool = False,
+    notifying: bool = False,
+    **env_overrides: str,
 ) -> AsyncIterator[Stack]:
     """Start the user service, then the booking service pointed at it (through a
-    fault-injection proxy with `proxied`)."""
+    fault-injection proxy with `proxied`), and with `notifying` the notification service
+    that tells riders of booking.* events."""
     env = isolated_env(**env_overrides)
     base = load(env)
     runtimes = {"user": ServiceRuntime(USER, base)}
@@ -101,6 +107,9 @@ async def running_stack(
         )
         runtimes["booking"] = ServiceRuntime(definition, settings)
         await runtimes["booking"].start()
+        if notifying:
+            runtimes["notification"] = ServiceRuntime(NOTIFICATION, settings)
+            await runtimes["notification"].start()
         for name, runtime in runtimes.items():
             channels[name] = aio.insecure_channel(f"127.0.0.1:{runtime.port}")
         yield Stack(settings, runtimes, channels, proxy)
@@ -111,7 +120,7 @@ async def running_stack(
             await runtime.stop()
         if proxy is not None:
             await proxy.stop()
-        await remove_run(base, SERVICES)
+        await remove_run(base, [*SERVICES, *(["notification"] if notifying else [])])
 
 
 @dataclass
