@@ -10,7 +10,7 @@ from tiket.booking.v1 import booking_pb2, booking_pb2_grpc
 from libs.clients import service_channel
 from libs.db.migrations import Track
 from libs.server.runtime import Background, Resources, ServiceDefinition, Wiring
-from services.booking import config, jobs, stats
+from services.booking import config, jobs, partitions, stats
 from services.booking.api import BookingApi
 from services.booking.availability import Availability
 from services.booking.bookings import BookingApp
@@ -55,6 +55,7 @@ async def build(resources: Resources, booking_config: BookingConfig | None = Non
     background: list[Background] = [
         jobs.sweeper(reservations, bookings, payments, top_ups, settings.sweep_interval_seconds),
         stats.refresher(pool),  # booking_analytics_daily, hourly (one replica at a time)
+        partitions.keeper(pool),  # month partitions of the event store and history, daily
     ]
     if midtrans is not None:
         notifications = Notifications(pool, midtrans, payments, top_ups)
