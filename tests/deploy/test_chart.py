@@ -1,0 +1,371 @@
+"""helm/tiket as Helm and Kubernetes' own schemas see it: lint, the values schema, every core
+object valid for the oldest and newest Kubernetes the chart supports, and every service of
+services/registry.py deployed with what issue 17 asks for."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import pytest
+import yaml
+from prometheus_client import REGISTRY
+
+import libs.server.metrics  # noqa: F401  (registers the metrics the alerts read)
+from libs.config import SERVICE_PORTS, load
+from libs.db.database import drop_database
+from services import registry
+from services.booking import config as booking_config
+from tests.deploy.chart import (
+    CHART,
+    NAMESPACE,
+    VALUE_SETS,
+    Docs,
+    helm,
+    is_custom,
+    object_name,
+    of_kind,
+    render,
+    run,
+    selects,
+    template,
+    tool,
+    values,
+)
+from tests.support.databases import POSTGRES_URL, unique_name
+from tests.support.processes import tiket
+
+SERVICES = list(registry.SERVICES)
+# The chart's kubeVersion floor and the newest schemas kubernetes-validate bundles.
+KUBE_VERSIONS = ("1.30", "1.37")
+GATEWAY = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
+
+
+def core(docs: Docs) -> list[dict]:
+    return [doc for doc in docs if not is_custom(doc)]
+
+
+def kubernetes_validate(docs: list[dict], version: str) -> tuple[int, str]:
+    """`kubernetes-validate --strict` of `docs` as one stream on stdin: (exit code, output)."""
+    done = run(
+        tool("kubernetes-validate"),
+        "--strict",
+        "-k",
+        version,
+        "-",
+        stdin=yaml.safe_dump_all(docs),
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_helm_lint_strict_passes(value_set: str) -> None:
+    done = helm("lint", "--strict", str(CHART), *VALUE_SETS[value_set])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 chart(s) failed" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        "serviceDefaults.replica=3",  # misspelt key
+        "services.user.port=grpc",  # not a port
+        "config.environment=prod",  # not an environment the services know
+        "secrets.postgres.key=",  # a secret reference must name its key
+        "serviceDefaults.autoscaling.targetCPUUtilizationPercentage=170",
+    ],
+)
+def test_values_schema_refuses_bad_values(flag: str) -> None:
+    done = template("default", "--set", flag)
+    assert done.returncode != 0
+    assert "values don't meet the specifications of the schema" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_core_objects_pass_kubernetes_validate_strict(value_set: str, version: str) -> None:
+    docs = core(render(value_set))
+    code, output = kubernetes_validate(docs, version)
+    assert code == 0, output
+    assert "WARN" not in output and "ERROR" not in output, output
+    assert output.count(" passed for resource ") == len(docs), output
+
+
+def test_kubernetes_validate_strict_refuses_an_unknown_field() -> None:
+    """The check above can fail: a misspelt probe field is an error in strict mode."""
+    deployment = copy.deepcopy(next(iter(of_kind(render("default"), "Deployment").values())))
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container["readinessProbe"]["grpcc"] = container["readinessProbe"].pop("grpc")
+    code, output = kubernetes_validate([deployment], KUBE_VERSIONS[-1])
+    assert code != 0
+    assert "grpcc" in output, output
+
+
+def test_the_chart_has_a_block_for_every_service_and_no_other() -> None:
+    assert sorted(values()["services"]) == sorted(SERVICES)
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_every_service_is_deployed_with_its_objects(name: str) -> None:
+    docs = render("production")
+    obj = object_name(name)
+    grpc_service = registry.grpc_service_names(name)[0]
+    port = SERVICE_PORTS[name][0]
+
+    deployment = of_kind(docs, "Deployment")[obj]
+    pod = deployment["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    assert selects(deployment["spec"]["selector"]["matchLabels"], labels)
+    (container,) = pod["spec"]["containers"]
+    assert container["args"] == [name]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]}["grpc"] == port
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["grpc"]["port"] == port, probe
+    for probe in ("startupProbe", "readinessProbe"):
+        assert container[probe]["grpc"]["service"] == grpc_service, probe
+
+    service = of_kind(docs, "Service")[obj]
+    assert selects(service["spec"]["selector"], labels)
+    grpc_port = next(p for p in service["spec"]["ports"] if p["name"] == "grpc")
+    assert (grpc_port["port"], grpc_port["targetPort"]) == (port, "grpc")
+
+    hpa = of_kind(docs, "HorizontalPodAutoscaler")[obj]
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": obj,
+    }
+    targets = {m["resource"]["name"]: m["resource"]["target"] for m in hpa["spec"]["metrics"]}
+    assert targets["cpu"] == {"type": "Utilization", "averageUtilization": 70}
+    assert "memory" in targets
+    assert selects(
+        of_kind(docs, "PodDisruptionBudget")[obj]["spec"]["selector"]["matchLabels"], labels
+    )
+
+    assert obj in of_kind(docs, "ServiceAccount")
+    assert pod["spec"]["serviceAccountName"] == obj
+
+    job = of_kind(docs, "Job")[object_name(f"migrate-{name}")]
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"] == ["tiket", "migrate", name]
+
+    host = f"{obj}.{NAMESPACE}.svc.cluster.local"
+    routes = of_kind(docs, "VirtualService")["tiket"]["spec"]["http"]
+    assert any(
+        {"uri": {"prefix": f"/{grpc_service}/"}} in route["match"]
+        and route["route"] == [{"destination": {"host": host, "port": {"number": port}}}]
+        for route in routes
+    ), f"no VirtualService route to {host}"
+    assert of_kind(docs, "DestinationRule")[obj]["spec"]["host"] == host
+    policy = of_kind(docs, "AuthorizationPolicy")[obj]
+    assert selects(policy["spec"]["selector"]["matchLabels"], labels)
+    assert policy["spec"]["action"] == "ALLOW"
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_every_pod_is_locked_down(value_set: str) -> None:
+    """Non-root, read-only root filesystem, no privilege escalation, no capability,
+    seccomp RuntimeDefault: the services' pods and the migration Jobs'."""
+    docs = render(value_set)
+    pods = [d["spec"]["template"] for d in docs if d["kind"] in ("Deployment", "Job")]
+    assert len(pods) == 2 * len(SERVICES)
+    for pod in pods:
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+        assert pod["spec"]["automountServiceAccountToken"] is False
+        for container in pod["spec"]["containers"]:
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["capabilities"] == {"drop": ["ALL"]}
+            assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+            assert container["resources"]["limits"]
+
+
+def test_service_containers_get_seed_001_resources() -> None:
+    for deployment in of_kind(render("default"), "Deployment").values():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}
+
+
+def _settings_names() -> set[str]:
+    """The TIKET_* variables read by a literal name: libs/config.py's, and those of each
+    service's own config.py (`PREFIX + "NAME"`)."""
+    root = CHART.parents[1]
+    names = set(re.findall(r'"(TIKET_[A-Z0-9_]+)"', (root / "libs" / "config.py").read_text()))
+    for path in root.glob("services/*/config.py"):
+        source = path.read_text()
+        prefix = re.search(r'^PREFIX = "(TIKET_[A-Z0-9_]+)"', source, re.MULTILINE)
+        if prefix:
+            names |= {prefix[1] + n for n in re.findall(r'PREFIX \+ "([A-Z0-9_]+)"', source)}
+    return names
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+@pytest.mark.parametrize("name", SERVICES)
+def test_service_config_is_a_valid_production_configuration(value_set: str, name: str) -> None:
+    """Each service's ConfigMap, with the secrets' URLs, is what libs/config.py accepts in
+    production, names only variables it reads, and points at every peer's Service."""
+    docs = render(value_set)
+    data = of_kind(docs, "ConfigMap")[object_name(name)]["data"]
+    per_service = re.compile(
+        rf"TIKET_({'|'.join(n.upper() for n in SERVICE_PORTS)})_(PORT|METRICS_PORT|ADDR)"
+    )
+    unknown = {
+        key for key in data if key not in _settings_names() and not per_service.fullmatch(key)
+    }
+    assert not unknown, f"variables tiket does not read: {unknown}"
+    settings = load(
+        {
+            **data,
+            "TIKET_POSTGRES_URL": "postgresql://tiket:secret@postgres:5432",
+            "TIKET_AMQP_URL": "amqp://tiket:secret@rabbitmq:5672/",
+            "TIKET_REDIS_URL": "redis://redis:6379/0",
+        }
+    )
+    settings.check_production()
+    assert settings.env == "production"
+    assert settings.host == "0.0.0.0"
+    assert settings.grpc_ports[name] == SERVICE_PORTS[name][0]
+    assert settings.metrics_ports[name] == SERVICE_PORTS[name][1]
+    for peer in SERVICES:
+        assert settings.addresses[peer] == f"{object_name(peer)}:{SERVICE_PORTS[peer][0]}"
+    env = of_kind(docs, "Deployment")[object_name(name)]["spec"]["template"]["spec"]
+    secret_env = {
+        e["name"] for e in env["containers"][0]["env"] if "secretKeyRef" in e["valueFrom"]
+    }
+    own = set(values()["services"][name].get("secretEnv", {}))
+    assert secret_env == {"TIKET_POSTGRES_URL", "TIKET_AMQP_URL", "TIKET_REDIS_URL", *own}
+    assert own <= _settings_names()
+
+
+def test_booking_serves_the_payment_gateway_notifications_over_http() -> None:
+    """The booking process's HTTP port (Midtrans notifications) is configured, exposed,
+    let through the NetworkPolicy and routed by the gateway without retries."""
+    docs = render("production")
+    obj = object_name("booking")
+    http = values()["services"]["booking"]["http"]
+    data = of_kind(docs, "ConfigMap")[obj]["data"]
+    assert booking_config.load(data).http_port == http["port"]
+    pod = of_kind(docs, "Deployment")[obj]["spec"]["template"]["spec"]
+    ports = {p["name"]: p["containerPort"] for p in pod["containers"][0]["ports"]}
+    assert ports["http"] == http["port"]
+    key = next(
+        e for e in pod["containers"][0]["env"] if e["name"] == "TIKET_BOOKING_MIDTRANS_SERVER_KEY"
+    )
+    assert key["valueFrom"]["secretKeyRef"]["optional"] is True  # no gateway: HTTP stays off
+    service = of_kind(docs, "Service")[obj]["spec"]["ports"]
+    assert {"name": "http", "port": http["port"], "targetPort": "http"}.items() <= next(
+        p for p in service if p["name"] == "http"
+    ).items()
+    ingress = of_kind(docs, "NetworkPolicy")[obj]["spec"]["ingress"][0]["ports"]
+    assert {"port": "http", "protocol": "TCP"} in ingress
+    route = next(
+        r
+        for r in of_kind(docs, "VirtualService")["tiket"]["spec"]["http"]
+        if r["name"] == "booking-http"
+    )
+    assert route["match"] == [{"uri": {"prefix": "/payments/midtrans/"}}]
+    assert route["route"][0]["destination"]["port"] == {"number": http["port"]}
+    assert route["retries"] == {"attempts": 0}
+
+
+def test_migration_jobs_migrate_with_their_own_settings() -> None:
+    """Each hook Job's command with its environment (the database prefix made unique and
+    the Secret's URL this machine's) creates and migrates its service's database."""
+    prefix = f"{unique_name('tiket_job')}_"
+    jobs = of_kind(render("production"), "Job")
+    try:
+        for name in SERVICES:
+            pod = jobs[object_name(f"migrate-{name}")]["spec"]["template"]["spec"]
+            (container,) = pod["containers"]
+            env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+            assert env["TIKET_ENV"] == "production"
+            env |= {"TIKET_DB_PREFIX": prefix, "TIKET_POSTGRES_URL": POSTGRES_URL}
+            done = tiket(*container["command"][1:], env=env)
+            assert done.returncode == 0, done.stderr
+            assert done.stdout.startswith(f"{name}: {prefix}{name}: "), done.stdout
+    finally:
+        for name in SERVICES:
+            drop_database(f"{POSTGRES_URL.rstrip('/')}/{prefix}{name}")
+
+
+def test_production_values_run_more_replicas_behind_istio() -> None:
+    docs = render("production")
+    for hpa in of_kind(docs, "HorizontalPodAutoscaler").values():
+        assert hpa["spec"]["minReplicas"] >= 3
+    for pdb in of_kind(docs, "PodDisruptionBudget").values():
+        assert pdb["spec"]["minAvailable"] >= 2
+    for peer in of_kind(docs, "PeerAuthentication").values():
+        assert peer["spec"]["mtls"] == {"mode": "STRICT"}
+    assert len(of_kind(docs, "PeerAuthentication")) == len(SERVICES)
+    assert not any(d["apiVersion"].startswith("networking.istio.io") for d in render("default"))
+
+
+def test_network_policy_denies_by_default_and_opens_grpc_per_service() -> None:
+    docs = render("default")
+    policies = of_kind(docs, "NetworkPolicy")
+    deny = policies["tiket-default-deny"]["spec"]
+    assert deny["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny
+    for name in SERVICES:
+        ingress = policies[object_name(name)]["spec"]["ingress"]
+        assert {"port": "grpc", "protocol": "TCP"} in ingress[0]["ports"]
+
+
+def _readme_value_keys() -> set[str]:
+    """The values the README's Deployment table documents (first column, dotted paths; a
+    bare name continues the first path's parent: `migrations.enabled`, `backoffLimit`)."""
+    readme = (CHART.parents[1] / "README.md").read_text()
+    section = readme.split("## Deployment\n", 1)[1].split("\n## ", 1)[0]
+    keys = set()
+    for line in section.splitlines():
+        if not line.startswith("| `"):
+            continue
+        names = re.findall(r"`([A-Za-z.]+)`", line.split("|")[1])
+        parent = names[0].rsplit(".", 1)[0] if "." in names[0] else ""
+        keys |= {name if "." in name or not parent else f"{parent}.{name}" for name in names}
+    return keys
+
+
+def test_readme_values_table_matches_values_yaml() -> None:
+    chart = values()
+    documented = _readme_value_keys()
+
+    def resolves(path: str) -> bool:
+        node: object = chart
+        for part in path.split("."):
+            if not isinstance(node, dict) or (part not in node and part != "NAME"):
+                return False
+            node = node[part] if part != "NAME" else next(iter(node.values()))
+        return True
+
+    assert not {key for key in documented if not resolves(key)}, "documented, not in values.yaml"
+    missing = {
+        f"{top}.{key}"
+        for top, block in chart.items()
+        if isinstance(block, dict) and top not in documented and top != "services"
+        for key in block
+        if f"{top}.{key}" not in documented
+    } | {
+        top
+        for top in chart
+        if top not in documented and not any(d.startswith(f"{top}.") for d in documented)
+    }
+    assert not missing, f"values.yaml keys the README's table leaves out: {sorted(missing)}"
+
+
+def _exported_series() -> set[str]:
+    """The series names the services' shared metrics (libs/server/metrics.py) export."""
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    return {
+        metric.name + suffix
+        for metric in REGISTRY.collect()
+        for suffix in suffixes.get(metric.type, ())
+    }
+
+
+def test_every_alert_reads_series_the_services_export() -> None:
+    (rule,) = of_kind(render("default"), "PrometheusRule").values()
+    exprs = [r["expr"] for group in rule["spec"]["groups"] for r in group["rules"]]
+    used = {name for expr in exprs for name in re.findall(r"\b((?:grpc_server|tiket)_\w+)\{", expr)}
+    assert len(used) >= 4, used
+    assert not used - _exported_series(), f"not exported: {used - _exported_series()}"
