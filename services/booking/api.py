@@ -255,7 +255,7 @@ class BookingApi(booking_pb2_grpc.BookingServiceServicer):
         first, last = date_range_field(request, "first_date", "last_date", max_days=SEARCH_MAX_DAYS)
         staff_id = optional_uuid_field(request.staff_id, "staff_id")
         slots = await self.catalogue.search(clinic_id, service_id, first, last, staff_id)
-        return pb.SearchAvailableSlotsResponse(slots=[messages.slot(s) for s in slots])
+        return pb.SearchAvailableSlotsResponse(slots=slots)
 
     # --- reservations -------------------------------------------------------------------
 

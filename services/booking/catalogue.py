@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import orjson
 from psycopg import AsyncConnection, errors
 from psycopg_pool import AsyncConnectionPool
+from tiket.booking.v1 import booking_pb2 as pb
 
 from libs.cache import LocalCache
 from libs.db.transaction import in_transaction, read
@@ -306,7 +307,7 @@ class CatalogueApp:
         first: date,
         last: date,
         staff_id: uuid.UUID | None,
-    ) -> list[Slot]:
+    ) -> list[pb.Slot]:
         service = await self._services.get(
             service_id,
             lambda: read(self.pool, store.service, "service_id", service_id),
