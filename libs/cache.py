@@ -6,16 +6,17 @@ dead or stalled Redis costs one short timeout, not one per request; `run` gives 
 guard to any other Redis command (a service's own keys).
 
 Stale entries are never served after an invalidation:
-- invalidate() leaves a short-lived tombstone instead of deleting, and a load is stored only
-  where no live entry and no tombstone is. A reader that loaded the old value just before the
-  change committed therefore cannot store it after the invalidation (the
-  delete-then-stale-set race);
+- every key has a version (`{key}|v`), which invalidate() increments as it deletes the
+  entry; a load is stored only if the version it read before loading is still the version
+  (and no live entry is there). A reader that loaded the old value just before the change
+  committed therefore cannot store it after the invalidation (the delete-then-stale-set
+  race), while a load that began after it is stored at once — so a key invalidated often (a
+  slot day under a burst of reservations) is still served from the cache between changes;
 - invalidations that could not reach Redis are kept and applied before the cache is used
   again, so an entry made stale during an outage is not served after it. At most
   `max_lost_invalidations` are kept: past that, the whole cache generation is renewed
   instead (every entry stored so far retires at once, for every process), because an entry
   it no longer knows about may be stale.
-
 Entries carry the generation they were loaded under (`{gen}|{value}`); the generation lives
 under the key `cache:generation` ("0" until first renewed).
 
@@ -39,23 +40,22 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
-TOMBSTONE = b"\x00tiket:invalidated"
-# Longer than any load can take between reading the database and storing the result.
-TOMBSTONE_SECONDS = 10
+VERSION_SUFFIX = "|v"
+# A key's version outlives any load; it is renewed by every invalidation.
+VERSION_SECONDS = 24 * 3600
 GENERATION_KEY = "cache:generation"
 FIRST_GENERATION = b"0"
 MAX_LOST_INVALIDATIONS = 10_000
-
-# KEYS: generation, entry. ARGV: the generation read before loading, the value, the TTL, the
-# tombstone. Stores the value unless the generation changed meanwhile, or the key holds a
-# tombstone or a live entry.
+# KEYS: generation, entry, the entry's version. ARGV: the generation and the version read
+# before loading ("" for none), the value, the TTL, the first generation. Stores the value
+# unless the generation or the version changed meanwhile, or the key holds a live entry.
 _STORE = """
 local gen = redis.call('GET', KEYS[1]) or ARGV[5]
 if gen ~= ARGV[1] then return 0 end
+if (redis.call('GET', KEYS[3]) or '') ~= ARGV[2] then return 0 end
 local current = redis.call('GET', KEYS[2])
-if current == ARGV[4] then return 0 end
 if current and string.sub(current, 1, #gen + 1) == gen .. '|' then return 0 end
-redis.call('SET', KEYS[2], gen .. '|' .. ARGV[2], 'EX', ARGV[3])
+redis.call('SET', KEYS[2], gen .. '|' .. ARGV[3], 'EX', ARGV[4])
 return 1
 """
 
@@ -102,17 +102,18 @@ class Cache:
         """The cached value of `key`, else `load()` stored for `ttl_seconds`. None results
         are not cached (a miss stays a miss until the data exists)."""
         full = self.key(key)
-        found = await self.run(lambda c: c.mget(self.key(GENERATION_KEY), full))
-        generation, cached = found or (None, None)
+        version_key = full + VERSION_SUFFIX
+        found = await self.run(lambda c: c.mget(self.key(GENERATION_KEY), full, version_key))
+        generation, cached, version = found or (None, None, None)
         generation = generation or FIRST_GENERATION
         if cached is not None and cached.startswith(generation + b"|"):
             self.hits += 1
             return decode(cached[len(generation) + 1 :])
         self.misses += 1
         value = await load()
-        if value is not None and found is not None and cached != TOMBSTONE:
-            keys = [self.key(GENERATION_KEY), full]
-            args = [generation, encode(value), ttl_seconds, TOMBSTONE, FIRST_GENERATION]
+        if value is not None and found is not None:
+            keys = [self.key(GENERATION_KEY), full, version_key]
+            args = [generation, version or b"", encode(value), ttl_seconds, FIRST_GENERATION]
             await self.run(lambda _: self._store(keys=keys, args=args))
         return value
 
@@ -120,7 +121,7 @@ class Cache:
         if not keys:
             return
         full = [self.key(k) for k in keys]
-        if await self.run(lambda c: self._tombstone(c, full)) is None:
+        if await self.run(lambda c: self._retire(c, full)) is None:
             self._lose(full)
 
     async def close(self) -> None:
@@ -162,14 +163,19 @@ class Cache:
             await self.client.set(self.key(GENERATION_KEY), uuid.uuid4().hex)
             self._renewal_owed = False
         if self._lost_invalidations:
-            await self._tombstone(self.client, self._lost_invalidations)
+            await self._retire(self.client, self._lost_invalidations)
             self._lost_invalidations.clear()
 
     @staticmethod
-    async def _tombstone(client: redis.Redis, keys: Iterable[str]) -> bool:
+    async def _retire(client: redis.Redis, keys: Iterable[str]) -> bool:
+        """A new version for each key, then its entry gone: a load that read the old
+        version cannot store what it read."""
         async with client.pipeline(transaction=False) as pipe:
             for key in keys:
-                pipe.set(key, TOMBSTONE, ex=TOMBSTONE_SECONDS)
+                version = key + VERSION_SUFFIX
+                pipe.incr(version)
+                pipe.expire(version, VERSION_SECONDS)
+                pipe.delete(key)
             await pipe.execute()
         return True
 

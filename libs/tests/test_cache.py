@@ -133,6 +133,20 @@ async def test_a_load_racing_an_invalidation_does_not_store_the_old_value(cache:
     assert await get(cache, Loader("new")) == "new"
 
 
+async def test_a_load_begun_after_an_invalidation_is_cached_at_once(cache: Cache) -> None:
+    """A key invalidated often (a slot day under a burst of reservations) is still served
+    from the cache between changes: the first load after an invalidation is stored."""
+    loader = Loader("v1")
+    await get(cache, loader)
+    for value in ("v2", "v3"):
+        loader.value = value
+        await cache.invalidate("k")
+        assert await get(cache, loader) == value  # loaded, and stored
+        calls = loader.calls
+        assert await get(cache, loader) == value
+        assert loader.calls == calls, "the load after the invalidation was not cached"
+
+
 async def test_none_is_not_cached(cache: Cache, raw: redis.Redis, prefix: str) -> None:
     load = Loader(None)
     assert await get(cache, load) is None

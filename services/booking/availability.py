@@ -6,7 +6,7 @@ serialized protobuf SearchAvailableSlotsResponse a search answers with: a cache 
 parse, no rebuilding of messages (a week of a busy clinic is ~100 slots). Whatever changes
 a slot invalidates its day's entry once the change has committed, before the RPC answers, so
 a search made after a ReserveSlot answered never shows the place it took (libs/cache.py's
-tombstones keep a load that raced the change from storing the old answer). With Redis down a
+versions keep a load that raced the change from storing the old answer). With Redis down a
 search reads PostgreSQL: correctness never depends on the cache."""
 
 from __future__ import annotations
