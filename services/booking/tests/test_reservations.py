@@ -15,22 +15,17 @@ from tiket.booking.v1 import booking_pb2 as pb
 from services.booking.tests.stack import (
     Stack,
     audit,
+    confirm,
     idr,
     new_clinic,
     new_rider,
     new_slot,
     replica,
+    reserve,
 )
 from tests.support.grpc_errors import error_reason
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-async def reserve(stack: Stack, slot_id: str, user_id: str, pet_id: str, **fields):
-    return await stack.booking.ReserveSlot(
-        pb.ReserveSlotRequest(slot_id=slot_id, user_id=user_id, pet_id=pet_id, **fields),
-        metadata=stack.as_rider(user_id),
-    )
 
 
 async def test_500_concurrent_reservations_of_3_places_take_exactly_3(stack: Stack) -> None:
@@ -60,6 +55,13 @@ async def test_500_concurrent_reservations_of_3_places_take_exactly_3(stack: Sta
     )
     assert (after.remaining, after.status) == (0, pb.SLOT_STATUS_BOOKED)
     assert await audit(stack.database_url(), stack.database_url("user")) == []
+    # Not confirmed in time: the three places come back.
+    await expire_now(stack, [r.reservation_id for r in won])
+    async with replica(stack) as sweeper:
+        assert await sweeper.reservations.expire_due() == 3
+    back = await stack.booking.GetSlot(pb.GetSlotRequest(slot_id=slot.slot_id),
+                                       metadata=stack.metadata())  # fmt: skip
+    assert (back.remaining, back.status) == (3, pb.SLOT_STATUS_AVAILABLE)
 
 
 async def test_a_retried_reservation_returns_the_first(stack: Stack) -> None:
@@ -106,18 +108,6 @@ async def expire_now(stack: Stack, reservation_ids: list[str]) -> None:
                 WHERE reservation_id = ANY(%s::uuid[])""",
             (timedelta(hours=1), timedelta(seconds=1), reservation_ids),
         )
-
-
-async def confirm(stack: Stack, held: pb.Reservation, **fields) -> pb.Booking:
-    return await stack.booking.ConfirmReservation(
-        pb.ConfirmReservationRequest(
-            reservation_id=held.reservation_id,
-            user_id=held.user_id,
-            lock_token=held.lock_token,
-            **fields,
-        ),
-        metadata=stack.as_rider(held.user_id),
-    )
 
 
 async def rows(stack: Stack, sql: str, *params) -> list[tuple]:
