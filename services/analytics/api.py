@@ -11,7 +11,7 @@ from tiket.analytics.v1 import analytics_pb2, analytics_pb2_grpc
 
 from libs import paging
 from libs.errors import InvalidArgument
-from libs.validation import page_size_field, terminal_code_field
+from libs.validation import date_field, page_size_field, terminal_code_field
 from services.analytics import domain, messages
 from services.analytics.app import AnalyticsApp
 
@@ -75,21 +75,9 @@ class AnalyticsApi(analytics_pb2_grpc.AnalyticsServiceServicer):
 # --- fields ----------------------------------------------------------------------------------
 
 
-def _date(request: Message, field: str) -> date:
-    if not request.HasField(field):
-        raise InvalidArgument.field(field, "is required")
-    value = getattr(request, field)
-    try:
-        return date(value.year, value.month, value.day)
-    except (ValueError, OverflowError):
-        raise InvalidArgument.field(
-            field, f"{value.year:04d}-{value.month:02d}-{value.day:02d} is not a calendar date"
-        ) from None
-
-
 def _date_range(request: Message) -> tuple[date, date]:
     """(start_date, end_date): an inclusive range of at most MAX_RANGE_DAYS days."""
-    start, end = _date(request, "start_date"), _date(request, "end_date")
+    start, end = date_field(request, "start_date"), date_field(request, "end_date")
     if end < start:
         raise InvalidArgument.field("end_date", "must not be before start_date")
     if domain.range_days(start, end) > domain.MAX_RANGE_DAYS:

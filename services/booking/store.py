@@ -170,15 +170,8 @@ async def service(conn: AsyncConnection, column: str, value: object) -> ClinicSe
 async def list_services(
     conn: AsyncConnection, clinic_id: uuid.UUID, active_only: bool, after: After, limit: int
 ) -> list[ClinicService]:
-    cur = conn.cursor(row_factory=class_row(ClinicService))
-    await cur.execute(
-        f"""SELECT {SERVICE_COLUMNS} FROM clinic_services
-            WHERE clinic_id = %(clinic)s AND (NOT %(active)s OR is_active)
-              AND {_after_clause("service_id")}
-            ORDER BY created_at, service_id LIMIT %(limit)s""",
-        {"clinic": clinic_id, "active": active_only, **_after_params(after), "limit": limit},
-    )
-    return await cur.fetchall()
+    query = (ClinicService, SERVICE_COLUMNS, "clinic_services", "service_id")
+    return await _of_clinic(conn, query, clinic_id, active_only, after, limit)
 
 
 async def insert_staff(
@@ -208,12 +201,28 @@ async def staff(conn: AsyncConnection, column: str, value: object) -> Staff | No
 async def list_staff(
     conn: AsyncConnection, clinic_id: uuid.UUID, active_only: bool, after: After, limit: int
 ) -> list[Staff]:
-    cur = conn.cursor(row_factory=class_row(Staff))
+    return await _of_clinic(
+        conn, (Staff, STAFF_COLUMNS, "staff", "staff_id"), clinic_id, active_only, after, limit
+    )
+
+
+async def _of_clinic(
+    conn: AsyncConnection,
+    query: tuple[Callable[..., T], str, str, str],
+    clinic_id: uuid.UUID,
+    active_only: bool,
+    after: After,
+    limit: int,
+) -> list[T]:
+    """A page of a clinic's services or staff (`query`: record, columns, table, id column),
+    in creation order."""
+    record, columns, table, id_column = query
+    cur = conn.cursor(row_factory=class_row(record))
     await cur.execute(
-        f"""SELECT {STAFF_COLUMNS} FROM staff
+        f"""SELECT {columns} FROM {table}
             WHERE clinic_id = %(clinic)s AND (NOT %(active)s OR is_active)
-              AND {_after_clause("staff_id")}
-            ORDER BY created_at, staff_id LIMIT %(limit)s""",
+              AND {_after_clause(id_column)}
+            ORDER BY created_at, {id_column} LIMIT %(limit)s""",
         {"clinic": clinic_id, "active": active_only, **_after_params(after), "limit": limit},
     )
     return await cur.fetchall()
