@@ -194,9 +194,8 @@ async def test_a_pet_of_another_rider_is_refused_and_nothing_is_booked(stack: St
     assert await rows(stack, "SELECT 1 FROM bookings WHERE slot_id = %s", slot.slot_id) == []
 
 
-async def test_an_expired_reservation_is_taken_again_while_its_place_is_free(
-    stack: Stack,
-) -> None:
+async def swept_reservation(stack: Stack) -> tuple[pb.Slot, pb.Reservation]:
+    """A slot of one place and its reservation, expired and swept (the place is back)."""
     clinic = await new_clinic(stack)
     slot = await new_slot(stack, clinic, capacity=1)
     user, pet = await new_rider(stack)
@@ -204,6 +203,13 @@ async def test_an_expired_reservation_is_taken_again_while_its_place_is_free(
     await expire_now(stack, [held.reservation_id])
     async with replica(stack) as sweeper:
         assert await sweeper.reservations.expire_due() >= 1
+    return slot, held
+
+
+async def test_an_expired_reservation_is_taken_again_while_its_place_is_free(
+    stack: Stack,
+) -> None:
+    slot, held = await swept_reservation(stack)
     booking = await confirm(stack, held)  # nobody took the place meanwhile
     assert booking.status == pb.BOOKING_STATUS_PENDING_PAYMENT
     after = await stack.booking.GetSlot(
@@ -213,13 +219,7 @@ async def test_an_expired_reservation_is_taken_again_while_its_place_is_free(
 
 
 async def test_an_expired_reservation_whose_place_was_taken_is_refused(stack: Stack) -> None:
-    clinic = await new_clinic(stack)
-    slot = await new_slot(stack, clinic, capacity=1)
-    user, pet = await new_rider(stack)
-    held = await reserve(stack, slot.slot_id, user, pet)
-    await expire_now(stack, [held.reservation_id])
-    async with replica(stack) as sweeper:
-        assert await sweeper.reservations.expire_due() >= 1
+    slot, held = await swept_reservation(stack)
     other, other_pet = await new_rider(stack)
     await reserve(stack, slot.slot_id, other, other_pet)
     with pytest.raises(aio.AioRpcError) as caught:
