@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from grpc import aio
-from tiket.booking.v1 import booking_pb2, booking_pb2_grpc
+from tiket.booking.v1 import booking_pb2, booking_pb2_grpc, facility_pb2, facility_pb2_grpc
 
 from libs.clients import service_channel
 from libs.db.migrations import Track
@@ -16,6 +16,8 @@ from services.booking.availability import Availability
 from services.booking.bookings import BookingApp
 from services.booking.catalogue import CatalogueApp
 from services.booking.config import BookingConfig
+from services.booking.facilities.api import FacilityApi
+from services.booking.facilities.app import FacilityApp
 from services.booking.gateway import Midtrans
 from services.booking.payments import Payments
 from services.booking.reservations import ReservationApp
@@ -51,6 +53,9 @@ async def build(resources: Resources, booking_config: BookingConfig | None = Non
         booking_pb2_grpc.add_BookingServiceServicer_to_server(
             BookingApi(catalogue, reservations, bookings, payments, top_ups, pool), server
         )
+        facility_pb2_grpc.add_FacilityServiceServicer_to_server(
+            FacilityApi(FacilityApp(pool), settings.trusted_proxies), server
+        )
 
     background: list[Background] = [
         jobs.sweeper(reservations, bookings, payments, top_ups, settings.sweep_interval_seconds),
@@ -83,7 +88,10 @@ def gateway_of(booking_config: BookingConfig) -> Midtrans | None:
 
 DEFINITION = ServiceDefinition(
     name="booking",
-    services=[booking_pb2.DESCRIPTOR.services_by_name["BookingService"]],
+    services=[
+        booking_pb2.DESCRIPTOR.services_by_name["BookingService"],
+        facility_pb2.DESCRIPTOR.services_by_name["FacilityService"],
+    ],
     tracks=[TRACK],
     build=build,
 )

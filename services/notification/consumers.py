@@ -19,7 +19,7 @@ from libs.events.topology import ConsumerQueue
 if TYPE_CHECKING:  # the declarations below are read by every producer (services/registry.py)
     from services.notification.app import NotificationApp
 
-BINDINGS = ("journey.*", "fare.updated", "wallet.*", "booking.*")
+BINDINGS = ("journey.*", "fare.updated", "wallet.*", "booking.*", "facility.*")
 
 
 def queue_name(exchange: str) -> str:

@@ -12,6 +12,8 @@ event riders are not told about. Pure.
   data.userId / data.user_id (else a UUID subject), the reference data.bookingId /
   reservationId when present; a type without a template of its own uses `booking`. A booking
   event naming no rider is ignored.
+- facility.*: facility bookings (tiket.events.v1.FacilityBookingChanged), read like booking.*:
+  the user is data.userId, the reference data.bookingId.
 
 Anything else is ignored: the consumer acknowledges it (its inbox keeps the id and type).
 An event of a known type whose payload cannot be read raises PoisonEvent: the consumer
@@ -83,7 +85,7 @@ def plan(event: CloudEvent) -> Plan | None:
         return _money_moved(kind, _data(event, wallet_pb2.WalletMoneyMoved))
     if kind == "wallet.hold_released":
         return _hold_released(_data(event, wallet_pb2.WalletHoldChanged))
-    if kind.startswith("booking."):
+    if kind.startswith(("booking.", "facility.")):
         return _booking(event)
     return None
 

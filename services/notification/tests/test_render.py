@@ -222,6 +222,21 @@ def test_booking_events_use_whatever_fields_they_carry() -> None:
     assert intake.plan(booking("booking.cancelled", {"bookingId": "BK-1"})) is None
 
 
+def test_facility_booking_events_are_told_to_their_user() -> None:
+    def facility(event_type: str) -> CloudEvent:
+        data = {"userId": RIDER, "bookingId": "FB-7", "facilityName": "Room A"}
+        return CloudEvent(str(uuid.uuid4()), "/tiket/booking", event_type, "", "FB-7", data)
+
+    created = facility("facility.booking_created")
+    assert text(created) == "Pemesanan ruangan Anda FB-7 telah dibuat."
+    assert text(facility("facility.booking_cancelled"), "en") == (
+        "Your room booking FB-7 has been cancelled."
+    )
+    approved = intake.plan(facility("facility.booking_approved"))
+    assert approved is not None and approved.template == "booking"
+    assert str(approved.user_id) == RIDER and approved.reference == "FB-7"
+
+
 # --- every template, ignored and poison events ---------------------------------------------
 
 
@@ -239,7 +254,7 @@ def every_plan() -> list[Plan]:
         for unpaid in (False, True):
             events.append(make(f"journey.{kind}", closed(status, unpaid=unpaid)))
     for name in sorted(render.names("id")):
-        if name.startswith("booking"):
+        if name.startswith(("booking", "facility")):
             booking_type = name if "." in name else "booking.other"
             data = {"userId": RIDER, "reservationId": "R-1"}
             events.append(CloudEvent(str(uuid.uuid4()), "/b", booking_type, "", "", data))

@@ -1,0 +1,267 @@
+"""SQL of facilities, their hours, bookings and audit log (psycopg 3, parameters only). Every
+function runs on the caller's connection and inside the caller's transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
+
+from psycopg import AsyncConnection
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+
+from services.booking.facilities.domain import (
+    AuditAction,
+    BookingRequest,
+    Facility,
+    FacilityBooking,
+    FacilityBookingStatus,
+    OpeningWindow,
+    RequestContext,
+)
+from services.booking.store import records
+
+FACILITY_COLUMNS = (
+    "facility_id AS id, name, location, capacity, time_zone, requires_approval, is_active, "
+    "created_at, updated_at"
+)
+BOOKING_COLUMNS = (
+    "booking_id AS id, facility_id, user_id, start_time, end_time, title, description, "
+    "attendee_count, external_meeting_url, status, created_by, created_at, updated_at, "
+    "request_id, cancelled_at, cancelled_by, cancellation_reason, decided_at, decided_by, "
+    "decision_reason"
+)
+BOOKING = records(FacilityBooking, status=FacilityBookingStatus)
+HOLDING = "status IN ('confirmed', 'pending')"
+After = tuple[datetime, uuid.UUID] | None
+
+
+# --- facilities -------------------------------------------------------------------------
+
+
+async def insert_facility(
+    conn: AsyncConnection, fields: dict[str, object], request_id: str | None, created_by: str
+) -> Facility | None:
+    """The new facility; None when `request_id` made one already."""
+    cur = conn.cursor(row_factory=class_row(Facility))
+    await cur.execute(
+        f"""INSERT INTO facilities (name, location, capacity, time_zone, requires_approval,
+                                    is_active, request_id, created_by)
+            VALUES (%(name)s, %(location)s, %(capacity)s, %(time_zone)s,
+                    %(requires_approval)s, %(is_active)s, %(request_id)s, %(created_by)s)
+            ON CONFLICT (request_id) DO NOTHING RETURNING {FACILITY_COLUMNS}""",
+        {**fields, "request_id": request_id, "created_by": created_by},
+    )
+    return await cur.fetchone()
+
+
+async def facility(
+    conn: AsyncConnection, column: str, value: object, *, lock: bool = False
+) -> Facility | None:
+    """The facility with its hours."""
+    assert column in {"facility_id", "request_id"}
+    cur = conn.cursor(row_factory=class_row(Facility))
+    suffix = " FOR SHARE" if lock else ""
+    await cur.execute(
+        f"SELECT {FACILITY_COLUMNS} FROM facilities WHERE {column} = %s{suffix}", (value,)
+    )
+    found = await cur.fetchone()
+    if found is None:
+        return None
+    return replace(found, hours=tuple(await hours(conn, found.id)))
+
+
+async def hours(conn: AsyncConnection, facility_id: uuid.UUID) -> list[OpeningWindow]:
+    cur = conn.cursor(row_factory=class_row(OpeningWindow))
+    await cur.execute(
+        """SELECT weekday, open_minute, close_minute FROM facility_hours
+            WHERE facility_id = %s ORDER BY weekday, open_minute""",
+        (facility_id,),
+    )
+    return await cur.fetchall()
+
+
+async def replace_hours(
+    conn: AsyncConnection, facility_id: uuid.UUID, windows: Sequence[OpeningWindow]
+) -> bool:
+    """Set the facility's hours to `windows`; False when the facility is unknown."""
+    cur = await conn.execute(
+        "UPDATE facilities SET updated_at = NOW() WHERE facility_id = %s", (facility_id,)
+    )
+    if cur.rowcount == 0:
+        return False
+    await conn.execute("DELETE FROM facility_hours WHERE facility_id = %s", (facility_id,))
+    if windows:
+        async with conn.cursor() as insert:
+            await insert.executemany(
+                """INSERT INTO facility_hours (facility_id, weekday, open_minute, close_minute)
+                   VALUES (%s, %s, %s, %s)""",
+                [(facility_id, w.weekday, w.open_minute, w.close_minute) for w in windows],
+            )
+    return True
+
+
+async def list_facilities(
+    conn: AsyncConnection, active_only: bool, after: After, limit: int
+) -> list[Facility]:
+    cur = conn.cursor(row_factory=class_row(Facility))
+    await cur.execute(
+        f"""SELECT {FACILITY_COLUMNS} FROM facilities
+             WHERE (NOT %(active_only)s OR is_active)
+               AND (%(at)s::timestamptz IS NULL OR (created_at, facility_id) > (%(at)s, %(id)s))
+             ORDER BY created_at, facility_id LIMIT %(limit)s""",
+        {
+            "active_only": active_only,
+            "at": after[0] if after else None,
+            "id": after[1] if after else None,
+            "limit": limit,
+        },
+    )
+    found = await cur.fetchall()
+    return [replace(f, hours=tuple(await hours(conn, f.id))) for f in found]
+
+
+# --- bookings ---------------------------------------------------------------------------
+
+
+async def insert_booking(
+    conn: AsyncConnection, asked: BookingRequest, status: FacilityBookingStatus, created_by: str
+) -> FacilityBooking | None:
+    """The new booking; None when (user_id, request_id) made one already. ExclusionViolation
+    (booking_no_overlap) when it overlaps a booking that holds its time."""
+    cur = conn.cursor(row_factory=BOOKING)
+    await cur.execute(
+        f"""INSERT INTO facility_bookings (facility_id, user_id, start_time, end_time, title,
+                   description, attendee_count, external_meeting_url, status, request_id,
+                   created_by)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+            ON CONFLICT (user_id, request_id) DO NOTHING RETURNING {BOOKING_COLUMNS}""",
+        (
+            asked.facility_id,
+            asked.user_id,
+            asked.start_time,
+            asked.end_time,
+            asked.title,
+            asked.description,
+            asked.attendee_count,
+            asked.external_meeting_url,
+            status,
+            asked.request_id,
+            created_by,
+        ),
+    )
+    return await cur.fetchone()
+
+
+async def booking(
+    conn: AsyncConnection, booking_id: uuid.UUID, *, lock: bool = False
+) -> FacilityBooking | None:
+    cur = conn.cursor(row_factory=BOOKING)
+    suffix = " FOR UPDATE" if lock else ""
+    await cur.execute(
+        f"SELECT {BOOKING_COLUMNS} FROM facility_bookings WHERE booking_id = %s{suffix}",
+        (booking_id,),
+    )
+    return await cur.fetchone()
+
+
+async def booking_by_request(
+    conn: AsyncConnection, user_id: uuid.UUID, request_id: str
+) -> FacilityBooking | None:
+    cur = conn.cursor(row_factory=BOOKING)
+    await cur.execute(
+        f"""SELECT {BOOKING_COLUMNS} FROM facility_bookings
+             WHERE user_id = %s AND request_id = %s""",
+        (user_id, request_id),
+    )
+    return await cur.fetchone()
+
+
+async def holding(
+    conn: AsyncConnection, facility_id: uuid.UUID, start: datetime, end: datetime
+) -> list[tuple[datetime, datetime]]:
+    """(start, end) of the bookings holding time of the facility that overlap [start, end):
+    one scan of booking_no_overlap's GiST index."""
+    cur = await conn.execute(
+        f"""SELECT start_time, end_time FROM facility_bookings
+             WHERE facility_id = %s AND {HOLDING}
+               AND tstzrange(start_time, end_time) && tstzrange(%s, %s)
+             ORDER BY start_time""",
+        (facility_id, start, end),
+    )
+    return [(row[0], row[1]) for row in await cur.fetchall()]
+
+
+async def set_status(
+    conn: AsyncConnection,
+    booking_id: uuid.UUID,
+    status: FacilityBookingStatus,
+    who: str,
+    reason: str | None,
+) -> FacilityBooking:
+    """Cancel (cancelled_*) or decide (decided_*) a booking the caller has locked."""
+    if status is FacilityBookingStatus.CANCELLED:
+        assignments = "cancelled_at = NOW(), cancelled_by = %(who)s, cancellation_reason = %(why)s"
+    else:
+        assignments = "decided_at = NOW(), decided_by = %(who)s, decision_reason = %(why)s"
+    cur = conn.cursor(row_factory=BOOKING)
+    await cur.execute(
+        f"""UPDATE facility_bookings SET status = %(status)s, {assignments}
+             WHERE booking_id = %(id)s RETURNING {BOOKING_COLUMNS}""",
+        {"status": status, "who": who, "why": reason, "id": booking_id},
+    )
+    changed = await cur.fetchone()
+    assert changed is not None  # locked by the caller
+    return changed
+
+
+async def upcoming(
+    conn: AsyncConnection, user_id: uuid.UUID, now: datetime, after: After, limit: int
+) -> list[FacilityBooking]:
+    """The seed's "upcoming bookings" query, with pending ones and keyset paging."""
+    cur = conn.cursor(row_factory=BOOKING)
+    await cur.execute(
+        f"""SELECT {BOOKING_COLUMNS} FROM facility_bookings
+             WHERE user_id = %(user)s AND {HOLDING} AND start_time >= %(now)s
+               AND (%(at)s::timestamptz IS NULL OR (start_time, booking_id) > (%(at)s, %(id)s))
+             ORDER BY start_time, booking_id LIMIT %(limit)s""",
+        {
+            "user": user_id,
+            "now": now,
+            "at": after[0] if after else None,
+            "id": after[1] if after else None,
+            "limit": limit,
+        },
+    )
+    return await cur.fetchall()
+
+
+# --- audit ------------------------------------------------------------------------------
+
+
+async def audit(
+    conn: AsyncConnection,
+    booking_id: uuid.UUID,
+    action: AuditAction,
+    old: dict[str, object] | None,
+    new: dict[str, object] | None,
+    changed_by: str,
+    context: RequestContext,
+) -> None:
+    await conn.execute(
+        """INSERT INTO facility_booking_audit_log (booking_id, action, old_values, new_values,
+                  changed_by, user_agent, ip_address, request_id)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""",
+        (
+            booking_id,
+            action,
+            None if old is None else Jsonb(old),
+            None if new is None else Jsonb(new),
+            changed_by,
+            context.user_agent,
+            context.ip_address,
+            context.request_id,
+        ),
+    )
