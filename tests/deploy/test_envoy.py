@@ -73,18 +73,20 @@ def test_envoy_validates_the_config() -> None:
 @pytest.mark.parametrize("name", SERVICES)
 def test_envoy_routes_each_service_as_the_chart_does(name: str) -> None:
     config = envoy_config()
-    grpc_service = registry.grpc_service_names(name)[0]
-    route = next(r for r in routes(config) if r["match"].get("prefix") == f"/{grpc_service}/")
     expected = chart_route(name)
-    assert route["route"]["cluster"] == name
-    assert route["route"]["timeout"] == expected["timeout"]
-    retry = route["route"]["retry_policy"]
-    assert "unavailable" in retry["retry_on"].split(",")
-    assert (retry["num_retries"], retry["per_try_timeout"]) == (
-        expected["retries"],
-        expected["perTryTimeout"],
-    )
-    assert "envoy.filters.http.local_ratelimit" in route["typed_per_filter_config"]
+    for grpc_service in registry.grpc_service_names(name):  # each service the process serves
+        prefix = f"/{grpc_service}/"
+        route = next(r for r in routes(config) if r["match"].get("prefix") == prefix)
+        assert route["route"]["cluster"] == name
+        assert route["route"]["timeout"] == expected["timeout"]
+        retry = route["route"]["retry_policy"]
+        assert "unavailable" in retry["retry_on"].split(",")
+        assert (retry["num_retries"], retry["per_try_timeout"]) == (
+            expected["retries"],
+            expected["perTryTimeout"],
+        )
+        assert "envoy.filters.http.local_ratelimit" in route["typed_per_filter_config"]
+    grpc_service = registry.grpc_service_names(name)[0]
     health = next(r for r in routes(config) if r["name"] == f"{name}-health")
     assert health["match"]["headers"] == [{"name": HEALTH_HEADER, "string_match": {"exact": name}}]
     assert health["route"]["cluster"] == name
