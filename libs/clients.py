@@ -193,7 +193,8 @@ class _Breaking:
 
 class _CallDefaults:
     """Adds the default deadline, the service token and the current traceparent/request id
-    to every call."""
+    to every call; with tracing on, a unary call gets a client span and carries its
+    context instead."""
 
     def __init__(
         self, signer: TokenSigner, caller: str, callee: str, timeout_seconds: float
@@ -205,7 +206,9 @@ class _CallDefaults:
         self._token = ""
         self._token_expires = 0.0
 
-    def _details(self, details: aio.ClientCallDetails) -> aio.ClientCallDetails:
+    def _details(
+        self, details: aio.ClientCallDetails, traceparent: str | None
+    ) -> aio.ClientCallDetails:
         now = time.time()
         if now > self._token_expires - 60:
             self._token = self.signer.mint(
@@ -214,7 +217,7 @@ class _CallDefaults:
             self._token_expires = now + SERVICE_TOKEN_TTL_SECONDS
         metadata = list(details.metadata or ())
         metadata.append(("authorization", f"Bearer {self._token}"))
-        if traceparent := tracing.current_traceparent():
+        if traceparent:
             metadata.append(("traceparent", traceparent))
         if request_id := tracing.current_request_id():
             metadata.append(("x-request-id", request_id))
@@ -224,10 +227,37 @@ class _CallDefaults:
         )
 
     async def intercept_unary_unary(self, continuation, details, request):
-        return await continuation(self._details(details), request)
+        if tracing.enabled():
+            return await self._traced(continuation, details, request)
+        return await continuation(self._details(details, tracing.current_traceparent()), request)
 
     async def intercept_unary_stream(self, continuation, details, request):
-        return await continuation(self._details(details), request)
+        # No span of its own: the stream passes on the current span's context.
+        return await continuation(self._details(details, tracing.current_traceparent()), request)
+
+    async def _traced(self, continuation, details, request):
+        """The call under a client span, whose context is the traceparent it carries."""
+        method = details.method
+        method = method.decode() if isinstance(method, bytes) else method
+        service, _, name = method.lstrip("/").partition("/")
+        span = tracing.client_span(
+            method.lstrip("/"), {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+        )
+        code, error = "CANCELLED", "cancelled"
+        try:
+            call = await continuation(self._details(details, tracing.traceparent_of(span)), request)
+            try:
+                await call
+            except aio.AioRpcError as failed:
+                code, error = failed.code().name, failed.details() or failed.code().name
+            else:
+                code, error = "OK", None
+            return call  # done: awaiting it again gives the same response or error
+        except aio.AioRpcError as failed:  # refused before it was sent (e.g. the breaker)
+            code, error = failed.code().name, failed.details() or failed.code().name
+            raise
+        finally:
+            tracing.end_span(span, code, error)
 
 
 class _UnaryUnary(aio.UnaryUnaryClientInterceptor):

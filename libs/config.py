@@ -75,6 +75,10 @@ def positive_int(raw: str) -> int:
     return _number(int, raw, lambda v: v > 0, "expected an integer > 0")
 
 
+def fraction(raw: str) -> float:
+    return _number(float, raw, lambda v: 0 <= v <= 1, "expected a number from 0 to 1")
+
+
 def int_between(low: int, high: int) -> Callable[[str], int]:
     def parse(raw: str) -> int:
         return _number(int, raw, lambda v: low <= v <= high, f"expected an integer, {low}-{high}")
@@ -160,6 +164,10 @@ class Settings:
     hold_ttl_seconds: int = 1800
     event_retention_hours: int = 168
     workers: int = 1
+    # Tracing (libs/tracing.py): off without an OTLP endpoint; the share of new traces
+    # sampled, None for seed 001's default (10 % in production, else 100 %).
+    otlp_endpoint: str = ""
+    trace_sample_ratio: float | None = None
     grpc_ports: dict[str, int] = field(default_factory=dict)
     metrics_ports: dict[str, int] = field(default_factory=dict)
     addresses: dict[str, str] = field(default_factory=dict)
@@ -283,6 +291,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             env, "TIKET_EVENT_RETENTION_HOURS", d.event_retention_hours, positive_int
         ),
         workers=read_setting(env, "TIKET_WORKERS", d.workers, int_between(1, 64)),
+        otlp_endpoint=read_setting(env, "TIKET_OTLP_ENDPOINT", d.otlp_endpoint, str.strip),
+        trace_sample_ratio=read_setting(
+            env, "TIKET_TRACE_SAMPLE_RATIO", d.trace_sample_ratio, fraction
+        ),
         grpc_ports=grpc_ports,
         metrics_ports=metrics_ports,
         addresses=addresses,

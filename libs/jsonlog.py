@@ -1,4 +1,5 @@
-"""One JSON object per log line, with the request id of the call being served."""
+"""One JSON object per log line, with the request id, trace id and span id of the call (or
+event) being served."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from libs.tracing import current_request_id
+from libs.tracing import current_request_id, current_traceparent
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
@@ -29,6 +30,10 @@ class JsonFormatter(logging.Formatter):
         request_id = current_request_id()
         if request_id:
             entry["request_id"] = request_id
+        # Seed 001 §7.1.1: the trace and span of the call or event being handled.
+        if traceparent := current_traceparent():
+            entry["trace_id"] = traceparent[3:35]
+            entry["span_id"] = traceparent[36:52]
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)

@@ -39,6 +39,7 @@ from aio_pika.abc import (
 )
 from psycopg_pool import AsyncConnectionPool
 
+from libs import tracing
 from libs.db.transaction import in_transaction
 from libs.events import bus, topology
 from libs.events.envelope import CloudEvent, MalformedEvent, parse
@@ -165,6 +166,33 @@ class Consumer:
             log.error("consumer %s: malformed event to the DLQ: %s", self.name, exc)
             await self._settle_by_republishing(message, self._dead_letter(message, str(exc), 0))
             return
+        # Logs and the events the handler emits name the event's trace (libs/tracing.py).
+        traceparent = _traceparent(message.headers)
+        if not tracing.enabled():
+            tracing.begin(event.id, traceparent)
+            await self._deliver(message, event)
+            return
+        _, span = tracing.begin_span(
+            f"{event.type} process",
+            "CONSUMER",
+            event.id,
+            traceparent,
+            {
+                "messaging.system": "rabbitmq",
+                "messaging.operation.type": "process",
+                "messaging.consumer.group.name": self.name,
+                "messaging.rabbitmq.destination.routing_key": event.type,
+                "messaging.message.id": event.id,
+            },
+        )
+        error: str | None = "not settled"
+        try:
+            error = await self._deliver(message, event)
+        finally:
+            tracing.end_span(span, error=error)
+
+    async def _deliver(self, message: AbstractIncomingMessage, event: CloudEvent) -> str | None:
+        """Handle the event and settle its delivery; why the handler failed, if it did."""
         try:
             if self._prepare is not None:
                 await self._prepare(event)
@@ -172,15 +200,16 @@ class Consumer:
         except Exception as exc:
             if is_outage(exc):
                 await self._wait_out_outage(message, exc)
-                return
+                return _describe(exc)
             await self._settle_by_republishing(message, self._after_failure(message, event, exc))
-            return
+            return _describe(exc)
         await message.ack()
         self._outage_backoff.reset()
         if duplicate:
             self.duplicates += 1
         else:
             self.handled += 1
+        return None
 
     async def _handle(self, event: CloudEvent) -> bool:
         """Record the event in the inbox and apply it, in one transaction; True when it had
@@ -300,6 +329,13 @@ def _parse(body: bytes) -> CloudEvent:
     except ValueError:
         raise MalformedEvent(f"event id {event.id!r} is not a UUID") from None
     return event
+
+
+def _traceparent(headers: HeadersType) -> str | None:
+    value = headers.get("traceparent")
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    return value if isinstance(value, str) else None
 
 
 def _describe(exc: BaseException) -> str:

@@ -47,7 +47,9 @@ from aiormq.exceptions import PublishError
 from prometheus_client import REGISTRY, Counter
 from psycopg_pool import AsyncConnectionPool
 
+from libs import tracing
 from libs.events import bus, outbox, topology
+from libs.server.metrics import OUTBOX_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +232,9 @@ class OutboxRelay:
         if returned:
             await self._defer(returned)
         self._confirmed = [seq for seq in seqs if seq not in returned]
+        for row in rows:
+            if row.seq not in returned:
+                OUTBOX_EVENTS.labels(row.event_type).inc()
         return len(rows)
 
     async def _claim(self) -> list[OutboxRow]:
@@ -315,14 +320,44 @@ class OutboxRelay:
         raise PublishFailed(failure)
 
     async def _publish_one(self, exchange: AbstractExchange, row: OutboxRow) -> None:
+        if tracing.enabled():
+            await self._publish_traced(exchange, row)
+            return
+        await self._send(exchange, row, row.traceparent)
+
+    async def _send(self, exchange: AbstractExchange, row: OutboxRow, traceparent: str | None):
         message = bus.event_message(
             row.body.encode(),
             event_id=row.event_id,
             event_type=row.event_type,
-            traceparent=row.traceparent,
+            traceparent=traceparent,
         )
         # Mandatory: routed to no queue, it comes back as PublishError (on_return_raises).
         await exchange.publish(message, row.event_type, mandatory=True, timeout=None)
+
+    async def _publish_traced(self, exchange: AbstractExchange, row: OutboxRow) -> None:
+        """The publish under a producer span, child of the span that wrote the event (its
+        row's traceparent); the message carries the producer span's context."""
+        span = tracing.producer_span(
+            f"{row.event_type} publish",
+            row.traceparent,
+            {
+                "messaging.system": "rabbitmq",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": self._exchange_name,
+                "messaging.rabbitmq.destination.routing_key": row.event_type,
+                "messaging.message.id": row.event_id,
+            },
+        )
+        error = "cancelled"
+        try:
+            await self._send(exchange, row, tracing.traceparent_of(span))
+            error = None
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            tracing.end_span(span, error=error)
 
     async def _defer(self, returned: dict[int, str]) -> None:
         """Keep returned rows unsent, leased for a delay that doubles with each attempt, and

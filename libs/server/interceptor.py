@@ -1,6 +1,7 @@
 """The one server interceptor every service runs. Around each call it:
 
-- starts the request context (request id, W3C traceparent) for logs and events;
+- starts the request context (request id, W3C traceparent) for logs and events, under a
+  server span parented on the caller's traceparent when tracing is on (libs/tracing.py);
 - authenticates the bearer token, applies the rate limits of user-facing RPCs (callers whose
   role is not exempt; libs/server/ratelimit.py) and the RPC's declared access policy;
 - turns domain errors into status codes with details, and unexpected exceptions into an
@@ -16,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 from grpc import aio
@@ -24,11 +25,14 @@ from grpc import aio
 from libs import tracing
 from libs.auth import Principal, set_principal
 from libs.auth.tokens import TokenVerifier
-from libs.errors import PermissionDenied, TiketError
+from libs.errors import FailedPrecondition, PermissionDenied, TiketError
 from libs.server import metrics
 from libs.server.access import Policy
 from libs.server.ratelimit import RateLimited, RateLimiter, Scope
 from libs.server.status import code_of, internal_status, rich_status
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 log = logging.getLogger("tiket.rpc")
 DETAILS_KEY = "grpc-status-details-bin"
@@ -100,6 +104,9 @@ class _Method:
             kind: metrics.LATENCY.labels(service, name, kind) for kind in ("unary", "server_stream")
         }
         self.labels = (service, name)
+        # OpenTelemetry's RPC conventions: the span is named "package.Service/Method".
+        self.span_name = method[1:]
+        self.span_attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
 
     def wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if handler.unary_unary:
@@ -118,7 +125,7 @@ class _Method:
 
     def _unary(self, behaviour: Callable[..., Awaitable[Any]]):
         async def wrapped(request: Any, context: aio.ServicerContext) -> Any:
-            started = self._begin(request, context, "unary")
+            started, span = self._begin(context, "unary")
             code = grpc.StatusCode.OK
             try:
                 await self._authorize(request, context)
@@ -130,16 +137,16 @@ class _Method:
                 code = grpc.StatusCode.CANCELLED
                 raise
             except Exception as exc:
-                code = _code_of(exc)
+                code = self._failed(exc)
                 await _abort(exc, code, self.method, context)
             finally:
-                self._end("unary", started, code)
+                self._end("unary", started, code, span)
 
         return wrapped
 
     def _stream(self, behaviour: Callable[..., AsyncIterator[Any]]):
         async def wrapped(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
-            started = self._begin(request, context, "server_stream")
+            started, span = self._begin(context, "server_stream")
             code = grpc.StatusCode.OK
             try:
                 await self._authorize(request, context)
@@ -152,14 +159,14 @@ class _Method:
                 code = grpc.StatusCode.CANCELLED
                 raise
             except Exception as exc:
-                code = _code_of(exc)
+                code = self._failed(exc)
                 await _abort(exc, code, self.method, context)
             finally:
-                self._end("server_stream", started, code)
+                self._end("server_stream", started, code, span)
 
         return wrapped
 
-    def _begin(self, request: Any, context: aio.ServicerContext, kind: str) -> float:
+    def _begin(self, context: aio.ServicerContext, kind: str) -> tuple[float, Span | None]:
         metadata = context.invocation_metadata() or ()
         request_id = traceparent = None
         for key, value in metadata:
@@ -167,11 +174,17 @@ class _Method:
                 request_id = value
             elif key == "traceparent":
                 traceparent = value
-        request_id = tracing.begin(request_id, traceparent)
+        span = None
+        if tracing.enabled():
+            request_id, span = tracing.begin_span(
+                self.span_name, "SERVER", request_id, traceparent, self.span_attributes
+            )
+        else:
+            request_id = tracing.begin(request_id, traceparent)
         context.set_trailing_metadata((("x-request-id", request_id),))
         set_principal(None)
         self.started[kind].inc()
-        return time.perf_counter()
+        return time.perf_counter(), span
 
     async def _authorize(self, request: Any, context: aio.ServicerContext) -> None:
         if self.open or (self.policy is not None and self.policy.public):
@@ -208,8 +221,16 @@ class _Method:
         if not enforced:
             self.unenforced.inc()
 
-    def _end(self, kind: str, started: float, code: grpc.StatusCode) -> None:
+    def _failed(self, exc: Exception) -> grpc.StatusCode:
+        """The status `exc` ends the call with; a business refusal is counted by reason."""
+        if isinstance(exc, FailedPrecondition):
+            metrics.REFUSALS.labels(*self.labels, exc.reason).inc()
+        return _code_of(exc)
+
+    def _end(self, kind: str, started: float, code: grpc.StatusCode, span: Span | None) -> None:
         elapsed = time.perf_counter() - started
+        if span is not None:
+            tracing.end_span(span, code.name)
         metrics.HANDLED.labels(*self.labels, kind, code.name).inc()
         self.latency[kind].observe(elapsed)
         if log.isEnabledFor(self.log_level):

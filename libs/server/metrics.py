@@ -1,6 +1,6 @@
 """Prometheus metrics of gRPC calls, named as go-grpc-prometheus names them so the usual
-dashboards work, of the rate limits, of the circuit breakers of outgoing calls and of the
-database pools.
+dashboards work, of the rate limits, of the circuit breakers of outgoing calls, of the
+database pools, of business refusals and of the events (outbox backlog, consumer queues).
 
 Gauges say how to merge the values of several worker processes (`tiket serve --workers`,
 multiprocess mode); in a single process that setting is ignored."""
@@ -81,6 +81,48 @@ DB_POOL_WAITING = Gauge(
     "Requests waiting for a pooled database connection now.",
     ("service",),
     multiprocess_mode="livesum",
+)
+
+
+# Business refusals (FAILED_PRECONDITION, google.rpc.ErrorInfo.reason), counted by the
+# interceptor for every service: insufficient balance, card blocked, slot full …
+REFUSALS = Counter(
+    "tiket_refusals_total",
+    "Calls refused for a business rule (FAILED_PRECONDITION), by the refusal's reason.",
+    ("grpc_service", "grpc_method", "reason"),
+)
+
+# Events (libs/events/gauges.py refreshes the gauges every few seconds, not per event).
+OUTBOX_UNSENT = Gauge(
+    "tiket_outbox_unsent",
+    "Outbox events written but not yet published (the relay's backlog).",
+    ("service",),
+    multiprocess_mode="livemax",
+)
+OUTBOX_OLDEST_UNSENT = Gauge(
+    "tiket_outbox_oldest_unsent_seconds",
+    "Age of the oldest outbox event not yet published; 0 when none waits.",
+    ("service",),
+    multiprocess_mode="livemax",
+)
+OUTBOX_EVENTS = Counter(
+    "tiket_outbox_events_total",
+    "Outbox events published and confirmed, by type (booking.confirmed, booking.paid … are "
+    "the bookings by status; journey.checked_in, journey.checked_out the rides).",
+    ("event_type",),
+)
+CONSUMER_LAG = Gauge(
+    "tiket_consumer_lag_messages",
+    "Messages waiting in a consumer's queue (routed, not yet delivered), plus those waiting "
+    "in its retry queue.",
+    ("queue",),
+    multiprocess_mode="livemax",
+)
+DLQ_MESSAGES = Gauge(
+    "tiket_dlq_messages",
+    "Messages in a consumer's dead-letter queue, waiting for an operator (`tiket dlq`).",
+    ("queue",),
+    multiprocess_mode="livemax",
 )
 
 

@@ -24,12 +24,14 @@ from grpc_reflection.v1alpha import reflection
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from libs import jsonlog, tls
+from libs import jsonlog, tls, tracing
 from libs.auth.service_identity import IdentityError, ServiceIdentity
 from libs.cache import Cache
 from libs.config import ConfigError, Settings
 from libs.db.database import ensure_database, open_pool
 from libs.db.migrations import MigrationError, Track, migrate
+from libs.events.consumer import StartsWhenReachable
+from libs.events.gauges import QueueGauges, outbox_gauges
 from libs.events.relay import OutboxRelay
 from libs.events.retention import retention_job
 from libs.events.tracks import EVENTS_TRACK
@@ -138,6 +140,7 @@ class ServiceRuntime:
     async def start(self) -> None:
         settings, name = self.settings, self.definition.name
         identity = check_identity(name, settings)
+        tracing.configure(name, settings)
         if not self.worker:
             await asyncio.to_thread(prepare_database, self.definition, settings)
         self._pool = await open_pool(
@@ -194,8 +197,19 @@ class ServiceRuntime:
             timedelta(hours=settings.event_retention_hours),
             settings.sweep_interval_seconds,
         )
-        pool_gauges = metrics.pool_gauges(name, self._pool)
-        background = [identity.refresher(), relay, retention, pool_gauges]
+        gauges = [
+            metrics.pool_gauges(name, self._pool),
+            outbox_gauges(name, self._pool),
+            QueueGauges(
+                [
+                    b.consumer.name
+                    for b in self._wiring.background
+                    if isinstance(b, StartsWhenReachable)
+                ],
+                settings.amqp_url,
+            ),
+        ]
+        background = [identity.refresher(), relay, retention, *gauges]
         for task in [*background, *self._wiring.background]:
             await task.start()
             self._started.append(task)
@@ -230,6 +244,7 @@ class ServiceRuntime:
             await self._limiter.close()
         if self._pool:
             await self._pool.close()
+        await asyncio.to_thread(tracing.flush)  # the spans still buffered, if tracing is on
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()

@@ -10,6 +10,7 @@ import asyncio
 import grpc
 import pytest
 from grpc import aio
+from opentelemetry.trace import SpanKind
 from prometheus_client import REGISTRY
 
 from libs import tracing
@@ -18,6 +19,7 @@ from libs.auth.service_identity import ServiceIdentity
 from libs.clients import CircuitBreaker, CircuitState, is_unavailable, service_channel
 from libs.errors import Unauthenticated
 from tests.support.settings import isolated_settings
+from tests.support.traces import recording
 
 SETTINGS = isolated_settings()
 JOURNEY = ServiceIdentity.load("journey", SETTINGS)
@@ -135,6 +137,21 @@ async def test_unavailable_is_retried_and_the_call_carries_a_service_token(flaky
         ServiceIdentity.load("fare", SETTINGS).verifier().verify(token)
     assert flaky.metadata["x-request-id"] == "req-42"
     assert flaky.metadata["traceparent"].startswith("00-")
+
+
+async def test_with_tracing_on_a_call_is_a_client_span_whose_context_it_carries(flaky):
+    with recording() as (provider, exporter):
+        async with channel_to(flaky) as channel:
+            with provider.get_tracer("tests").start_as_current_span("caller") as caller:
+                assert await call(channel) == b"ping"
+        spans = {span.name: span for span in exporter.get_finished_spans()}
+    client = spans[f"{SERVICE}/Echo"]
+    assert client.kind is SpanKind.CLIENT
+    assert client.parent is not None
+    assert client.parent.span_id == caller.get_span_context().span_id
+    assert flaky.metadata["traceparent"] == tracing.traceparent_of(client)
+    assert client.attributes is not None
+    assert client.attributes["rpc.response.status_code"] == "OK"
 
 
 async def test_at_most_two_retries(flaky):

@@ -257,6 +257,8 @@ async def test_invalid_argument_carries_bad_request_details(channel: aio.Channel
 
 async def test_failed_precondition_carries_error_info(channel: aio.Channel) -> None:
     before = handled("Refused", "FAILED_PRECONDITION")
+    refusals = {"grpc_service": SERVICE, "grpc_method": "Refused", "reason": "INSUFFICIENT_BALANCE"}
+    refused_before = REGISTRY.get_sample_value("tiket_refusals_total", refusals) or 0.0
 
     error = await failure(channel, "Refused")
 
@@ -267,6 +269,8 @@ async def test_failed_precondition_carries_error_info(channel: aio.Channel) -> N
     assert packed.Unpack(info)
     assert (info.reason, info.domain) == ("INSUFFICIENT_BALANCE", "tiket")
     await counted("Refused", "FAILED_PRECONDITION", before + 1)
+    # Counted by its reason before the status is sent.
+    assert REGISTRY.get_sample_value("tiket_refusals_total", refusals) == refused_before + 1
 
 
 @pytest.mark.parametrize(

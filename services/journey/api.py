@@ -4,14 +4,17 @@ below are turned into status codes by the shared interceptor."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from grpc import aio
+from prometheus_client import Counter
 from tiket.journey.v1 import journey_pb2, journey_pb2_grpc
 
 from libs import paging
 from libs.auth import current_principal
-from libs.errors import InvalidArgument
+from libs.errors import FailedPrecondition, InvalidArgument
 from libs.validation import (
     card_id_field,
     gate_code_field,
@@ -26,6 +29,38 @@ from services.journey.config import JourneyConfig
 from services.journey.domain import TapKind, TapRequest
 from services.journey.store import JourneyFilter
 
+TAPS = Counter(
+    "tiket_taps_total",
+    "Gate taps answered, by kind (checkin, checkout) and outcome: accepted, refused (a "
+    "business rule: tiket_refusals_total says which) or failed (any other error). Taps "
+    "with invalid input are not counted.",
+    ("kind", "outcome"),
+)
+
+
+class _TapCounter:
+    """The tiket_taps_total series of one kind, resolved once."""
+
+    def __init__(self, kind: str) -> None:
+        self.accepted, self.refused, self.failed = (
+            TAPS.labels(kind, outcome) for outcome in ("accepted", "refused", "failed")
+        )
+
+    @contextmanager
+    def counting(self) -> Iterator[None]:
+        try:
+            yield
+        except FailedPrecondition:
+            self.refused.inc()
+            raise
+        except Exception:
+            self.failed.inc()
+            raise
+        self.accepted.inc()
+
+
+CHECKINS, CHECKOUTS = _TapCounter("checkin"), _TapCounter("checkout")
+
 
 class JourneyApi(journey_pb2_grpc.JourneyServiceServicer):
     def __init__(self, app: JourneyApp, config: JourneyConfig) -> None:
@@ -35,12 +70,14 @@ class JourneyApi(journey_pb2_grpc.JourneyServiceServicer):
     async def CheckIn(self, request: journey_pb2.CheckInRequest, context: aio.ServicerContext):
         tap = self._tap(TapKind.CHECKIN, request)
         remote.set_deadline(context.time_remaining())
-        return await self.app.check_in(tap)
+        with CHECKINS.counting():
+            return await self.app.check_in(tap)
 
     async def CheckOut(self, request: journey_pb2.CheckOutRequest, context: aio.ServicerContext):
         tap = self._tap(TapKind.CHECKOUT, request)
         remote.set_deadline(context.time_remaining())
-        return await self.app.check_out(tap)
+        with CHECKOUTS.counting():
+            return await self.app.check_out(tap)
 
     async def GetActiveJourney(
         self, request: journey_pb2.GetActiveJourneyRequest, context: aio.ServicerContext

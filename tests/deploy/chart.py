@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from functools import cache
 from pathlib import Path
 
 import yaml
+from prometheus_client import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "tiket"
@@ -75,3 +77,28 @@ def values() -> dict:
 def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     """Whether a matchLabels `selector` selects an object with `labels`."""
     return bool(selector) and all(labels.get(key) == value for key, value in selector.items())
+
+
+def exported_series() -> set[str]:
+    """The series names the services export: the metrics of every module that defines one
+    (imported here, which registers them), as Prometheus names their series."""
+    import libs.events.gauges
+    import libs.events.relay
+    import libs.server.metrics  # noqa: F401
+    import services.fare.cache
+    import services.journey.api
+    import services.notification.app
+    import services.notification.delivery  # noqa: F401
+
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    return {
+        metric.name + suffix
+        for metric in REGISTRY.collect()
+        for suffix in suffixes.get(metric.type, ())
+    }
+
+
+def selectors(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects: every selector has label matchers
+    (`name{…}`), which tests assert separately."""
+    return set(re.findall(r"\b([a-zA-Z_:][\w:]*)\{", expr))
