@@ -1,5 +1,5 @@
 """tiket.booking.v1.FacilityService: proto <-> domain, input validation, the request context
-of the audit log. RPCs of later increments of issue 15 answer UNIMPLEMENTED."""
+of the audit log. The series RPCs (a later increment of issue 15) answer UNIMPLEMENTED."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ from services.booking.facilities.domain import (
     FacilityBookingStatus,
     OpeningWindow,
     RequestContext,
+    UpdateRequest,
     is_staff,
 )
 
@@ -120,12 +121,7 @@ class FacilityApi(facility_pb2_grpc.FacilityServiceServicer):
         self, request: pb.SearchFacilityAvailabilityRequest, context: aio.ServicerContext
     ):
         facility_id = uuid_field(request.facility_id, "facility_id")
-        start = _instant(request, "from_time")
-        end = _instant(request, "to_time")
-        if end <= start:
-            raise InvalidArgument.field("to_time", "must be after from_time")
-        if end - start > SEARCH_MAX:
-            raise InvalidArgument.field("to_time", "the range is longer than 31 days")
+        start, end = _range(request)
         minutes = request.min_duration_minutes or 15
         if not 15 <= minutes <= DAY_MINUTES or minutes % 15:
             raise InvalidArgument.field(
@@ -212,25 +208,67 @@ class FacilityApi(facility_pb2_grpc.FacilityServiceServicer):
         )
         return messages.booking(booking, facility.time_zone)
 
-    # --- later increments ---------------------------------------------------------------
+    async def UpdateFacilityBooking(
+        self, request: pb.UpdateFacilityBookingRequest, context: aio.ServicerContext
+    ):
+        asked = UpdateRequest(
+            booking_id=uuid_field(request.booking_id, "booking_id"),
+            user_id=optional_uuid_field(request.user_id, "user_id"),
+            **_bookable_range(request),
+            attendee_count=int_field(request.attendee_count, "attendee_count", 0, MAX_ATTENDEES)
+            or None,
+        )
+        _request_id(request.request_id)
+        booking, facility = await self.app.update(_actor(), asked, self._context(context))
+        return messages.booking(booking, facility.time_zone)
 
-    async def UpdateFacilityBooking(self, request: Any, context: aio.ServicerContext):
-        raise Unimplemented("UpdateFacilityBooking (move or resize) comes in a later increment")
+    # --- calendar and reports -----------------------------------------------------------
+
+    async def GetFacilityCalendar(
+        self, request: pb.GetFacilityCalendarRequest, context: aio.ServicerContext
+    ):
+        facility_id = uuid_field(request.facility_id, "facility_id")
+        start, end = _range(request)
+        actor = _actor()
+        facility, found = await self.app.calendar(facility_id, start, end)
+        staff = is_staff(actor)
+        return pb.GetFacilityCalendarResponse(
+            bookings=[
+                messages.booking(b, facility.time_zone)
+                if staff or str(b.user_id) == actor.subject
+                else messages.busy(b, facility.time_zone)
+                for b in found
+            ]
+        )
+
+    async def GetFacilityUtilizationReport(
+        self, request: pb.GetFacilityUtilizationReportRequest, context: aio.ServicerContext
+    ):
+        facility_id = optional_uuid_field(request.facility_id, "facility_id")
+        start, end = _range(request)
+        report = await self.app.utilization(facility_id, start, end)
+        return pb.GetFacilityUtilizationReportResponse(
+            days=[messages.day_use(f, use) for f, days in report for use in days]
+        )
+
+    async def CheckFacilityHealth(
+        self, request: pb.CheckFacilityHealthRequest, context: aio.ServicerContext
+    ):
+        checks = await self.app.health()
+        return pb.CheckFacilityHealthResponse(
+            checks=[
+                pb.HealthCheckResult(check_name=name, status=status, value=value)
+                for name, status, value in checks
+            ]
+        )
+
+    # --- later increments ---------------------------------------------------------------
 
     async def BookFacilitySeries(self, request: Any, context: aio.ServicerContext):
         raise Unimplemented("BookFacilitySeries (RRULE series) comes in a later increment")
 
     async def CancelFacilitySeries(self, request: Any, context: aio.ServicerContext):
         raise Unimplemented("CancelFacilitySeries comes in a later increment")
-
-    async def GetFacilityCalendar(self, request: Any, context: aio.ServicerContext):
-        raise Unimplemented("GetFacilityCalendar comes in a later increment")
-
-    async def GetFacilityUtilizationReport(self, request: Any, context: aio.ServicerContext):
-        raise Unimplemented("GetFacilityUtilizationReport comes in a later increment")
-
-    async def CheckFacilityHealth(self, request: Any, context: aio.ServicerContext):
-        raise Unimplemented("CheckFacilityHealth comes in a later increment")
 
 
 # --- validation -------------------------------------------------------------------------
@@ -247,9 +285,20 @@ def _instant(message: Any, field: str) -> datetime:
     return value
 
 
-def _booking_request(request: pb.BookFacilityRequest) -> BookingRequest:
-    facility_id = uuid_field(request.facility_id, "facility_id")
-    user_id = uuid_field(request.user_id, "user_id")
+def _range(request: Any) -> tuple[datetime, datetime]:
+    """[from_time, to_time) of a search, calendar or report: at most 31 days."""
+    start = _instant(request, "from_time")
+    end = _instant(request, "to_time")
+    if end <= start:
+        raise InvalidArgument.field("to_time", "must be after from_time")
+    if end - start > SEARCH_MAX:
+        raise InvalidArgument.field("to_time", "the range is longer than 31 days")
+    return start, end
+
+
+def _bookable_range(request: Any) -> dict[str, datetime]:
+    """start_time and end_time of a booking: 15-minute boundaries, end after start, at most
+    24 hours, not in the past."""
     start, end = _instant(request, "start_time"), _instant(request, "end_time")
     for field, value in (("start_time", start), ("end_time", end)):
         if not on_step(value):
@@ -262,14 +311,20 @@ def _booking_request(request: pb.BookFacilityRequest) -> BookingRequest:
         raise InvalidArgument.field("end_time", "a booking lasts at most 24 hours")
     if start < datetime.now(UTC):
         raise InvalidArgument.field("start_time", "is in the past")
+    return {"start_time": start, "end_time": end}
+
+
+def _booking_request(request: pb.BookFacilityRequest) -> BookingRequest:
+    facility_id = uuid_field(request.facility_id, "facility_id")
+    user_id = uuid_field(request.user_id, "user_id")
+    times = _bookable_range(request)
     url = text_field(request.external_meeting_url, "external_meeting_url", max_len=URL_LENGTH)
     if url is not None and not url.lower().startswith(("https://", "http://")):
         raise InvalidArgument.field("external_meeting_url", "must be an http(s) URL")
     return BookingRequest(
         facility_id=facility_id,
         user_id=user_id,
-        start_time=start,
-        end_time=end,
+        **times,
         title=required_text_field(request.title, "title", max_len=NAME_LENGTH),
         description=text_field(request.description, "description", max_len=TEXT_LENGTH),
         attendee_count=int_field(request.attendee_count, "attendee_count", 1, MAX_ATTENDEES),

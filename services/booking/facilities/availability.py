@@ -28,8 +28,8 @@ def open_intervals(
     found: list[Interval] = []
     while day <= last:
         for window in by_day.get(day.isoweekday(), ()):
-            opens = _instant(day, window.open_minute, zone)
-            closes = _instant(day, window.close_minute, zone)
+            opens = local_instant(day, window.open_minute, zone)
+            closes = local_instant(day, window.close_minute, zone)
             opens, closes = max(opens, start), min(closes, end)
             if opens < closes:
                 found.append((opens, closes))
@@ -100,7 +100,7 @@ def _keep(
         windows.append((begin, finish))
 
 
-def _instant(day: date, minute: int, zone: ZoneInfo) -> datetime:
+def local_instant(day: date, minute: int, zone: ZoneInfo) -> datetime:
     """Local `minute` after midnight of `day` (1440: the next midnight) as a UTC instant."""
     local = datetime.combine(day, time()) + timedelta(minutes=minute)
     return local.replace(tzinfo=zone).astimezone(UTC)

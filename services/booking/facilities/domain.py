@@ -120,6 +120,18 @@ class BookingRequest:
 
 
 @dataclass(frozen=True)
+class UpdateRequest:
+    """A checked UpdateFacilityBooking request: the new range, and the new attendee count
+    (None: unchanged)."""
+
+    booking_id: uuid.UUID
+    user_id: uuid.UUID | None
+    start_time: datetime
+    end_time: datetime
+    attendee_count: int | None
+
+
+@dataclass(frozen=True)
 class RequestContext:
     """Where a change came from, for the audit log."""
 
@@ -176,12 +188,33 @@ def check_cancellable(booking: FacilityBooking, now: datetime) -> bool:
         raise FailedPrecondition(
             "BOOKING_NOT_CANCELLABLE", f"facility booking {booking.id} was rejected"
         )
+    _refuse_ended(booking, now)
+    return True
+
+
+def check_updatable(booking: FacilityBooking, now: datetime) -> None:
+    """Only a booking that holds its time and has not started yet can be moved or resized."""
+    if booking.status not in HOLDING:
+        raise FailedPrecondition(
+            "BOOKING_NOT_UPDATABLE",
+            f"facility booking {booking.id} is {booking.status}: only a confirmed or pending "
+            "one can be moved or resized",
+        )
+    _refuse_ended(booking, now)
+    if booking.start_time <= now:
+        raise FailedPrecondition(
+            "BOOKING_STARTED",
+            f"facility booking {booking.id} started at {booking.start_time.isoformat()}: it "
+            "can no longer be moved or resized",
+        )
+
+
+def _refuse_ended(booking: FacilityBooking, now: datetime) -> None:
     if booking.end_time <= now:
         raise FailedPrecondition(
             "BOOKING_ENDED",
             f"facility booking {booking.id} ended at {booking.end_time.isoformat()}",
         )
-    return True
 
 
 def check_decidable(booking: FacilityBooking, to: FacilityBookingStatus) -> bool:

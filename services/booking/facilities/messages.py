@@ -11,6 +11,7 @@ from tiket.booking.v1 import facility_pb2 as pb
 from libs.timestamps import to_timestamp
 from services.booking.facilities.availability import Interval
 from services.booking.facilities.domain import Facility, FacilityBooking, OpeningWindow
+from services.booking.facilities.utilization import DayUse
 
 STATUS = {
     "confirmed": pb.FACILITY_BOOKING_STATUS_CONFIRMED,
@@ -65,6 +66,28 @@ def booking(b: FacilityBooking, time_zone: str) -> pb.FacilityBooking:
     if b.cancelled_at is not None:
         message.cancelled_at.CopyFrom(to_timestamp(b.cancelled_at))
     return message
+
+
+def busy(b: FacilityBooking, time_zone: str) -> pb.FacilityBooking:
+    """Another user's booking as a user's calendar shows it: when, never who or what."""
+    return pb.FacilityBooking(
+        booking_id=str(b.id),
+        facility_id=str(b.facility_id),
+        start_time=to_timestamp(b.start_time),
+        end_time=to_timestamp(b.end_time),
+        status=STATUS[b.status],
+        time_zone=time_zone,
+    )
+
+
+def day_use(f: Facility, use: DayUse) -> pb.FacilityUtilizationDay:
+    return pb.FacilityUtilizationDay(
+        facility_id=str(f.id),
+        date=use.day.isoformat(),
+        booked_minutes=use.booked_minutes,
+        open_minutes=use.open_minutes,
+        utilization_percent=use.percent,
+    )
 
 
 def free_window(interval: Interval, zone: ZoneInfo) -> pb.FreeWindow:

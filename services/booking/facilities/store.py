@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from psycopg import AsyncConnection
@@ -180,18 +180,138 @@ async def booking_by_request(
 
 
 async def holding(
-    conn: AsyncConnection, facility_id: uuid.UUID, start: datetime, end: datetime
+    conn: AsyncConnection,
+    facility_id: uuid.UUID,
+    start: datetime,
+    end: datetime,
+    *,
+    besides: uuid.UUID | None = None,
 ) -> list[tuple[datetime, datetime]]:
-    """(start, end) of the bookings holding time of the facility that overlap [start, end):
-    one scan of booking_no_overlap's GiST index."""
+    """(start, end) of the bookings holding time of the facility that overlap [start, end),
+    other than `besides`: one scan of booking_no_overlap's GiST index."""
     cur = await conn.execute(
         f"""SELECT start_time, end_time FROM facility_bookings
              WHERE facility_id = %s AND {HOLDING}
                AND tstzrange(start_time, end_time) && tstzrange(%s, %s)
+               AND (%s::uuid IS NULL OR booking_id <> %s)
              ORDER BY start_time""",
-        (facility_id, start, end),
+        (facility_id, start, end, besides, besides),
     )
     return [(row[0], row[1]) for row in await cur.fetchall()]
+
+
+async def move(
+    conn: AsyncConnection,
+    booking_id: uuid.UUID,
+    start: datetime,
+    end: datetime,
+    attendee_count: int,
+) -> FacilityBooking:
+    """Set the range and attendee count of a booking the caller has locked. ExclusionViolation
+    (booking_no_overlap) when the new range overlaps another booking that holds its time."""
+    cur = conn.cursor(row_factory=BOOKING)
+    await cur.execute(
+        f"""UPDATE facility_bookings SET start_time = %s, end_time = %s, attendee_count = %s
+             WHERE booking_id = %s RETURNING {BOOKING_COLUMNS}""",
+        (start, end, attendee_count, booking_id),
+    )
+    changed = await cur.fetchone()
+    assert changed is not None  # locked by the caller
+    return changed
+
+
+async def calendar(
+    conn: AsyncConnection, facility_id: uuid.UUID, start: datetime, end: datetime
+) -> list[FacilityBooking]:
+    """The bookings of the facility holding time that overlap [start, end), by start time."""
+    cur = conn.cursor(row_factory=BOOKING)
+    await cur.execute(
+        f"""SELECT {BOOKING_COLUMNS} FROM facility_bookings
+             WHERE facility_id = %s AND {HOLDING}
+               AND tstzrange(start_time, end_time) && tstzrange(%s, %s)
+             ORDER BY start_time, booking_id""",
+        (facility_id, start, end),
+    )
+    return await cur.fetchall()
+
+
+async def confirmed_ranges(
+    conn: AsyncConnection, facility_ids: Sequence[uuid.UUID], start: datetime, end: datetime
+) -> list[tuple[uuid.UUID, datetime, datetime]]:
+    """(facility, start, end) of the confirmed bookings of the facilities that overlap
+    [start, end), in one query on facility_bookings_facility_time_idx (a booking lasts at
+    most 24 hours, so it starts less than a day before the range)."""
+    cur = await conn.execute(
+        """SELECT facility_id, start_time, end_time FROM facility_bookings
+            WHERE facility_id = ANY(%(ids)s) AND status = 'confirmed'
+              AND start_time >= %(start)s - INTERVAL '24 hours' AND start_time < %(end)s
+              AND end_time > %(start)s
+            ORDER BY facility_id, start_time""",
+        {"ids": list(facility_ids), "start": start, "end": end},
+    )
+    return [(row[0], row[1], row[2]) for row in await cur.fetchall()]
+
+
+async def facilities_with_hours(
+    conn: AsyncConnection, facility_id: uuid.UUID | None
+) -> list[Facility]:
+    """One facility, or every active one (facility_id None), each with its hours."""
+    cur = conn.cursor(row_factory=class_row(Facility))
+    await cur.execute(
+        f"""SELECT {FACILITY_COLUMNS} FROM facilities
+             WHERE facility_id = %(id)s OR (%(id)s::uuid IS NULL AND is_active)
+             ORDER BY name, facility_id""",
+        {"id": facility_id},
+    )
+    found = await cur.fetchall()
+    windows = conn.cursor(row_factory=class_row(_HoursRow))
+    await windows.execute(
+        """SELECT facility_id, weekday, open_minute, close_minute FROM facility_hours
+            WHERE facility_id = ANY(%s) ORDER BY weekday, open_minute""",
+        ([f.id for f in found],),
+    )
+    by_facility: dict[uuid.UUID, list[OpeningWindow]] = {}
+    for row in await windows.fetchall():
+        by_facility.setdefault(row.facility_id, []).append(
+            OpeningWindow(row.weekday, row.open_minute, row.close_minute)
+        )
+    return [replace(f, hours=tuple(by_facility.get(f.id, ()))) for f in found]
+
+
+@dataclass(frozen=True)
+class _HoursRow:
+    facility_id: uuid.UUID
+    weekday: int
+    open_minute: int
+    close_minute: int
+
+
+# --- health -----------------------------------------------------------------------------
+
+
+async def conflict_count(conn: AsyncConnection) -> int:
+    """The seed's conflict query on facility_bookings: bookings of one facility that hold
+    time and overlap another (0 while booking_no_overlap holds)."""
+    cur = await conn.execute(
+        f"""SELECT count(DISTINCT b1.booking_id) FROM facility_bookings b1
+              JOIN facility_bookings b2
+                ON b1.booking_id <> b2.booking_id AND b1.facility_id = b2.facility_id
+             WHERE b1.{HOLDING} AND b2.{HOLDING}
+               AND tstzrange(b1.start_time, b1.end_time)
+                   && tstzrange(b2.start_time, b2.end_time)"""
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def scan_counts(conn: AsyncConnection) -> tuple[int, int]:
+    """(index scans, sequential scans) of facility_bookings since the statistics reset."""
+    cur = await conn.execute(
+        """SELECT coalesce(idx_scan, 0), coalesce(seq_scan, 0) FROM pg_stat_user_tables
+            WHERE relid = 'facility_bookings'::regclass"""
+    )
+    row = await cur.fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 async def set_status(

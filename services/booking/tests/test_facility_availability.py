@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 from services.booking.facilities.availability import free_windows, is_open, open_intervals
 from services.booking.facilities.domain import OpeningWindow
+from services.booking.facilities.utilization import daily_use, local_days
 
 BERLIN = ZoneInfo("Europe/Berlin")
 ALL_DAY = [OpeningWindow(day, 0, 1440) for day in range(1, 8)]
@@ -48,3 +49,22 @@ def test_bookings_are_cut_out_and_short_rests_dropped() -> None:
         (utc(2030, 1, 1, 8, 15), utc(2030, 1, 1, 9)),
         (utc(2030, 1, 1, 11), utc(2030, 1, 1, 12)),
     ]
+
+
+def test_utilization_days_are_as_long_as_their_wall_clock() -> None:
+    """Open all day on Sundays and 09:00-17:00 on Mondays; Berlin's autumn Sunday has 25
+    hours (01:00-04:00 local lasts 4). A booking over midnight counts on each day for its open
+    part only."""
+    hours = [OpeningWindow(7, 0, 1440), OpeningWindow(1, 540, 1020)]
+    sunday = datetime(2027, 10, 31, tzinfo=BERLIN)
+    booked = [
+        (sunday + timedelta(hours=1), sunday + timedelta(hours=4)),  # 01:00-04:00: 4 real hours
+        (sunday + timedelta(hours=22), sunday + timedelta(days=1, hours=10)),
+    ]
+    days = daily_use(hours, BERLIN, sunday, sunday + timedelta(days=2), booked)
+    assert [(d.day.isoformat(), d.booked_minutes, d.open_minutes) for d in days] == [
+        ("2027-10-31", 240 + 120, 1500),
+        ("2027-11-01", 60, 480),
+    ]
+    assert days[1].percent == 12.5
+    assert local_days(BERLIN, sunday, sunday + timedelta(hours=1))[0][0] == sunday.date()
