@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: run test setup proto lint format bench bench-fares bench-taps bench-booking bench-fanout clean \
+.PHONY: run test setup proto lint format bench bench-fares bench-taps bench-booking bench-facility bench-fanout clean \
 	access-policy image-tools base-image wheels image test-image
 
 ## run: set everything up, start the whole mesh with demo data, serve in the foreground
@@ -66,6 +66,10 @@ bench-taps: setup
 ## bench-booking: ReserveSlot against pgbench on the same SQL, slot search, the sweeper's pace
 bench-booking: setup
 	$(BIN)/python -m bench.booking
+
+## bench-facility: facility search, utilization and BookFacility against pgbench on the same INSERT
+bench-facility: setup
+	$(BIN)/python -m bench.facility
 
 ## bench-fanout: notification and analytics keeping up with the taps load
 bench-fanout: setup

@@ -4,6 +4,7 @@ from /proc, pgbench runs with their per-transaction logs, and clean-up of what a
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -97,6 +98,33 @@ def summarize(seconds: Iterable[float]) -> LatencyStats:
         p99_ms=percentile(ms, 99),
         max_ms=ms[-1],
     )
+
+
+# --- command line -----------------------------------------------------------------------
+
+
+def add_load_options(
+    parser: argparse.ArgumentParser, *, duration: int, concurrency: int, run: str = "run"
+) -> None:
+    """The options of a load benchmark: --duration, --concurrency, --pool-max, --warmup and
+    --json (checked by check_load_options)."""
+    parser.add_argument(
+        "--duration", type=int, default=duration, help=f"seconds per {run} (default {duration})"
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=concurrency,
+        help=f"gRPC workers = pgbench clients (default {concurrency})",
+    )
+    parser.add_argument("--pool-max", type=int, help="TIKET_DB_POOL_MAX (default: --concurrency)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds left out (default 2)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+
+
+def check_load_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.duration <= args.warmup:
+        parser.error("--duration must be longer than --warmup")
 
 
 # --- output ---------------------------------------------------------------------------
