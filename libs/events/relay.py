@@ -148,6 +148,8 @@ class OutboxRelay:
         self._tasks: list[asyncio.Task[None]] = []
         self.published = 0
         self.failures = 0
+        # tiket_outbox_events_total's series by event type, looked up once each.
+        self._published_of: dict[str, Counter] = {}
         self.unroutable = 0
 
     async def start(self) -> None:
@@ -234,7 +236,7 @@ class OutboxRelay:
         self._confirmed = [seq for seq in seqs if seq not in returned]
         for row in rows:
             if row.seq not in returned:
-                OUTBOX_EVENTS.labels(row.event_type).inc()
+                self._published(row.event_type).inc()
         return len(rows)
 
     async def _claim(self) -> list[OutboxRow]:
@@ -358,6 +360,12 @@ class OutboxRelay:
             raise
         finally:
             tracing.end_span(span, error=error)
+
+    def _published(self, event_type: str) -> Counter:
+        series = self._published_of.get(event_type)
+        if series is None:
+            series = self._published_of[event_type] = OUTBOX_EVENTS.labels(event_type)
+        return series
 
     async def _defer(self, returned: dict[int, str]) -> None:
         """Keep returned rows unsent, leased for a delay that doubles with each attempt, and

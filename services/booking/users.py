@@ -7,8 +7,11 @@ step repeated after a crash or by the sweeper takes effect once."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
+from typing import Any
 
+from google.protobuf.message import Message
 from grpc import aio
 from tiket.user.v1 import user_pb2, user_pb2_grpc
 
@@ -59,7 +62,15 @@ class Users:
         request = user_pb2.TopUpRequest()
         await self._move(self.stub.TopUp, request, user_id, amount, key, description)
 
-    async def _move(self, method, request, user_id, amount, key, description) -> None:
+    async def _move(
+        self,
+        method: Callable[..., Awaitable[Message]],
+        request: user_pb2.ChargeRequest | user_pb2.RefundRequest | user_pb2.TopUpRequest,
+        user_id: uuid.UUID,
+        amount: Decimal,
+        key: str,
+        description: str,
+    ) -> None:
         """A money move of the wallet: every request of the three has these fields."""
         request.user_id = str(user_id)
         request.amount.CopyFrom(to_money(amount))
@@ -67,7 +78,7 @@ class Users:
         request.description = description
         await self._call(method, request)
 
-    async def _call(self, method, request):
+    async def _call(self, method: Callable[..., Awaitable[Message]], request: Message) -> Any:
         try:
             return await method(request)
         except aio.AioRpcError as error:
