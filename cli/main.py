@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 
-from cli import demo, dlq, fares, health, infra, keys, supervisor
+from cli import demo, dlq, facility, fares, health, infra, keys, supervisor
 from cli.table import render
 from libs import auth, tls
 from libs.config import ConfigError, Settings, load
@@ -72,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     fares.register(commands)
     dlq.register(commands)
     demo.register(commands)
+    facility.register(commands)
     return parser
 
 
@@ -172,13 +173,19 @@ async def _seed(settings: Settings, names: list[str] | None = None) -> None:
     metadata = keys.bearer(keys.cli_token(settings, auth.Role.ADMIN, "tiket-seed"))
     credentials = tls.channel_credentials(settings)  # TLS when TIKET_TLS_CA is set
     print("tiket: loading demo data")
+    riders: list[str] = []  # the user demo's riders, for whom the facility demo books
     for name in names or list(registry.SERVICES):
         try:
             demo = importlib.import_module(f"services.{name}.demo")
         except ModuleNotFoundError:
             continue
         async with tls.open_channel(settings.addresses[name], credentials) as channel:
-            await demo.load(channel, metadata, print)
+            if name == "booking":
+                await demo.load(channel, metadata, print, riders)
+            elif name == "user":
+                riders = await demo.load(channel, metadata, print)
+            else:
+                await demo.load(channel, metadata, print)
 
 
 async def _status(settings: Settings) -> None:

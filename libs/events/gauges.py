@@ -14,7 +14,13 @@ from psycopg_pool import AsyncConnectionPool
 from libs.events import bus
 from libs.events.topology import dead_letter_queue, retry_queue
 from libs.periodic import Periodic
-from libs.server.metrics import CONSUMER_LAG, DLQ_MESSAGES, OUTBOX_OLDEST_UNSENT, OUTBOX_UNSENT
+from libs.server.metrics import (
+    CONSUMER_LAG,
+    DLQ_MESSAGES,
+    GAUGES_REFRESHED,
+    OUTBOX_OLDEST_UNSENT,
+    OUTBOX_UNSENT,
+)
 
 log = logging.getLogger(__name__)
 INTERVAL_SECONDS = 10.0
@@ -40,6 +46,7 @@ def outbox_gauges(service: str, pool: AsyncConnectionPool, interval: float = INT
     """A job refreshing tiket_outbox_unsent and tiket_outbox_oldest_unsent_seconds of
     `service` every `interval` seconds."""
     unsent, oldest = OUTBOX_UNSENT.labels(service), OUTBOX_OLDEST_UNSENT.labels(service)
+    refreshed = GAUGES_REFRESHED.labels(service, "outbox")
 
     async def observe() -> int:
         async with pool.connection() as conn:
@@ -48,6 +55,7 @@ def outbox_gauges(service: str, pool: AsyncConnectionPool, interval: float = INT
         assert row is not None
         unsent.set(row[0])
         oldest.set(float(row[1]))
+        refreshed.set_to_current_time()
         return 0
 
     return Periodic(f"{service}-outbox-gauges", observe, interval)
@@ -59,9 +67,14 @@ class QueueGauges:
     a passive declare per queue, which counts what waits without touching it."""
 
     def __init__(
-        self, queues: Sequence[str], amqp_url: str, interval: float = INTERVAL_SECONDS
+        self,
+        service: str,
+        queues: Sequence[str],
+        amqp_url: str,
+        interval: float = INTERVAL_SECONDS,
     ) -> None:
         self.queues = list(queues)
+        self._refreshed = GAUGES_REFRESHED.labels(service, "queues")
         self.amqp_url = amqp_url
         self._connection: AbstractConnection | None = None
         self._failing = False
@@ -89,6 +102,7 @@ class QueueGauges:
             await bus.close_quietly(connection)
         else:
             self._failing = False
+            self._refreshed.set_to_current_time()
         return 0
 
     async def _observe(self) -> None:

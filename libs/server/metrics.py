@@ -125,6 +125,15 @@ DLQ_MESSAGES = Gauge(
     multiprocess_mode="livemax",
 )
 
+GAUGES_REFRESHED = Gauge(
+    "tiket_gauges_refreshed_timestamp_seconds",
+    "When a gauge job last refreshed its gauges (unix time). A job that cannot reach what it "
+    "counts (RabbitMQ, the database) keeps its gauges' last values: this one stops moving, "
+    "and the GaugesStale alert says their values are old.",
+    ("service", "job"),
+    multiprocess_mode="livemax",
+)
+
 
 def pool_gauges(service: str, pool: AsyncConnectionPool, interval: float = 1.0) -> Periodic:
     """A background job refreshing the pool gauges of `service` every `interval` seconds.

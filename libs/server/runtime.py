@@ -201,6 +201,7 @@ class ServiceRuntime:
             metrics.pool_gauges(name, self._pool),
             outbox_gauges(name, self._pool),
             QueueGauges(
+                name,
                 [
                     b.consumer.name
                     for b in self._wiring.background

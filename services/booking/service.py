@@ -10,7 +10,7 @@ from tiket.booking.v1 import booking_pb2, booking_pb2_grpc, facility_pb2, facili
 from libs.clients import service_channel
 from libs.db.migrations import Track
 from libs.server.runtime import Background, Resources, ServiceDefinition, Wiring
-from services.booking import config, jobs, partitions, stats
+from services.booking import config, gauges, jobs, partitions, stats
 from services.booking.api import BookingApi
 from services.booking.availability import Availability
 from services.booking.bookings import BookingApp
@@ -61,6 +61,7 @@ async def build(resources: Resources, booking_config: BookingConfig | None = Non
         jobs.sweeper(reservations, bookings, payments, top_ups, settings.sweep_interval_seconds),
         stats.refresher(pool),  # booking_analytics_daily, hourly (one replica at a time)
         partitions.keeper(pool),  # month partitions of the event store and history, daily
+        gauges.refresher(pool),  # bookings by status, facility conflicts, every minute
     ]
     if midtrans is not None:
         notifications = Notifications(pool, midtrans, payments, top_ups)

@@ -3,6 +3,8 @@ of its oldest event, and what waits in a consumer's queues and its dead-letter q
 
 from __future__ import annotations
 
+import time
+
 import aio_pika
 import pytest
 from prometheus_client import REGISTRY
@@ -23,8 +25,13 @@ async def test_the_outbox_backlog_and_the_age_of_its_oldest_event(
     pool: AsyncConnectionPool,
 ) -> None:
     job = outbox_gauges("gauges-test", pool)
+    before = time.time()
     await job.work()
     assert gauge("tiket_outbox_unsent", service="gauges-test") == 0
+    refreshed = gauge(
+        "tiket_gauges_refreshed_timestamp_seconds", service="gauges-test", job="outbox"
+    )
+    assert refreshed is not None and refreshed >= before
     assert gauge("tiket_outbox_oldest_unsent_seconds", service="gauges-test") == 0
 
     ids = await emit_events(pool, 3)
@@ -60,21 +67,25 @@ async def test_consumer_lag_and_dead_letters_are_counted_in_place(broker: Broker
     await channel.default_exchange.publish(aio_pika.Message(b"{}"), dlq)
     await channel.close()
 
-    gauges = QueueGauges([queue.name], AMQP_URL)
+    gauges = QueueGauges("test", [queue.name], AMQP_URL)
     try:
         await gauges.observe()
         await gauges.observe()  # counting takes nothing out of the queues
     finally:
         await gauges.stop()
     assert gauge("tiket_consumer_lag_messages", queue=queue.name) == 2
+    assert gauge("tiket_gauges_refreshed_timestamp_seconds", service="test", job="queues")
     assert gauge("tiket_dlq_messages", queue=queue.name) == 1
     assert await broker.message_count(queue.name) == 2
 
 
 async def test_a_queue_not_declared_yet_leaves_the_gauges_alone(broker: Broker) -> None:
-    gauges = QueueGauges(["test.never-declared"], AMQP_URL)
+    gauges = QueueGauges("test-undeclared", ["test.never-declared"], AMQP_URL)
     try:
         assert await gauges.observe() == 0
     finally:
         await gauges.stop()
     assert gauge("tiket_dlq_messages", queue="test.never-declared") is None
+    # Never refreshed: the refresh time stays at 0, so the GaugesStale alert can fire.
+    labels = {"service": "test-undeclared", "job": "queues"}
+    assert gauge("tiket_gauges_refreshed_timestamp_seconds", **labels) == 0
