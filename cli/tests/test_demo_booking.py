@@ -6,9 +6,10 @@ history, writes the QR code's PNG, and leaves the places and money audit clean."
 from __future__ import annotations
 
 import argparse
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -16,15 +17,20 @@ import pytest
 import pytest_asyncio
 from google.type import date_pb2
 from tiket.booking.v1 import booking_pb2 as pb
+from tiket.booking.v1 import facility_pb2 as fpb
 
 from cli import demo_booking
 from cli.main import _parser
 from libs.auth import Role
 from libs.config import Settings
 from services.booking import demo as booking_demo
+from services.booking.facilities import demo as facility_demo
+from services.booking.tests.facility_support import facilities
 from services.booking.tests.stack import Stack, audit, row_counts, running_stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+RIDERS = [str(uuid.uuid4()) for _ in range(3)]  # the user demo's riders, as `tiket seed` passes
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -43,7 +49,9 @@ async def loaded(stack: Stack) -> list[list[str]]:
     printed: list[list[str]] = []
     for _ in range(2):
         lines: list[str] = []
-        await booking_demo.load(stack.channels["booking"], stack.metadata(Role.ADMIN), lines.append)
+        await booking_demo.load(
+            stack.channels["booking"], stack.metadata(Role.ADMIN), lines.append, RIDERS
+        )
         printed.append(lines)
     return printed
 
@@ -66,12 +74,16 @@ async def test_loading_the_demo_data_twice_changes_nothing(stack, loaded):
     first, second = loaded
     url = stack.database_url()
     before = await row_counts(url)
-    await booking_demo.load(stack.channels["booking"], stack.metadata(Role.ADMIN), lambda _: None)
+    await booking_demo.load(
+        stack.channels["booking"], stack.metadata(Role.ADMIN), lambda _: None, RIDERS
+    )
     assert await row_counts(url) == before
     assert second == first
     assert before["clinics"] == len(booking_demo.DEMO_CLINICS) == 2
     assert before["clinic_services"] == before["staff"] == 4
     assert before["slots"] > 0 and before["reservations"] == before["bookings"] == 0
+    assert before["facilities"] == 2 and before["facility_hours"] == 10
+    assert before["facility_bookings"] == len(facility_demo.DEMO_BOOKINGS) == 4
     assert first[0].startswith("  clinic Klinik Hewan PetPro Sudirman (Asia/Jakarta)  id=")
     assert any("Vaksinasi" in line and "Rp 150.000" in line for line in first)
 
@@ -109,6 +121,34 @@ async def test_demo_slots_keep_the_clinics_hours_on_their_own_wall_clock(stack, 
                     for opens, closes in booking_demo.WINDOWS
                 ), f"{service.name} outside opening hours: {start:%H:%M}-{end:%H:%M}"
                 assert not (time(12) <= start.time() < time(13))
+
+
+async def test_demo_facilities_carry_seed_003s_sample_bookings_on_working_days(stack, loaded):
+    admin = stack.metadata(Role.ADMIN)
+    listed = await facilities(stack).ListFacilities(fpb.ListFacilitiesRequest(), metadata=admin)
+    assert {f.name for f in listed.facilities} == {f.name for f in facility_demo.DEMO_FACILITIES}
+    seen = []
+    for rider in RIDERS:
+        mine = await facilities(stack).ListMyFacilityBookings(
+            fpb.ListMyFacilityBookingsRequest(user_id=rider), metadata=admin
+        )
+        for booking in mine.bookings:
+            zone = ZoneInfo(booking.time_zone)
+            start = booking.start_time.ToDatetime(UTC).astimezone(zone)
+            end = booking.end_time.ToDatetime(UTC).astimezone(zone)
+            assert start.isoweekday() <= 5 and start.date() > datetime.now(zone).date()
+            seen.append(
+                (
+                    RIDERS.index(rider),
+                    booking.title,
+                    booking.attendee_count,
+                    start.time(),
+                    end.time(),
+                )
+            )
+    assert sorted(seen) == sorted(
+        (b.rider, b.title, b.attendees, b.start, b.end) for b in facility_demo.DEMO_BOOKINGS
+    )
 
 
 async def test_demo_booking_prints_each_step_the_refund_and_the_balances(stack, loaded, tmp_path):

@@ -9,7 +9,7 @@ into the two weeks since."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -21,6 +21,7 @@ from tiket.booking.v1 import booking_pb2 as pb
 from tiket.booking.v1 import booking_pb2_grpc
 
 from libs.money import rupiah, to_money
+from services.booking.facilities import demo as facility_demo
 
 # Days ahead of today (in the clinic's time zone) that get slots: today and the next 14.
 DAYS_AHEAD = 14
@@ -94,8 +95,13 @@ DEMO_SERVICE = DEMO_CLINIC.services[0]
 
 
 async def load(
-    channel: aio.Channel, metadata: list[tuple[str, str]], out: Callable[[str], None]
+    channel: aio.Channel,
+    metadata: list[tuple[str, str]],
+    out: Callable[[str], None],
+    riders: Sequence[str] = (),
 ) -> None:
+    """The clinics with their slots, then seed 003's facilities (booked for `riders`, the
+    user ids of the user service's demo riders, when given)."""
     stub = booking_pb2_grpc.BookingServiceStub(channel)
     for demo in DEMO_CLINICS:
         clinic = await stub.CreateClinic(
@@ -117,6 +123,7 @@ async def load(
                 f"    {offered.name:<17} {offered.minutes:>3} min  {rupiah(Decimal(offered.price)):>11}"
                 f"  {offered.staff:<21} {slots:>4} slots {days[0]} … {days[-1]}"
             )
+    await facility_demo.load(channel, metadata, out, riders)
 
 
 async def _service_with_slots(

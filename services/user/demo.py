@@ -26,8 +26,10 @@ DEMO_USERS = [
 
 async def load(
     channel: aio.Channel, metadata: list[tuple[str, str]], out: Callable[[str], None]
-) -> None:
+) -> list[str]:
+    """Create the riders; their user ids, in DEMO_USERS' order."""
     stub = user_pb2_grpc.UserServiceStub(channel)
+    riders: list[str] = []
     for card_id, name, email, phone, balance, status in DEMO_USERS:
         user = await stub.CreateUser(
             user_pb2.CreateUserRequest(
@@ -56,3 +58,5 @@ async def load(
                 metadata=metadata,
             )
         out(f"  user {card_id}  {name:<14} Rp {balance:>9,}  {status}  id={user.id}")
+        riders.append(user.id)
+    return riders

@@ -355,6 +355,9 @@ _STATE = {
     "outbox": "SELECT count(*) FROM outbox",
     "places_remaining": "SELECT coalesce(sum(remaining), 0) FROM slots",
     "pending_reservations": "SELECT count(*) FROM reservations WHERE status = 'pending'",
+    "facilities": "SELECT count(*) FROM facilities",
+    "facility_hours": "SELECT count(*) FROM facility_hours",
+    "facility_bookings": "SELECT count(*) FROM facility_bookings",
 }
 _STATE_QUERY = "SELECT " + ", ".join(f"({sql}) AS {name}" for name, sql in _STATE.items())
 
