@@ -135,7 +135,8 @@ def test_every_service_is_deployed_with_its_objects(name: str) -> None:
         "kind": "Deployment",
         "name": obj,
     }
-    targets = {m["resource"]["name"]: m["resource"]["target"] for m in hpa["spec"]["metrics"]}
+    resources = [m["resource"] for m in hpa["spec"]["metrics"] if m["type"] == "Resource"]
+    targets = {m["name"]: m["target"] for m in resources}
     assert targets["cpu"] == {"type": "Utilization", "averageUtilization": 70}
     assert "memory" in targets
     assert selects(
@@ -300,6 +301,20 @@ def test_production_values_run_more_replicas_behind_istio() -> None:
         assert peer["spec"]["mtls"] == {"mode": "STRICT"}
     assert len(of_kind(docs, "PeerAuthentication")) == len(SERVICES)
     assert not any(d["apiVersion"].startswith("networking.istio.io") for d in render("default"))
+
+
+def test_production_scales_on_request_rate_too_through_the_adapter_rule() -> None:
+    """Seed 001: HPA on CPU 70 % and request rate; the rate is a per-pod metric that
+    prometheus-adapter serves from a series every service exports."""
+    adapter = yaml.safe_load((CHART / "files" / "prometheus-adapter-rules.yaml").read_text())
+    (rule,) = adapter["rules"]["custom"]
+    assert set(selectors(rule["seriesQuery"])) <= exported_series()
+    for hpa in of_kind(render("production"), "HorizontalPodAutoscaler").values():
+        pods = [m["pods"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"]
+        assert [p["metric"]["name"] for p in pods] == [rule["name"]["as"]]
+        assert pods[0]["target"] == {"type": "AverageValue", "averageValue": "100"}
+    for hpa in of_kind(render("default"), "HorizontalPodAutoscaler").values():
+        assert {m["type"] for m in hpa["spec"]["metrics"]} == {"Resource"}
 
 
 def test_network_policy_denies_by_default_and_opens_grpc_per_service() -> None:
