@@ -233,8 +233,15 @@ def test_facility_booking_events_are_told_to_their_user() -> None:
         "Your room booking FB-7 has been cancelled."
     )
     approved = intake.plan(facility("facility.booking_approved"))
-    assert approved is not None and approved.template == "booking"
+    assert approved is not None and approved.template == "facility.booking_approved"
     assert str(approved.user_id) == RIDER and approved.reference == "FB-7"
+    assert text(facility("facility.booking_approved")) == (
+        "Pemesanan ruangan Anda FB-7 telah disetujui."
+    )
+    assert text(facility("facility.booking_rejected"), "en") == (
+        "Your room booking FB-7 was not approved. Please choose another time or contact the"
+        " room's staff."
+    )
 
 
 # --- every template, ignored and poison events ---------------------------------------------
