@@ -11,6 +11,7 @@ import sys
 
 from cli import demo, dlq, facility, fares, health, infra, keys, supervisor
 from cli.table import render
+from gate import cli as gate_cli
 from libs import auth, tls
 from libs.config import ConfigError, Settings, load
 from libs.events import topology
@@ -72,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     fares.register(commands)
     dlq.register(commands)
     demo.register(commands)
+    gate_cli.register(commands)
     facility.register(commands)
     return parser
 

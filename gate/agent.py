@@ -1,0 +1,271 @@
+"""The gate agent: decides each tap online within the deadline, else offline from SQLite,
+and keeps the snapshot fresh, the offline taps uploaded and the fare service told how the
+gate is (heartbeat), in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tiket.fare.v1 import fare_pb2
+
+from gate import messages, offline_db, snapshot, sync
+from gate.config import GateConfig
+from gate.decide import Direction
+from gate.local_taps import Tap, decide_offline, record_online
+from gate.mesh import UNREACHABLE, Mesh
+from gate.offline_db import OfflineDb, now, set_time, set_value, to_cents
+from gate.online import NoAnswer, tap_online
+from libs.config import Settings
+from libs.periodic import Periodic
+
+log = logging.getLogger(__name__)
+CARD = re.compile(r"^[A-Z0-9]{8,20}$")
+JOURNEY_SERVICE = "tiket.journey.v1.JourneyService"
+# Of the deadline, what the offline path keeps for itself when the server does not answer.
+OFFLINE_RESERVE = 0.05
+ASKED = {"in": Direction.CHECK_IN, "out": Direction.CHECK_OUT}
+
+
+@dataclass(frozen=True)
+class Decision:
+    open: bool
+    card_id: str
+    direction: Direction | None
+    # online: the journey service decided; offline: the snapshot did; gate: refused before
+    # asking anyone (a malformed card, a wrong direction)
+    mode: str
+    reason: str = ""
+    # held at a check-in, charged at an online check-out
+    amount: Decimal | None = None
+    tap_id: str = ""
+
+    def render(self, lang: str) -> str:
+        """One line for the screen and the log: OPEN/CLOSED, the card, which way, how it was
+        decided, then the rider's words (and the reason code, for staff)."""
+        way = {Direction.CHECK_IN: "in", Direction.CHECK_OUT: "out", None: "-"}[self.direction]
+        if self.open:
+            text = messages.welcome(self.direction is Direction.CHECK_IN, self.amount, lang)
+        else:
+            text = f"{messages.refusal(self.reason, lang)} ({self.reason})"
+        head = "OPEN" if self.open else "CLOSED"
+        return f"{head:<6} {self.card_id} {way:<3} [{self.mode}] {text}"
+
+
+class GateAgent:
+    def __init__(self, config: GateConfig, settings: Settings) -> None:
+        self.config = config
+        self.db = OfflineDb(config.sqlite_path(settings.state_dir))
+        self.mesh = Mesh(config, settings)
+        # Optimistic: the first tap asks the server; one without an answer makes it False.
+        self.online = True
+        # A fault that is not the network (our token refused, a broken answer): heartbeat ERROR.
+        self.problem = ""
+        self._jobs: list[Periodic] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.sync_job = Periodic("gate-sync", self._guarded("sync", self.sync), config.sync_seconds)
+        self.refresh_job = Periodic(
+            "gate-users", self._guarded("users", self.refresh_users), config.refresh_seconds
+        )
+
+    @property
+    def online_timeout(self) -> float:
+        return max(self.config.deadline - OFFLINE_RESERVE, self.config.deadline / 2)
+
+    async def start(self, background: bool = True) -> None:
+        """Open the SQLite file (its rules from the config); with `background`, start keeping
+        it fresh, uploading and reporting."""
+        self.mesh.credential.token()  # no usable token stops the agent now, not at a tap
+        await self.db.open(self.config.rules)
+        if not background:
+            return
+        c = self.config
+        fares = Periodic(
+            "gate-fares", self._guarded("fares", self.refresh_fares), c.fare_refresh_seconds
+        )
+        heartbeat = Periodic(
+            "gate-heartbeat", self._guarded("heartbeat", self.heartbeat), c.heartbeat_seconds
+        )
+        probe = Periodic("gate-probe", self.probe, c.probe_seconds)
+        self._jobs = [self.refresh_job, fares, self.sync_job, heartbeat, probe]
+        for job in self._jobs:
+            await job.start()
+
+    async def stop(self) -> None:
+        for job in self._jobs:
+            await job.stop()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.mesh.close()
+        await self.db.close()
+
+    # --- taps ------------------------------------------------------------------------
+
+    async def tap(self, card_id: str, asked: str | None = None) -> Decision:
+        """Decide a tap of `card_id`; `asked` is "in" or "out" (needed at a gate that goes
+        both ways, checked against the gate's direction otherwise)."""
+        tapped_at = now()
+        direction, refusal = self._direction(asked)
+        if not refusal and not CARD.fullmatch(card_id):
+            refusal = "UNKNOWN_CARD"
+        if refusal:
+            return Decision(False, card_id, direction, "gate", refusal)
+        assert direction is not None
+        c = self.config
+        tap = Tap(str(uuid.uuid4()), card_id, direction, tapped_at, c.terminal_code, c.gate_code)
+        if self.online:
+            try:
+                answer = await tap_online(self.mesh, tap, self.online_timeout)
+            except NoAnswer as no_answer:
+                self._went_offline(str(no_answer))
+            else:
+                self._came_online()
+                if answer.open:
+                    held = answer.amount if direction is Direction.CHECK_IN else Decimal(0)
+                    await self.db.run(record_online, tap, to_cents(held or Decimal(0)), now())
+                return Decision(
+                    answer.open,
+                    card_id,
+                    direction,
+                    "online",
+                    answer.reason,
+                    answer.amount,
+                    tap.tap_id,
+                )
+        verdict = await self.db.run(decide_offline, tap)
+        # Offline, the rider sees what was held at an entry; an exit's fare is the server's.
+        shown = verdict.offline_amount if direction is Direction.CHECK_IN else None
+        return Decision(
+            verdict.open, card_id, direction, "offline", verdict.reason, shown, tap.tap_id
+        )
+
+    def _direction(self, asked: str | None) -> tuple[Direction | None, str]:
+        gate = self.config.direction
+        if asked is None:
+            if gate == "both":
+                return None, "DIRECTION_REQUIRED"
+            return (Direction.CHECK_IN if gate == "entry" else Direction.CHECK_OUT), ""
+        direction = ASKED[asked]
+        allowed = {"entry": Direction.CHECK_IN, "exit": Direction.CHECK_OUT}.get(gate)
+        if allowed is not None and direction is not allowed:
+            return direction, "WRONG_GATE_TYPE"
+        return direction, ""
+
+    # --- link state ------------------------------------------------------------------
+
+    def _went_offline(self, why: str) -> None:
+        if self.online:
+            log.warning("gate: the journey service gave no answer (%s): deciding offline", why)
+            self.online = False
+            self._remember_mode()
+
+    def _came_online(self) -> None:
+        if not self.online:
+            log.warning("gate: the journey service answers again: deciding online")
+            self.online = True
+            self._remember_mode()
+            self.sync_job.wake()
+            self.refresh_job.wake()
+
+    def _remember_mode(self) -> None:
+        """For `tiket gate status`; off the tap's path (queued after its own SQLite work)."""
+        task = asyncio.create_task(self.db.run(_write_mode, self.online))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def probe(self) -> int:
+        """While offline: does the journey service answer within the deadline again?"""
+        if self.online:
+            return 0
+        health = health_pb2_grpc.HealthStub(self.mesh.journey_channel)
+        try:
+            reply = await health.Check(
+                health_pb2.HealthCheckRequest(service=JOURNEY_SERVICE),
+                timeout=self.config.deadline,
+            )
+        except aio.AioRpcError:
+            return 0
+        if reply.status == health_pb2.HealthCheckResponse.SERVING:
+            self._came_online()
+        return 0
+
+    # --- background work -------------------------------------------------------------
+
+    async def sync(self) -> int:
+        """Upload a batch of offline taps (while online); the number answered."""
+        if not self.online:
+            return 0
+        try:
+            done = await sync.upload_batch(
+                self.db, self.mesh, self.config.terminal_code, self.config.gate_code
+            )
+        except sync.UploadDeferred as deferred:
+            if deferred.code in UNREACHABLE:
+                self._went_offline(f"SyncOfflineTaps: {deferred.code.name}")
+            return 0
+        if done:
+            self.refresh_job.wake()  # the snapshot catches up with what was applied
+        return done if done >= sync.BATCH else 0
+
+    async def refresh_users(self) -> int:
+        await snapshot.refresh_users(self.db, self.mesh)
+        return 0
+
+    async def refresh_fares(self) -> int:
+        await snapshot.refresh_fares(self.db, self.mesh, self.config.terminal_code)
+        return 0
+
+    async def heartbeat(self) -> int:
+        if self.problem:
+            status = fare_pb2.GATE_STATUS_ERROR
+        elif self.online:
+            status = fare_pb2.GATE_STATUS_ONLINE
+        else:
+            status = fare_pb2.GATE_STATUS_OFFLINE
+        await self.mesh.fares.Heartbeat(
+            fare_pb2.HeartbeatRequest(
+                terminal_code=self.config.terminal_code,
+                gate_code=self.config.gate_code,
+                status=status,
+            ),
+            timeout=max(self.config.deadline, 2.0),
+            metadata=self.mesh.metadata(),
+        )
+        await self.db.run(_write_mode, self.online)
+        return 0
+
+    def _guarded(
+        self, what: str, work: Callable[[], Awaitable[int]]
+    ) -> Callable[[], Awaitable[int]]:
+        """`work` with gRPC failures noted instead of raised: a network that is gone is the
+        normal offline case (tap decisions log the change), anything else is a problem the
+        heartbeat reports as ERROR until `work` succeeds again."""
+
+        async def run() -> int:
+            try:
+                done = await work()
+            except aio.AioRpcError as error:
+                code = error.code()
+                if code not in UNREACHABLE and code is not grpc.StatusCode.UNIMPLEMENTED:
+                    self.problem = f"{what}: {code.name}: {error.details()}"
+                    log.error("gate: %s", self.problem)
+                return 0
+            if self.problem.startswith(f"{what}:"):
+                self.problem = ""
+            return done
+
+        return run
+
+
+def _write_mode(conn, online: bool) -> None:
+    with offline_db.transaction(conn):
+        set_value(conn, offline_db.MODE, "online" if online else "offline")
+        if online:
+            set_time(conn, offline_db.LAST_ONLINE, now())

@@ -1,0 +1,68 @@
+"""A tap decided by the journey service, within the gate's deadline. A refusal is a decision
+(CLOSED with the server's reason); no answer in time, or no usable answer, is not: the
+caller decides offline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+import grpc
+from grpc import aio
+from tiket.journey.v1 import journey_pb2
+
+from gate.decide import Direction
+from gate.local_taps import Tap
+from gate.mesh import Mesh
+from libs.money import from_money
+from libs.remote_errors import reason_of
+from libs.timestamps import to_timestamp
+
+
+class NoAnswer(Exception):
+    """The server did not decide in time (or could not: down, overloaded, our token refused)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+
+
+@dataclass(frozen=True)
+class OnlineAnswer:
+    open: bool
+    reason: str = ""
+    # held at a check-in, the fare at a check-out
+    amount: Decimal | None = None
+    available: Decimal | None = None
+
+
+async def tap_online(mesh: Mesh, tap: Tap, timeout: float) -> OnlineAnswer:
+    """CheckIn or CheckOut for `tap`; NoAnswer when the server gave no decision."""
+    fields = {
+        "card_id": tap.card_id,
+        "terminal_code": tap.terminal_code,
+        "gate_code": tap.gate_code,
+        "tap_id": tap.tap_id,
+        "tapped_at": to_timestamp(tap.tapped_at),
+    }
+    try:
+        if tap.direction is Direction.CHECK_IN:
+            entered = await mesh.journeys.CheckIn(
+                journey_pb2.CheckInRequest(**fields), timeout=timeout, metadata=mesh.metadata()
+            )
+            return OnlineAnswer(
+                True, "", from_money(entered.held_amount), from_money(entered.available_balance)
+            )
+        left = await mesh.journeys.CheckOut(
+            journey_pb2.CheckOutRequest(**fields), timeout=timeout, metadata=mesh.metadata()
+        )
+        return OnlineAnswer(True, "", from_money(left.fare), from_money(left.remaining_balance))
+    except aio.AioRpcError as error:
+        code = error.code()
+        if code is grpc.StatusCode.FAILED_PRECONDITION:
+            return OnlineAnswer(False, reason_of(error))
+        if code is grpc.StatusCode.NOT_FOUND:
+            return OnlineAnswer(False, "UNKNOWN_CARD")
+        if code is grpc.StatusCode.INVALID_ARGUMENT:
+            return OnlineAnswer(False, "REFUSED")
+        raise NoAnswer(code, error.details() or "") from error

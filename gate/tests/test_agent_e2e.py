@@ -1,0 +1,162 @@
+"""The gate agent against the real user, fare and journey services: the snapshot it pulls,
+online taps, the offline decision when the journey service is slow or cut, and the deny list
+reaching the gate."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from tiket.fare.v1 import fare_pb2, fare_pb2_grpc
+from tiket.user.v1 import user_pb2
+
+from gate import local_taps, snapshot
+from gate.decide import Direction
+from gate.local_taps import Tap
+from gate.offline_db import now
+from libs.money import to_money
+from libs.timestamps import to_timestamp
+from services.journey.tests.mesh import new_rider, wallet
+from tests.support.waiting import wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+
+
+def query(path, sql: str, *args) -> list[tuple]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+async def test_the_snapshot_holds_cards_and_this_terminals_fares_with_scheduled_versions(
+    gates, tmp_path
+):
+    mesh = gates.mesh
+    _, card = await new_rider(mesh, 40_000)
+    # A→E goes up from 12,000 to 15,000 in an hour: a tap after that is priced at 15,000.
+    fares = fare_pb2_grpc.FareServiceStub(mesh.channels["fare"])
+    in_an_hour = now() + timedelta(hours=1)
+    await fares.SetFare(
+        fare_pb2.SetFareRequest(
+            origin_code="A",
+            destination_code="E",
+            price=to_money(Decimal(15_000)),
+            effective_from=to_timestamp(in_an_hour),
+            request_id=f"gate-{card}",
+        ),
+        metadata=mesh.metadata(),
+    )
+    async with gates.agent(gates.gate_config(tmp_path)) as agent:
+        first = await snapshot.refresh_users(agent.db, agent.mesh)
+        assert first.full and first.cards >= 1
+        assert await snapshot.refresh_fares(agent.db, agent.mesh, "A") >= 8
+        again = await snapshot.refresh_users(agent.db, agent.mesh)
+        assert not again.full  # a delta from the watermark
+
+        assert query(
+            agent.db.path, "SELECT status, available_cents FROM users WHERE card_id = ?", card
+        ) == [("active", 4_000_000)]
+        assert len(query(agent.db.path, "SELECT * FROM terminals")) == 5
+        prices = query(
+            agent.db.path,
+            """SELECT price_cents FROM fares WHERE origin_code = 'A' AND destination_code = 'E'
+                ORDER BY effective_from_ms""",
+        )
+        assert prices == [(1_200_000,), (1_500_000,)]
+
+        def max_fare(at):
+            tap = Tap("t", card, Direction.CHECK_IN, at, "A", "A-ENTRY-01")
+            return agent.db.run(lambda conn: local_taps.situation(conn, tap).max_fare)
+
+        assert await max_fare(now()) == Decimal(12_000)
+        assert await max_fare(in_an_hour + timedelta(minutes=1)) == Decimal(15_000)
+
+
+async def test_an_online_tap_is_decided_by_the_journey_service(gates, tmp_path):
+    mesh = gates.mesh
+    user_id, card = await new_rider(mesh, 50_000)
+    _, poor = await new_rider(mesh, 1_000)
+    async with gates.agent(gates.gate_config(tmp_path)) as agent:
+        entered = await agent.tap(card)
+        assert (entered.open, entered.mode, entered.amount) == (True, "online", Decimal(12_000))
+        assert "Rp 12.000" in entered.render("id")
+        assert await wallet(mesh, user_id) == (Decimal(50_000), Decimal(12_000), Decimal(38_000))
+        refused = await agent.tap(poor)
+        assert (refused.open, refused.mode, refused.reason) == (
+            False,
+            "online",
+            "INSUFFICIENT_BALANCE",
+        )
+        assert refused.render("en").startswith(f"CLOSED {poor} in  [online] Insufficient balance")
+        wrong_way = await agent.tap(card, "out")
+        assert (wrong_way.open, wrong_way.mode, wrong_way.reason) == (
+            False,
+            "gate",
+            "WRONG_GATE_TYPE",
+        )
+        assert query(
+            agent.db.path, "SELECT mode, amount_cents, synced FROM local_transactions"
+        ) == [("online", 1_200_000, 1)]
+        assert query(agent.db.path, "SELECT count(*) FROM offline_tasks") == [(0,)]
+
+
+async def test_a_slow_journey_service_gets_an_offline_decision_and_a_pending_task(gates, tmp_path):
+    _, card = await new_rider(gates.mesh, 30_000)
+    async with gates.agent(gates.gate_config(tmp_path, deadline=0.3)) as agent:
+        await snapshot.refresh_users(agent.db, agent.mesh)
+        await snapshot.refresh_fares(agent.db, agent.mesh, "A")
+        gates.journey_proxy.stall()  # connections stay open, nothing gets through
+        decision = await agent.tap(card)
+        assert (decision.open, decision.mode) == (True, "offline")
+        assert not agent.online
+        assert query(agent.db.path, "SELECT card_id, task_type, status FROM offline_tasks") == [
+            (card, "checkin", "pending")
+        ]
+        # Known offline now: the next tap does not wait for the server at all.
+        again = await agent.tap(card)
+        assert (again.open, again.mode, again.reason) == (False, "offline", "ALREADY_CHECKED_IN")
+
+
+async def test_a_card_blocked_while_online_is_refused_offline_after_the_next_refresh(
+    gates, tmp_path
+):
+    mesh = gates.mesh
+    blocked_id, blocked = await new_rider(mesh, 30_000)
+    _, other = await new_rider(mesh, 30_000)
+    config = gates.gate_config(tmp_path, refresh_seconds=0.2, heartbeat_seconds=0.2)
+    async with gates.agent(config, background=True) as agent:
+
+        def status_of(card: str) -> list[tuple]:
+            return query(agent.db.path, "SELECT status FROM users WHERE card_id = ?", card)
+
+        await wait_until(lambda: status_of(blocked) == [("active",)], "the card in the snapshot")
+        await mesh.users.ChangeUserStatus(
+            user_pb2.ChangeUserStatusRequest(
+                user_id=blocked_id, status=user_pb2.USER_STATUS_BLOCKED, reason="card reported lost"
+            ),
+            metadata=mesh.metadata(),
+        )
+        await wait_until(
+            lambda: status_of(blocked) == [("blocked",)], "the block to reach the gate"
+        )
+        await agent.refresh_fares()
+
+        gates.journey_proxy.cut()
+        refused = await agent.tap(blocked)
+        assert (refused.open, refused.mode, refused.reason) == (False, "offline", "USER_NOT_ACTIVE")
+        assert "Kartu diblokir" in refused.render("id")
+        admitted = await agent.tap(other)
+        assert (admitted.open, admitted.mode) == (True, "offline")
+
+        # The heartbeat tells the fare service the gate runs on its own.
+        fares = fare_pb2_grpc.FareServiceStub(mesh.channels["fare"])
+
+        async def reported_offline() -> bool:
+            listed = await fares.ListGates(
+                fare_pb2.ListGatesRequest(terminal_code="A"), metadata=mesh.metadata()
+            )
+            gate = next(g for g in listed.gates if g.gate_code == "A-ENTRY-01")
+            return gate.reported_status == fare_pb2.GATE_STATUS_OFFLINE
+
+        await wait_until(reported_offline, "an OFFLINE heartbeat")

@@ -1,0 +1,71 @@
+"""`tiket gate serve`, `tap` and `status` as processes, against the real services."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+import pytest
+
+from services.journey.tests.mesh import new_rider
+from tests.support.processes import ROOT
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+
+
+async def tiket_gate(env: dict[str, str], *args: str, stdin: str = "") -> tuple[int, str]:
+    """Run `tiket gate ARGS` without blocking the loop the services run on."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cli.main",
+        "gate",
+        *args,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(stdin.encode()), 60)
+    return process.returncode or 0, out.decode()
+
+
+def gate_env(gates, tmp_path) -> dict[str, str]:
+    config = gates.gate_config(tmp_path)
+    return {
+        "TIKET_STATE_DIR": str(tmp_path),
+        "TIKET_GATE_TERMINAL": config.terminal_code,
+        "TIKET_GATE_CODE": config.gate_code,
+        "TIKET_GATE_JOURNEY_ADDR": config.journey_addr,
+        "TIKET_GATE_USER_ADDR": config.user_addr,
+        "TIKET_GATE_FARE_ADDR": config.fare_addr,
+        "TIKET_GATE_TOKEN": config.token,
+        "TIKET_GATE_DB": config.db_path,
+        "TIKET_GATE_DEADLINE_MS": "3000",
+    }
+
+
+async def test_serve_prints_a_decision_per_tap_then_status_shows_the_gate(gates, tmp_path):
+    _, card = await new_rider(gates.mesh, 50_000)
+    env = gate_env(gates, tmp_path)
+    taps = f"{card}\n{card} out\nnot a tap at all\nSHORT\n"
+    code, out = await tiket_gate(env, "serve", stdin=taps)
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[0].startswith("gate A/A-ENTRY-01 (entry) serving")
+    assert f"OPEN   {card} in  [online] Silakan masuk. Saldo ditahan sementara: Rp 12.000." in lines
+    assert any(line.startswith(f"CLOSED {card} out [gate] Gerbang salah arah") for line in lines)
+    assert any(line.startswith("? 'not a tap at all'") for line in lines)
+    assert any("CLOSED SHORT" in line and "(UNKNOWN_CARD)" in line for line in lines)
+
+    code, out = await tiket_gate(env, "tap", card, "--lang", "en")
+    assert code == 1, out  # the server's anti-passback: the card is already in
+    assert "Already checked in" in out
+
+    code, out = await tiket_gate(env, "status")
+    assert code == 0, out
+    assert "A/A-ENTRY-01 (entry)" in out
+    assert "answers" in out
+    assert "pending taps" in out
