@@ -1,6 +1,6 @@
 """Facility booking through the booking service's FacilityService: availability search and the
 utilization report on a facility of 10,000 bookings, and BookFacility measured against the
-same INSERT in pgbench.
+same SQL in pgbench.
 
     .venv/bin/python -m bench.facility [--duration 8] [--concurrency 16] [--json]
 
@@ -11,10 +11,11 @@ of one facility by SQL over the past and future months, and measures:
    30 days, from one caller;
 2. BookFacility from `--concurrency` workers on random free ranges of `--facilities`
    facilities, then on the same few hours of one facility (mostly TIME_CONFLICT refusals);
-then stops the service and runs bench/sql/book_facility.sql — the booking INSERT — in pgbench
-on facilities of its own with the same draws, as many clients, for as long. It prints the
-figures, the ratios to pgbench, CPU use, and the seed's conflict query (exit code 1 unless it
-counts 0), and removes what it created. See bench/README.md.
+then stops the service and runs BOOK — the one statement BookFacility sends (services/booking/
+facilities/store.py), as a pgbench script written from it — on facilities of its own with the
+same draws, as many clients, for as long. It prints the figures, the ratios to pgbench, CPU
+use, and the seed's conflict query (exit code 1 unless it counts 0), and removes what it
+created. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ import json
 import os
 import random
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -42,11 +44,67 @@ from tiket.booking.v1 import facility_pb2_grpc
 from bench import common
 from bench.common import Measured, PgbenchResult, ServiceProcess, Workload
 from libs.auth import Role
+from services.booking.facilities.store import BOOK
 from services.booking.tests.facility_support import ALL_DAY, CONFLICTS, window
 from services.booking.tests.stack import stamp
 from tests.support import keys
 
-SCRIPT = Path(__file__).parent / "sql" / "book_facility.sql"
+# BOOK's parameters as pgbench expressions: ids made from one random number per transaction
+# (:rid), the facility and its version (updated_at) looked up in bench_facilities (:n), the
+# range drawn as the gRPC workers draw it, and the texts — the request's, and the audit row's
+# and the event's JSON as the service wrote them in this run (-D, bound per execution as the
+# service binds them, so the server parses as much JSON).
+PGBENCH_PARAMS = {
+    "booking_id": "md5('booking' || :rid)::uuid",
+    "facility_id": "(SELECT id FROM bench_facilities WHERE n = :n)",
+    "version": "(SELECT version FROM bench_facilities WHERE n = :n)",
+    "user_id": "md5('user' || :rid)::uuid",
+    "start_time": "to_timestamp(:start)",
+    "end_time": "to_timestamp(:finish)",
+    "title": ":title",
+    "description": ":description",
+    "attendee_count": "5",
+    "external_meeting_url": ":url",
+    "status": "'confirmed'",
+    "request_id": "'pgbench-' || :rid",
+    "created_by": ":created_by",
+    "series_id": "NULL",
+    "audit_booking_id": "md5('booking' || :rid)::uuid",
+    "audit_action": "'created'",
+    "audit_old": "NULL",
+    "audit_new": ":audit_new::jsonb",
+    "audit_changed_by": ":created_by",
+    "audit_user_agent": ":user_agent",
+    "audit_ip_address": ":ip_address",
+    "audit_request_id": ":audit_request_id",
+    "es_event_id": "md5('event' || :rid)::uuid",
+    "es_aggregate_id": "md5('booking' || :rid)::uuid",
+    "es_aggregate_type": "'facility_booking'",
+    "es_event_type": "'FacilityBookingCreated'",
+    "es_payload": ":payload::jsonb",
+    "es_metadata": ":metadata::jsonb",
+    "event_id": "md5('event' || :rid)::uuid",
+    "event_type": "'facility.booking_created'",
+    "event_body": ":body::jsonb",
+    "event_traceparent": ":traceparent",
+}
+# The draws of bench/facility.py's Draw, as pgbench meta-commands (-D first, last, base, days,
+# qfirst, qlast).
+DRAWS = r"""\set n random(:first, :last)
+\set rid random(1, 9223372036854775806)
+\set start :base + 86400 * random(0, :days - 1) + 900 * random(:qfirst, :qlast)
+\set finish :start + 900 * random(1, 4)
+"""
+# The texts of a booking the service made in this run, for pgbench's -D.
+WRITTEN = """
+SELECT a.new_values::text AS audit_new, a.user_agent, host(a.ip_address) AS ip_address,
+       a.request_id AS audit_request_id, e.payload::text AS payload,
+       e.metadata::text AS metadata, o.body::text AS body, o.traceparent
+  FROM event_store e
+  JOIN outbox o ON o.event_id = e.event_id
+  JOIN facility_booking_audit_log a ON a.booking_id = e.aggregate_id AND a.action = 'created'
+ WHERE e.event_type = 'FacilityBookingCreated' LIMIT 1
+"""
 SERVICES = ("booking",)
 CALL_TIMEOUT = 10.0
 SETUP_CONCURRENCY = 16
@@ -257,8 +315,9 @@ def seed_ranges(count: int, rng: random.Random) -> list[tuple[datetime, datetime
 
 
 async def seed(database_url: str, catalogue: Catalogue, count: int) -> None:
-    """The searched facility's bookings, by SQL, and bench_facilities(n, id) for pgbench:
-    its contended facility as n = 0, its distinct ones as 1..N."""
+    """The searched facility's bookings, by SQL, and bench_facilities(n, id, version) for
+    pgbench: its contended facility as n = 0, its distinct ones as 1..N, each with its
+    updated_at (BOOK's version)."""
     ranges = seed_ranges(count, random.Random(15))
     rows = [(0, catalogue.pgbench["hot"].facilities[0])]
     rows += [(n, f) for n, f in enumerate(catalogue.pgbench["distinct"].facilities, 1)]
@@ -271,9 +330,15 @@ async def seed(database_url: str, catalogue: Catalogue, count: int) -> None:
                 "ends": [e for _, e in ranges],
             },
         )
-        await conn.execute("CREATE TABLE bench_facilities (n integer PRIMARY KEY, id uuid)")
+        await conn.execute(
+            "CREATE TABLE bench_facilities (n integer PRIMARY KEY, id uuid, version timestamptz)"
+        )
         async with conn.cursor() as cur:
-            await cur.executemany("INSERT INTO bench_facilities (n, id) VALUES (%s, %s)", rows)
+            await cur.executemany(
+                """INSERT INTO bench_facilities (n, id, version)
+                   SELECT %s, facility_id, updated_at FROM facilities WHERE facility_id = %s""",
+                rows,
+            )
 
 
 # --- the workloads --------------------------------------------------------------------------
@@ -354,6 +419,35 @@ async def _booker(stub, draw: Draw, operator, deadline: float, work: Workload, p
         work.samples[kind].add(done, done - began)
 
 
+async def written_texts(database_url: str) -> dict[str, str]:
+    """The texts of a booking the service made in this run (WRITTEN), as pgbench's -D
+    variables; a missing one (no traceparent) is bound as NULL by the script instead."""
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        cur = conn.cursor(row_factory=psycopg.rows.dict_row)
+        await cur.execute(WRITTEN)
+        found = await cur.fetchone()
+    if found is None:
+        raise RuntimeError("the service made no booking whose texts pgbench could copy")
+    return {name: text for name, text in found.items() if text is not None}
+
+
+def write_script(folder: str, defined: Collection[str]) -> Path:
+    """The pgbench script: DRAWS, then BOOK with PGBENCH_PARAMS, those that are a variable
+    not `defined` (-D) as NULL."""
+    params = {
+        name: "NULL" if expression.startswith(":") and _variable(expression) not in defined
+        else expression
+        for name, expression in PGBENCH_PARAMS.items()
+    }  # fmt: skip
+    path = Path(folder) / "book_facility.sql"
+    path.write_text(f"{DRAWS}{BOOK % params};\n")
+    return path
+
+
+def _variable(expression: str) -> str:
+    return expression[1:].split("::")[0]
+
+
 async def made_by_pgbench(database_url: str, draw: Draw) -> int:
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
         cur = await conn.execute(
@@ -419,24 +513,27 @@ async def benchmark(options: Options) -> FacilityReport:
         catalogue, grpc_runs = await service_phases(service, options, report)
         common.say("stopping the service (SIGTERM), so it takes no CPU from pgbench …")
         await service.stop()
-        for name in ("distinct", "hot"):
-            draw = catalogue.pgbench[name]
-            await common.settle_databases([database_url])
-            common.say(f"pgbench, {LABELS[name]}: {options.concurrency} clients for "
-                       f"{options.duration} s …")  # fmt: skip
-            result = await common.run_pgbench(
-                database_url,
-                SCRIPT,
-                clients=options.concurrency,
-                duration=options.duration,
-                warmup=options.warmup,
-                variables=draw.variables(0 if name == "hot" else 1),
-                cpu_sources={"pgbench": "pgbench", "postgres": "postgres"},
-            )
-            report.book[name] = BookRun(
-                pgbench=result, pgbench_booked=await made_by_pgbench(database_url, draw),
-                **grpc_runs[name],
-            )  # fmt: skip
+        texts = await written_texts(database_url)
+        with tempfile.TemporaryDirectory(prefix="bench-facility-") as folder:
+            script = write_script(folder, {*texts, *catalogue.pgbench["hot"].variables(0)})
+            for name in ("distinct", "hot"):
+                draw = catalogue.pgbench[name]
+                await common.settle_databases([database_url])
+                common.say(f"pgbench, {LABELS[name]}: {options.concurrency} clients for "
+                           f"{options.duration} s …")  # fmt: skip
+                result = await common.run_pgbench(
+                    database_url,
+                    script,
+                    clients=options.concurrency,
+                    duration=options.duration,
+                    warmup=options.warmup,
+                    variables={**draw.variables(0 if name == "hot" else 1), **texts},
+                    cpu_sources={"pgbench": "pgbench", "postgres": "postgres"},
+                )
+                report.book[name] = BookRun(
+                    pgbench=result, pgbench_booked=await made_by_pgbench(database_url, draw),
+                    **grpc_runs[name],
+                )  # fmt: skip
         report.conflicts["pgbench"] = await conflict_count(database_url)
     finally:
         await service.stop()
@@ -500,7 +597,7 @@ def render(report: FacilityReport) -> str:
     for name, run in report.book.items():
         labelled += [
             (f"{GRPC}, {LABELS[name]}", run.grpc),
-            ("pgbench book_facility.sql, same", run.pgbench.window),
+            ("pgbench BOOK, same", run.pgbench.window),
         ]
     stats = ("mean_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms", "count")
     rows = [[label, m.rate, *(getattr(m.latency, f) for f in stats)] for label, m in labelled]

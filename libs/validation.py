@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -23,6 +26,18 @@ NOT_OUR_TOKEN = "is not a token from a previous response"
 TIME_ZONE = re.compile(r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+){0,2}$")
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 50
+
+
+@contextlib.contextmanager
+def within(prefix: str) -> Iterator[None]:
+    """Name the fields of an InvalidArgument raised inside as fields of `prefix` (a nested
+    message: `first.start_time`, `taps[3].tap_id`)."""
+    try:
+        yield
+    except InvalidArgument as exc:
+        raise InvalidArgument(
+            *(replace(v, field=f"{prefix}.{v.field}") for v in exc.violations)
+        ) from None
 
 
 def uuid_field(value: str, field: str) -> uuid.UUID:

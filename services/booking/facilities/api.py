@@ -1,5 +1,5 @@
 """tiket.booking.v1.FacilityService: proto <-> domain, input validation, the request context
-of the audit log. The series RPCs (a later increment of issue 15) answer UNIMPLEMENTED."""
+of the audit log."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from tiket.booking.v1 import facility_pb2_grpc
 
 from libs import paging, tracing
 from libs.auth import current_principal
-from libs.errors import InvalidArgument, Unimplemented
+from libs.errors import InvalidArgument
 from libs.server.ratelimit import Network, client_address
 from libs.validation import (
     int_field,
@@ -26,9 +26,10 @@ from libs.validation import (
     time_zone_field,
     timestamp_field,
     uuid_field,
+    within,
 )
 from services.booking.domain import Actor
-from services.booking.facilities import messages
+from services.booking.facilities import messages, recurrence
 from services.booking.facilities.app import FacilityApp
 from services.booking.facilities.availability import on_step
 from services.booking.facilities.domain import (
@@ -38,6 +39,7 @@ from services.booking.facilities.domain import (
     FacilityBookingStatus,
     OpeningWindow,
     RequestContext,
+    SeriesRequest,
     UpdateRequest,
     is_staff,
 )
@@ -262,13 +264,31 @@ class FacilityApi(facility_pb2_grpc.FacilityServiceServicer):
             ]
         )
 
-    # --- later increments ---------------------------------------------------------------
+    # --- series -------------------------------------------------------------------------
 
-    async def BookFacilitySeries(self, request: Any, context: aio.ServicerContext):
-        raise Unimplemented("BookFacilitySeries (RRULE series) comes in a later increment")
+    async def BookFacilitySeries(
+        self, request: pb.BookFacilitySeriesRequest, context: aio.ServicerContext
+    ):
+        asked = _series_request(request)
+        made = await self.app.series.book(_actor(), asked, self._context(context))
+        return messages.series(made.series, made.bookings, made.facility.time_zone)
 
-    async def CancelFacilitySeries(self, request: Any, context: aio.ServicerContext):
-        raise Unimplemented("CancelFacilitySeries comes in a later increment")
+    async def CancelFacilitySeries(
+        self, request: pb.CancelFacilitySeriesRequest, context: aio.ServicerContext
+    ):
+        series_id = uuid_field(request.series_id, "series_id")
+        asked_for = optional_uuid_field(request.user_id, "user_id")
+        since = timestamp_field(request, "from_time")
+        actor = _actor()
+        reason = text_field(
+            request.reason, "reason", max_len=REASON_LENGTH, required=is_staff(actor)
+        )
+        cancelled, facility = await self.app.series.cancel(
+            actor, series_id, asked_for, since, reason, self._context(context)
+        )
+        return pb.CancelFacilitySeriesResponse(
+            cancelled=[messages.booking(b, facility.time_zone) for b in cancelled]
+        )
 
 
 # --- validation -------------------------------------------------------------------------
@@ -330,6 +350,30 @@ def _booking_request(request: pb.BookFacilityRequest) -> BookingRequest:
         attendee_count=int_field(request.attendee_count, "attendee_count", 1, MAX_ATTENDEES),
         external_meeting_url=url,
         request_id=_request_id(request.request_id),
+    )
+
+
+def _series_request(request: pb.BookFacilitySeriesRequest) -> SeriesRequest:
+    """The series' user_id, its first occurrence under BookFacility's rules (fields named
+    first.*; its user_id empty or the series', its request_id required), the rule."""
+    user_id = uuid_field(request.user_id, "user_id")
+    if not request.HasField("first"):
+        raise InvalidArgument.field("first", "is required")
+    with within("first"):
+        if request.first.user_id and uuid_field(request.first.user_id, "user_id") != user_id:
+            raise InvalidArgument.field("user_id", "must be the series' user_id (or empty)")
+        given = pb.BookFacilityRequest()
+        given.CopyFrom(request.first)
+        given.user_id = str(user_id)
+        first = _booking_request(given)
+        if first.request_id is None:
+            raise InvalidArgument.field("request_id", "is required: it keys the series")
+    recurrence.parse_rule(request.rrule)
+    return SeriesRequest(
+        first=first,
+        rrule=request.rrule.strip(),
+        skip_conflicts=request.skip_conflicts,
+        latest=datetime.now(UTC) + AHEAD,
     )
 
 

@@ -1,5 +1,6 @@
 """Use cases of facility booking: each change one transaction with its audit row and its
-events; overlaps are decided by the database's exclusion constraint."""
+events (BookFacility one statement); overlaps are decided by the database's exclusion
+constraint. The series use cases are in series.py."""
 
 from __future__ import annotations
 
@@ -7,18 +8,17 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from psycopg import AsyncConnection, errors
 from psycopg_pool import AsyncConnectionPool
-from tiket.events.v1 import facility_pb2 as events_pb2
 
-from libs.db.transaction import in_transaction, read
-from libs.errors import Aborted, NotFound, PermissionDenied
-from libs.timestamps import to_timestamp
-from services.booking import events
+from libs.db.transaction import in_statement, in_transaction, read
+from libs.errors import Aborted, FailedPrecondition, NotFound, PermissionDenied
 from services.booking.domain import Actor, found, same_retry
-from services.booking.facilities import availability, store
+from services.booking.facilities import availability, changes, store
 from services.booking.facilities.availability import Interval
+from services.booking.facilities.changes import APPROVED, REJECTED, UPDATED
 from services.booking.facilities.domain import (
     AuditAction,
     BookingRequest,
@@ -28,33 +28,57 @@ from services.booking.facilities.domain import (
     OpeningWindow,
     RequestContext,
     UpdateRequest,
-    check_bookable,
     check_cancellable,
     check_decidable,
     check_updatable,
-    closed_refusal,
-    conflict_refusal,
-    initial_status,
     is_staff,
     require_party,
     snapshot,
 )
+from services.booking.facilities.series import SeriesApp
 from services.booking.facilities.utilization import DayUse, daily_use
 
-AGGREGATE = "facility_booking"
-CREATED = events.Kind("FacilityBookingCreated", "facility.booking_created", AGGREGATE)
-CANCELLED = events.Kind("FacilityBookingCancelled", "facility.booking_cancelled", AGGREGATE)
-APPROVED = events.Kind("FacilityBookingApproved", "facility.booking_approved", AGGREGATE)
-REJECTED = events.Kind("FacilityBookingRejected", "facility.booking_rejected", AGGREGATE)
-UPDATED = events.Kind("FacilityBookingUpdated", "facility.booking_updated", AGGREGATE)
 # The health check's index_usage: WARN while facility_bookings is read by sequential scans
 # more often than by its indexes (the seed's rule), once it has been read this often at all.
 MIN_SCANS = 100
+# BookFacility reads the facility again after BOOK found it changed at most this often.
+BOOK_ATTEMPTS = 3
+KNOWN_FACILITIES = 10_000
+
+
+class Facilities:
+    """The facilities as last read, by id, so that BookFacility sends one statement: BOOK
+    writes only while the facility is still the version read (updated_at), so an entry that
+    another replica made stale costs a read again, never a wrong booking."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+        self._known: dict[uuid.UUID, Facility] = {}
+
+    async def get(self, facility_id: uuid.UUID) -> tuple[Facility, bool]:
+        """The facility, and whether it was read just now."""
+        known = self._known.get(facility_id)
+        if known is not None:
+            return known, False
+        return await self.load(facility_id), True
+
+    async def load(self, facility_id: uuid.UUID) -> Facility:
+        facility = await read(self.pool, store.facility, "facility_id", facility_id)
+        facility = found(facility, f"facility {facility_id}")
+        if len(self._known) >= KNOWN_FACILITIES:
+            self._known.clear()
+        self._known[facility_id] = facility
+        return facility
+
+    def forget(self, facility_id: uuid.UUID) -> None:
+        self._known.pop(facility_id, None)
 
 
 class FacilityApp:
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
+        self.facilities = Facilities(pool)
+        self.series = SeriesApp(pool)
 
     # --- facilities ---------------------------------------------------------------------
 
@@ -73,6 +97,8 @@ class FacilityApp:
         return await in_transaction(self.pool, work, pipeline=False)
 
     async def set_hours(self, facility_id: uuid.UUID, windows: Sequence[OpeningWindow]) -> Facility:
+        self.facilities.forget(facility_id)
+
         async def work(conn: AsyncConnection) -> Facility:
             if not await store.replace_hours(conn, facility_id, windows):
                 raise NotFound(f"facility {facility_id} not found")
@@ -113,38 +139,22 @@ class FacilityApp:
     async def book(
         self, actor: Actor, asked: BookingRequest, context: RequestContext
     ) -> FacilityBooking:
-        async def work(conn: AsyncConnection) -> FacilityBooking:
-            if asked.request_id is not None and (
-                first := await store.booking_by_request(conn, asked.user_id, asked.request_id)
-            ):
-                return _retried(first, asked)
-            facility = found(
-                await store.facility(conn, "facility_id", asked.facility_id, lock=True),
-                f"facility {asked.facility_id}",
+        """One statement, BOOK, checked against the facility as last read; the facility is
+        read again where it is not known yet, where it refuses (it may have changed since),
+        and where BOOK finds it changed."""
+        facility, fresh = await self.facilities.get(asked.facility_id)
+        for _ in range(BOOK_ATTEMPTS):
+            refused = changes.refusal(
+                facility, asked.attendee_count, asked.start_time, asked.end_time
             )
-            check_bookable(facility, asked.attendee_count)
-            if not availability.is_open(
-                facility.hours, facility.zone, asked.start_time, asked.end_time
-            ):
-                raise closed_refusal(
-                    facility, asked.start_time, asked.end_time, list(facility.hours)
-                )
-            status = initial_status(facility, actor)
-            try:
-                async with conn.transaction():
-                    made = await store.insert_booking(conn, asked, status, actor.label)
-            except errors.ExclusionViolation:
-                raise await _conflict(conn, facility, asked.start_time, asked.end_time) from None
-            if made is None:  # a concurrent retry under the same request_id won
-                first = await store.booking_by_request(conn, asked.user_id, str(asked.request_id))
-                return _retried(found(first, "facility booking"), asked)
-            await store.audit(
-                conn, made.id, AuditAction.CREATED, None, snapshot(made), actor.label, context
-            )
-            await _announce(conn, CREATED, made, facility, actor)
-            return made
-
-        return await in_transaction(self.pool, work, pipeline=False)
+            if refused is None:
+                work = partial(_book, actor=actor, asked=asked, facility=facility, context=context)
+                if (booked := await in_statement(self.pool, work)) is not None:
+                    return booked
+            elif fresh:
+                return await read(self.pool, _prior_or, asked, refused)
+            facility, fresh = await self.facilities.load(asked.facility_id), True
+        raise Aborted("the facility kept changing while it was being booked; retry")
 
     async def get_booking(
         self, actor: Actor, booking_id: uuid.UUID, asked_for: uuid.UUID | None
@@ -172,15 +182,7 @@ class FacilityApp:
             facility = found(await store.facility(conn, "facility_id", booking.facility_id), "")
             if not check_cancellable(booking, datetime.now(UTC)):
                 return booking, facility
-            staff = is_staff(actor) and str(booking.user_id) != actor.subject
-            action = AuditAction.ADMIN_CANCELLED if staff else AuditAction.CANCELLED
-            changed = await store.set_status(
-                conn, booking_id, FacilityBookingStatus.CANCELLED, actor.label, reason
-            )
-            await store.audit(
-                conn, booking_id, action, snapshot(booking), snapshot(changed), actor.label, context
-            )
-            await _announce(conn, CANCELLED, changed, facility, actor, reason or "")
+            changed = await changes.cancel(conn, actor, booking, facility, reason, context)
             return changed, facility
 
         return await in_transaction(self.pool, work, pipeline=False)
@@ -209,7 +211,7 @@ class FacilityApp:
                 conn, booking_id, action, snapshot(booking), snapshot(changed), actor.label, context
             )
             kind = APPROVED if approved else REJECTED
-            await _announce(conn, kind, changed, facility, actor, reason or "")
+            await changes.announce(conn, kind, changed, facility, actor, reason or "")
             return changed, facility
 
         return await in_transaction(self.pool, work, pipeline=False)
@@ -230,20 +232,16 @@ class FacilityApp:
             if (booking.start_time, booking.end_time, booking.attendee_count) == wanted:
                 return booking, facility  # a retry, or nothing to change
             check_updatable(booking, datetime.now(UTC))
-            check_bookable(facility, attendees)
-            if not availability.is_open(
-                facility.hours, facility.zone, asked.start_time, asked.end_time
-            ):
-                raise closed_refusal(
-                    facility, asked.start_time, asked.end_time, list(facility.hours)
-                )
+            if refused := changes.refusal(facility, attendees, asked.start_time, asked.end_time):
+                raise refused
             try:
                 async with conn.transaction():
                     changed = await store.move(conn, booking.id, *wanted)
             except errors.ExclusionViolation:
-                raise await _conflict(
+                conflict = await changes.conflict(
                     conn, facility, asked.start_time, asked.end_time, besides=booking.id
-                ) from None
+                )
+                raise conflict or changes.race() from None
             await store.audit(
                 conn,
                 booking.id,
@@ -253,7 +251,7 @@ class FacilityApp:
                 actor.label,
                 context,
             )
-            await _announce(conn, UPDATED, changed, facility, actor, previous=booking)
+            await changes.announce(conn, UPDATED, changed, facility, actor, previous=booking)
             return changed, facility
 
         return await in_transaction(self.pool, work, pipeline=False)
@@ -344,48 +342,39 @@ def _retried(first: FacilityBooking, asked: BookingRequest) -> FacilityBooking:
     return first
 
 
-async def _conflict(
+async def _book(
     conn: AsyncConnection,
-    facility: Facility,
-    start: datetime,
-    end: datetime,
     *,
-    besides: uuid.UUID | None = None,
-) -> Exception:
-    """TIME_CONFLICT naming the booking (other than `besides`) the asked range met; ABORTED
-    when it is gone again."""
-    busy = await store.holding(conn, facility.id, start, end, besides=besides)
-    if not busy:
-        return Aborted("a concurrent change of this facility's bookings; retry")
-    return conflict_refusal(facility, *busy[0])
-
-
-async def _announce(
-    conn: AsyncConnection,
-    kind: events.Kind,
-    booking: FacilityBooking,
-    facility: Facility,
     actor: Actor,
-    reason: str = "",
-    *,
-    previous: FacilityBooking | None = None,
-) -> None:
-    data = events_pb2.FacilityBookingChanged(
-        booking_id=str(booking.id),
-        facility_id=str(facility.id),
-        facility_name=facility.name,
-        user_id=str(booking.user_id),
-        start_time=to_timestamp(booking.start_time),
-        end_time=to_timestamp(booking.end_time),
-        time_zone=facility.time_zone,
-        status=booking.status,
-        title=booking.title,
-        attendee_count=booking.attendee_count,
-        created_by=booking.created_by,
-        changed_by=actor.label,
-        reason=reason,
-    )
-    if previous is not None:
-        data.previous_start_time.CopyFrom(to_timestamp(previous.start_time))
-        data.previous_end_time.CopyFrom(to_timestamp(previous.end_time))
-    await events.record(conn, [events.stage(kind, booking.id, data, actor)])
+    asked: BookingRequest,
+    facility: Facility,
+    context: RequestContext,
+) -> FacilityBooking | None:
+    """BOOK on an autocommit connection: the new booking, or the one its request_id made;
+    TIME_CONFLICT where booking_no_overlap refused it; None where the facility changed since
+    it was read."""
+    draft = changes.draft(asked, facility, actor)
+    made = await changes.create(conn, draft, facility, actor, context)
+    if isinstance(made, FacilityBooking):
+        return made if made.id == draft.id else _retried(made, asked)
+    if made is not None:
+        raise made
+    if asked.request_id is not None and (
+        first := await store.booking_by_request(conn, asked.user_id, asked.request_id)
+    ):
+        return _retried(first, asked)  # a concurrent request under the same request_id won
+    if conflict := await changes.conflict(conn, facility, asked.start_time, asked.end_time):
+        raise conflict
+    return None
+
+
+async def _prior_or(
+    conn: AsyncConnection, asked: BookingRequest, refused: FailedPrecondition
+) -> FacilityBooking:
+    """The booking asked's request_id made before (a retry is answered whatever the facility
+    is now), else `refused`."""
+    if asked.request_id is not None and (
+        first := await store.booking_by_request(conn, asked.user_id, asked.request_id)
+    ):
+        return _retried(first, asked)
+    raise refused

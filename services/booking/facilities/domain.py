@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from libs.auth import Role
@@ -92,6 +93,26 @@ class FacilityBooking:
     decided_at: datetime | None = None
     decided_by: str | None = None
     decision_reason: str | None = None
+    series_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
+class FacilitySeries:
+    """A recurring series as BookFacilitySeries asked for it; `skipped` as stored (JSON)."""
+
+    id: uuid.UUID
+    facility_id: uuid.UUID
+    user_id: uuid.UUID
+    rrule: str
+    start_time: datetime
+    end_time: datetime
+    title: str
+    attendee_count: int
+    skip_conflicts: bool
+    skipped: list[dict[str, str]]
+    request_id: str
+    created_by: str
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -117,6 +138,20 @@ class BookingRequest:
             "title": self.title,
             "attendee_count": self.attendee_count,
         }
+
+
+@dataclass(frozen=True)
+class SeriesRequest:
+    """A checked BookFacilitySeries request: `first` (its request_id set) and the rule."""
+
+    first: BookingRequest
+    rrule: str
+    skip_conflicts: bool
+    latest: datetime  # no occurrence may start later
+
+    def asked(self) -> dict[str, object]:
+        """What a retry under the same request_id must repeat."""
+        return {**self.first.asked(), "rrule": self.rrule, "skip_conflicts": self.skip_conflicts}
 
 
 @dataclass(frozen=True)
@@ -148,13 +183,23 @@ def is_staff(actor: Actor) -> bool:
     return actor.role in (Role.ADMIN, Role.OPERATOR)
 
 
-def require_party(actor: Actor, booking: FacilityBooking, asked_for: uuid.UUID | None) -> None:
-    """PermissionDenied unless the actor may act on `booking`: staff may act on any booking
-    (naming its user when they name one); a user only on their own."""
-    if asked_for is not None and asked_for != booking.user_id:
-        raise PermissionDenied(f"facility booking {booking.id} is not the named user's")
-    if not is_staff(actor) and str(booking.user_id) != actor.subject:
-        raise PermissionDenied(f"facility booking {booking.id} is another user's")
+class Owned(Protocol):
+    @property
+    def id(self) -> uuid.UUID: ...
+
+    @property
+    def user_id(self) -> uuid.UUID: ...
+
+
+def require_party(
+    actor: Actor, owned: Owned, asked_for: uuid.UUID | None, what: str = "facility booking"
+) -> None:
+    """PermissionDenied unless the actor may act on `owned` (a booking or a series): staff
+    may act on any (naming its user when they name one); a user only on their own."""
+    if asked_for is not None and asked_for != owned.user_id:
+        raise PermissionDenied(f"{what} {owned.id} is not the named user's")
+    if not is_staff(actor) and str(owned.user_id) != actor.subject:
+        raise PermissionDenied(f"{what} {owned.id} is another user's")
 
 
 # --- rules ------------------------------------------------------------------------------

@@ -10,7 +10,12 @@ from tiket.booking.v1 import facility_pb2 as pb
 
 from libs.timestamps import to_timestamp
 from services.booking.facilities.availability import Interval
-from services.booking.facilities.domain import Facility, FacilityBooking, OpeningWindow
+from services.booking.facilities.domain import (
+    Facility,
+    FacilityBooking,
+    FacilitySeries,
+    OpeningWindow,
+)
 from services.booking.facilities.utilization import DayUse
 
 STATUS = {
@@ -62,10 +67,31 @@ def booking(b: FacilityBooking, time_zone: str) -> pb.FacilityBooking:
         time_zone=time_zone,
         created_at=to_timestamp(b.created_at),
         updated_at=to_timestamp(b.updated_at),
+        series_id=str(b.series_id or ""),
     )
     if b.cancelled_at is not None:
         message.cancelled_at.CopyFrom(to_timestamp(b.cancelled_at))
     return message
+
+
+def series(
+    s: FacilitySeries, bookings: list[FacilityBooking], time_zone: str
+) -> pb.BookFacilitySeriesResponse:
+    skipped = [
+        pb.SkippedOccurrence(
+            start_time=to_timestamp(datetime.fromisoformat(o["start_time"])),
+            end_time=to_timestamp(datetime.fromisoformat(o["end_time"])),
+            local_start=o["local_start"],
+            reason=o["reason"],
+        )
+        for o in s.skipped
+    ]
+    return pb.BookFacilitySeriesResponse(
+        series_id=str(s.id),
+        bookings=[booking(b, time_zone) for b in bookings],
+        skipped=[o.start_time for o in skipped],
+        skipped_occurrences=skipped,
+    )
 
 
 def busy(b: FacilityBooking, time_zone: str) -> pb.FacilityBooking:

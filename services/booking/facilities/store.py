@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
+from typing import Any, TypeVar
 
 from psycopg import AsyncConnection
-from psycopg.rows import class_row
+from psycopg.rows import RowFactory, class_row
 from psycopg.types.json import Jsonb
 
+from libs.events.outbox import EVENT_VALUES, OUTBOX_COLUMNS
+from services.booking.events import STORE_COLUMNS, STORE_VALUES
 from services.booking.facilities.domain import (
     AuditAction,
-    BookingRequest,
     Facility,
     FacilityBooking,
     FacilityBookingStatus,
@@ -31,11 +33,20 @@ BOOKING_COLUMNS = (
     "booking_id AS id, facility_id, user_id, start_time, end_time, title, description, "
     "attendee_count, external_meeting_url, status, created_by, created_at, updated_at, "
     "request_id, cancelled_at, cancelled_by, cancellation_reason, decided_at, decided_by, "
-    "decision_reason"
+    "decision_reason, series_id"
 )
 BOOKING = records(FacilityBooking, status=FacilityBookingStatus)
+BY_REQUEST = "user_id = %s AND request_id = %s"
+AUDIT_COLUMNS = (
+    "booking_id, action, old_values, new_values, changed_by, user_agent, ip_address, request_id"
+)
+AUDIT_VALUES = (
+    "%(audit_booking_id)s, %(audit_action)s, %(audit_old)s, %(audit_new)s, "
+    "%(audit_changed_by)s, %(audit_user_agent)s, %(audit_ip_address)s, %(audit_request_id)s"
+)
 HOLDING = "status IN ('confirmed', 'pending')"
 After = tuple[datetime, uuid.UUID] | None
+T = TypeVar("T")
 
 
 # --- facilities -------------------------------------------------------------------------
@@ -74,13 +85,22 @@ async def facility(
 
 
 async def hours(conn: AsyncConnection, facility_id: uuid.UUID) -> list[OpeningWindow]:
-    cur = conn.cursor(row_factory=class_row(OpeningWindow))
-    await cur.execute(
-        """SELECT weekday, open_minute, close_minute FROM facility_hours
-            WHERE facility_id = %s ORDER BY weekday, open_minute""",
-        (facility_id,),
+    return (await hours_of(conn, [facility_id])).get(facility_id, [])
+
+
+async def hours_of(
+    conn: AsyncConnection, facility_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[OpeningWindow]]:
+    """The opening hours of each of `facility_ids` (a closed one has none), in one query."""
+    cur = await conn.execute(
+        """SELECT facility_id, weekday, open_minute, close_minute FROM facility_hours
+            WHERE facility_id = ANY(%s) ORDER BY facility_id, weekday, open_minute""",
+        (list(facility_ids),),
     )
-    return await cur.fetchall()
+    found: dict[uuid.UUID, list[OpeningWindow]] = {}
+    for facility_id, *window in await cur.fetchall():
+        found.setdefault(facility_id, []).append(OpeningWindow(*window))
+    return found
 
 
 async def replace_hours(
@@ -120,62 +140,118 @@ async def list_facilities(
         },
     )
     found = await cur.fetchall()
-    return [replace(f, hours=tuple(await hours(conn, f.id))) for f in found]
+    windows = await hours_of(conn, [f.id for f in found])
+    return [replace(f, hours=tuple(windows.get(f.id, ()))) for f in found]
 
 
 # --- bookings ---------------------------------------------------------------------------
 
 
-async def insert_booking(
-    conn: AsyncConnection, asked: BookingRequest, status: FacilityBookingStatus, created_by: str
+# BookFacility's one statement, and each occurrence's of BookFacilitySeries: the booking under
+# its (user_id, request_id) if it exists; else, while the facility is still the version the
+# caller checked the booking against (updated_at, read FOR SHARE so that no change of its hours
+# commits meanwhile), the new booking, its audit row `created`, its event store and outbox rows.
+# `ON CONFLICT DO NOTHING` (any arbiter): an overlap that booking_no_overlap refuses, or a
+# concurrent request under the same request_id, writes nothing and raises no error to roll
+# back; the statement then answers the first booking that holds the range, where its snapshot
+# sees one (not one committed while the INSERT waited for it: the caller reads again).
+BOOK = f"""
+WITH prior AS (
+    SELECT {BOOKING_COLUMNS} FROM facility_bookings
+     WHERE user_id = %(user_id)s AND request_id = %(request_id)s
+), facility AS (
+    SELECT facility_id FROM facilities
+     WHERE facility_id = %(facility_id)s AND updated_at = %(version)s
+       AND NOT EXISTS (SELECT FROM prior)
+       FOR SHARE
+), made AS (
+    INSERT INTO facility_bookings (booking_id, facility_id, user_id, start_time, end_time,
+           title, description, attendee_count, external_meeting_url, status, request_id,
+           created_by, series_id)
+    SELECT %(booking_id)s, facility_id, %(user_id)s, %(start_time)s, %(end_time)s, %(title)s,
+           %(description)s, %(attendee_count)s, %(external_meeting_url)s, %(status)s,
+           %(request_id)s, %(created_by)s, %(series_id)s
+      FROM facility
+    ON CONFLICT DO NOTHING
+    RETURNING {BOOKING_COLUMNS}
+), audited AS (
+    INSERT INTO facility_booking_audit_log ({AUDIT_COLUMNS}) SELECT {AUDIT_VALUES} FROM made
+), stored AS (
+    INSERT INTO event_store ({STORE_COLUMNS}) SELECT {STORE_VALUES} FROM made
+), sent AS (
+    INSERT INTO outbox ({OUTBOX_COLUMNS}) SELECT {EVENT_VALUES} FROM made
+)
+SELECT * FROM made
+UNION ALL SELECT * FROM prior
+UNION ALL (
+    SELECT {BOOKING_COLUMNS} FROM facility_bookings
+     WHERE EXISTS (SELECT FROM facility) AND NOT EXISTS (SELECT FROM made)
+       AND facility_id = %(facility_id)s AND {HOLDING}
+       AND tstzrange(start_time, end_time) && tstzrange(%(start_time)s, %(end_time)s)
+     ORDER BY start_time LIMIT 1
+)"""
+
+
+async def book(
+    conn: AsyncConnection,
+    draft: FacilityBooking,
+    version: datetime,
+    audit: dict[str, object],
+    event: dict[str, Any],
 ) -> FacilityBooking | None:
-    """The new booking; None when (user_id, request_id) made one already. ExclusionViolation
-    (booking_no_overlap) when it overlaps a booking that holds its time."""
+    """BOOK: `draft` as written (its id), the booking its request_id made before, or the
+    first booking that holds the range (an overlap); None when it wrote nothing and found
+    none of them: the facility changed since `version`, or a concurrent request won."""
     cur = conn.cursor(row_factory=BOOKING)
-    await cur.execute(
-        f"""INSERT INTO facility_bookings (facility_id, user_id, start_time, end_time, title,
-                   description, attendee_count, external_meeting_url, status, request_id,
-                   created_by)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-            ON CONFLICT (user_id, request_id) DO NOTHING RETURNING {BOOKING_COLUMNS}""",
-        (
-            asked.facility_id,
-            asked.user_id,
-            asked.start_time,
-            asked.end_time,
-            asked.title,
-            asked.description,
-            asked.attendee_count,
-            asked.external_meeting_url,
-            status,
-            asked.request_id,
-            created_by,
-        ),
-    )
+    await cur.execute(BOOK, {**book_params(draft, version), **audit, **event})
     return await cur.fetchone()
+
+
+def book_params(draft: FacilityBooking, version: datetime) -> dict[str, object]:
+    """BOOK's parameters of the booking itself."""
+    return {
+        "booking_id": draft.id,
+        "facility_id": draft.facility_id,
+        "user_id": draft.user_id,
+        "start_time": draft.start_time,
+        "end_time": draft.end_time,
+        "title": draft.title,
+        "description": draft.description,
+        "attendee_count": draft.attendee_count,
+        "external_meeting_url": draft.external_meeting_url,
+        "status": draft.status,
+        "request_id": draft.request_id,
+        "created_by": draft.created_by,
+        "series_id": draft.series_id,
+        "version": version,
+    }
 
 
 async def booking(
     conn: AsyncConnection, booking_id: uuid.UUID, *, lock: bool = False
 ) -> FacilityBooking | None:
-    cur = conn.cursor(row_factory=BOOKING)
-    suffix = " FOR UPDATE" if lock else ""
-    await cur.execute(
-        f"SELECT {BOOKING_COLUMNS} FROM facility_bookings WHERE booking_id = %s{suffix}",
-        (booking_id,),
-    )
-    return await cur.fetchone()
+    query = f"SELECT {BOOKING_COLUMNS} FROM facility_bookings WHERE booking_id = %s"
+    return await fetch_one(conn, BOOKING, query, (booking_id,), lock=lock)
 
 
 async def booking_by_request(
     conn: AsyncConnection, user_id: uuid.UUID, request_id: str
 ) -> FacilityBooking | None:
-    cur = conn.cursor(row_factory=BOOKING)
-    await cur.execute(
-        f"""SELECT {BOOKING_COLUMNS} FROM facility_bookings
-             WHERE user_id = %s AND request_id = %s""",
-        (user_id, request_id),
-    )
+    query = f"SELECT {BOOKING_COLUMNS} FROM facility_bookings WHERE {BY_REQUEST}"
+    return await fetch_one(conn, BOOKING, query, (user_id, request_id))
+
+
+async def fetch_one(
+    conn: AsyncConnection,
+    factory: RowFactory[T],
+    query: str,
+    params: Sequence[object],
+    *,
+    lock: bool = False,
+) -> T | None:
+    """The row `query` finds (locked FOR UPDATE with `lock`), or None."""
+    cur = conn.cursor(row_factory=factory)
+    await cur.execute(query + (" FOR UPDATE" if lock else ""), params)
     return await cur.fetchone()
 
 
@@ -264,26 +340,8 @@ async def facilities_with_hours(
         {"id": facility_id},
     )
     found = await cur.fetchall()
-    windows = conn.cursor(row_factory=class_row(_HoursRow))
-    await windows.execute(
-        """SELECT facility_id, weekday, open_minute, close_minute FROM facility_hours
-            WHERE facility_id = ANY(%s) ORDER BY weekday, open_minute""",
-        ([f.id for f in found],),
-    )
-    by_facility: dict[uuid.UUID, list[OpeningWindow]] = {}
-    for row in await windows.fetchall():
-        by_facility.setdefault(row.facility_id, []).append(
-            OpeningWindow(row.weekday, row.open_minute, row.close_minute)
-        )
-    return [replace(f, hours=tuple(by_facility.get(f.id, ()))) for f in found]
-
-
-@dataclass(frozen=True)
-class _HoursRow:
-    facility_id: uuid.UUID
-    weekday: int
-    open_minute: int
-    close_minute: int
+    windows = await hours_of(conn, [f.id for f in found])
+    return [replace(f, hours=tuple(windows.get(f.id, ()))) for f in found]
 
 
 # --- health -----------------------------------------------------------------------------
@@ -371,17 +429,27 @@ async def audit(
     context: RequestContext,
 ) -> None:
     await conn.execute(
-        """INSERT INTO facility_booking_audit_log (booking_id, action, old_values, new_values,
-                  changed_by, user_agent, ip_address, request_id)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""",
-        (
-            booking_id,
-            action,
-            None if old is None else Jsonb(old),
-            None if new is None else Jsonb(new),
-            changed_by,
-            context.user_agent,
-            context.ip_address,
-            context.request_id,
-        ),
+        f"INSERT INTO facility_booking_audit_log ({AUDIT_COLUMNS}) VALUES ({AUDIT_VALUES})",
+        audit_params(booking_id, action, old, new, changed_by, context),
     )
+
+
+def audit_params(
+    booking_id: uuid.UUID,
+    action: AuditAction,
+    old: dict[str, object] | None,
+    new: dict[str, object] | None,
+    changed_by: str,
+    context: RequestContext,
+) -> dict[str, object]:
+    """AUDIT_VALUES' parameters."""
+    return {
+        "audit_booking_id": booking_id,
+        "audit_action": action,
+        "audit_old": None if old is None else Jsonb(old),
+        "audit_new": None if new is None else Jsonb(new),
+        "audit_changed_by": changed_by,
+        "audit_user_agent": context.user_agent,
+        "audit_ip_address": context.ip_address,
+        "audit_request_id": context.request_id,
+    }

@@ -27,6 +27,7 @@ COUNTS = {
     "facilities": "SELECT count(*) FROM facilities",
     "facility_hours": "SELECT count(*) FROM facility_hours",
     "facility_bookings": "SELECT count(*) FROM facility_bookings",
+    "facility_booking_series": "SELECT count(*) FROM facility_booking_series",
     "facility_booking_audit_log": "SELECT count(*) FROM facility_booking_audit_log",
     "facility_statuses": "SELECT count(*) FROM facility_bookings WHERE status <> 'confirmed'",
     "outbox": "SELECT count(*) FROM outbox",

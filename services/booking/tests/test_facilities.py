@@ -307,3 +307,43 @@ async def test_a_week_search_across_berlins_spring_change_keeps_local_hours(
     assert local == expected
     utc = [w.start_time.ToDatetime(tzinfo=UTC).hour for w in found.windows]
     assert utc == [8] * 6 + [7, 9]  # the same 09:00 local is an hour earlier in UTC
+
+
+async def test_a_change_of_hours_by_another_replica_is_honoured(stack: Stack) -> None:
+    """BookFacility checks against the facility as this replica last read it; hours changed
+    behind its back (by SQL here, as another replica would) are read again, both ways."""
+    stub, room = facilities(stack), await new_facility(stack)
+    user = str(uuid.uuid4())
+    booked = book_request(room, quarter(6, 36), quarter(6, 40), user)
+    await stub.BookFacility(booked, metadata=stack.as_rider(user))  # the facility now known
+
+    async def set_hours(opens: int, closes: int) -> None:
+        async with await psycopg.AsyncConnection.connect(stack.database_url()) as conn:
+            await conn.execute(
+                """UPDATE facility_hours SET open_minute = %s, close_minute = %s
+                    WHERE facility_id = %s""",
+                (opens, closes, room.facility_id),
+            )
+            await conn.execute(
+                "UPDATE facilities SET updated_at = clock_timestamp() WHERE facility_id = %s",
+                (room.facility_id,),
+            )
+
+    await set_hours(0, 60)  # 00:00-01:00 local (Asia/Jakarta, UTC+7)
+    before = await facility_counts(stack.database_url())
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.BookFacility(
+            book_request(room, quarter(6, 44), quarter(6, 48), user), metadata=stack.as_rider(user)
+        )
+    assert error_reason(refused.value) == "FACILITY_CLOSED"
+    assert await facility_counts(stack.database_url()) == before
+    await set_hours(0, 1440)
+    made = await stub.BookFacility(
+        book_request(room, quarter(6, 44), quarter(6, 48), user), metadata=stack.as_rider(user)
+    )
+    assert made.status == CONFIRMED
+    await set_hours(0, 1440)  # a new version, the same hours: BOOK finds it changed, reads it
+    again = await stub.BookFacility(
+        book_request(room, quarter(6, 48), quarter(6, 52), user), metadata=stack.as_rider(user)
+    )
+    assert again.status == CONFIRMED
