@@ -5,7 +5,9 @@
   after it would reach the gate as DEADLINE_EXCEEDED, not UNAVAILABLE), never hangs, writes
   nothing a retry cannot finish;
 - its own process killed (SIGKILL) in the middle of a burst of taps and started again: the
-  gates' retries complete every tap, and no rupiah is lost or taken twice."""
+  gates' retries complete every tap, and no rupiah is lost or taken twice;
+- the same in the middle of a SyncOfflineTaps batch: the re-sent batch applies what the
+  kill cut off and answers DUPLICATE for the rest — nothing lost, nothing doubled."""
 
 from __future__ import annotations
 
@@ -14,17 +16,20 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import grpc
+import psycopg
 import pytest
 import pytest_asyncio
 from grpc import aio
-from tiket.journey.v1 import journey_pb2_grpc
+from tiket.journey.v1 import journey_pb2, journey_pb2_grpc
 from tiket.user.v1 import user_pb2, user_pb2_grpc
 
 from libs.auth import Role
-from libs.config import load
+from libs.config import Settings, load
 from libs.money import to_money
 from services.fare import demo as fare_demo
 from services.journey.tests.audit import audit
@@ -41,7 +46,7 @@ from services.journey.tests.mesh import (
 )
 from tests.support import keys
 from tests.support.cleanup import remove_run
-from tests.support.processes import service_process
+from tests.support.processes import ServiceProcess, service_process
 from tests.support.settings import isolated_env
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import wait_until
@@ -188,16 +193,39 @@ async def ride(gate: Gate, card: str) -> None:
         await gate.tap("CheckOut", tap_request("out", card, "E", "E-EXIT-01"))
 
 
-@pytest.mark.e2e
-@pytest.mark.timeout(180)
-async def test_killing_the_journey_service_mid_burst_loses_and_doubles_nothing():
+@dataclass
+class Killable:
+    """User and fare services, and a journey service behind a proxy that a gate keeps
+    reaching when the journey process is killed and another one started."""
+
+    settings: Settings
+    admin: list[tuple[str, str]]
+    user: ServiceProcess
+    journey: ServiceProcess
+    journey_env: dict[str, str]
+    proxy: TcpProxy
+    stack: contextlib.ExitStack
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.proxy.port}"
+
+    async def kill_and_restart_journey(self) -> None:
+        """SIGKILL (no drain: whatever was in flight is cut), then a new process."""
+        self.journey.process.kill()
+        self.journey.process.wait()
+        self.journey = await asyncio.to_thread(
+            self.stack.enter_context, service_process("journey", self.journey_env)
+        )
+        self.proxy.target_port = int(self.journey.address.rsplit(":", 1)[1])
+
+
+@contextlib.asynccontextmanager
+async def killable(**overrides: str) -> AsyncIterator[Killable]:
     env = isolated_env(
-        TIKET_SWEEP_INTERVAL_SECONDS="0.5",
-        TIKET_JOURNEY_SETTLE_AFTER_SECONDS="2",
-        TIKET_JOURNEY_ORPHAN_AFTER_SECONDS="60",
+        TIKET_SWEEP_INTERVAL_SECONDS="0.5", TIKET_JOURNEY_SETTLE_AFTER_SECONDS="2", **overrides
     )
     settings = load(env)
-    token = keys.token(settings, Role.SERVICE, "tests")
     admin = [("authorization", f"Bearer {keys.token(settings, Role.ADMIN, 'fault-test')}")]
     with contextlib.ExitStack() as stack:
         user = stack.enter_context(service_process("user", env))
@@ -209,33 +237,36 @@ async def test_killing_the_journey_service_mid_burst_loses_and_doubles_nothing()
         try:
             async with aio.insecure_channel(fare.address) as channel:
                 await fare_demo.load(channel, admin, lambda _: None)
-            cards = await make_riders(user.address, admin)
-            gates = [Gate(f"127.0.0.1:{proxy.port}", token) for _ in cards]
-            burst = asyncio.gather(*(ride(g, c) for g, c in zip(gates, cards, strict=True)))
-            # kill once a quarter of the taps are answered: the rest are still in flight
-            quarter = RIDERS * PAIRS * 2 // 4
-            await wait_until(lambda: sum(g.answered for g in gates) >= quarter, "first taps")
-            first.process.kill()  # SIGKILL: no drain, whatever was in flight is cut
-            first.process.wait()
-            second = await asyncio.to_thread(
-                stack.enter_context, service_process("journey", journey_env)
-            )
-            proxy.target_port = int(second.address.rsplit(":", 1)[1])
-            await burst
-            assert sum(g.retries for g in gates) > 0, "the kill interrupted nothing"
-            for gate in gates:
-                await gate.channel.close()
-            problems = await settled_audit(settings)
-            assert problems == []
-            assert await balances(user.address, admin, cards) == {BALANCE - PAIRS * 12_000}
+            yield Killable(settings, admin, user, first, journey_env, proxy, stack)
         finally:
             await proxy.stop()
             stack.close()
             await remove_run(settings, ["user", "fare", "journey"])
 
 
-async def make_riders(address: str, admin) -> list[str]:
-    cards = [f"K{uuid.uuid4().hex[:8].upper()}{n:03d}" for n in range(RIDERS)]
+@pytest.mark.e2e
+@pytest.mark.timeout(180)
+async def test_killing_the_journey_service_mid_burst_loses_and_doubles_nothing():
+    async with killable(TIKET_JOURNEY_ORPHAN_AFTER_SECONDS="60") as run:
+        token = keys.token(run.settings, Role.SERVICE, "tests")
+        cards = await make_riders(run.user.address, run.admin)
+        gates = [Gate(run.address, token) for _ in cards]
+        burst = asyncio.gather(*(ride(g, c) for g, c in zip(gates, cards, strict=True)))
+        # kill once a quarter of the taps are answered: the rest are still in flight
+        quarter = RIDERS * PAIRS * 2 // 4
+        await wait_until(lambda: sum(g.answered for g in gates) >= quarter, "first taps")
+        await run.kill_and_restart_journey()
+        await burst
+        assert sum(g.retries for g in gates) > 0, "the kill interrupted nothing"
+        for gate in gates:
+            await gate.channel.close()
+        problems = await settled_audit(run.settings)
+        assert problems == []
+        assert await balances(run.user.address, run.admin, cards) == {BALANCE - PAIRS * 12_000}
+
+
+async def make_riders(address: str, admin, count: int = RIDERS) -> list[str]:
+    cards = [f"K{uuid.uuid4().hex[:8].upper()}{n:03d}" for n in range(count)]
     async with aio.insecure_channel(address) as channel:
         users = user_pb2_grpc.UserServiceStub(channel)
         for card in cards:
@@ -274,3 +305,78 @@ async def settled_audit(settings, within: float = 90.0) -> list[str]:
         if not problems or time.monotonic() > deadline:
             return problems
         await asyncio.sleep(0.5)
+
+
+# --- the journey service killed mid-batch of offline taps ------------------------------------
+
+OFFLINE_RIDERS = 100
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(180)
+async def test_killing_the_journey_service_mid_sync_then_resending_loses_and_doubles_nothing():
+    async with killable(TIKET_JOURNEY_MAX_CLOCK_SKEW_SECONDS="3600") as run:
+        cards = await make_riders(run.user.address, run.admin, OFFLINE_RIDERS)
+        t = datetime.now(UTC) + timedelta(minutes=1)
+        entries = offline_batch("A", "A-ENTRY-01", cards, "in", t)
+        exits = offline_batch("E", "E-EXIT-01", cards, "out", t + timedelta(minutes=20))
+        async with aio.insecure_channel(run.address) as channel:
+            stub = journey_pb2_grpc.JourneyServiceStub(channel)
+
+            def gate(request):
+                who = f"{request.terminal_code}/{request.gate_code}"
+                md = [("authorization", f"Bearer {keys.token(run.settings, Role.GATE, who)}")]
+                return stub.SyncOfflineTaps(request, metadata=md, timeout=60)
+
+            await gate(entries)
+            cut = asyncio.ensure_future(gate(exits))
+            await exits_recorded(run.settings, at_least=5)
+            await run.kill_and_restart_journey()  # in the middle of the batch
+            with pytest.raises(grpc.aio.AioRpcError):
+                await cut
+            answer = await once_back(gate, exits)  # the gate re-sends the batch
+            outcomes = [r.outcome for r in answer.results]
+            applied, duplicate = journey_pb2.TAP_OUTCOME_APPLIED, journey_pb2.TAP_OUTCOME_DUPLICATE
+            assert set(outcomes) <= {applied, duplicate}
+            assert outcomes.count(duplicate) >= 5
+            again = await gate(exits)
+            assert {r.outcome for r in again.results} == {duplicate}
+        assert await settled_audit(run.settings) == []
+        assert await balances(run.user.address, run.admin, cards) == {BALANCE - 12_000}
+        assert await journeys_by_status(run.settings) == {("completed", "paid"): OFFLINE_RIDERS}
+
+
+def offline_batch(terminal: str, gate: str, cards: list[str], kind: str, at: datetime):
+    direction = (
+        journey_pb2.TAP_DIRECTION_CHECK_IN if kind == "in" else journey_pb2.TAP_DIRECTION_CHECK_OUT
+    )
+    taps = []
+    for card in cards:
+        tap = journey_pb2.OfflineTap(tap_id=str(uuid.uuid4()), card_id=card, direction=direction)
+        tap.tapped_at.FromDatetime(at)
+        taps.append(tap)
+    return journey_pb2.SyncOfflineTapsRequest(terminal_code=terminal, gate_code=gate, taps=taps)
+
+
+async def exits_recorded(settings, at_least: int, within: float = 60.0) -> None:
+    """Wait, polling closely, until `at_least` offline exits are recorded."""
+    deadline = time.monotonic() + within
+    url = settings.database_url("journey")
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            cur = await conn.execute(
+                "SELECT count(*) FROM taps WHERE offline AND kind = 'checkout'"
+            )
+            row = await cur.fetchone()
+            if row and row[0] >= at_least:
+                return
+            await asyncio.sleep(0.005)
+    raise AssertionError(f"fewer than {at_least} offline exits recorded in {within} s")
+
+
+async def journeys_by_status(settings) -> dict[tuple[str, str], int]:
+    async with await psycopg.AsyncConnection.connect(settings.database_url("journey")) as conn:
+        cur = await conn.execute(
+            "SELECT status::text, settlement::text, count(*) FROM journey_history GROUP BY 1, 2"
+        )
+        return {(status, settlement): n for status, settlement, n in await cur.fetchall()}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from grpc import aio
@@ -15,6 +16,7 @@ from tiket.journey.v1 import journey_pb2, journey_pb2_grpc
 from libs import paging
 from libs.auth import current_principal
 from libs.errors import FailedPrecondition, InvalidArgument
+from libs.money import to_decimal
 from libs.validation import (
     card_id_field,
     gate_code_field,
@@ -27,6 +29,7 @@ from services.journey import domain, messages, remote
 from services.journey.app import JourneyApp
 from services.journey.config import JourneyConfig
 from services.journey.domain import TapKind, TapRequest
+from services.journey.offline import OfflineTap, SyncBatch
 from services.journey.store import JourneyFilter
 
 TAPS = Counter(
@@ -60,6 +63,11 @@ class _TapCounter:
 
 
 CHECKINS, CHECKOUTS = _TapCounter("checkin"), _TapCounter("checkout")
+MAX_OFFLINE_TAPS = 500
+DIRECTIONS = {
+    journey_pb2.TAP_DIRECTION_CHECK_IN: TapKind.CHECKIN,
+    journey_pb2.TAP_DIRECTION_CHECK_OUT: TapKind.CHECKOUT,
+}
 
 
 class JourneyApi(journey_pb2_grpc.JourneyServiceServicer):
@@ -78,6 +86,13 @@ class JourneyApi(journey_pb2_grpc.JourneyServiceServicer):
         remote.set_deadline(context.time_remaining())
         with CHECKOUTS.counting():
             return await self.app.check_out(tap)
+
+    async def SyncOfflineTaps(
+        self, request: journey_pb2.SyncOfflineTapsRequest, context: aio.ServicerContext
+    ):
+        batch = sync_batch(request, datetime.now(UTC), self.config)
+        remote.set_deadline(context.time_remaining())
+        return await self.app.sync_offline_taps(batch)
 
     async def GetActiveJourney(
         self, request: journey_pb2.GetActiveJourneyRequest, context: aio.ServicerContext
@@ -139,6 +154,61 @@ class JourneyApi(journey_pb2_grpc.JourneyServiceServicer):
             gate_code=gate_code_field(request.gate_code),
             tapped_at=domain.check_tap_time(tapped_at, datetime.now(UTC), self.config),
         )
+
+
+def sync_batch(
+    request: journey_pb2.SyncOfflineTapsRequest, now: datetime, config: JourneyConfig
+) -> SyncBatch:
+    """The request checked whole before anything is read or written: a bad field anywhere
+    is INVALID_ARGUMENT naming it (taps[3].tapped_at). A tap too old is not bad input but a
+    REJECTED outcome (offline.py)."""
+    terminal = terminal_code_field(request.terminal_code)
+    gate = gate_code_field(request.gate_code)
+    if not 1 <= len(request.taps) <= MAX_OFFLINE_TAPS:
+        raise InvalidArgument.field(
+            "taps", f"has {len(request.taps)} taps; send 1 to {MAX_OFFLINE_TAPS} per call"
+        )
+    taps: list[OfflineTap] = []
+    first: dict[uuid.UUID, int] = {}
+    for index, tap in enumerate(request.taps):
+        with _within(f"taps[{index}]"):
+            checked = _offline_tap(tap, now, config)
+        if checked.tap_id in first:
+            raise InvalidArgument.field(
+                f"taps[{index}].tap_id", f"repeats taps[{first[checked.tap_id]}].tap_id"
+            )
+        first[checked.tap_id] = index
+        taps.append(checked)
+    return SyncBatch(terminal, gate, tuple(taps))
+
+
+def _offline_tap(tap: journey_pb2.OfflineTap, now: datetime, config: JourneyConfig) -> OfflineTap:
+    tap_id = uuid_field(tap.tap_id, "tap_id")
+    card = card_id_field(tap.card_id)
+    if tap.direction not in DIRECTIONS:
+        raise InvalidArgument.field(
+            "direction", "must be TAP_DIRECTION_CHECK_IN or TAP_DIRECTION_CHECK_OUT"
+        )
+    tapped_at = timestamp_field(tap, "tapped_at")
+    if tapped_at is None:
+        raise InvalidArgument.field("tapped_at", "is required: when the card was tapped")
+    if tapped_at >= now - config.max_tap_age:  # older: REJECTED TAP_EXPIRED, not bad input
+        domain.check_tap_time(tapped_at, now, config)
+    amount = None
+    if tap.HasField("offline_amount"):
+        amount = to_decimal(tap.offline_amount, "offline_amount", positive=False)
+    return OfflineTap(tap_id, card, DIRECTIONS[tap.direction], tapped_at, amount)
+
+
+@contextmanager
+def _within(prefix: str) -> Iterator[None]:
+    """Name the fields of InvalidArgument raised inside as parts of `prefix`."""
+    try:
+        yield
+    except InvalidArgument as exc:
+        raise InvalidArgument(
+            *(replace(v, field=f"{prefix}.{v.field}") for v in exc.violations)
+        ) from None
 
 
 def _status(value: int) -> domain.JourneyStatus | None:

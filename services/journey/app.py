@@ -21,6 +21,8 @@ from services.journey.closings import Closings
 from services.journey.config import JourneyConfig
 from services.journey.domain import Journey, TapRequest
 from services.journey.lookups import FareLookups
+from services.journey.offline import SyncBatch
+from services.journey.reconcile import Reconciler
 from services.journey.store import JourneyFilter
 from services.journey.trips import ActiveTrips
 from services.journey.wallet import WalletClient
@@ -44,12 +46,16 @@ class JourneyApp:
         parts = (pool, self.wallet, self.fares, self.trips, self.closings, config)
         self._check_ins = CheckIns(*parts)
         self._check_outs = CheckOuts(*parts)
+        self.reconciler = Reconciler(pool, self.wallet, self.fares, self.closings, config)
 
     async def check_in(self, request: TapRequest) -> journey_pb2.CheckInResponse:
         return await self._check_ins.check_in(request)
 
     async def check_out(self, request: TapRequest) -> journey_pb2.CheckOutResponse:
         return await self._check_outs.check_out(request)
+
+    async def sync_offline_taps(self, batch: SyncBatch) -> journey_pb2.SyncOfflineTapsResponse:
+        return await self.reconciler.sync(batch)
 
     # --- queries -------------------------------------------------------------------------
 

@@ -18,6 +18,8 @@ from services.journey.config import JourneyConfig
 JOURNEY_NAMESPACE = uuid.UUID("5b0c7c1e-3a57-4a8e-9d2f-6a1f0e9c4d21")
 # A check-out tapped (by the gate's clock) before its check-in is moved just after it.
 CLOCK_ADJUSTMENT = timedelta(seconds=1)
+# The metadata flag of a journey written by reconciliation (timeline.py).
+RECONCILED = "reconciled"
 
 
 class JourneyStatus(StrEnum):
@@ -60,6 +62,8 @@ class Pricing(StrEnum):
     NO_FARE = "no_fare"
     ABANDONED = "abandoned"
     NO_ENTRY_PENALTY = "no_entry_penalty"
+    # A journey the card's timeline no longer makes (services/journey/timeline.py).
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,10 @@ class Tap:
     refusal_detail: bytes | None = None
     # Answered without its journey; the release of its hold is still to confirm.
     release_owed: bool = False
+    # Decided by the gate offline and sent by SyncOfflineTaps (an accepted fact).
+    offline: bool = False
+    # What the gate reckoned offline (OfflineTap.offline_amount).
+    offline_amount: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -157,7 +165,12 @@ class TapRequest:
     @property
     def journey_id(self) -> uuid.UUID:
         """The journey this tap starts (check-in) or makes when it has no entry."""
-        return uuid.uuid5(JOURNEY_NAMESPACE, str(self.tap_id))
+        return journey_id_of(self.tap_id)
+
+
+def journey_id_of(tap_id: uuid.UUID) -> uuid.UUID:
+    """The id of the journey a tap starts (check-in) or makes when it has no entry."""
+    return uuid.uuid5(JOURNEY_NAMESPACE, str(tap_id))
 
 
 @dataclass(frozen=True)
@@ -399,8 +412,15 @@ def settled(
 
 def closed_by_tap(journey: Journey) -> bool:
     """A closing asked for by a check-out tap: when the wallet refuses its money the gate
-    stays shut and the journey is put back as it was (the rider tops up and taps again)."""
-    return journey.closing_tap_id is not None and journey.status in (
-        JourneyStatus.COMPLETED,
-        JourneyStatus.INCOMPLETE,
+    stays shut and the journey is put back as it was (the rider tops up and taps again).
+    Not a closing placed by reconciliation: offline taps are accepted facts, never undone
+    (refused money stays a debt: the journey is closed unpaid)."""
+    return (
+        journey.closing_tap_id is not None
+        and not journey.metadata.get(RECONCILED)
+        and journey.status
+        in (
+            JourneyStatus.COMPLETED,
+            JourneyStatus.INCOMPLETE,
+        )
     )

@@ -38,6 +38,7 @@ class Sweeper:
             + await self.settle_unfinished()
             + await self.expire_taps()
             + await self.release_owed()
+            + await self.app.reconciler.finish()  # re-pricings of reconciled journeys
         )
 
     async def close_overdue(self) -> int:

@@ -9,7 +9,7 @@ from typing import TypeVar
 from tiket.events.v1 import journey_pb2 as events_pb2
 from tiket.journey.v1 import journey_pb2
 
-from libs.errors import FailedPrecondition
+from libs.errors import AlreadyExists, FailedPrecondition
 from libs.money import rupiah, to_money
 from libs.timestamps import to_timestamp
 from services.journey import domain
@@ -87,7 +87,13 @@ def check_out_response(j: Journey) -> journey_pb2.CheckOutResponse:
 
 def replay(tap: Tap, answer_type: type[Answer]) -> Answer:
     """The first answer a tap got, again: its stored response, or its refusal raised (with
-    the journey it was about, when it named one)."""
+    the journey it was about, when it named one). A tap the gate synced offline has no
+    CheckIn/CheckOut answer: its id cannot be used online again."""
+    if tap.offline:
+        raise AlreadyExists(
+            f"tap_id {tap.tap_id} was synced as an offline tap (SyncOfflineTaps); "
+            "a new tap needs a new tap_id"
+        )
     if tap.state is TapState.DONE:
         assert tap.response is not None
         return answer_type.FromString(tap.response)

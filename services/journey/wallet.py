@@ -28,6 +28,7 @@ WHAT = "the wallet (user service)"
 RIDER_TTL = 3600.0
 RIDERS_KEPT = 200_000
 HOLD_GONE = {"HOLD_RELEASED", "HOLD_EXPIRED"}
+HOLD_NEVER_PLACED = "HOLD_NEVER_PLACED"
 
 
 @dataclass(frozen=True)
@@ -157,11 +158,36 @@ class WalletClient:
                 return Refused(exc.reason, exc.message)
         return Collected(await self.available(journey.user_id), notes)
 
+    async def adjust(
+        self, user_id: uuid.UUID, journey_id: uuid.UUID, amount: Decimal, key: str, why: str
+    ) -> Refused | None:
+        """Move the re-pricing of a journey already paid: refund (`amount` < 0) or charge
+        (> 0) the difference under the journey's reference, idempotent by `key`. A refused
+        charge is a debt (Refused); a refused refund raises (retried later)."""
+        reference = hold_reference(journey_id)
+        fields = {
+            "user_id": str(user_id),
+            "amount": to_money(abs(amount)),
+            "idempotency_key": key,
+            "reference": reference,
+            "description": why[:255],
+        }
+        if amount < 0:
+            await self._call(self.stub.Refund, user_pb2.RefundRequest(**fields))
+            return None
+        try:
+            await self._call(self.stub.Charge, user_pb2.ChargeRequest(**fields))
+        except FailedPrecondition as exc:
+            return Refused(exc.reason, exc.message)
+        return None
+
     async def _capture(self, reference: str, amount: Decimal) -> Collected | str:
-        """Capture `amount` from the hold; when the hold is gone, why (HOLD_GONE): the
-        journey is then charged directly."""
+        """Capture `amount` from the hold; when the hold is gone, why (HOLD_GONE, or
+        HOLD_NEVER_PLACED): the journey is then charged directly."""
         try:
             return await self._capture_hold(reference, amount)
+        except NotFound:
+            return HOLD_NEVER_PLACED  # a journey started offline (timeline.py rule 6)
         except FailedPrecondition as exc:
             if exc.reason not in HOLD_GONE:
                 raise

@@ -14,10 +14,11 @@ async def audit(user_url: str, journey_url: str) -> list[str]:
     """Everything that would mean money lost, taken twice or stuck, across both databases:
     - the wallet's own invariants (balance = sum(ledger), held = sum(active holds));
     - per rider: balance = top-ups (± other moves) − the fares of their paid journeys;
-    - per journey: exactly its fare taken under its reference once paid, nothing otherwise;
+    - per journey: exactly its fare taken under its reference once paid (net of the refunds
+      and charges of its re-pricings, less a re-pricing charge refused), nothing otherwise;
     - no money taken for a journey that does not exist, no hold still held for a journey
       that is closed or never started;
-    - at most one active journey per rider, no closing or tap left unfinished."""
+    - at most one active journey per rider, no closing, tap or re-pricing left unfinished."""
     async with await psycopg.AsyncConnection.connect(user_url) as conn:
         problems = await user_store.invariant_violations(conn)
         cur = await conn.execute(
@@ -28,22 +29,27 @@ async def audit(user_url: str, journey_url: str) -> list[str]:
         )
         # top-ups and money moved for anything but journeys (a shop charge in a test)
         wallets = {uid: (balance, other) for uid, balance, other in await cur.fetchall()}
-        cur = await conn.execute(
+        cur = await conn.execute(  # net of the refunds of re-priced journeys (issue 16)
             """SELECT reference, -sum(amount) FROM ledger_entries
-                WHERE kind IN ('capture', 'charge') AND reference LIKE 'journey-%%'
+                WHERE kind IN ('capture', 'charge', 'refund') AND reference LIKE 'journey-%%'
                 GROUP BY reference"""
         )
         taken = dict(await cur.fetchall())
         cur = await conn.execute("SELECT reference FROM holds WHERE status = 'held'")
         held = {row[0] for row in await cur.fetchall()}
     async with await psycopg.AsyncConnection.connect(journey_url) as conn:
+        # a re-pricing charge the wallet refused is owed, not taken (an unpaid adjustment)
         cur = await conn.execute(
-            "SELECT id, user_id::text, status, settlement, fare_charged FROM journey_history"
+            """SELECT j.id, j.user_id::text, j.status, j.settlement, j.fare_charged
+                      - coalesce((SELECT sum(a.amount) FROM journey_adjustments a
+                                   WHERE a.journey_id = j.id AND a.state = 'unpaid'), 0)
+                 FROM journey_history j"""
         )
         journeys = await cur.fetchall()
         cur = await conn.execute(
             """SELECT (SELECT count(*) FROM taps WHERE state = 'pending'),
-                      (SELECT count(*) FROM journey_history WHERE settlement = 'pending')"""
+                      (SELECT count(*) FROM journey_history WHERE settlement = 'pending')
+                      + (SELECT count(*) FROM journey_adjustments WHERE state = 'pending')"""
         )
         pending_taps, pending_closings = await cur.fetchone()
     fares: dict[str, Decimal] = {}

@@ -28,3 +28,13 @@ async def mesh() -> AsyncIterator[Mesh]:
         await settle(running)
         problems = await audit(running.database_url("user"), running.database_url("journey"))
         assert problems == [], f"money audit failed: {problems}"
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def audited(mesh: Mesh) -> AsyncIterator[None]:
+    """The money audit after the test itself, once the system has settled (tests that move
+    money in ways worth checking one by one: pytest.mark.usefixtures("audited"))."""
+    yield
+    await settle(mesh)
+    problems = await audit(mesh.database_url("user"), mesh.database_url("journey"))
+    assert problems == [], f"money audit failed: {problems}"

@@ -144,11 +144,12 @@ async def settle(mesh: Mesh, rounds: int = 30) -> None:
 
 
 async def pending(mesh: Mesh) -> tuple[int, int]:
-    """(taps, closings) still pending in the journey database."""
+    """(taps, closings and re-pricings) still pending in the journey database."""
     async with await journey_db(mesh) as conn:
         cur = await conn.execute(
             """SELECT (SELECT count(*) FROM taps WHERE state = 'pending'),
-                      (SELECT count(*) FROM journey_history WHERE settlement = 'pending')"""
+                      (SELECT count(*) FROM journey_history WHERE settlement = 'pending')
+                      + (SELECT count(*) FROM journey_adjustments WHERE state = 'pending')"""
         )
         row = await cur.fetchone()
     assert row is not None
@@ -318,3 +319,39 @@ def refusal_of(error: grpc.aio.AioRpcError) -> tuple[str, list[journey_pb2.Journ
         elif detail.Unpack(journey):
             journeys.append(journey)
     return reason, journeys
+
+
+# --- offline taps (SyncOfflineTaps) ------------------------------------------------------------
+
+
+def offline_tap(
+    kind: str, card: str, at: datetime, amount: int | None = None, tap_id: str | None = None
+) -> journey_pb2.OfflineTap:
+    """A tap a gate decided offline: "in" or "out" at `at`, reckoned `amount` by the gate."""
+    direction = (
+        journey_pb2.TAP_DIRECTION_CHECK_IN if kind == "in" else journey_pb2.TAP_DIRECTION_CHECK_OUT
+    )
+    tap = journey_pb2.OfflineTap(
+        tap_id=tap_id or str(uuid.uuid4()), card_id=card, direction=direction
+    )
+    tap.tapped_at.CopyFrom(stamp(at))
+    if amount is not None:
+        tap.offline_amount.CopyFrom(idr(amount))
+    return tap
+
+
+async def sync(
+    mesh: Mesh, terminal: str, gate: str, taps: list[journey_pb2.OfflineTap], **kw
+) -> journey_pb2.SyncOfflineTapsResponse:
+    """SyncOfflineTaps with the gate's own token."""
+    request = journey_pb2.SyncOfflineTapsRequest(terminal_code=terminal, gate_code=gate, taps=taps)
+    md = mesh.metadata(Role.GATE, f"{terminal}/{gate}")
+    return await mesh.journeys.SyncOfflineTaps(request, metadata=md, **kw)
+
+
+async def journeys_of(mesh: Mesh, user_id: str) -> list[journey_pb2.Journey]:
+    """The rider's journeys, oldest first."""
+    found = await mesh.journeys.ListJourneys(
+        journey_pb2.ListJourneysRequest(user_id=user_id, page_size=500), metadata=mesh.metadata()
+    )
+    return list(reversed(found.journeys))

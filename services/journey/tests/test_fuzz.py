@@ -14,6 +14,7 @@ import grpc
 import orjson
 import pytest
 from google.protobuf import timestamp_pb2
+from google.type import money_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiket.journey.v1 import journey_pb2
@@ -135,6 +136,37 @@ def taps(world: World, cls):
     )
 
 
+def offline_taps(world: World):
+    """SyncOfflineTapsRequest: a gate and up to four of its offline taps (issue 16)."""
+    gate = mostly(st.sampled_from(GATES), st.tuples(st.one_of(junk, st.just("ZZ")), junk))
+    tap = st.builds(
+        message,
+        st.just(journey_pb2.OfflineTap),
+        tap_id=mostly(st.uuids().map(str), st.one_of(junk, pick(world.tap_ids))),
+        card_id=mostly(pick(world.cards), st.one_of(junk, st.just("NOSUCHCARD1"))),
+        direction=mostly(st.integers(1, 2), st.integers(-(2**31), 2**31 - 1)),
+        tapped_at=timestamp,
+        offline_amount=st.one_of(st.none(), money),
+    )
+    return gate.flatmap(
+        lambda g: st.builds(
+            message,
+            st.just(journey_pb2.SyncOfflineTapsRequest),
+            terminal_code=st.just(g[0]),
+            gate_code=st.just(g[1]),
+            taps=st.lists(tap, max_size=4),
+        )
+    )
+
+
+money = st.builds(
+    money_pb2.Money,
+    currency_code=mostly(st.just("IDR"), junk),
+    units=mostly(st.integers(0, 20_000), st.integers(-(2**63), 2**63 - 1)),
+    nanos=mostly(st.just(0), st.integers(-(2**31), 2**31 - 1)),
+)
+
+
 def requests(world: World) -> dict[str, st.SearchStrategy]:
     ids = mostly(pick(world.user_ids), st.one_of(st.uuids().map(str), junk))
     return {
@@ -161,6 +193,7 @@ def requests(world: World) -> dict[str, st.SearchStrategy]:
             page_size=st.one_of(st.integers(0, 500), st.integers(-(2**31), 2**31 - 1)),
             page_token=page_token,
         ),
+        "SyncOfflineTaps": offline_taps(world),
     }
 
 
@@ -172,7 +205,7 @@ def gate_of(pair: tuple[str, str]) -> str:
 def caller(world: World, method: str, request):
     """Mostly a caller the RPC admits (a gate tapping for itself, staff reading), so most
     examples reach the service; sometimes one it must turn away."""
-    if method in ("CheckIn", "CheckOut"):
+    if method in ("CheckIn", "CheckOut", "SyncOfflineTaps"):
         own_gate = gate_of((request.terminal_code, request.gate_code))
         allowed = st.sampled_from([(Role.SERVICE, "tests"), (Role.GATE, own_gate)])
     else:
@@ -243,3 +276,9 @@ async def test_fuzz_get_journey(mesh, data) -> None:
 @given(data=st.data())
 async def test_fuzz_list_journeys(mesh, data) -> None:
     await check(mesh, data, "ListJourneys")
+
+
+@FUZZ
+@given(data=st.data())
+async def test_fuzz_sync_offline_taps(mesh, data) -> None:
+    await check(mesh, data, "SyncOfflineTaps")
