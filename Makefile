@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: run test setup proto lint format bench bench-fares bench-taps bench-booking bench-facility bench-fanout clean \
+.PHONY: run test setup proto lint format bench bench-fares bench-taps bench-reconcile bench-booking bench-facility bench-fanout clean \
 	access-policy image-tools base-image wheels image test-image
 
 ## run: set everything up, start the whole mesh with demo data, serve in the foreground
@@ -62,6 +62,10 @@ bench-fares: setup
 ## bench-taps: gate check-in/check-out pairs through the mesh against pgbench
 bench-taps: setup
 	$(BIN)/python -m bench.taps --rounds 3
+
+## bench-reconcile: offline taps through SyncOfflineTaps against pgbench on the same SQL
+bench-reconcile: setup
+	$(BIN)/python -m bench.reconcile
 
 ## bench-booking: ReserveSlot against pgbench on the same SQL, slot search, the sweeper's pace
 bench-booking: setup

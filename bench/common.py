@@ -520,6 +520,47 @@ class Report:
         return 100 * self.grpc[self.headline].rate / baseline if baseline else math.nan
 
 
+LATENCY_HEADERS = ("", "per s", "mean ms", "p50 ms", "p95 ms", "p99 ms", "max ms", "count")
+
+
+def latency_table(labelled: Sequence[tuple[str, Measured]]) -> str:
+    """Rate and latency figures of each (label, measured), as a table."""
+    stats = ("mean_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms", "count")
+    rows = [[label, m.rate, *(getattr(m.latency, f) for f in stats)] for label, m in labelled]
+    return table(LATENCY_HEADERS, rows)
+
+
+def busy_line(report: Report) -> str:
+    busy = report.load_before
+    return f"machine busy before the run: {busy:.0f} % of all cores" + (
+        " — other work was running; figures are not comparable" if busy > 10 else ""
+    )
+
+
+def footer(report: Report) -> list[str]:
+    """The closing lines of a report: errors, CPU of both runs, the money audit."""
+    errors = ", ".join(f"{k} × {v}" for k, v in sorted(report.errors.items()))
+    return [
+        f"errors: {errors or 'none'}",
+        "CPU, % of one core (machine and iowait: % of all cores)",
+        "  gRPC run:    " + ", ".join(f"{k} {v:.0f}" for k, v in report.service_cpu.items()),
+        "  pgbench run: " + ", ".join(f"{k} {v:.0f}" for k, v in report.pgbench.cpu.items()),
+        "money audit: OK"
+        if not report.problems
+        else "money audit: BROKEN\n" + "\n".join(f"  {p}" for p in report.problems[:20]),
+    ]
+
+
+async def stop_and_remove(
+    services: Mapping[str, ServiceProcess], settings: Settings, names: Sequence[str]
+) -> None:
+    """Stop every service of a run, then drop what the run made."""
+    for service in services.values():
+        await service.stop()
+        service.close()
+    await remove_run_state(settings, list(names))
+
+
 def rounds_summary(reports: Sequence[Report], unit: str) -> str:
     """Each round's headline rate, pgbench's rate and their ratio, then the medians."""
     rows = [

@@ -267,40 +267,63 @@ async def benchmark(options: Options) -> Report:
         async with aio.insecure_channel(services["fare"].address) as channel:
             await fare_demo.load(channel, list(admin), lambda _: None)
         riders = await create_riders(services["user"].address, admin, options.riders)
-        pids = {
-            f"{name}{'#' + str(i) if i else ''}": pid
-            for name, service in services.items()
-            for i, pid in enumerate(common.process_tree(service.pid))
-        }
-        databases = [settings.database_url(name) for name in ("user", "journey")]
-        await common.settle_databases(databases)
+        pids = service_pids(services)
+        await common.settle_databases(journey_databases(settings))
         common.say(f"gRPC: {options.gates} gates riding for {options.duration} s …")
         work = await run_workload(services["journey"].address, settings, riders, options, pids)
-        common.say("stopping the services (SIGTERM), so they take no CPU from pgbench …")
-        for service in services.values():
-            await service.stop()
-        problems = await audit(settings.database_url("user"), settings.database_url("journey"))
-        await prepare_pgbench(settings.database_url("user"), riders)
-        await common.settle_databases(databases)
-        common.say(f"pgbench: {options.gates} clients for {options.duration} s …")
-        pgbench = await common.run_pgbench(
-            settings.database_url("user"),
-            SCRIPT,
-            clients=options.gates,
-            duration=options.duration,
-            warmup=options.warmup,
-            variables={"clients": options.gates, "per": options.riders // options.gates},
-            cpu_sources={"pgbench": "pgbench", "postgres": "postgres"},
+        variables = {"clients": options.gates, "per": options.riders // options.gates}
+        problems, pgbench = await audit_then_pgbench(
+            services, settings, riders, SCRIPT, options.gates, options, variables
         )
     finally:
-        for service in services.values():
-            await service.stop()
-            service.close()
-        await common.remove_run_state(settings, list(SERVICES))
+        await common.stop_and_remove(services, settings, SERVICES)
     figures = work.measure(options.warmup, options.duration)
     return Report(
         options, figures, dict(work.errors), work.cpu, pgbench, problems, load_before, "ride"
     )
+
+
+def service_pids(services: dict[str, ServiceProcess]) -> dict[str, int]:
+    """Each service's processes (its workers too), named for the CPU figures."""
+    return {
+        f"{name}{'#' + str(i) if i else ''}": pid
+        for name, service in services.items()
+        for i, pid in enumerate(common.process_tree(service.pid))
+    }
+
+
+def journey_databases(settings) -> list[str]:
+    return [settings.database_url(name) for name in ("user", "journey")]
+
+
+async def audit_then_pgbench(
+    services: dict[str, ServiceProcess],
+    settings,
+    riders: Sequence[tuple[str, str]],
+    script: Path,
+    clients: int,
+    options,
+    variables: dict[str, int],
+) -> tuple[list[str], common.PgbenchResult]:
+    """After a gRPC run: the services stopped (so they take no CPU from pgbench), the money
+    audited, then `script` in pgbench on the user database beside the journey schema."""
+    common.say("stopping the services (SIGTERM), so they take no CPU from pgbench …")
+    for service in services.values():
+        await service.stop()
+    problems = await audit(settings.database_url("user"), settings.database_url("journey"))
+    await prepare_pgbench(settings.database_url("user"), riders)
+    await common.settle_databases(journey_databases(settings))
+    common.say(f"pgbench: {clients} clients for {options.duration} s …")
+    pgbench = await common.run_pgbench(
+        settings.database_url("user"),
+        script,
+        clients=clients,
+        duration=options.duration,
+        warmup=options.warmup,
+        variables=variables,
+        cpu_sources={"pgbench": "pgbench", "postgres": "postgres"},
+    )
+    return problems, pgbench
 
 
 # --- output -------------------------------------------------------------------------------
@@ -314,21 +337,15 @@ def render(report: Report) -> str:
         ("  CheckOut", g["CheckOut"]),
         ("pgbench taps.sql (one ride)", pg.window),
     ]
-    stats = ("mean_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms", "count")
-    rows = [[label, m.rate, *(getattr(m.latency, f) for f in stats)] for label, m in labelled]
     check_ins = g["CheckIn"].rate
     verdict = {True: "meets", False: "below"}
-    busy = report.load_before
     lines = [
         f"taps: {o.gates} gates / pgbench clients, {o.riders} riders, {o.duration} s "
         f"({o.warmup:g} s warm-up left out); processes: {o.workers}; pool max {o.pool_max}; "
         f"active_trip cache {'on' if o.active_trip_cache else 'off'}",
-        f"machine busy before the run: {busy:.0f} % of all cores"
-        + (" — other work was running; figures are not comparable" if busy > 10 else ""),
+        common.busy_line(report),
         "",
-        common.table(
-            ("", "per s", "mean ms", "p50 ms", "p95 ms", "p99 ms", "max ms", "count"), rows
-        ),
+        common.latency_table(labelled),
         "",
         f"taps/s {check_ins + g['CheckOut'].rate:,.1f}; check-ins/s {check_ins:,.1f} "
         f"({verdict[check_ins >= GOAL_RATE]} the goal of {GOAL_RATE:,.0f})",
@@ -336,13 +353,7 @@ def render(report: Report) -> str:
         f"({verdict[report.ratio >= GOAL_RATIO]} the goal of {GOAL_RATIO:g} %)",
         f"pgbench's own figures: tps {pg.tps:,.1f}, latency average {pg.latency_avg_ms:.2f} ms, "
         f"{pg.processed} rides, {pg.failed} failed",
-        f"errors: {', '.join(f'{k} × {v}' for k, v in sorted(report.errors.items())) or 'none'}",
-        "CPU, % of one core (machine and iowait: % of all cores)",
-        "  gRPC run:    " + ", ".join(f"{k} {v:.0f}" for k, v in report.service_cpu.items()),
-        "  pgbench run: " + ", ".join(f"{k} {v:.0f}" for k, v in pg.cpu.items()),
-        "money audit: OK"
-        if not report.problems
-        else "money audit: BROKEN\n" + "\n".join(f"  {p}" for p in report.problems[:20]),
+        *common.footer(report),
     ]
     return "\n".join(lines)
 
