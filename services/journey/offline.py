@@ -4,7 +4,8 @@ before it reaches a timeline. Pure, like domain.py.
 An offline tap is an accepted fact: the gate opened. It is turned down (REJECTED, not
 recorded, so a re-send is judged again) only when it cannot be placed at all: its card is
 unknown (UNKNOWN_CARD), it is older than the oldest tap the server reconciles (TAP_EXPIRED:
-reconcile it by hand), its direction is not one its gate can take (WRONG_GATE_TYPE), or its
+reconcile it by hand), it is later than the server's clock allows (TAP_IN_FUTURE: the gate's
+clock runs ahead; one such tap must not hold back the gate's other taps), its direction is not one its gate can take (WRONG_GATE_TYPE), or its
 tap_id names another tap already recorded (TAP_ID_CONFLICT). A card blocked since, a gate in
 maintenance, a balance too short: none of these turns down a tap the gate has let through."""
 
@@ -21,6 +22,7 @@ from services.journey.domain import Gate, GateType, Tap, TapKind, TapState
 
 UNKNOWN_CARD = "UNKNOWN_CARD"
 TAP_EXPIRED = "TAP_EXPIRED"
+TAP_IN_FUTURE = "TAP_IN_FUTURE"
 WRONG_GATE_TYPE = "WRONG_GATE_TYPE"
 TAP_ID_CONFLICT = "TAP_ID_CONFLICT"
 
@@ -59,6 +61,12 @@ def rejection(
         return Rejection(
             TAP_EXPIRED,
             f"tapped more than {config.max_tap_age.days} days ago; reconcile it by hand",
+        )
+    if tap.tapped_at > now + config.max_clock_skew:
+        return Rejection(
+            TAP_IN_FUTURE,
+            f"tapped at {tap.tapped_at.isoformat()}, more than {config.max_clock_skew} after "
+            "the server clock: set the gate's clock right",
         )
     wrong = GateType.EXIT if tap.kind is TapKind.CHECKIN else GateType.ENTRY
     if gate.gate_type is wrong:
