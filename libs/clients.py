@@ -153,10 +153,20 @@ class CircuitBreaker:
 
 
 class _Breaking:
-    """Puts every call through the channel's circuit breaker."""
+    """Puts every call through the channel's circuit breaker. A call given less time than
+    the channel's default (the caller's own deadline passed on: a gate waits 300 ms) that
+    runs out of it says nothing of the callee, like a call its caller cancels: only a call
+    that had the callee's whole deadline counts DEADLINE_EXCEEDED as a failure."""
 
-    def __init__(self, breaker: CircuitBreaker) -> None:
+    def __init__(self, breaker: CircuitBreaker, timeout_seconds: float) -> None:
         self.breaker = breaker
+        self.timeout_seconds = timeout_seconds
+
+    def _verdict(self, code: grpc.StatusCode, details: aio.ClientCallDetails) -> grpc.StatusCode:
+        shortened = details.timeout is not None and details.timeout < self.timeout_seconds
+        if code is grpc.StatusCode.DEADLINE_EXCEEDED and shortened:
+            return grpc.StatusCode.CANCELLED
+        return code
 
     async def intercept_unary_unary(self, continuation, details, request):
         probe = self.breaker.admit()
@@ -164,7 +174,7 @@ class _Breaking:
         try:
             await call
         except aio.AioRpcError as error:
-            self.breaker.record(error.code(), probe)
+            self.breaker.record(self._verdict(error.code(), details), probe)
         except asyncio.CancelledError:
             self.breaker.record(grpc.StatusCode.CANCELLED, probe)
             raise
@@ -183,7 +193,7 @@ class _Breaking:
                     yield response
                 code = grpc.StatusCode.OK
             except aio.AioRpcError as error:
-                code = error.code()
+                code = self._verdict(error.code(), details)
                 raise
             finally:
                 self.breaker.record(code, probe)
@@ -314,7 +324,7 @@ def service_channel(
         tls.channel_credentials(identity.settings),
         options=options,
         interceptors=_for_every_call(
-            _Breaking(breaker or CircuitBreaker(identity.name, callee)),
+            _Breaking(breaker or CircuitBreaker(identity.name, callee), timeout_seconds),
             _CallDefaults(identity.signer(), identity.name, callee, timeout_seconds),
         ),
     )

@@ -316,6 +316,20 @@ async def test_deadlines_exceeded_count_as_failures(flaky):
     assert flaky.attempts == 5
 
 
+async def test_a_deadline_the_caller_shortened_is_no_verdict_on_the_callee(flaky):
+    """A gate's 300 ms passed on to the wallet call: running out of it is the gate's hurry,
+    not the wallet failing; the circuit stays closed for calls that have their full time."""
+    flaky.answering.clear()
+    breaker = CircuitBreaker("journey", "user", clock=Clock())
+    async with channel_to(flaky, breaker=breaker, timeout_seconds=5.0) as channel:
+        echo = channel.unary_unary(f"/{SERVICE}/Echo")
+        for _ in range(8):
+            with pytest.raises(aio.AioRpcError) as err:
+                await echo(b"ping", timeout=0.05)
+            assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert (flaky.attempts, breaker.state) == (8, CircuitState.CLOSED)
+
+
 async def test_stream_calls_pass_through_the_breaker_too(flaky):
     breaker = CircuitBreaker("journey", "user", clock=Clock())
     async with channel_to(flaky, breaker=breaker) as channel:
