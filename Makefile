@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: run test setup proto lint format bench bench-fares bench-taps bench-reconcile bench-booking bench-facility bench-fanout clean \
+.PHONY: run test setup proto lint format bench bench-fares bench-taps bench-reconcile bench-gate bench-booking bench-facility bench-fanout clean \
 	access-policy image-tools base-image wheels image test-image
 
 ## run: set everything up, start the whole mesh with demo data, serve in the foreground
@@ -66,6 +66,10 @@ bench-taps: setup
 ## bench-reconcile: offline taps through SyncOfflineTaps against pgbench on the same SQL
 bench-reconcile: setup
 	$(BIN)/python -m bench.reconcile
+
+## bench-gate: gate tap decisions online and offline (network cut) against pgbench on a ride's SQL
+bench-gate: setup
+	$(BIN)/python -m bench.gate
 
 ## bench-booking: ReserveSlot against pgbench on the same SQL, slot search, the sweeper's pace
 bench-booking: setup

@@ -10,6 +10,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 import grpc
@@ -108,10 +109,13 @@ class GateAgent:
 
     # --- taps ------------------------------------------------------------------------
 
-    async def tap(self, card_id: str, asked: str | None = None) -> Decision:
+    async def tap(
+        self, card_id: str, asked: str | None = None, tapped_at: datetime | None = None
+    ) -> Decision:
         """Decide a tap of `card_id`; `asked` is "in" or "out" (needed at a gate that goes
-        both ways, checked against the gate's direction otherwise)."""
-        tapped_at = now()
+        both ways, checked against the gate's direction otherwise). `tapped_at`: when the
+        reader read the card (default now; tests and benchmarks replay scripted times)."""
+        tapped_at = tapped_at or now()
         direction, refusal = self._direction(asked)
         if not refusal and not CARD.fullmatch(card_id):
             refusal = "UNKNOWN_CARD"

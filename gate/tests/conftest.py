@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from datetime import timedelta
 
 import grpc
 import pytest
@@ -27,6 +28,9 @@ from tests.support.tcp_proxy import TcpProxy
 # Generous: the services share this test process's event loop on a busy machine, and these
 # tests are about what a tap decides, not how fast (the slow-server test stalls the link).
 ONLINE_DEADLINE = 3.0
+# Offline taps are scripted into the next hours (fares cannot start in the past, so tests move
+# taps into the future, as the journey tests do): the server takes gate clocks that far ahead.
+CLOCK_SKEW = timedelta(hours=6)
 
 
 @dataclass
@@ -64,7 +68,9 @@ class GateMesh:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def gates() -> AsyncIterator[GateMesh]:
-    async with running_mesh(JourneyConfig(dependency_timeout=10.0)) as mesh:
+    async with running_mesh(
+        JourneyConfig(dependency_timeout=10.0, max_clock_skew=CLOCK_SKEW)
+    ) as mesh:
         proxy = TcpProxy("127.0.0.1", mesh.runtimes["journey"].port)
         await proxy.start()
         try:

@@ -4,7 +4,6 @@ reaching the gate."""
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import timedelta
 from decimal import Decimal
 
@@ -16,17 +15,13 @@ from gate import local_taps, snapshot
 from gate.decide import Direction
 from gate.local_taps import Tap
 from gate.offline_db import now
+from gate.tests.local_files import query
 from libs.money import to_money
 from libs.timestamps import to_timestamp
 from services.journey.tests.mesh import new_rider, wallet
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
-
-
-def query(path, sql: str, *args) -> list[tuple]:
-    with sqlite3.connect(path) as conn:
-        return conn.execute(sql, args).fetchall()
 
 
 async def test_the_snapshot_holds_cards_and_this_terminals_fares_with_scheduled_versions(

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from gate.tests.local_files import gate_env
 from services.journey.tests.mesh import new_rider
 from tests.support.processes import ROOT
 
@@ -32,24 +33,9 @@ async def tiket_gate(env: dict[str, str], *args: str, stdin: str = "") -> tuple[
     return process.returncode or 0, out.decode()
 
 
-def gate_env(gates, tmp_path) -> dict[str, str]:
-    config = gates.gate_config(tmp_path)
-    return {
-        "TIKET_STATE_DIR": str(tmp_path),
-        "TIKET_GATE_TERMINAL": config.terminal_code,
-        "TIKET_GATE_CODE": config.gate_code,
-        "TIKET_GATE_JOURNEY_ADDR": config.journey_addr,
-        "TIKET_GATE_USER_ADDR": config.user_addr,
-        "TIKET_GATE_FARE_ADDR": config.fare_addr,
-        "TIKET_GATE_TOKEN": config.token,
-        "TIKET_GATE_DB": config.db_path,
-        "TIKET_GATE_DEADLINE_MS": "3000",
-    }
-
-
 async def test_serve_prints_a_decision_per_tap_then_status_shows_the_gate(gates, tmp_path):
     _, card = await new_rider(gates.mesh, 50_000)
-    env = gate_env(gates, tmp_path)
+    env = gate_env(gates.gate_config(tmp_path), tmp_path)
     taps = f"{card}\n{card} out\nnot a tap at all\nSHORT\n"
     code, out = await tiket_gate(env, "serve", stdin=taps)
     assert code == 0, out

@@ -3,21 +3,14 @@ journey service's SyncOfflineTaps: every tap answered and cleared, the ride char
 
 from __future__ import annotations
 
-import sqlite3
 from decimal import Decimal
 
 import pytest
 
-from gate import snapshot
+from gate.tests.local_files import fresh_snapshot, query, upload_all
 from services.journey.tests.mesh import new_rider, settle, wallet
-from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
-
-
-def query(path, sql: str) -> list[tuple]:
-    with sqlite3.connect(path) as conn:
-        return conn.execute(sql).fetchall()
 
 
 async def test_a_ride_tapped_offline_at_a_and_e_is_charged_once_after_the_upload(gates, tmp_path):
@@ -25,9 +18,8 @@ async def test_a_ride_tapped_offline_at_a_and_e_is_charged_once_after_the_upload
     entry_config = gates.gate_config(tmp_path, "A", "A-ENTRY-01")
     exit_config = gates.gate_config(tmp_path, "E", "E-EXIT-01")
     async with gates.agent(entry_config) as entry, gates.agent(exit_config) as exit_:
-        for agent in (entry, exit_):
-            await snapshot.refresh_users(agent.db, agent.mesh)
-            await snapshot.refresh_fares(agent.db, agent.mesh, agent.config.terminal_code)
+        await fresh_snapshot(entry)
+        await fresh_snapshot(exit_)
 
         gates.journey_proxy.cut()
         tapped_in = await entry.tap(card)
@@ -37,15 +29,7 @@ async def test_a_ride_tapped_offline_at_a_and_e_is_charged_once_after_the_upload
 
         gates.journey_proxy.restore()
         for agent in (entry, exit_):
-
-            async def back(agent=agent) -> bool:
-                await agent.probe()
-                return agent.online
-
-            await wait_until(back, "the journey service to answer again")
-            while await agent.sync():
-                pass
-            assert query(agent.db.path, "SELECT count(*) FROM offline_tasks") == [(0,)]
+            await upload_all(agent)
             [(synced, outcome)] = query(
                 agent.db.path, "SELECT synced, outcome FROM local_transactions"
             )

@@ -29,6 +29,7 @@ class TcpProxy:
 
     cut(): drop every connection and refuse new ones, as if the server were gone.
     stall(): keep connections open but forward nothing, as if the network hung.
+    slow(seconds): forward everything, each chunk that much late (a slow link or server).
     restore(): back to normal.
     """
 
@@ -41,6 +42,7 @@ class TcpProxy:
         self._refusing = False
         self._flowing = asyncio.Event()
         self._flowing.set()
+        self._delay = 0.0
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -63,9 +65,13 @@ class TcpProxy:
     def stall(self) -> None:
         self._flowing.clear()
 
+    def slow(self, seconds: float) -> None:
+        self._delay = seconds
+
     def restore(self) -> None:
         self._refusing = False
         self._flowing.set()
+        self._delay = 0.0
 
     def _drop_all(self) -> None:
         for link in self._links:
@@ -104,5 +110,7 @@ class TcpProxy:
         with contextlib.suppress(ConnectionError, OSError):
             while data := await reader.read(CHUNK):
                 await self._flowing.wait()
+                if self._delay:
+                    await asyncio.sleep(self._delay)
                 writer.write(data)
                 await writer.drain()

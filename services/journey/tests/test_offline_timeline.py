@@ -1,6 +1,6 @@
 """Property: whatever order a card's taps reach the server in — some online as they happen,
 some decided offline and uploaded later, in batches of any split and order — the card ends
-with the charges of an in-order replay of the same taps (a small pure model below, written
+with the charges of an in-order replay of the same taps (replay_model.py, written
 from the rules online taps follow), and the money audit holds."""
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiket.journey.v1 import journey_pb2
 
-from services.fare.demo import DEMO_FARES
 from services.journey.tests.mesh import (
-    journeys_of,
     new_rider,
     offline_tap,
     settle,
@@ -25,6 +23,7 @@ from services.journey.tests.mesh import (
     tap_out,
     wallet,
 )
+from services.journey.tests.replay_model import in_order, on_server
 from tests.support.fuzz import SERVICE_FUZZ
 
 pytestmark = [
@@ -37,9 +36,6 @@ BALANCE = 500_000
 SLOT = timedelta(minutes=2)  # taps of a card are at least this far apart: past anti-passback
 ENTRY = {"A": "A-ENTRY-01", "B": "B-ENTRY-01", "C": "C-ENTRY-01", "D": "D-BI-01", "E": "E-ENTRY-01"}
 EXIT = {"A": "A-EXIT-01", "B": "B-EXIT-01", "C": "C-EXIT-01", "D": "D-BI-01", "E": "E-EXIT-01"}
-MAX_FROM = {o: max(row.values()) for o, row in DEMO_FARES.items()}
-MAX_TO = {d: max(row[d] for row in DEMO_FARES.values() if d in row) for d in DEMO_FARES}
-SAME_TERMINAL_FARE, SAME_TERMINAL_WINDOW = 2_000, timedelta(minutes=20)
 
 
 @dataclass(frozen=True)
@@ -57,49 +53,8 @@ class Tap:
 
 
 def reference(taps: list[Tap], base: datetime) -> tuple[list[tuple], str | None]:
-    """The in-order replay of one card's taps: (charges, terminal of the open journey).
-    A charge is (status, origin, destination, fare)."""
-    charges: list[tuple] = []
-    open_: tuple[str, datetime, int] | None = None
-    for tap in sorted(taps, key=lambda t: t.slot):
-        at = base + tap.slot * SLOT
-        if tap.kind == "in":
-            if open_ is not None:
-                charges.append(("abandoned", open_[0], "", open_[2]))
-            open_ = (tap.terminal, at, MAX_FROM[tap.terminal])
-        elif open_ is not None:
-            origin, since, held = open_
-            if origin != tap.terminal:
-                fare = min(DEMO_FARES[origin][tap.terminal], held)
-            elif at - since <= SAME_TERMINAL_WINDOW:
-                fare = min(SAME_TERMINAL_FARE, held)
-            else:
-                fare = held
-            charges.append(("completed", origin, tap.terminal, fare))
-            open_ = None
-        else:
-            charges.append(("incomplete", "", tap.terminal, MAX_TO[tap.terminal]))
-    return sorted(charges), open_[0] if open_ else None
-
-
-STATUS = {
-    J.JOURNEY_STATUS_COMPLETED: "completed",
-    J.JOURNEY_STATUS_ABANDONED: "abandoned",
-    J.JOURNEY_STATUS_INCOMPLETE: "incomplete",
-}
-
-
-async def on_server(mesh, user_id: str) -> tuple[list[tuple], str | None]:
-    charges, open_ = [], None
-    for j in await journeys_of(mesh, user_id):
-        if j.status == J.JOURNEY_STATUS_ACTIVE:
-            open_ = j.checkin_terminal_code
-        elif j.status != J.JOURNEY_STATUS_CANCELLED:
-            fare = j.fare.units
-            charges.append(
-                (STATUS[j.status], j.checkin_terminal_code, j.checkout_terminal_code, fare)
-            )
-    return sorted(charges), open_
+    """The in-order replay of one card's taps: (charges, terminal of the open journey)."""
+    return in_order((t.kind, t.terminal, base + t.slot * SLOT) for t in taps)
 
 
 @st.composite
