@@ -74,9 +74,12 @@ async def test_slow_export_readers_never_starve_taps_and_each_gets_every_user(
     async with paused_readers(f"127.0.0.1:{user_service.port}", export, READERS) as readers:
         # Every reader is mid-export and reads no further: taps must not wait on them.
         await asyncio.gather(*(tap(users, r, n) for r in riders for n in range(TAPS_PER_RIDER)))
-        # The service's pool gauges are wired (what the > 80 % alert reads).
+        # The service's pool gauges are wired (what the > 80 % alert reads), and once the
+        # taps are done nothing waits for a connection although every reader is still
+        # mid-export (a gauge refreshed mid-burst may still show taps queueing for a moment
+        # on a busy machine: the state after the burst is what counts).
         await wait_until(lambda: pool_gauge("max") == user_service.settings.db_pool_max, "gauges")
-        assert pool_gauge("waiting") == 0
+        await wait_until(lambda: pool_gauge("waiting") == 0, "no request waiting for the pool")
 
     for items in readers.results:
         assert isinstance(items, list), f"an export failed: {items!r}"
