@@ -1,11 +1,11 @@
 """Adjustments (revision.py): the re-pricing of a journey already paid, moved on the wallet
 after the transaction that wrote it — refunded or charged under the journey's reference,
 idempotent by the adjustment's id, so a retry after a crash (the sweeper's, or the next
-sync of the card) moves it once. A charge the wallet refuses is kept as a debt ('unpaid')."""
+sync of the card) moves it once. A charge is taken into debt when the balance is short
+(wallet.py): a re-pricing is never left unpaid."""
 
 from __future__ import annotations
 
-import logging
 import uuid
 from datetime import timedelta
 
@@ -16,8 +16,6 @@ from libs.db.transaction import in_statement, read
 from services.journey import reconcile_store
 from services.journey.reconcile_store import Adjustment
 from services.journey.wallet import WalletClient
-
-log = logging.getLogger(__name__)
 
 
 def key(adjustment: Adjustment) -> str:
@@ -31,23 +29,18 @@ class Adjustments:
         self.wallet = wallet
 
     async def move(self, adjustment: Adjustment) -> None:
-        """Refund or charge it, then note the outcome. Refunds before charges is the
-        caller's order: the rider's balance then covers what it can."""
-        refused = await self.wallet.adjust(
+        """Refund or charge it, then note it done. Refunds before charges is the caller's
+        order: a refund repays what it can before a charge could make a debt."""
+        await self.wallet.adjust(
             adjustment.user_id,
             adjustment.journey_id,
             adjustment.amount,
             key(adjustment),
             adjustment.reason,
         )
-        why = None if refused is None else f"{refused.reason}: {refused.message}"
-        if why is not None:
-            log.info(
-                "adjustment %s of journey %s unpaid: %s", adjustment.id, adjustment.journey_id, why
-            )
 
         async def work(conn: AsyncConnection) -> None:
-            await reconcile_store.adjustment_moved(conn, adjustment.id, why)
+            await reconcile_store.adjustment_moved(conn, adjustment.id)
 
         await in_statement(self.pool, work)
 

@@ -215,7 +215,7 @@ class CheckOuts:
 
     async def _answer(self, request: TapRequest) -> journey_pb2.CheckOutResponse:
         """The answer stored with the settling — by another attempt of this tap, by the
-        sweeper, or a refusal when the journey was closed unpaid."""
+        sweeper, or the refusal stored when its closing was undone."""
         return replay(await final_tap(self.pool, request.tap_id))
 
 

@@ -8,7 +8,13 @@ entry while active, the sweeper):
 3. settle: the outcome is recorded with its event, and the check-out tap's answer (one
    statement).
 
-A crash between 1 and 3 leaves a pending closing that a retried tap or the sweeper finishes."""
+A crash between 1 and 3 leaves a pending closing that a retried tap or the sweeper finishes.
+
+Only a closing a check-out tap asked for (domain.closed_by_tap) may be refused its money: the
+gate stays shut and the journey is put back. Every other closing — reconciled offline taps,
+the sweeper's, an entry while active — is a ride already taken and is charged into debt if
+need be (wallet.py), as is a refused check-out whose journey cannot be put back because its
+rider has started another: no closing is left unpaid."""
 
 from __future__ import annotations
 
@@ -27,7 +33,6 @@ from services.journey.trips import ActiveTrips
 from services.journey.wallet import Collected, Refused, WalletClient
 
 log = logging.getLogger(__name__)
-UNPAID_NOTE = "the journey is closed unpaid: another one started meanwhile"
 
 
 class Closings:
@@ -50,8 +55,7 @@ class Closings:
     async def settle(self, journey: Journey) -> Journey:
         """Finish a pending closing (a no-op for a settled one). When the wallet refuses the
         money of a closing a check-out tap asked for, the closing is undone, the tap refused,
-        and FailedPrecondition raised with the wallet's reason; any other refused closing
-        stays closed and unpaid."""
+        and FailedPrecondition raised with the wallet's reason."""
         settled, _ = await self.settle_answering(journey)
         return settled
 
@@ -60,29 +64,25 @@ class Closings:
     ) -> tuple[Journey, journey_pb2.CheckOutResponse | None]:
         """settle, and the check-out answer this call stored with it: the one message a
         check-out returns and its retries replay. None when this call stored none (nothing
-        was pending, another attempt settled or undid it, or the journey was closed unpaid).
+        was pending, another attempt settled or undid it).
         `trip_cleared`: the caller has already cleared the rider's active_trip entry."""
         if journey.settlement is not Settlement.PENDING:
             return journey, None
-        outcome = await self.wallet.collect(journey)
-        if isinstance(outcome, Refused) and domain.closed_by_tap(journey):
+        refusable = domain.closed_by_tap(journey)
+        outcome = await self.wallet.collect(journey, debt=not refusable)
+        if isinstance(outcome, Refused):
             undo = await self._undo(journey, outcome)
             if undo is Undo.DONE:
                 raise FailedPrecondition(outcome.reason, outcome.message)
             if undo is Undo.OVERTAKEN:  # the answer stored by the other attempt is the tap's
                 now = await read(self.pool, store.journey, journey.id)
                 return now or journey, None
-
-        response = None
-        if isinstance(outcome, Collected):
-            settled = domain.settled(journey, Settlement.PAID, outcome.available, outcome.notes)
-            response = messages.check_out_response(settled)
-            answer = TapAnswer(TapState.DONE, response=response.SerializeToString())
-        else:  # closed unpaid: the gate stays shut, the debt is kept
-            notes = {"unpaid_reason": f"{outcome.reason}: {outcome.message}"}
-            settled = domain.settled(journey, Settlement.UNPAID, None, notes)
-            message = f"{outcome.message}; {UNPAID_NOTE}"
-            answer = TapAnswer(TapState.REFUSED, reason=outcome.reason, message=message)
+            # IMPOSSIBLE: the journey stays closed, so its ride is charged into debt
+            outcome = await self.wallet.collect(journey, debt=True)
+        assert isinstance(outcome, Collected)
+        settled = domain.settled(journey, Settlement.PAID, outcome.available, outcome.notes)
+        response = messages.check_out_response(settled)
+        answer = TapAnswer(TapState.DONE, response=response.SerializeToString())
 
         async def work(conn: AsyncConnection) -> tuple[Journey, bool]:
             tap_answer = answer if settled.closing_tap_id is not None else None
@@ -99,8 +99,8 @@ class Closings:
     async def _undo(self, journey: Journey, refused: Refused) -> Undo:
         """Put the journey back and refuse its tap (DONE). OVERTAKEN when another attempt
         (the sweeper, a retry) settled or undid the closing meanwhile: nothing is written.
-        IMPOSSIBLE when the rider has started another journey meanwhile: the closing stays,
-        unpaid."""
+        IMPOSSIBLE when the rider has started another journey meanwhile: the closing stays
+        (and is charged into debt)."""
         assert journey.closing_tap_id is not None
         tap_id = journey.closing_tap_id
 

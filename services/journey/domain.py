@@ -34,7 +34,9 @@ class Settlement(StrEnum):
     NONE = "none"  # active: nothing to settle yet
     PENDING = "pending"  # closed; the wallet not yet confirmed
     PAID = "paid"
-    UNPAID = "unpaid"  # the wallet refused a direct charge: a debt
+    # the wallet refused a direct charge: a debt kept here. Only rows written before rides
+    # were charged into the wallet's debt (services/journey/wallet.py) are unpaid.
+    UNPAID = "unpaid"
 
 
 class TapKind(StrEnum):
@@ -400,7 +402,7 @@ def _journey(request: TapRequest, user_id: uuid.UUID, **values: Any) -> Journey:
 def settled(
     journey: Journey, settlement: Settlement, remaining: Decimal | None, notes: dict[str, Any]
 ) -> Journey:
-    """A pending closing once its money is confirmed (paid) or refused (unpaid)."""
+    """A pending closing once its money is confirmed."""
     assert journey.settlement is Settlement.PENDING
     return replace(
         journey,
@@ -414,7 +416,7 @@ def closed_by_tap(journey: Journey) -> bool:
     """A closing asked for by a check-out tap: when the wallet refuses its money the gate
     stays shut and the journey is put back as it was (the rider tops up and taps again).
     Not a closing placed by reconciliation: offline taps are accepted facts, never undone
-    (refused money stays a debt: the journey is closed unpaid)."""
+    (their money is charged into the wallet's debt if need be)."""
     return (
         journey.closing_tap_id is not None
         and not journey.metadata.get(RECONCILED)

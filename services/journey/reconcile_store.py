@@ -147,17 +147,13 @@ async def pending_adjustments(
     return await cur.fetchall()
 
 
-async def adjustment_moved(
-    conn: AsyncConnection, adjustment_id: uuid.UUID, unpaid_reason: str | None
-) -> None:
-    """The adjustment is moved ('done'), or refused by the wallet ('unpaid': a debt)."""
+async def adjustment_moved(conn: AsyncConnection, adjustment_id: uuid.UUID) -> None:
+    """The adjustment is moved ('done'). ('unpaid', a charge the wallet refused, is only in
+    rows written before charges were taken into debt: see wallet.py.)"""
     await conn.execute(
-        """UPDATE journey_adjustments
-              SET state = CASE WHEN %(why)s::text IS NULL THEN 'done' ELSE 'unpaid' END
-                          ::adjustment_state,
-                  unpaid_reason = %(why)s, updated_at = now()
-            WHERE id = %(id)s AND state = 'pending'""",
-        {"id": adjustment_id, "why": unpaid_reason},
+        """UPDATE journey_adjustments SET state = 'done', updated_at = now()
+            WHERE id = %s AND state = 'pending'""",
+        (adjustment_id,),
     )
 
 

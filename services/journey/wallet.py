@@ -2,6 +2,12 @@
 a journey. Every move is idempotent by a key derived from the journey, so any step may be
 repeated — by a retried tap, after a crash, by the sweeper — and takes effect once.
 
+A ride already taken — a closing of reconciled offline taps, a journey closed with no rider
+at the gate to refuse, a re-pricing — is charged with allow_debt: the user service takes it
+whole even from a short balance (the card is then suspended for the debt, and the rider's
+next top-up repays it), so it never ends unpaid. Only a check-out tap's charge may be
+refused: the gate stays shut and the journey open.
+
 (The user service's own Wallet and Hold are its domain records; what this module returns are
 the answers this service needs of them.)"""
 
@@ -130,10 +136,11 @@ class WalletClient:
         )
         return from_money(wallet.available)
 
-    async def collect(self, journey: Journey) -> Collected | Refused:
+    async def collect(self, journey: Journey, *, debt: bool) -> Collected | Refused:
         """Take the price of a closed journey: capture it from the hold (the rest is
         released), or charge it directly when the hold is gone or there never was one.
-        Refused only when a direct charge is refused (balance short, card blocked)."""
+        `debt`: a ride already taken, charged into debt if need be (never Refused);
+        otherwise Refused when a direct charge is refused (balance short, card blocked)."""
         assert journey.fare_charged is not None
         notes: dict[str, Any] = {}
         if journey.hold_reference is not None:
@@ -152,6 +159,7 @@ class WalletClient:
                         idempotency_key=reference,
                         reference=reference,
                         description=f"Journey {journey.pricing}",
+                        allow_debt=debt,
                     ),
                 )
             except FailedPrecondition as exc:
@@ -160,10 +168,10 @@ class WalletClient:
 
     async def adjust(
         self, user_id: uuid.UUID, journey_id: uuid.UUID, amount: Decimal, key: str, why: str
-    ) -> Refused | None:
+    ) -> None:
         """Move the re-pricing of a journey already paid: refund (`amount` < 0) or charge
-        (> 0) the difference under the journey's reference, idempotent by `key`. A refused
-        charge is a debt (Refused); a refused refund raises (retried later)."""
+        (> 0, into debt if need be: the ride was taken) the difference under the journey's
+        reference, idempotent by `key`. A refused refund raises (retried later)."""
         reference = hold_reference(journey_id)
         fields = {
             "user_id": str(user_id),
@@ -174,12 +182,8 @@ class WalletClient:
         }
         if amount < 0:
             await self._call(self.stub.Refund, user_pb2.RefundRequest(**fields))
-            return None
-        try:
-            await self._call(self.stub.Charge, user_pb2.ChargeRequest(**fields))
-        except FailedPrecondition as exc:
-            return Refused(exc.reason, exc.message)
-        return None
+        else:
+            await self._call(self.stub.Charge, user_pb2.ChargeRequest(**fields, allow_debt=True))
 
     async def _capture(self, reference: str, amount: Decimal) -> Collected | str:
         """Capture `amount` from the hold; when the hold is gone, why (HOLD_GONE, or

@@ -19,7 +19,14 @@ from libs.events.topology import ConsumerQueue
 if TYPE_CHECKING:  # the declarations below are read by every producer (services/registry.py)
     from services.notification.app import NotificationApp
 
-BINDINGS = ("journey.*", "fare.updated", "wallet.*", "booking.*", "facility.*")
+BINDINGS = (
+    "journey.*",
+    "fare.updated",
+    "wallet.*",
+    "user.status_changed",
+    "booking.*",
+    "facility.*",
+)
 
 
 def queue_name(exchange: str) -> str:

@@ -8,6 +8,9 @@ event riders are not told about. Pure.
   travelled the pair lately unless they opted out, and those who opted into all fare news.
 - wallet.topped_up, wallet.refunded, and wallet.hold_released of an expired hold (money
   back without a trip). Other wallet events are part of a journey the rider is told about.
+- user.status_changed of the debt rule (data.debt, services/user/domain.py debt_change): the
+  card suspended for a debt from offline taps (how much is owed), or re-activated once a
+  top-up repaid it. A change an operator made is not the rider's news here.
 - booking.*: the booking service does not exist yet, so its payload is unknown: the rider is
   data.userId / data.user_id (else a UUID subject), the reference data.bookingId /
   reservationId when present; a type without a template of its own uses `booking`. A booking
@@ -85,6 +88,8 @@ def plan(event: CloudEvent) -> Plan | None:
         return _money_moved(kind, _data(event, wallet_pb2.WalletMoneyMoved))
     if kind == "wallet.hold_released":
         return _hold_released(_data(event, wallet_pb2.WalletHoldChanged))
+    if kind == "user.status_changed":
+        return _debt(_data(event, wallet_pb2.UserStatusChanged))
     if kind.startswith(("booking.", "facility.")):
         return _booking(event)
     return None
@@ -178,6 +183,18 @@ def _hold_released(d: wallet_pb2.WalletHoldChanged) -> Plan | None:
     return Plan(
         T.WALLET, "wallet.hold_released", values, _user(d.user_id), reference=d.reference or None
     )
+
+
+DEBT_TEMPLATES = {"suspended": "user.suspended_for_debt", "active": "user.debt_repaid"}
+
+
+def _debt(d: wallet_pb2.UserStatusChanged) -> Plan | None:
+    template = DEBT_TEMPLATES.get(d.new_status) if d.debt else None
+    if template is None:
+        return None
+    available = from_money(d.available)
+    values: dict[str, Value] = {"debt": -available} if available < 0 else {"balance": available}
+    return Plan(T.WALLET, template, values, _user(d.user_id))
 
 
 def _booking(event: CloudEvent) -> Plan | None:

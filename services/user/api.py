@@ -11,7 +11,8 @@ from grpc import aio
 from tiket.user.v1 import user_pb2, user_pb2_grpc
 
 from libs import paging
-from libs.errors import InvalidArgument
+from libs.auth import Role, current_principal
+from libs.errors import InvalidArgument, PermissionDenied
 from libs.money import to_decimal, to_money
 from libs.timestamps import to_timestamp
 from libs.validation import (
@@ -134,6 +135,7 @@ class UserApi(user_pb2_grpc.UserServiceServicer):
             key_field(request.idempotency_key, "idempotency_key"),
             key_field(request.reference, "reference"),
             text_field(request.description, "description", max_len=255),
+            allow_debt=_allow_debt(request.allow_debt),
         )
         return messages.ledger_entry(entry)
 
@@ -192,6 +194,15 @@ class UserApi(user_pb2_grpc.UserServiceServicer):
                 yield user_pb2.ExportUsersResponse(next_since=to_timestamp(item))
             else:
                 yield user_pb2.ExportUsersResponse(user=messages.snapshot(item))
+
+
+def _allow_debt(asked: bool) -> bool:
+    """Only a service (the journey service settling rides already taken) may charge into
+    debt; the RPC's access option has already limited which services may call Charge."""
+    principal = current_principal()
+    if asked and (principal is None or principal.role is not Role.SERVICE):
+        raise PermissionDenied("allow_debt is for services settling rides already taken")
+    return asked
 
 
 def _email(value: str) -> str | None:

@@ -86,6 +86,7 @@ class UserApp:
     ) -> User:
         async def work(conn: AsyncConnection) -> User:
             before = _found(await store.lock_wallet(conn, user_id), f"user {user_id}")
+            domain.check_activation(before, status)
             user = await store.set_status(conn, user_id, status, reason)
             if before.status != status:
                 await events.status_changed(conn, user, before.status)
@@ -156,10 +157,18 @@ class UserApp:
         )
 
     async def charge(
-        self, user_id: uuid.UUID, amount: Decimal, key: str, reference: str, description: str | None
+        self,
+        user_id: uuid.UUID,
+        amount: Decimal,
+        key: str,
+        reference: str,
+        description: str | None,
+        *,
+        allow_debt: bool = False,
     ) -> LedgerEntry:
+        """`allow_debt`: a ride already taken, taken whole (domain.debt_change)."""
         return await self._move_money(
-            user_id, LedgerKind.CHARGE, amount, key, reference, description
+            user_id, LedgerKind.CHARGE, amount, key, reference, description, allow_debt
         )
 
     async def refund(
@@ -177,23 +186,30 @@ class UserApp:
         key: str,
         reference: str | None,
         description: str | None,
+        allow_debt: bool = False,
     ) -> LedgerEntry:
-        """Top-up, charge or refund: one ledger row, idempotent by (user, kind, key)."""
+        """Top-up, charge or refund: one ledger row, idempotent by (user, kind, key), and
+        the status change of the debt rule (domain.debt_change) in the same transaction: a
+        suspension before the money is taken, a lifting after it is credited (the database
+        refuses an active card in debt at every statement)."""
 
-        async def work(conn: AsyncConnection) -> LedgerEntry:
+        async def work(conn: AsyncConnection) -> tuple[LedgerEntry, bool]:
             wallet = _found(await store.lock_wallet(conn, user_id), f"user {user_id}")
             if first := await store.entry_by_key(conn, user_id, kind, key):
-                return domain.same_request(first, user_id, amount, reference)
+                return domain.same_request(first, user_id, amount, reference), False
             if kind is LedgerKind.TOP_UP:
                 domain.check_credit(wallet, amount, "top-up")
-            elif kind is LedgerKind.CHARGE:
+            elif kind is LedgerKind.CHARGE and not allow_debt:
                 domain.require_active(wallet)
                 domain.require_available(wallet, amount)
-            else:
+            elif kind is LedgerKind.REFUND:
                 charged, refunded = await store.charged_and_refunded(conn, user_id, reference or "")
                 domain.check_refund(charged, refunded, amount, reference or "")
                 domain.check_credit(wallet, amount, "refund")
             signed = -amount if kind is LedgerKind.CHARGE else amount
+            change = domain.debt_change(wallet, signed)
+            if change is not None and change.suspends:
+                await _debt_status(conn, wallet, change, signed)
             entry = await store.insert_entry(
                 conn,
                 user_id,
@@ -207,9 +223,14 @@ class UserApp:
                 user_id, wallet.status, entry.balance_after, wallet.held, entry.created_at
             )
             await events.money_moved(conn, entry, after)
-            return entry
+            if change is not None and not change.suspends:
+                await _debt_status(conn, wallet, change, signed)
+            return entry, change is not None
 
-        return await in_transaction(self.pool, work)
+        entry, status_changed = await in_transaction(self.pool, work)
+        if status_changed:
+            await self.cache.invalidate(f"user:{user_id}")
+        return entry
 
     # --- holds ---------------------------------------------------------------------
 
@@ -344,6 +365,14 @@ class UserApp:
                 break
             after = (page[-1].updated_at, page[-1].user_id)
         yield watermark
+
+
+async def _debt_status(
+    conn: AsyncConnection, wallet: Wallet, change: domain.StatusChange, moved: Decimal
+) -> None:
+    """Apply the debt rule's status change, with its user.status_changed."""
+    user = await store.set_status(conn, wallet.user_id, change.status, change.reason)
+    await events.status_changed(conn, user, wallet.status, wallet.available + moved)
 
 
 def _found(value, what: str):

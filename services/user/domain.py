@@ -1,4 +1,12 @@
-"""Users and wallets: records, states and the rules that decide a request. Pure: no I/O."""
+"""Users and wallets: records, states and the rules that decide a request. Pure: no I/O.
+
+Debt (debt_change): a charge with allow_debt — a ride already taken, settled by the journey
+service — is taken whole, so the available balance (balance - held) may go below zero; that
+is the debt, and balance = sum(ledger) still holds (no second ledger: the wallet's own
+balance says what is owed, and the next credit repays it simply by raising it). An active
+card is suspended for it (DEBT_REASON) before the money is taken — the database refuses an
+active card in debt (migration 0006) — and a credit that brings the available balance back
+to >= 0 lifts that suspension; one set by an operator for another reason stays."""
 
 from __future__ import annotations
 
@@ -16,6 +24,7 @@ MAX_BALANCE = Decimal("20000000.00")
 DEFAULT_HOLD_TTL = timedelta(minutes=30)
 MAX_HOLD_TTL = timedelta(hours=24)
 T = TypeVar("T")
+DEBT_REASON = "debt from offline taps"
 
 
 class UserStatus(StrEnum):
@@ -57,10 +66,24 @@ class Wallet:
     balance: Decimal
     held: Decimal
     updated_at: datetime
+    # Read by store.lock_wallet only (the debt rule needs it); None elsewhere.
+    status_reason: str | None = None
 
     @property
     def available(self) -> Decimal:
         return self.balance - self.held
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """A change of the card's status the debt rule asks for."""
+
+    status: UserStatus
+    reason: str | None
+
+    @property
+    def suspends(self) -> bool:
+        return self.status is UserStatus.SUSPENDED
 
 
 @dataclass(frozen=True)
@@ -125,6 +148,31 @@ def require_available(wallet: Wallet, amount: Decimal) -> None:
         raise FailedPrecondition(
             "INSUFFICIENT_BALANCE",
             f"insufficient balance: {amount} needed, {wallet.available} available",
+        )
+
+
+def debt_change(wallet: Wallet, moved: Decimal) -> StatusChange | None:
+    """What moving `moved` (signed) does to the card's status: an active card whose available
+    balance it takes below zero is suspended for debt; a card suspended for debt whose
+    available balance it brings back to >= 0 is active again; otherwise nothing."""
+    after = wallet.available + moved
+    if after < 0 and wallet.status is UserStatus.ACTIVE:
+        return StatusChange(UserStatus.SUSPENDED, DEBT_REASON)
+    if after >= 0 and in_debt_suspension(wallet):
+        return StatusChange(UserStatus.ACTIVE, None)
+    return None
+
+
+def in_debt_suspension(wallet: Wallet) -> bool:
+    return wallet.status is UserStatus.SUSPENDED and wallet.status_reason == DEBT_REASON
+
+
+def check_activation(wallet: Wallet, status: UserStatus) -> None:
+    """An operator may not make a card in debt active: a top-up repays the debt first."""
+    if status is UserStatus.ACTIVE and wallet.available < 0:
+        raise FailedPrecondition(
+            "CARD_IN_DEBT",
+            f"the card owes {-wallet.available}; a top-up repays it and re-activates the card",
         )
 
 

@@ -32,14 +32,20 @@ async def user_created(conn: AsyncConnection, user: User) -> None:
     await emit(conn, SOURCE, "user.created", str(user.id), data)
 
 
-async def status_changed(conn: AsyncConnection, user: User, old: UserStatus) -> None:
+async def status_changed(
+    conn: AsyncConnection, user: User, old: UserStatus, debt_available: Decimal | None = None
+) -> None:
+    """`debt_available`: the change is the debt rule's, leaving this available balance."""
     data = wallet_pb2.UserStatusChanged(
         user_id=str(user.id),
         card_id=user.card_id,
         old_status=old,
         new_status=user.status,
         reason=user.status_reason or "",
+        debt=debt_available is not None,
     )
+    if debt_available is not None:
+        data.available.CopyFrom(to_money(debt_available))
     await emit(conn, SOURCE, "user.status_changed", str(user.id), data)
 
 

@@ -119,11 +119,11 @@ async def set_status(
 
 
 async def lock_wallet(conn: AsyncConnection, user_id: uuid.UUID) -> Wallet | None:
-    """The wallet, locked until the transaction ends: every change of a user's money is
-    serialised on this row."""
+    """The wallet (with its status reason), locked until the transaction ends: every change
+    of a user's money and status is serialised on this row."""
     cur = conn.cursor(row_factory=class_row(Wallet))
     await cur.execute(
-        """SELECT id AS user_id, status, balance, held, updated_at
+        """SELECT id AS user_id, status, balance, held, updated_at, status_reason
              FROM users WHERE id = %s FOR UPDATE""",
         (user_id,),
     )
@@ -523,8 +523,9 @@ def _one(row):
 
 
 async def invariant_violations(conn: AsyncConnection) -> list[str]:
-    """Users whose wallet disagrees with its ledger or holds; empty when the money is right.
-    The triggers make these impossible; this is the independent check."""
+    """Users whose wallet disagrees with its ledger or holds, or an active card in debt
+    (domain.debt_change); empty when the money is right. The triggers and CHECKs make these
+    impossible; this is the independent check."""
     cur = await conn.execute(
         """SELECT u.card_id, u.balance, coalesce(l.total, 0), u.held, coalesce(h.total, 0)
              FROM users u
@@ -534,7 +535,7 @@ async def invariant_violations(conn: AsyncConnection) -> list[str]:
                          GROUP BY user_id) h ON h.user_id = u.id
             WHERE u.balance <> coalesce(l.total, 0)
                OR u.held <> coalesce(h.total, 0)
-               OR u.balance - u.held < 0"""
+               OR (u.balance - u.held < 0 AND u.status = 'active')"""
     )
     return [
         f"{card}: balance {balance} vs ledger {ledger}, held {held} vs holds {holds}"

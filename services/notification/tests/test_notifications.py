@@ -153,6 +153,44 @@ async def test_a_top_up_through_the_user_service_tells_the_rider(stack):
     assert notification.type == pb.NOTIFICATION_TYPE_WALLET
 
 
+async def test_a_debt_from_offline_taps_and_its_repayment_tell_the_rider(stack):
+    """user.status_changed of the debt rule, from the real user service over the bus."""
+    rider = await stack.new_rider()
+    ride = user_pb2.ChargeRequest(
+        user_id=rider,
+        amount=to_money(Decimal(9000)),
+        idempotency_key="offline-ride",
+        reference="journey-offline",
+        allow_debt=True,
+    )
+    await stack.users.Charge(ride, metadata=stack.metadata(Role.SERVICE, "journey"))
+    [suspended] = await settled(stack, rider)
+    assert suspended.message == (
+        "Kartu Anda ditangguhkan karena utang perjalanan offline sebesar Rp 9.000. "
+        "Isi ulang saldo untuk melunasinya dan kartu akan aktif kembali."
+    )
+    assert suspended.type == pb.NOTIFICATION_TYPE_WALLET
+    repay = user_pb2.TopUpRequest(
+        user_id=rider, amount=to_money(Decimal(10000)), idempotency_key="repay"
+    )
+    await stack.users.TopUp(repay, metadata=stack.metadata())
+    repaid: list[tuple] = []
+
+    async def told() -> bool:  # from the database: ListNotifications is rate-limited
+        repaid[:] = await stack.rows(
+            "SELECT message FROM notifications WHERE user_id = %s AND event_type = %s",
+            rider,
+            "user.status_changed",
+        )
+        return len(repaid) == 2
+
+    await wait_until(told, "the notification of the debt repaid")
+    assert (
+        "Utang perjalanan offline Anda telah lunas dan kartu Anda aktif kembali. "
+        "Saldo Anda sekarang Rp 1.000.",
+    ) in repaid
+
+
 async def test_fare_updates_go_to_the_riders_who_asked_for_them(stack):
     fan, other = await stack.new_rider(), await stack.new_rider()
     await stack.call(

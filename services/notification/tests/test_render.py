@@ -208,6 +208,25 @@ def test_wallet_texts() -> None:
     assert "Rp 12.000" in text(make("wallet.hold_released", expired), "en")
 
 
+def debt_change(new_status: str, available: int, debt: bool = True) -> CloudEvent:
+    data = wallet_pb2.UserStatusChanged(
+        user_id=RIDER, old_status="active", new_status=new_status, debt=debt
+    )
+    data.available.CopyFrom(idr(available))
+    return make("user.status_changed", data)
+
+
+def test_debt_texts() -> None:
+    assert text(debt_change("suspended", -9000), "en") == (
+        "Your card is suspended for a debt of Rp 9.000 from offline trips. Top up to repay it"
+        " and your card will be active again."
+    )
+    assert text(debt_change("active", 1000)) == (
+        "Utang perjalanan offline Anda telah lunas dan kartu Anda aktif kembali. Saldo Anda"
+        " sekarang Rp 1.000."
+    )
+
+
 def test_booking_events_use_whatever_fields_they_carry() -> None:
     def booking(event_type: str, data: dict, subject: str = "") -> CloudEvent:
         return CloudEvent(str(uuid.uuid4()), "/booking", event_type, "", subject, data)
@@ -256,6 +275,8 @@ def every_plan() -> list[Plan]:
         make("wallet.topped_up", moved),
         make("wallet.refunded", moved),
         make("wallet.hold_released", expired),
+        debt_change("suspended", -1),
+        debt_change("active", 0),
     ]
     for kind, status in (("checked_out", "completed"), ("abandoned", ""), ("incomplete", "")):
         for unpaid in (False, True):
@@ -291,6 +312,8 @@ def test_every_template_exists_in_every_language_and_renders() -> None:
         make("wallet.charged", wallet_pb2.WalletMoneyMoved(user_id=RIDER)),
         make("wallet.hold_released", wallet_pb2.WalletHoldChanged(release_reason="released")),
         make("user.created", wallet_pb2.UserCreated(user_id=RIDER)),
+        debt_change("suspended", 0, debt=False),  # an operator's: not the rider's news here
+        debt_change("blocked", -1),
         make("journey.teleported", checked_in()),
     ],
     ids=lambda e: e.type,
