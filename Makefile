@@ -13,11 +13,14 @@ run: setup
 	$(BIN)/tiket up --seed
 
 ## test: set everything up, then lint, check generated code and run the whole suite
+# Two pytest workers, each taking whole test files (module fixtures start their services
+# once): most of a test's time is spent waiting on real servers and service processes.
+TEST_WORKERS ?= 2
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m libs.proto.generate --check
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 setup: $(STAMP) gen/.stamp $(BIN)/helm
 
