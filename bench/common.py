@@ -193,8 +193,13 @@ class ServiceProcess:
     """`python -m cli.main serve NAME`, the real service, in its own process; its log goes
     to a temporary file (shown when it fails to start)."""
 
-    def __init__(self, name: str, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, name: str, env: Mapping[str, str], command: Sequence[str] | None = None
+    ) -> None:
+        """`command`: the Python arguments to run instead of `-m cli.main serve NAME` (a
+        baseline server listening on NAME's port and answering grpc.health)."""
         self.name = name
+        self.command = list(command or ("-m", "cli.main", "serve", name))
         self.env = {**os.environ, **env}
         self.settings = load(self.env)
         self.address = f"127.0.0.1:{self.settings.grpc_ports[name]}"
@@ -213,10 +218,7 @@ class ServiceProcess:
         with self.log_path.open("wb") as log:
             self._process = await asyncio.create_subprocess_exec(
                 sys.executable,
-                "-m",
-                "cli.main",
-                "serve",
-                self.name,
+                *self.command,
                 cwd=REPO,
                 env=self.env,
                 stdout=log,

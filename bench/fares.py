@@ -7,8 +7,11 @@ The benchmark starts its own fare service process on an isolated database and lo
 004's demo matrix. Run 1 (cached): `--concurrency` workers call GetFare for random pairs of
 the 20 with a gate token, answered from Redis. Run 2 (uncached): the same service restarted
 with TIKET_REDIS_URL pointing at a closed port, so every lookup reads PostgreSQL (the Redis
-down path). Run 3: pgbench runs GetFare's SELECT with as many clients for as long. It prints
-throughput and latency of each and their ratios, and removes what it created.
+down path). Run 3 (floor): the same workers against a bare grpc.aio server answering GetFare
+with a fixed Fare (bench/echo_server.py: no interceptor, token, cache or database), what
+gRPC itself costs here; the goal is cached GetFare ≥ 50 % of it (issue 18). Run 4: pgbench
+runs GetFare's SELECT with as many clients for as long. It prints throughput and latency of
+each and their ratios, and removes what it created.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from tests.support import keys
 from tests.support.processes import free_port
 
 CALL_TIMEOUT = 10.0
+ECHO_GOAL_PERCENT = 50  # cached GetFare / the bare server (issue 18)
 PAIRS = [(o, d) for o in "ABCDE" for d in "ABCDE" if o != d]
 # GetFare's database read (services/fare/store.py pair_versions) for a random pair of the
 # demo matrix; terminal codes A..E are chr(64 + 1..5).
@@ -81,6 +85,7 @@ class Report:
     options: Options
     cached: Measured
     uncached: Measured
+    echo: Measured
     pgbench: PgbenchResult
     errors: dict[str, int]
     lookups: dict[str, dict[str, float]]
@@ -113,10 +118,13 @@ def parse_args(argv: Sequence[str] | None) -> Options:
 # --- the workload ----------------------------------------------------------------------------
 
 
-async def run_get_fare(service: ServiceProcess, options: Options) -> Run:
-    """GetFare for random pairs from `options.concurrency` workers for `options.duration` s."""
+async def run_get_fare(
+    service: ServiceProcess, options: Options, *, count_lookups: bool = True
+) -> Run:
+    """GetFare for random pairs from `options.concurrency` workers for `options.duration` s;
+    `count_lookups`: read the fare service's cache counters before and after."""
     metadata = tuple(keys.bearer(service.settings, "gate", "A/A-EXIT-01"))
-    before = _lookups(service)
+    before = _lookups(service) if count_lookups else {}
     async with aio.insecure_channel(service.address) as channel:
         stub = fare_pb2_grpc.FareServiceStub(channel)
         run = Run(started=time.perf_counter())
@@ -126,7 +134,7 @@ async def run_get_fare(service: ServiceProcess, options: Options) -> Run:
             *(_worker(stub, metadata, deadline, run, n) for n in range(options.concurrency))
         )
         await probe
-    after = _lookups(service)
+    after = _lookups(service) if count_lookups else {}
     run.lookups = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     return run
 
@@ -194,6 +202,8 @@ async def benchmark(options: Options) -> Report:
     uncached_service = ServiceProcess(
         "fare", {**env, "TIKET_REDIS_URL": f"redis://127.0.0.1:{closed_port}/0"}
     )
+    echo_port = cached_service.settings.grpc_ports["fare"]
+    echo_server = ServiceProcess("fare", env, ("-m", "bench.echo_server", str(echo_port)))
     settings = cached_service.settings
     database_url = settings.database_url("fare")
     load_before = await common.machine_load()
@@ -211,6 +221,12 @@ async def benchmark(options: Options) -> Report:
         uncached = await run_get_fare(uncached_service, options)
         await uncached_service.stop()
 
+        common.say("starting the bare grpc.aio server (the floor) …")
+        await echo_server.start()
+        common.say(f"bare server: {options.concurrency} workers for {options.duration} s …")
+        echo = await run_get_fare(echo_server, options, count_lookups=False)
+        await echo_server.stop()
+
         common.say(f"pgbench: {options.concurrency} clients for {options.duration} s …")
         with tempfile.TemporaryDirectory(prefix="bench-fares-") as scratch:
             script = Path(scratch) / "get_fare.sql"
@@ -224,7 +240,7 @@ async def benchmark(options: Options) -> Report:
                 cpu_sources={"pgbench": "pgbench", "postgres": "postgres"},
             )
     finally:
-        for service in (cached_service, uncached_service):
+        for service in (cached_service, uncached_service, echo_server):
             await service.stop()
             service.close()
         await common.remove_run_state(settings, ["fare"])
@@ -232,10 +248,16 @@ async def benchmark(options: Options) -> Report:
         options,
         measure(cached, options),
         measure(uncached, options),
+        measure(echo, options),
         pgbench,
-        dict(cached.errors + uncached.errors),
+        dict(cached.errors + uncached.errors + echo.errors),
         {"cached": cached.lookups, "uncached": uncached.lookups},
-        {"cached": cached.cpu, "uncached": uncached.cpu, "pgbench": pgbench.cpu},
+        {
+            "cached": cached.cpu,
+            "uncached": uncached.cpu,
+            "bare server": echo.cpu,
+            "pgbench": pgbench.cpu,
+        },
         load_before,
     )
 
@@ -255,6 +277,7 @@ def render(report: Report) -> str:
     rows = [
         _row("gRPC GetFare, cached (Redis)", report.cached),
         _row("gRPC GetFare, uncached (PostgreSQL)", report.uncached),
+        _row("bare grpc.aio server, fixed answer", report.echo),
         _row("pgbench GetFare's SELECT", pg.window),
     ]
     cached, uncached = report.lookups["cached"], report.lookups["uncached"]
@@ -267,6 +290,8 @@ def render(report: Report) -> str:
         common.table(headers, rows),
         "",
         f"cached / uncached: {report.ratio(report.cached, report.uncached):.0f} %",
+        f"cached / bare grpc.aio server: {report.ratio(report.cached, report.echo):.1f} %"
+        + _goal(report.ratio(report.cached, report.echo)),
         f"cached / pgbench: {report.ratio(report.cached, pg.window):.1f} %, "
         f"uncached / pgbench: {report.ratio(report.uncached, pg.window):.1f} %",
         f"cache answers, cached run: {_counts(cached)}; uncached run: {_counts(uncached)}",
@@ -288,6 +313,11 @@ def _row(label: str, m: Measured) -> list[object]:
     return [label, m.rate, s.mean_ms, s.p50_ms, s.p95_ms, s.p99_ms, s.max_ms, s.count]
 
 
+def _goal(percent: float) -> str:
+    met = "meets" if percent >= ECHO_GOAL_PERCENT else "below"
+    return f" ({met} the goal of ≥ {ECHO_GOAL_PERCENT} %)"
+
+
 def _counts(lookups: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:,.0f}" for k, v in sorted(lookups.items()) if v) or "none"
 
@@ -297,7 +327,9 @@ def as_json(report: Report) -> str:
         "options": asdict(report.options),
         "cached": asdict(report.cached),
         "uncached": asdict(report.uncached),
+        "bare_server": asdict(report.echo),
         "pgbench": asdict(report.pgbench),
+        "cached_vs_bare_server_percent": report.ratio(report.cached, report.echo),
         "cached_vs_uncached_percent": report.ratio(report.cached, report.uncached),
         "cached_vs_pgbench_percent": report.ratio(report.cached, report.pgbench.window),
         "uncached_vs_pgbench_percent": report.ratio(report.uncached, report.pgbench.window),
