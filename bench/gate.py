@@ -48,8 +48,6 @@ from gate.agent import GateAgent
 from gate.config import GateConfig, OfflineRules
 from libs.auth import Role
 from services.fare import demo as fare_demo
-from services.journey.config import JourneyConfig
-from services.journey.tests.mesh import Mesh, settle
 from tests.support import keys
 from tests.support.tcp_proxy import TcpProxy
 
@@ -236,9 +234,6 @@ async def benchmark(options: Options) -> Report:
             agents = {"in": [], "out": []}
         await proxy.stop()
         proxy = None
-        # Online taps the gates' deadline cut short are finished by the sweeper, as they
-        # would be in service; the audit needs nothing left in flight.
-        await settle(Mesh(settings, {}, {}, JourneyConfig()))
         variables = {"clients": options.lanes, "per": options.riders // options.lanes}
         problems, pgbench = await audit_then_pgbench(
             services, settings, riders, SCRIPT, options.lanes, options, variables
