@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from libs.periodic import Periodic
 from libs.server.metrics import GAUGES_REFRESHED
 from services.booking.domain import BookingStatus
+from services.booking.facilities import store as facility_store
 from services.booking.facilities.domain import FacilityBookingStatus
 
 INTERVAL_SECONDS = 60.0
@@ -59,14 +60,6 @@ _BY_STATUS = (
         [s for s in FacilityBookingStatus if s != FacilityBookingStatus.CANCELLED],
     ),
 )
-_CONFLICTS = """
-SELECT count(DISTINCT b1.booking_id) FROM facility_bookings b1
-  JOIN facility_bookings b2
-    ON b1.booking_id <> b2.booking_id AND b1.facility_id = b2.facility_id
-   AND tstzrange(b1.start_time, b1.end_time) && tstzrange(b2.start_time, b2.end_time)
- WHERE b1.status IN ('confirmed', 'pending') AND b2.status IN ('confirmed', 'pending')
-   AND tstzrange(b1.start_time, b1.end_time) && tstzrange(now() - %s, NULL)
-"""
 
 
 @dataclass(frozen=True)
@@ -101,6 +94,4 @@ async def count(conn: AsyncConnection) -> Counts:
         found = dict(await (await conn.execute(query)).fetchall())
         # A status with no booking left reads 0, not its last value.
         by_status.append({status.value: found.get(status.value, 0) for status in statuses})
-    cur = await conn.execute(_CONFLICTS, (CONFLICT_WINDOW,))
-    row = await cur.fetchone()
-    return Counts(by_status, int(row[0]) if row else 0)
+    return Counts(by_status, await facility_store.conflict_count(conn, CONFLICT_WINDOW))

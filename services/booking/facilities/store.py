@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from psycopg import AsyncConnection
@@ -347,16 +347,23 @@ async def facilities_with_hours(
 # --- health -----------------------------------------------------------------------------
 
 
-async def conflict_count(conn: AsyncConnection) -> int:
+async def conflict_count(conn: AsyncConnection, within: timedelta | None = None) -> int:
     """The seed's conflict query on facility_bookings: bookings of one facility that hold
-    time and overlap another (0 while booking_no_overlap holds)."""
+    time and overlap another (0 while booking_no_overlap holds); with `within`, only the
+    bookings ending in that last stretch of time or later (the seed's monitor: 7 days)."""
+    recent = (
+        ""
+        if within is None
+        else "AND tstzrange(b1.start_time, b1.end_time) && tstzrange(now() - %s, NULL)"
+    )
     cur = await conn.execute(
         f"""SELECT count(DISTINCT b1.booking_id) FROM facility_bookings b1
               JOIN facility_bookings b2
                 ON b1.booking_id <> b2.booking_id AND b1.facility_id = b2.facility_id
              WHERE b1.{HOLDING} AND b2.{HOLDING}
                AND tstzrange(b1.start_time, b1.end_time)
-                   && tstzrange(b2.start_time, b2.end_time)"""
+                   && tstzrange(b2.start_time, b2.end_time) {recent}""",
+        () if within is None else (within,),
     )
     row = await cur.fetchone()
     return int(row[0]) if row else 0
