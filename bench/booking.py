@@ -25,7 +25,6 @@ import json
 import math
 import os
 import random
-import sys
 import time
 import uuid
 from collections import Counter
@@ -36,7 +35,6 @@ from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import grpc
 import psycopg
 import redis.asyncio as redis
 from google.type import dayofweek_pb2, timeofday_pb2
@@ -834,13 +832,9 @@ def as_json(report: BookingReport) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    options = parse_args(argv)
-    try:
-        report = asyncio.run(benchmark(options))
-    except (RuntimeError, OSError, grpc.RpcError, psycopg.Error) as exc:
-        sys.exit(f"bench.booking: {exc}")
-    print(as_json(report) if options.as_json else render(report))
-    sys.exit(1 if report.problems else 0)
+    common.run(
+        "bench.booking", parse_args(argv), benchmark, render, as_json, lambda r: bool(r.problems)
+    )
 
 
 if __name__ == "__main__":

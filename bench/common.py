@@ -18,11 +18,12 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
+import grpc
 import psycopg
 
 from cli import health
@@ -583,3 +584,54 @@ def rounds_summary(reports: Sequence[Report], unit: str) -> str:
 def json_array(documents: Iterable[str]) -> str:
     """Several JSON documents as one JSON array."""
     return json.dumps([json.loads(d) for d in documents], indent=2)
+
+
+R = TypeVar("R")
+# What stops a benchmark short: a service that would not start or answer, a database error.
+RUN_FAILURES = (RuntimeError, OSError, grpc.RpcError, psycopg.Error)
+
+
+def run(
+    prog: str,
+    options: Any,
+    benchmark: Callable[[Any], Awaitable[R]],
+    render: Callable[[R], str],
+    as_json: Callable[[R], str],
+    failed: Callable[[R], bool],
+) -> NoReturn:
+    """A benchmark's `main`: run it once, print its report (JSON with --json) and exit 1 when
+    `failed(report)` (a broken audit, errors); a run that cannot finish exits with one line
+    naming the benchmark and why."""
+    try:
+        report = asyncio.run(benchmark(options))
+    except RUN_FAILURES as exc:
+        sys.exit(f"{prog}: {exc}")
+    print(as_json(report) if options.as_json else render(report))
+    sys.exit(1 if failed(report) else 0)
+
+
+def run_rounds(
+    prog: str,
+    options: Any,
+    benchmark: Callable[[Any], Awaitable[Report]],
+    render: Callable[[Report], str],
+    as_json: Callable[[Report], str],
+    unit: str,
+) -> NoReturn:
+    """`run` for benchmarks with --rounds: every round's report, then (several rounds) each
+    round's rate and pgbench's with the medians; exit 1 when any round's audit broke."""
+    reports: list[Report] = []
+    try:
+        for round_ in range(1, options.rounds + 1):
+            if options.rounds > 1:
+                say(f"round {round_} of {options.rounds}")
+            reports.append(asyncio.run(benchmark(options)))
+    except RUN_FAILURES as exc:
+        sys.exit(f"{prog}: {exc}")
+    if options.as_json:
+        print(as_json(reports[0]) if len(reports) == 1 else json_array(map(as_json, reports)))
+    else:
+        print("\n\n".join(render(report) for report in reports))
+        if len(reports) > 1:
+            print("\n" + rounds_summary(reports, unit))
+    sys.exit(1 if any(report.problems for report in reports) else 0)

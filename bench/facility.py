@@ -25,7 +25,6 @@ import asyncio
 import json
 import os
 import random
-import sys
 import tempfile
 import time
 import uuid
@@ -666,13 +665,7 @@ def as_json(report: FacilityReport) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    options = parse_args(argv)
-    try:
-        report = asyncio.run(benchmark(options))
-    except (RuntimeError, OSError, grpc.RpcError, psycopg.Error) as exc:
-        sys.exit(f"bench.facility: {exc}")
-    print(as_json(report) if options.as_json else render(report))
-    sys.exit(0 if report.ok else 1)
+    common.run("bench.facility", parse_args(argv), benchmark, render, as_json, lambda r: not r.ok)
 
 
 if __name__ == "__main__":

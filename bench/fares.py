@@ -22,7 +22,6 @@ import json
 import math
 import os
 import random
-import sys
 import tempfile
 import time
 import urllib.request
@@ -31,7 +30,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import grpc
 from grpc import aio
 from tiket.fare.v1 import fare_pb2, fare_pb2_grpc
 
@@ -342,13 +340,9 @@ def as_json(report: Report) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    options = parse_args(argv)
-    try:
-        report = asyncio.run(benchmark(options))
-    except (RuntimeError, OSError, grpc.RpcError) as exc:
-        sys.exit(f"bench.fares: {exc}")
-    print(as_json(report) if options.as_json else render(report))
-    sys.exit(1 if report.errors else 0)
+    common.run(
+        "bench.fares", parse_args(argv), benchmark, render, as_json, lambda r: bool(r.errors)
+    )
 
 
 if __name__ == "__main__":

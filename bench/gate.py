@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import os
 import random
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -30,8 +29,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-import grpc
-import psycopg
 from grpc import aio
 
 from bench import common
@@ -292,13 +289,9 @@ def render(report: Report) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    options = parse_args(argv)
-    try:
-        report = asyncio.run(benchmark(options))
-    except (RuntimeError, OSError, grpc.RpcError, psycopg.Error) as exc:
-        sys.exit(f"bench.gate: {exc}")
-    print(as_json(report) if options.as_json else render(report))
-    sys.exit(1 if report.problems else 0)
+    common.run(
+        "bench.gate", parse_args(argv), benchmark, render, as_json, lambda r: bool(r.problems)
+    )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import json
 import math
 import os
 import random
-import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -26,7 +25,6 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal
 from pathlib import Path
 
-import grpc
 import psycopg
 from grpc import aio
 from tiket.user.v1 import user_pb2, user_pb2_grpc
@@ -348,13 +346,9 @@ def _finite(value: object) -> object:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    options = parse_args(argv)
-    try:
-        report = asyncio.run(benchmark(options))
-    except (RuntimeError, OSError, grpc.RpcError, psycopg.Error) as exc:
-        sys.exit(f"bench.holds: {exc}")
-    print(as_json(report) if options.as_json else render(report))
-    sys.exit(1 if report.problems else 0)
+    common.run(
+        "bench.holds", parse_args(argv), benchmark, render, as_json, lambda r: bool(r.problems)
+    )
 
 
 if __name__ == "__main__":

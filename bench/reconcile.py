@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -27,8 +26,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import grpc
-import psycopg
 from grpc import aio
 from tiket.journey.v1 import journey_pb2, journey_pb2_grpc
 
@@ -230,20 +227,7 @@ def render(report: Report) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    options = parse_args(argv)
-    try:
-        reports = [asyncio.run(benchmark(options)) for _ in range(options.rounds)]
-    except (RuntimeError, OSError, grpc.RpcError, psycopg.Error) as exc:
-        sys.exit(f"bench.reconcile: {exc}")
-    if options.as_json:
-        print(
-            common.json_array(map(as_json, reports)) if options.rounds > 1 else as_json(reports[0])
-        )
-    else:
-        print("\n\n".join(render(report) for report in reports))
-        if options.rounds > 1:
-            print("\n" + common.rounds_summary(reports, "rides/s"))
-    sys.exit(1 if any(report.problems for report in reports) else 0)
+    common.run_rounds("bench.reconcile", parse_args(argv), benchmark, render, as_json, "rides/s")
 
 
 if __name__ == "__main__":

@@ -19,14 +19,12 @@ import asyncio
 import json
 import os
 import random
-import sys
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import grpc
 import psycopg
 from grpc import aio
 from tiket.journey.v1 import journey_pb2, journey_pb2_grpc
@@ -382,24 +380,7 @@ def as_json(report: Report) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    options = parse_args(argv)
-    reports: list[Report] = []
-    try:
-        for round_ in range(1, options.rounds + 1):
-            if options.rounds > 1:
-                common.say(f"round {round_} of {options.rounds}")
-            reports.append(asyncio.run(benchmark(options)))
-    except (RuntimeError, OSError, grpc.RpcError, psycopg.Error) as exc:
-        sys.exit(f"bench.taps: {exc}")
-    if options.as_json:
-        print(
-            as_json(reports[0]) if len(reports) == 1 else common.json_array(map(as_json, reports))
-        )
-    else:
-        print("\n\n".join(render(report) for report in reports))
-        if len(reports) > 1:
-            print("\n" + common.rounds_summary(reports, "rides/s"))
-    sys.exit(1 if any(report.problems for report in reports) else 0)
+    common.run_rounds("bench.taps", parse_args(argv), benchmark, render, as_json, "rides/s")
 
 
 if __name__ == "__main__":
