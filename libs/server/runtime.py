@@ -5,6 +5,7 @@ graceful drain on SIGTERM / Ctrl-C."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -45,6 +46,10 @@ log = logging.getLogger(__name__)
 # Set by `tiket up` (cli/supervisor.py) in the environment of the services it starts.
 SUPERVISOR_PID = "TIKET_SUPERVISOR_PID"
 ORPHAN_CHECK_SECONDS = 1.0
+# Young collections after this many allocations instead of CPython's 700: a tap allocates
+# thousands of short-lived objects (protobuf, rows, coroutines) that reference counting frees
+# anyway; collecting every 700 cost ~4 % of the services' CPU in bench/taps.py.
+GC_GEN0_THRESHOLD = 20_000
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", 4 * 1024 * 1024),
     ("grpc.keepalive_permit_without_calls", 1),
@@ -262,11 +267,22 @@ async def _serve_until_signalled(runtime: ServiceRuntime) -> None:
     if supervisor == str(os.getppid()):  # not in worker processes: their parent is ours
         watch = asyncio.create_task(_stop_when_orphaned(stop, int(supervisor)))
     await runtime.start()
+    tune_garbage_collector()
     await stop.wait()
     if watch is not None:
         watch.cancel()
     log.info("draining", extra={"grace_seconds": runtime.settings.grace_seconds})
     await runtime.stop()
+
+
+def tune_garbage_collector() -> None:
+    """Once started: what startup made (modules, descriptors, caches' first fills) moves to
+    the permanent generation, so full collections stop walking it, and young collections
+    run less often (GC_GEN0_THRESHOLD). Cycles are still collected."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, older, oldest)
 
 
 async def _stop_when_orphaned(stop: asyncio.Event, supervisor: int) -> None:
