@@ -25,6 +25,7 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 import psycopg
+import uvloop
 
 from cli import health
 from libs.config import Settings, load
@@ -603,7 +604,7 @@ def run(
     `failed(report)` (a broken audit, errors); a run that cannot finish exits with one line
     naming the benchmark and why."""
     try:
-        report = asyncio.run(benchmark(options))
+        report = uvloop.run(benchmark(options))
     except RUN_FAILURES as exc:
         sys.exit(f"{prog}: {exc}")
     print(as_json(report) if options.as_json else render(report))
@@ -625,7 +626,7 @@ def run_rounds(
         for round_ in range(1, options.rounds + 1):
             if options.rounds > 1:
                 say(f"round {round_} of {options.rounds}")
-            reports.append(asyncio.run(benchmark(options)))
+            reports.append(uvloop.run(benchmark(options)))
     except RUN_FAILURES as exc:
         sys.exit(f"{prog}: {exc}")
     if options.as_json:
