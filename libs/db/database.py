@@ -6,13 +6,25 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from enum import Enum
 
+import orjson
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.enum import EnumInfo, register_enum
+from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
 log = logging.getLogger(__name__)
+
+
+def _json_dumps(value: object) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+
+
+# json/jsonb parameters and columns (every event body, journey metadata) through orjson:
+# 0.2 us instead of 3.7 us to encode an event, no str -> bytes copy.
+set_json_dumps(_json_dumps)
+set_json_loads(orjson.loads)
 
 
 def server_url(database_url: str, dbname: str = "postgres") -> str:
