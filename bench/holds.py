@@ -31,6 +31,7 @@ from tiket.user.v1 import user_pb2, user_pb2_grpc
 
 from bench import common
 from bench.common import Measured, Report, ServiceProcess, Workload
+from libs.auth import Role
 from libs.money import to_money
 from services.user import store
 from services.user.domain import MAX_BALANCE
@@ -212,7 +213,9 @@ async def benchmark(options: Options) -> Report:
     service = ServiceProcess("user", env)
     settings = service.settings
     database_url = settings.database_url("user")
-    metadata = (("authorization", f"Bearer {keys.token(settings, 'service', 'journey')}"),)
+    # Holds are the journey service's to place and capture; wallets an operator's to open.
+    metadata = (("authorization", f"Bearer {keys.token(settings, Role.SERVICE, 'journey')}"),)
+    admin = (("authorization", f"Bearer {keys.token(settings, Role.ADMIN, 'bench')}"),)
     load_before = await common.machine_load()
     try:
         common.say(f"starting the user service on {service.address} (database {database_url}) …")
@@ -222,7 +225,7 @@ async def benchmark(options: Options) -> Report:
         channels = [aio.insecure_channel(service.address) for _ in range(2 * options.workers)]
         try:
             stubs = [user_pb2_grpc.UserServiceStub(channel) for channel in channels]
-            user_ids = await create_wallets(stubs[0], metadata, options.users)
+            user_ids = await create_wallets(stubs[0], admin, options.users)
             await common.settle_databases([database_url])
             common.say(f"gRPC: {options.concurrency} workers for {options.duration} s …")
             work = await run_workload(stubs, metadata, user_ids, options, service.pid)
