@@ -180,7 +180,6 @@ def isolated_env(services: Sequence[str], **overrides: str) -> dict[str, str]:
         "TIKET_DB_PREFIX": f"tiket_bench_{run}_",
         "TIKET_EVENTS_EXCHANGE": f"tiket.events.bench.{run}",
         "TIKET_REDIS_PREFIX": f"bench{run}:",
-        "TIKET_LOG_LEVEL": "warning",
         "TIKET_GRACE_SECONDS": "2",
     }
     ports = iter(free_ports(2 * len(services)))

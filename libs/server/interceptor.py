@@ -6,7 +6,9 @@
   role is not exempt; libs/server/ratelimit.py) and the RPC's declared access policy;
 - turns domain errors into status codes with details, and unexpected exceptions into an
   INTERNAL that names the request id but never leaks the traceback;
-- counts and times the call (Prometheus) and writes one JSON access-log line.
+- counts and times the call (Prometheus) and writes one JSON access-log line: at DEBUG for a
+  call that succeeded (the metrics count those; a line each cost 0.1 ms of CPU, 3 % of a
+  ride through the mesh), at INFO for any other outcome.
 
 Each method's handler is wrapped once and reused: the wrapping is on every call's path.
 """
@@ -96,7 +98,9 @@ class _Method:
             self.unenforced = metrics.RATE_LIMIT_UNENFORCED.labels(service, name)
         self.open = service in OPEN_SERVICES
         # Health probes arrive every few seconds; they would drown the access log.
-        self.log_level = logging.DEBUG if service == "grpc.health.v1.Health" else logging.INFO
+        self.failed_log_level = (
+            logging.DEBUG if service == "grpc.health.v1.Health" else logging.INFO
+        )
         self.started = {
             kind: metrics.STARTED.labels(service, name, kind) for kind in ("unary", "server_stream")
         }
@@ -233,9 +237,10 @@ class _Method:
             tracing.end_span(span, code.name)
         metrics.HANDLED.labels(*self.labels, kind, code.name).inc()
         self.latency[kind].observe(elapsed)
-        if log.isEnabledFor(self.log_level):
+        level = logging.DEBUG if code is grpc.StatusCode.OK else self.failed_log_level
+        if log.isEnabledFor(level):
             log.log(
-                self.log_level,
+                level,
                 "rpc",
                 extra={
                     "method": self.method,
