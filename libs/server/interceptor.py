@@ -108,6 +108,8 @@ class _Method:
             kind: metrics.LATENCY.labels(service, name, kind) for kind in ("unary", "server_stream")
         }
         self.labels = (service, name)
+        # grpc_server_handled_total's series by (kind, code), each looked up once.
+        self.handled: dict[tuple[str, grpc.StatusCode], Any] = {}
         # OpenTelemetry's RPC conventions: the span is named "package.Service/Method".
         self.span_name = method[1:]
         self.span_attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
@@ -235,7 +237,12 @@ class _Method:
         elapsed = time.perf_counter() - started
         if span is not None:
             tracing.end_span(span, code.name)
-        metrics.HANDLED.labels(*self.labels, kind, code.name).inc()
+        handled = self.handled.get((kind, code))
+        if handled is None:
+            handled = self.handled[kind, code] = metrics.HANDLED.labels(
+                *self.labels, kind, code.name
+            )
+        handled.inc()
         self.latency[kind].observe(elapsed)
         level = logging.DEBUG if code is grpc.StatusCode.OK else self.failed_log_level
         if log.isEnabledFor(level):
