@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 FARE_TTL_SECONDS = 24 * 3600  # seed 004: fare:{origin}:{dest}, 24 h
 GENERATION_KEY = "fare:gen"
 LOOKUPS = Counter("tiket_fare_cache_lookups", "Fare lookups by how the cache answered.", ["result"])
+HIT, MISS, BYPASS = (LOOKUPS.labels(result) for result in ("hit", "miss", "bypass"))
 
 # KEYS: generation, entry. ARGV: a fresh token, used when there is no generation yet.
 # Returns {generation, versions or nil}.
@@ -97,14 +98,14 @@ class FareCache:
     async def versions(self, key: str, load: Load) -> list[FareVersion]:
         """The cached versions under `key`, else `load()` (cached when still current)."""
         if self._owed:
-            LOOKUPS.labels("bypass").inc()
+            BYPASS.inc()
             return await load()
         keys = [self._key(GENERATION_KEY), self._key(key)]
         try:
             generation, cached = await self._read(keys=keys, args=[uuid.uuid4().hex])
         except (RedisError, OSError) as exc:
             self._owe(exc)
-            LOOKUPS.labels("bypass").inc()
+            BYPASS.inc()
             return await load()
         if cached is not None:
             try:
@@ -112,9 +113,9 @@ class FareCache:
             except (ValueError, TypeError, IndexError, ArithmeticError):
                 log.warning("unreadable fare cache entry %s: reloading it", key)
             else:
-                LOOKUPS.labels("hit").inc()
+                HIT.inc()
                 return found
-        LOOKUPS.labels("miss").inc()
+        MISS.inc()
         versions = await load()
         try:
             await self._store(keys=keys, args=[generation, encode(versions), FARE_TTL_SECONDS])
