@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 from libs.errors import AlreadyExists, FailedPrecondition, InvalidArgument
@@ -164,9 +165,10 @@ class TapRequest:
     gate_code: str
     tapped_at: datetime | None  # None: the gate sent none, the server's clock decides
 
-    @property
+    @cached_property
     def journey_id(self) -> uuid.UUID:
-        """The journey this tap starts (check-in) or makes when it has no entry."""
+        """The journey this tap starts (check-in) or makes when it has no entry (a SHA-1 of
+        the tap id: worked out once, a check-in reads it five times)."""
         return journey_id_of(self.tap_id)
 
 
