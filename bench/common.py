@@ -548,10 +548,27 @@ def footer(report: Report) -> list[str]:
         "CPU, % of one core (machine and iowait: % of all cores)",
         "  gRPC run:    " + ", ".join(f"{k} {v:.0f}" for k, v in report.service_cpu.items()),
         "  pgbench run: " + ", ".join(f"{k} {v:.0f}" for k, v in report.pgbench.cpu.items()),
+        *relative_cpu(report.service_cpu),
         "money audit: OK"
         if not report.problems
         else "money audit: BROKEN\n" + "\n".join(f"  {p}" for p in report.problems[:20]),
     ]
+
+
+# Not processes of the mesh: the yardstick itself and the machine-wide figures.
+NOT_RELATIVE = frozenset({"postgres", "machine", "iowait"})
+
+
+def relative_cpu(cpu: Mapping[str, float]) -> list[str]:
+    """Each process's CPU ÷ PostgreSQL's over the same window: PostgreSQL runs the same SQL
+    per operation whatever the code above it does, so these ratios follow a change in the
+    services without the ±15 % this machine's speed drifts by between runs (compare them,
+    not rates, when measuring a change of a few per cent)."""
+    postgres = cpu.get("postgres", 0.0)
+    if postgres <= 0:
+        return []
+    shares = [f"{k} {v / postgres:.2f}" for k, v in cpu.items() if k not in NOT_RELATIVE]
+    return ["  ÷ PostgreSQL's (gRPC run): " + ", ".join(shares)]
 
 
 async def stop_and_remove(
