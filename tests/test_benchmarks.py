@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.common import relative_cpu
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--duration", "3", "--warmup", "1"]
 BENCHMARKS = {
@@ -61,3 +63,9 @@ def test_the_benchmark_runs_cleanly_in_miniature(name: str) -> None:
     verdicts = {key: report[key] for key in VERDICTS if key in report}
     assert all(verdicts.values()), verdicts
     assert not report.get("errors"), report["errors"]
+
+
+def test_cpu_is_related_to_postgresql_s_leaving_out_the_yardstick_and_the_machine() -> None:
+    cpu = {"journey": 60.0, "user": 35.0, "postgres": 50.0, "machine": 95.0, "iowait": 1.0}
+    assert relative_cpu(cpu) == ["  ÷ PostgreSQL's (gRPC run): journey 1.20, user 0.70"]
+    assert relative_cpu({"journey": 60.0}) == []  # no yardstick measured: no line

@@ -5,6 +5,7 @@ request ids and metrics."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 
@@ -389,3 +390,30 @@ async def test_an_empty_owner_field_is_nobody_not_everyone(channel: aio.Channel)
     me = str(uuid.uuid4())
     error = await failure(channel, "Ok", Request(user_id=""), auth(Role.USER, me))
     assert error.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+# --- the access log ------------------------------------------------------------------
+
+
+async def test_a_success_is_logged_at_debug_and_a_failure_at_info(
+    channel: aio.Channel, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="tiket.rpc")
+    await call(channel, "Ok")
+    await failure(channel, "Refused")
+
+    def lines() -> set[tuple[int, str, str]]:
+        return {
+            (r.levelno, r.method, r.code)  # type: ignore[attr-defined]
+            for r in caplog.records
+            if r.name == "tiket.rpc" and r.getMessage() == "rpc"
+        }
+
+    for _ in range(100):  # logged in the `finally`, after the status went out
+        if len(lines()) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert lines() == {
+        (logging.DEBUG, f"/{SERVICE}/Ok", "OK"),
+        (logging.INFO, f"/{SERVICE}/Refused", "FAILED_PRECONDITION"),
+    }
