@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from enum import IntEnum
+from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 from grpc import aio
 
 from libs import tls, tracing
@@ -27,6 +29,7 @@ DEPENDENCY_TIMEOUTS = {"user": 1.0, "clinic": 1.0, "payment": 3.0}
 DEFAULT_TIMEOUT_SECONDS = 1.0
 # What the breaker counts: the dependency did not answer. Any other status is an answer.
 FAILURES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+Metadata = Sequence[tuple[str, str]]
 
 
 def service_config(service: str, retry_methods: Sequence[str] | None) -> str:
@@ -177,7 +180,7 @@ class _Dependency:
         self._token = ""
         self._token_expires = 0.0
 
-    def _metadata(self, metadata: Sequence[tuple[str, str]] | None, traceparent: str | None):
+    def _metadata(self, metadata: Metadata | None, traceparent: str | None) -> Metadata:
         now = time.time()
         if now > self._token_expires - 60:
             self._token = self.signer.mint(
@@ -198,8 +201,14 @@ class _Dependency:
         return code
 
     async def unary(
-        self, inner: aio.UnaryUnaryMultiCallable, method: str, request, timeout, metadata, **kwargs
-    ):
+        self,
+        inner: aio.UnaryUnaryMultiCallable,
+        method: str,
+        request: Message,
+        timeout: float | None,
+        metadata: Metadata | None,
+        **kwargs: Any,
+    ) -> Any:
         probe = self.breaker.admit()
         span = None
         if tracing.enabled():
@@ -230,8 +239,13 @@ class _Dependency:
                 tracing.end_span(span, code.name, error)
 
     async def stream(
-        self, inner: aio.UnaryStreamMultiCallable, request, timeout, metadata, **kwargs
-    ):
+        self,
+        inner: aio.UnaryStreamMultiCallable,
+        request: Message,
+        timeout: float | None,
+        metadata: Metadata | None,
+        **kwargs: Any,
+    ) -> AsyncIterator[Any]:
         # No span of its own: the stream passes on the current span's context.
         probe = self.breaker.admit()
         call = inner(
@@ -259,7 +273,14 @@ class _UnaryUnary:
     def __init__(self, inner: aio.UnaryUnaryMultiCallable, method: str, dependency: _Dependency):
         self._inner, self._method, self._dependency = inner, method, dependency
 
-    def __call__(self, request, *, timeout: float | None = None, metadata=None, **kwargs):
+    def __call__(
+        self,
+        request: Message,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        **kwargs: Any,
+    ) -> Awaitable[Any]:
         return self._dependency.unary(
             self._inner, self._method, request, timeout, metadata, **kwargs
         )
@@ -271,7 +292,14 @@ class _UnaryStream:
     def __init__(self, inner: aio.UnaryStreamMultiCallable, dependency: _Dependency):
         self._inner, self._dependency = inner, dependency
 
-    def __call__(self, request, *, timeout: float | None = None, metadata=None, **kwargs):
+    def __call__(
+        self,
+        request: Message,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[Any]:
         return self._dependency.stream(self._inner, request, timeout, metadata, **kwargs)
 
 

@@ -5,8 +5,9 @@ An offline tap is an accepted fact: the gate opened. It is turned down (REJECTED
 recorded, so a re-send is judged again) only when it cannot be placed at all: its card is
 unknown (UNKNOWN_CARD), it is older than the oldest tap the server reconciles (TAP_EXPIRED:
 reconcile it by hand), it is later than the server's clock allows (TAP_IN_FUTURE: the gate's
-clock runs ahead; one such tap must not hold back the gate's other taps), its direction is not one its gate can take (WRONG_GATE_TYPE), or its
-tap_id names another tap already recorded (TAP_ID_CONFLICT). A card blocked since, a gate in
+clock runs ahead; one such tap must not hold back the gate's other taps), its direction is
+not one its gate can take (WRONG_GATE_TYPE), or its tap_id names another tap already
+recorded (TAP_ID_CONFLICT). A card blocked since, a gate in
 maintenance, a balance too short: none of these turns down a tap the gate has let through."""
 
 from __future__ import annotations
