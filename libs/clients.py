@@ -11,6 +11,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from enum import IntEnum
+from functools import partial
 from typing import Any
 
 import grpc
@@ -205,8 +206,8 @@ class _Dependency:
         inner: aio.UnaryUnaryMultiCallable,
         method: str,
         request: Message,
-        timeout: float | None,
-        metadata: Metadata | None,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
         **kwargs: Any,
     ) -> Any:
         probe = self.breaker.admit()
@@ -242,8 +243,8 @@ class _Dependency:
         self,
         inner: aio.UnaryStreamMultiCallable,
         request: Message,
-        timeout: float | None,
-        metadata: Metadata | None,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[Any]:
         # No span of its own: the stream passes on the current span's context.
@@ -267,42 +268,6 @@ class _Dependency:
             self.breaker.record(self._verdict(code, timeout), probe)
 
 
-class _UnaryUnary:
-    """A unary-unary method of a dependency: awaiting a call gives its response."""
-
-    def __init__(self, inner: aio.UnaryUnaryMultiCallable, method: str, dependency: _Dependency):
-        self._inner, self._method, self._dependency = inner, method, dependency
-
-    def __call__(
-        self,
-        request: Message,
-        *,
-        timeout: float | None = None,
-        metadata: Metadata | None = None,
-        **kwargs: Any,
-    ) -> Awaitable[Any]:
-        return self._dependency.unary(
-            self._inner, self._method, request, timeout, metadata, **kwargs
-        )
-
-
-class _UnaryStream:
-    """A unary-stream method of a dependency: a call is an async iterator of responses."""
-
-    def __init__(self, inner: aio.UnaryStreamMultiCallable, dependency: _Dependency):
-        self._inner, self._dependency = inner, dependency
-
-    def __call__(
-        self,
-        request: Message,
-        *,
-        timeout: float | None = None,
-        metadata: Metadata | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[Any]:
-        return self._dependency.stream(self._inner, request, timeout, metadata, **kwargs)
-
-
 class ServiceChannel:
     """A channel to a tiket dependency whose unary-unary and unary-stream calls go through
     `_Dependency`. Wrapping the stubs' method objects, not grpc.aio client interceptors:
@@ -314,12 +279,14 @@ class ServiceChannel:
         self._channel = channel
         self._dependency = dependency
 
-    def unary_unary(self, method: str, *args, **kwargs) -> _UnaryUnary:
+    def unary_unary(self, method: str, *args, **kwargs) -> Callable[..., Awaitable[Any]]:
+        """The method: call it with (request, timeout=, metadata=, …) and await the answer."""
         inner = self._channel.unary_unary(method, *args, **kwargs)
-        return _UnaryUnary(inner, method, self._dependency)
+        return partial(self._dependency.unary, inner, method)
 
-    def unary_stream(self, method: str, *args, **kwargs) -> _UnaryStream:
-        return _UnaryStream(self._channel.unary_stream(method, *args, **kwargs), self._dependency)
+    def unary_stream(self, method: str, *args, **kwargs) -> Callable[..., AsyncIterator[Any]]:
+        """The method: call it with (request, timeout=, metadata=, …) and iterate."""
+        return partial(self._dependency.stream, self._channel.unary_stream(method, *args, **kwargs))
 
     def __getattr__(self, name: str):
         return getattr(self._channel, name)
