@@ -102,15 +102,18 @@ async def test_offline_spending_counts_until_a_refresh_after_the_upload_shows_it
     batch = await db.run(local_taps.pending_batch, 500)
     assert [t.direction for t in batch] == [Direction.CHECK_IN, Direction.CHECK_OUT]
     results = [Result(t.tap_id, "APPLIED", "", None) for t in batch]
-    await db.run(local_taps.store_results, results, now())
+    uploaded = now()
+    await db.run(local_taps.store_results, results, uploaded)
     assert await db.run(local_taps.pending_count) == 0
     assert rows(db.path, "SELECT count(*) FROM local_transactions WHERE synced = 1") == [(2,)]
     # uploaded, but the snapshot is older than the upload: still counted
     assert (await db.run(local_taps.decide_offline, tap("CARD0003"))).reason == (
         "INSUFFICIENT_BALANCE"
     )
-    # a refresh started after the upload brings the server's balance (20,000 - 5,000 fare)
-    await load_snapshot(db, {"CARD0003": ("active", 15_000)}, now())
+    # a refresh started after the upload brings the server's balance (20,000 - 5,000 fare);
+    # one started in the upload's own millisecond may not have seen it (and would not count)
+    after_upload = uploaded + timedelta(milliseconds=1)
+    await load_snapshot(db, {"CARD0003": ("active", 15_000)}, after_upload)
     assert (await db.run(local_taps.decide_offline, tap("CARD0003"))).open
 
 
