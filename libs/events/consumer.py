@@ -70,6 +70,9 @@ class Consumer:
     `retried` and `dead_lettered` count deliveries since start, `paused_times` the outages
     it waited out.
 
+    `retired_bindings`: patterns this consumer took once and no longer does, unbound when
+    it declares its queue (libs/events/topology.py).
+
     `prepare`, when given, runs before the inbox transaction, for work too large for one
     transaction (a fan-out in chunks, each committed on its own). It runs again on every
     delivery of the event until the inbox records it, so it must skip what it already did."""
@@ -84,6 +87,7 @@ class Consumer:
         handler: Handler,
         *,
         prepare: Prepare | None = None,
+        retired_bindings: tuple[str, ...] = (),
         max_attempts: int = 5,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
@@ -94,6 +98,7 @@ class Consumer:
         self._amqp_url = amqp_url
         self._exchange_name = exchange_name
         self._bindings = bindings
+        self._retired_bindings = retired_bindings
         self._handler = handler
         self._prepare = prepare
         self._max_attempts = max_attempts
@@ -121,7 +126,9 @@ class Consumer:
             self._channel = await bus.open_channel(self._connection)
             await self._channel.set_qos(prefetch_count=self._prefetch)
             exchange = await bus.declare_events_exchange(self._channel, self._exchange_name)
-            declaration = topology.ConsumerQueue(self.name, tuple(self._bindings))
+            declaration = topology.ConsumerQueue(
+                self.name, tuple(self._bindings), self._retired_bindings
+            )
             self._queue = await topology.declare_queue(self._channel, exchange, declaration)
             self._consumer_tag = await self._queue.consume(self._on_message)
         except BaseException:

@@ -8,8 +8,10 @@ up` once before it starts the services. An event published before a consumer eve
 waits in that consumer's queue. The declarations come from each service's consumers module
 through services/registry.py.
 
-Declaring is idempotent, and bindings only ever get added: a pattern a consumer no longer
-declares stays bound until an operator unbinds it.
+Declaring is idempotent. A pattern a consumer stops taking is listed in its `retired`
+bindings, which every declaration unbinds (unbinding what is not bound is a no-op), so a
+deployment that bound it once stops routing those events to the queue when a relay of the
+new version next connects.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class ConsumerQueue:
 
     name: str
     bindings: tuple[str, ...]
+    retired: tuple[str, ...] = ()
 
 
 def retry_queue(name: str) -> str:
@@ -42,10 +45,13 @@ def dead_letter_queue(name: str) -> str:
 async def declare_queue(
     channel: AbstractChannel, exchange: AbstractExchange, queue: ConsumerQueue
 ) -> AbstractQueue:
-    """The consumer's queue with its bindings, its retry queue and its DLQ; the first."""
+    """The consumer's queue with its bindings (its retired ones unbound), its retry queue
+    and its DLQ; the first."""
     main = await channel.declare_queue(queue.name, durable=True)
     for pattern in queue.bindings:
         await main.bind(exchange, pattern)
+    for pattern in queue.retired:
+        await main.unbind(exchange, pattern)
     await channel.declare_queue(
         retry_queue(queue.name),
         durable=True,

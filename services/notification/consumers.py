@@ -22,11 +22,17 @@ if TYPE_CHECKING:  # the declarations below are read by every producer (services
 BINDINGS = (
     "journey.*",
     "fare.updated",
-    "wallet.*",
+    # The wallet events riders are told about (intake.py): not a ride's hold_placed and
+    # hold_captured, two of the four events every ride makes, which the queue would carry
+    # and the consumer record only to ignore.
+    "wallet.topped_up",
+    "wallet.refunded",
+    "wallet.hold_released",
     "user.status_changed",
     "booking.*",
     "facility.*",
 )
+RETIRED_BINDINGS = ("wallet.*",)  # bound before issue 18; unbound on declaration
 
 
 def queue_name(exchange: str) -> str:
@@ -37,7 +43,7 @@ def queue_name(exchange: str) -> str:
 
 def queues(exchange: str) -> list[ConsumerQueue]:
     """Every consumer queue of this service, with its bindings."""
-    return [ConsumerQueue(queue_name(exchange), BINDINGS)]
+    return [ConsumerQueue(queue_name(exchange), BINDINGS, RETIRED_BINDINGS)]
 
 
 def events_consumer(
@@ -56,5 +62,6 @@ def events_consumer(
         list(queue.bindings),
         app.record,
         prepare=app.fan_out,
+        retired_bindings=queue.retired,
         max_attempts=max_attempts,
     )

@@ -47,6 +47,8 @@ CLOSED = {
     "journey.incomplete": T.INCOMPLETE,
 }
 WALLET_MOVES = ("wallet.topped_up", "wallet.refunded")
+HOLD_RELEASED = "wallet.hold_released"
+TOLD_WALLET_EVENTS = (*WALLET_MOVES, HOLD_RELEASED)  # consumers.BINDINGS takes just these
 BOOKING_USER_KEYS = ("userId", "user_id")
 BOOKING_REFERENCE_KEYS = ("bookingId", "booking_id", "reservationId", "reservation_id")
 
@@ -86,7 +88,7 @@ def plan(event: CloudEvent) -> Plan | None:
         return _fare_updated(_data(event, fare_pb2.FareUpdated))
     if kind in WALLET_MOVES:
         return _money_moved(kind, _data(event, wallet_pb2.WalletMoneyMoved))
-    if kind == "wallet.hold_released":
+    if kind == HOLD_RELEASED:
         return _hold_released(_data(event, wallet_pb2.WalletHoldChanged))
     if kind == "user.status_changed":
         return _debt(_data(event, wallet_pb2.UserStatusChanged))

@@ -103,10 +103,36 @@ async def test_applying_the_topology_declares_every_queue_binding_retry_queue_an
         for name in (queue.name, retry_queue(queue.name), dead_letter_queue(queue.name)):
             assert await broker.message_count(name) == 0  # declared (passive would fail)
 
+    assert await takers(broker, declared, "journey.checked_out") == {"notification", "analytics"}
+
+
+async def test_a_retired_binding_is_unbound_when_the_queue_is_declared_again(
+    broker: Broker, registry_queues: None
+) -> None:
+    """A deployment whose notification queue was bound to `wallet.*` (before issue 18):
+    once the topology is declared again, a ride's hold events reach analytics alone, while
+    a top-up still reaches both."""
+    declared = registry.topology(broker.exchange_name)
+    as_before = [topology.ConsumerQueue(q.name, (*q.bindings, *q.retired)) for q in declared]
+    await topology.apply(AMQP_URL, broker.exchange_name, as_before)
+    assert await takers(broker, as_before, "wallet.hold_placed") == {"notification", "analytics"}
+
+    await topology.apply(AMQP_URL, broker.exchange_name, declared)
+    await topology.apply(AMQP_URL, broker.exchange_name, declared)  # unbinding twice: no-op
+    assert await takers(broker, declared, "wallet.hold_placed") == {"analytics"}
+    assert await takers(broker, declared, "wallet.hold_captured") == {"analytics"}
+    assert await takers(broker, declared, "wallet.topped_up") == {"notification", "analytics"}
+
+
+async def takers(broker: Broker, queues: list[topology.ConsumerQueue], event_type: str) -> set[str]:
+    """The services whose queues one `event_type` event, published and confirmed, lands in
+    (the queues are purged afterwards)."""
     channel = await bus.open_channel(broker.connection)
     exchange = await channel.get_exchange(broker.exchange_name, ensure=True)
-    message = bus.event_message(b"{}", event_id="e-1", event_type="journey.checked_out")
-    await exchange.publish(message, "journey.checked_out", mandatory=True)  # confirmed: queued
+    message = bus.event_message(b"{}", event_id="e-1", event_type=event_type)
+    await exchange.publish(message, event_type, mandatory=True)  # confirmed: queued
+    found = {q.name.split(".")[0] for q in queues if await broker.message_count(q.name)}
+    for queue in queues:
+        await (await channel.get_queue(queue.name, ensure=True)).purge()
     await channel.close()
-    takers = {q.name.split(".")[0] for q in declared if await broker.message_count(q.name)}
-    assert takers == {"notification", "analytics"}
+    return found

@@ -216,9 +216,11 @@ async def test_fare_updates_go_to_the_riders_who_asked_for_them(stack):
 
 async def test_events_riders_are_not_told_about_are_acknowledged_and_ignored(stack):
     rider = await stack.new_rider()
-    placed = wallet_pb2.WalletHoldChanged(user_id=rider, amount=to_money(Decimal(5000)))
+    released = wallet_pb2.WalletHoldChanged(
+        user_id=rider, amount=to_money(Decimal(5000)), release_reason="released"
+    )  # by its check-out: the rider hears of the journey instead
     ignored = [
-        event("wallet.hold_placed", rider, placed),
+        event("wallet.hold_released", rider, released),
         event("booking.confirmed", "no-user-here", journey_pb2.JourneyClosed()),
         event("journey.something_new", rider, journey_pb2.JourneyClosed(user_id=rider)),
     ]
