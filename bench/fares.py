@@ -1,13 +1,14 @@
-"""GetFare through the fare service, from the Redis cache and from PostgreSQL, measured
+"""GetFare through the fare service, from its cache and from PostgreSQL, measured
 against the same SELECT in pgbench.
 
     .venv/bin/python -m bench.fares [--duration 8] [--concurrency 16] [--json]
 
 The benchmark starts its own fare service process on an isolated database and loads seed
 004's demo matrix. Run 1 (cached): `--concurrency` workers call GetFare for random pairs of
-the 20 with a gate token, answered from Redis. Run 2 (uncached): the same service restarted
-with TIKET_REDIS_URL pointing at a closed port, so every lookup reads PostgreSQL (the Redis
-down path). Run 3 (floor): the same workers against a bare grpc.aio server answering GetFare
+the 20 with a gate token, answered from the process's memory of the Redis cache
+(services/fare/cache.py: a pair is read from Redis once a second). Run 2 (uncached): the
+same service restarted with TIKET_REDIS_URL pointing at a closed port, so every lookup reads
+PostgreSQL (the Redis down path). Run 3 (floor): the same workers against a bare grpc.aio server answering GetFare
 with a fixed Fare (bench/echo_server.py: no interceptor, token, cache or database), what
 gRPC itself costs here; the goal is cached GetFare ≥ 50 % of it (issue 18). Run 4: pgbench
 runs GetFare's SELECT with as many clients for as long. It prints throughput and latency of
@@ -273,7 +274,7 @@ def render(report: Report) -> str:
     o, pg = report.options, report.pgbench
     headers = ("", "ops/s", "mean ms", "p50 ms", "p95 ms", "p99 ms", "max ms", "count")
     rows = [
-        _row("gRPC GetFare, cached (Redis)", report.cached),
+        _row("gRPC GetFare, cached", report.cached),
         _row("gRPC GetFare, uncached (PostgreSQL)", report.uncached),
         _row("bare grpc.aio server, fixed answer", report.echo),
         _row("pgbench GetFare's SELECT", pg.window),

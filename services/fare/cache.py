@@ -19,16 +19,27 @@ new token was drawn after the read, and the store is refused or the entry is bor
 Redis down: lookups read PostgreSQL. A process that met a Redis failure owes a new token: it
 does not use the cache until it has drawn one (a background loop keeps trying), so an entry
 that went stale while this process could not reach Redis is never served afterwards.
+
+In front of Redis, each process remembers the version lists it read for `memory_seconds`
+(1 s): a Redis round trip through redis-py cost about a quarter of a cached GetFare's CPU
+(issue 18), and a fare read a thousand times a second needs it once. A change made by this
+process forgets them at once (so its own caller reads the new fare), and a lookup that was
+in flight across that change does not remember what it read; another process goes on
+answering from its memory for at most `memory_seconds` after a change, as the journey
+service's own fare memory does for its TTL (services/journey/lookups.py: a fare served a
+moment past its change never overcharges, the hold is the maximum fare).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
 
+import cachetools
 import orjson
 from prometheus_client import Counter
 from redis.exceptions import RedisError
@@ -41,8 +52,12 @@ log = logging.getLogger(__name__)
 
 FARE_TTL_SECONDS = 24 * 3600  # seed 004: fare:{origin}:{dest}, 24 h
 GENERATION_KEY = "fare:gen"
+MEMORY_SECONDS = 1.0
+MEMORY_ENTRIES = 10_000  # pairs and origins; the least recently used are dropped past it
 LOOKUPS = Counter("tiket_fare_cache_lookups", "Fare lookups by how the cache answered.", ["result"])
-HIT, MISS, BYPASS = (LOOKUPS.labels(result) for result in ("hit", "miss", "bypass"))
+MEMORY, HIT, MISS, BYPASS = (
+    LOOKUPS.labels(result) for result in ("memory", "hit", "miss", "bypass")
+)
 
 # KEYS: generation, entry. ARGV: a fresh token, used when there is no generation yet.
 # Returns {generation, versions or nil}.
@@ -78,10 +93,18 @@ def origin_key(origin: str) -> str:
 
 
 class FareCache:
-    """Version lists of pairs and origins in Redis. `start()`/`stop()` run the loop that
-    settles a generation owed after a Redis failure."""
+    """Version lists of pairs and origins in Redis, remembered in-process for
+    `memory_seconds` (0: not at all). `start()`/`stop()` run the loop that settles a
+    generation owed after a Redis failure."""
 
-    def __init__(self, cache: Cache, *, retry_interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        cache: Cache,
+        *,
+        retry_interval: float = 0.5,
+        memory_seconds: float = MEMORY_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._redis = cache.client
         self._key = cache.key
         self._read = self._redis.register_script(_READ)
@@ -89,6 +112,10 @@ class FareCache:
         self._owed = False
         self._failures = 0
         self._settler = Periodic("fare-cache-settle", self._settle, retry_interval)
+        self._memory: cachetools.TTLCache[str, list[FareVersion]] | None = None
+        if memory_seconds > 0:
+            self._memory = cachetools.TTLCache(MEMORY_ENTRIES, memory_seconds, timer=clock)
+        self._changes = 0  # changes this process made: a lookup across one remembers nothing
 
     @property
     def usable(self) -> bool:
@@ -100,6 +127,10 @@ class FareCache:
         if self._owed:
             BYPASS.inc()
             return await load()
+        if self._memory is not None and (remembered := self._memory.get(key)) is not None:
+            MEMORY.inc()
+            return remembered
+        changes = self._changes
         keys = [self._key(GENERATION_KEY), self._key(key)]
         try:
             generation, cached = await self._read(keys=keys, args=[uuid.uuid4().hex])
@@ -114,18 +145,25 @@ class FareCache:
                 log.warning("unreadable fare cache entry %s: reloading it", key)
             else:
                 HIT.inc()
+                self._remember(key, found, changes)
                 return found
         MISS.inc()
         versions = await load()
         try:
-            await self._store(keys=keys, args=[generation, encode(versions), FARE_TTL_SECONDS])
+            stored = await self._store(
+                keys=keys, args=[generation, encode(versions), FARE_TTL_SECONDS]
+            )
         except (RedisError, OSError) as exc:
             self._owe(exc)
+        else:
+            if stored:
+                self._remember(key, versions, changes)
         return versions
 
     async def changed(self) -> None:
         """Retire every entry: call after a fare change committed. Never raises; when Redis
         cannot be reached the generation is owed and settled later."""
+        self._forget()
         failures = self._failures
         try:
             await self._redis.set(self._key(GENERATION_KEY), uuid.uuid4().hex)
@@ -141,7 +179,18 @@ class FareCache:
     async def stop(self) -> None:
         await self._settler.stop()
 
+    def _remember(self, key: str, versions: list[FareVersion], changes: int) -> None:
+        """Keep `versions` in memory unless this process changed fares since they were read."""
+        if self._memory is not None and changes == self._changes:
+            self._memory[key] = versions
+
+    def _forget(self) -> None:
+        self._changes += 1
+        if self._memory is not None:
+            self._memory.clear()
+
     def _owe(self, exc: BaseException) -> None:
+        self._forget()
         if not self._owed:
             log.warning("redis unavailable, fares served from the database: %s", exc)
         self._owed = True

@@ -1,6 +1,7 @@
 """The fare cache against the real Redis (a key prefix per test) and through the
-fault-injection redis_proxy: hits, retirement by a change, the load-versus-change race, and Redis
-cut or stalled."""
+fault-injection redis_proxy: hits, retirement by a change, the load-versus-change race, Redis
+cut or stalled, and the process's memory in front of Redis. The Redis tests run without that
+memory (it would answer before Redis is asked), the change and race tests with and without."""
 
 from __future__ import annotations
 
@@ -42,9 +43,23 @@ class Source:
         return versions(self.price)
 
 
-async def open_cache(url: str, prefix: str) -> tuple[Cache, FareCache]:
+class Clock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def open_cache(
+    url: str, prefix: str, memory_seconds: float = 0.0, clock: Clock | None = None
+) -> tuple[Cache, FareCache]:
     cache = Cache(url, prefix)
-    fares = FareCache(cache, retry_interval=0.05)
+    fares = FareCache(
+        cache, retry_interval=0.05, memory_seconds=memory_seconds, clock=clock or Clock()
+    )
     await fares.start()
     return cache, fares
 
@@ -56,9 +71,22 @@ async def prefix() -> AsyncIterator[str]:
     await delete_redis_prefix(f"redis://{REDIS_HOST}:{REDIS_PORT}/0", prefix)
 
 
+URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+
+
 @pytest.fixture
 async def fares(prefix: str) -> AsyncIterator[FareCache]:
-    cache, fares = await open_cache(f"redis://{REDIS_HOST}:{REDIS_PORT}/0", prefix)
+    cache, fares = await open_cache(URL, prefix)
+    yield fares
+    await fares.stop()
+    await cache.close()
+
+
+@pytest.fixture(params=[0.0, 60.0], ids=["redis", "memory"])
+async def either(prefix: str, request: pytest.FixtureRequest) -> AsyncIterator[FareCache]:
+    """The cache without and with a memory that outlives the test (so only a change, never
+    time, empties it)."""
+    cache, fares = await open_cache(URL, prefix, memory_seconds=request.param)
     yield fares
     await fares.stop()
     await cache.close()
@@ -77,7 +105,8 @@ def test_versions_survive_encoding():
     assert decode(encode(both)) == both
 
 
-async def test_a_hit_does_not_load_and_a_change_retires_every_entry(fares):
+async def test_a_hit_does_not_load_and_a_change_retires_every_entry(either):
+    fares = either
     source = Source(5000)
     assert await fares.versions(KEY, source) == versions(5000)
     assert await fares.versions(KEY, source) == versions(5000)
@@ -91,9 +120,10 @@ async def test_a_hit_does_not_load_and_a_change_retires_every_entry(fares):
     assert (source.calls, other.calls) == (2, 2)
 
 
-async def test_a_load_that_raced_a_change_is_never_served_afterwards(fares):
+async def test_a_load_that_raced_a_change_is_never_served_afterwards(either):
     """The lookup read the generation, loaded the old fare, then the change committed and
     renewed the generation, and only then did the lookup try to store what it loaded."""
+    fares = either
     source = Source(5000)
 
     async def load_then_change_commits():
@@ -153,3 +183,45 @@ async def test_an_unreadable_entry_is_reloaded(fares, prefix):
     await client.aclose()
     assert await fares.versions(KEY, source) == versions(5000)
     assert source.calls == 2
+
+
+async def test_memory_answers_without_redis_until_it_expires(prefix):
+    """Another process's change (a cache without memory of its own) reaches this process's
+    answers once its memory of the pair has expired, never later."""
+    clock = Clock()
+    cache, fares = await open_cache(URL, prefix, memory_seconds=1.0, clock=clock)
+    other_cache, other = await open_cache(URL, prefix)
+    try:
+        source = Source(5000)
+        assert await fares.versions(KEY, source) == versions(5000)
+        source.price = 6000
+        await other.changed()
+        clock.now += 0.99
+        assert await fares.versions(KEY, source) == versions(5000)  # remembered
+        assert source.calls == 1
+        clock.now += 0.02
+        assert await fares.versions(KEY, source) == versions(6000)
+        assert await fares.versions(KEY, source) == versions(6000)
+        assert source.calls == 2
+    finally:
+        for each, client in ((fares, cache), (other, other_cache)):
+            await each.stop()
+            await client.close()
+
+
+async def test_a_hit_read_across_this_process_change_is_not_remembered(prefix):
+    """The lookup's Redis read is in flight when this process changes a fare: what it read
+    may be the retired entry, so it is answered once and not remembered."""
+    cache, fares = await open_cache(URL, prefix, memory_seconds=60.0)
+    other_cache, other = await open_cache(URL, prefix)
+    try:
+        source = Source(5000)
+        await other.versions(KEY, source)  # in Redis, not in this process's memory
+        source.price = 6000
+        await asyncio.gather(fares.versions(KEY, source), fares.changed())
+        assert await fares.versions(KEY, source) == versions(6000)
+        assert await fares.versions(KEY, source) == versions(6000)
+    finally:
+        for each, client in ((fares, cache), (other, other_cache)):
+            await each.stop()
+            await client.close()
