@@ -240,10 +240,11 @@ async def running_stack(config: NotificationConfig = TEST_CONFIG) -> AsyncIterat
         await remove_run(base, SERVICES)
 
 
-async def consumer_ready(settings: Settings, within: float = 15.0) -> None:
-    """Wait until the notification consumer listens on its queue (it connects in the
-    background): events published before would be routed nowhere."""
-    name = consumers.queue_name(settings.events_exchange)
+async def consumer_ready(settings: Settings, within: float = 15.0, name: str = "") -> None:
+    """Wait until the notification consumer (or the one of queue `name`) listens on its
+    queue (it connects in the background): events published before would be routed
+    nowhere."""
+    name = name or consumers.queue_name(settings.events_exchange)
 
     async def listening() -> bool:
         connection = await bus.connect(settings.amqp_url, robust=False)
