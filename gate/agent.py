@@ -9,7 +9,7 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -25,7 +25,7 @@ from gate.local_taps import Tap, decide_offline, record_online
 from gate.mesh import UNREACHABLE, Mesh
 from gate.offline_db import OfflineDb, now, set_time, set_value, to_cents
 from gate.online import NoAnswer, tap_online
-from libs.config import Settings
+from libs.config import ConfigError, Settings
 from libs.periodic import Periodic
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,11 @@ JOURNEY_SERVICE = "tiket.journey.v1.JourneyService"
 # Of the deadline, what the offline path keeps for itself when the server does not answer.
 OFFLINE_RESERVE = 0.05
 ASKED = {"in": Direction.CHECK_IN, "out": Direction.CHECK_OUT}
+REGISTERED_DIRECTIONS = {
+    fare_pb2.GATE_TYPE_ENTRY: "entry",
+    fare_pb2.GATE_TYPE_EXIT: "exit",
+    fare_pb2.GATE_TYPE_BIDIRECTIONAL: "both",
+}
 
 
 @dataclass(frozen=True)
@@ -82,10 +87,13 @@ class GateAgent:
         return max(self.config.deadline - OFFLINE_RESERVE, self.config.deadline / 2)
 
     async def start(self, background: bool = True) -> None:
-        """Open the SQLite file (its rules from the config); with `background`, start keeping
-        it fresh, uploading and reporting."""
+        """Open the SQLite file (its rules from the config), learn the gate's direction when
+        none is configured; with `background`, start keeping it fresh, uploading and
+        reporting."""
         self.mesh.credential.token()  # no usable token stops the agent now, not at a tap
         await self.db.open(self.config.rules)
+        if not self.config.direction:
+            self.config = replace(self.config, direction=await self._registered_direction())
         if not background:
             return
         c = self.config
@@ -227,13 +235,19 @@ class GateAgent:
         return 0
 
     async def heartbeat(self) -> int:
+        await self._report()
+        await self.db.run(_write_mode, self.online)
+        return 0
+
+    async def _report(self) -> fare_pb2.Gate:
+        """Heartbeat: how the gate is, to the fare service; its registry entry back."""
         if self.problem:
             status = fare_pb2.GATE_STATUS_ERROR
         elif self.online:
             status = fare_pb2.GATE_STATUS_ONLINE
         else:
             status = fare_pb2.GATE_STATUS_OFFLINE
-        await self.mesh.fares.Heartbeat(
+        return await self.mesh.fares.Heartbeat(
             fare_pb2.HeartbeatRequest(
                 terminal_code=self.config.terminal_code,
                 gate_code=self.config.gate_code,
@@ -242,8 +256,36 @@ class GateAgent:
             timeout=max(self.config.deadline, 2.0),
             metadata=self.mesh.metadata(),
         )
-        await self.db.run(_write_mode, self.online)
-        return 0
+
+    async def _registered_direction(self) -> str:
+        """The gate's type in the fare service's registry (told by a first heartbeat) and
+        kept in the SQLite file; without an answer, the one kept. ConfigError when the gate
+        is not registered, or neither is known."""
+        try:
+            gate = await self._report()
+        except aio.AioRpcError as error:
+            if error.code() is grpc.StatusCode.NOT_FOUND:
+                raise ConfigError(
+                    f"gate {self.config.subject} is not in the fare service's registry "
+                    f"({error.details()}): register it (FareService/RegisterGate), or set "
+                    "TIKET_GATE_DIRECTION (--direction)"
+                ) from None
+            kept = await self.db.run(offline_db.get_value, offline_db.DIRECTION)
+            if kept is None:
+                raise ConfigError(
+                    f"gate {self.config.subject} has no direction yet: the fare service did "
+                    f"not tell it ({error.code().name}: {error.details()}); set "
+                    "TIKET_GATE_DIRECTION (--direction) or start it once with the network"
+                ) from None
+            return kept
+        direction = REGISTERED_DIRECTIONS.get(gate.type)
+        if direction is None:
+            raise ConfigError(
+                f"the fare service gave gate {self.config.subject} no type; set "
+                "TIKET_GATE_DIRECTION (--direction)"
+            )
+        await self.db.run(_keep_direction, direction)
+        return direction
 
     def _guarded(
         self, what: str, work: Callable[[], Awaitable[int]]
@@ -266,6 +308,11 @@ class GateAgent:
             return done
 
         return run
+
+
+def _keep_direction(conn, direction: str) -> None:
+    with offline_db.transaction(conn):
+        set_value(conn, offline_db.DIRECTION, direction)
 
 
 def _write_mode(conn, online: bool) -> None:

@@ -89,7 +89,7 @@ async def serve(config: GateConfig, settings: Settings, socket: Path | None = No
     agent = GateAgent(config, settings)
     await agent.start()
     print(
-        f"gate {config.subject} ({config.direction}) serving, SQLite "
+        f"gate {config.subject} ({agent.config.direction}) serving, SQLite "
         f"{agent.db.path}; {USAGE}{f' on {socket}' if socket else ''}"
     )
     try:
@@ -178,6 +178,14 @@ async def _journey_answers(config: GateConfig, settings: Settings) -> bool:
     return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
+def _direction(config: GateConfig, s: GateStatus) -> str:
+    if config.direction:
+        return config.direction
+    if s.direction:
+        return f"{s.direction}, from the registry"
+    return "direction not learned yet"
+
+
 def _rows(config: GateConfig, path: Path, s: GateStatus, reachable: bool) -> list[tuple]:
     pending = f"{s.pending_taps}"
     if s.oldest_pending_at:
@@ -185,7 +193,7 @@ def _rows(config: GateConfig, path: Path, s: GateStatus, reachable: bool) -> lis
     if s.last_upload_error:
         pending += f"; last upload: {s.last_upload_error}"
     return [
-        ("gate", f"{config.subject} ({config.direction})"),
+        ("gate", f"{config.subject} ({_direction(config, s)})"),
         ("journey service", f"{config.journey_addr}: {'answers' if reachable else 'no answer'}"),
         ("agent", f"{s.mode or 'never ran'}; last online {_ago(s.last_online_at)}"),
         ("pending taps", pending),

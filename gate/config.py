@@ -53,7 +53,9 @@ class OfflineRules:
 class GateConfig:
     terminal_code: str
     gate_code: str
-    direction: str = "entry"
+    # entry / exit / both; "" = the gate's type in the fare service's registry, learned when
+    # the agent starts (and kept in its SQLite file for a start without the network).
+    direction: str = ""
     journey_addr: str = "127.0.0.1:50053"
     user_addr: str = "127.0.0.1:50051"
     fare_addr: str = "127.0.0.1:50052"
@@ -115,7 +117,7 @@ def load(
         terminal_code=given.get("terminal_code") or read_setting(env, PREFIX + "TERMINAL", "", str),
         gate_code=given.get("gate_code") or read_setting(env, PREFIX + "CODE", "", str),
         direction=given.get("direction")
-        or read_setting(env, PREFIX + "DIRECTION", "entry", choice(*DIRECTIONS)),
+        or read_setting(env, PREFIX + "DIRECTION", "", choice(*DIRECTIONS)),
         journey_addr=given.get("mesh") or address("journey"),
         user_addr=given.get("mesh") or address("user"),
         fare_addr=given.get("mesh") or address("fare"),
@@ -144,7 +146,7 @@ def load(
         raise ConfigError(
             f"{PREFIX}CODE (--gate) must be a gate code like A-ENTRY-01, not {config.gate_code!r}"
         )
-    if config.direction not in DIRECTIONS:
+    if config.direction and config.direction not in DIRECTIONS:
         raise ConfigError(f"--direction must be one of {', '.join(DIRECTIONS)}")
     return config
 

@@ -122,6 +122,7 @@ FARES_REFRESHED = "fares_generated_at_ms"  # SnapshotEnd.generated_at
 LAST_SYNC = "last_sync_at_ms"  # the last SyncOfflineTaps answered
 LAST_ONLINE = "last_online_at_ms"  # the journey service last answered
 MODE = "mode"  # online / offline, as the agent last saw it
+DIRECTION = "direction"  # entry / exit / both, as the fare service's registry last said
 
 
 class OfflineDb:

@@ -14,6 +14,7 @@ from gate.offline_db import from_ms, get_time, get_value
 @dataclass(frozen=True)
 class GateStatus:
     mode: str  # online / offline as the agent last saw it; "" = never ran
+    direction: str  # as the fare service's registry last said; "" = never asked
     last_online_at: datetime | None
     pending_taps: int
     oldest_pending_at: datetime | None
@@ -41,6 +42,7 @@ def read_status(conn: sqlite3.Connection) -> GateStatus:
     (fares,) = conn.execute("SELECT count(*) FROM fares").fetchone()
     return GateStatus(
         mode=get_value(conn, offline_db.MODE) or "",
+        direction=get_value(conn, offline_db.DIRECTION) or "",
         last_online_at=get_time(conn, offline_db.LAST_ONLINE),
         pending_taps=pending,
         oldest_pending_at=None if oldest is None else from_ms(oldest),

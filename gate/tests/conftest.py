@@ -114,6 +114,7 @@ async def agent(fake, tmp_path) -> AsyncIterator[GateAgent]:
     config = GateConfig(
         "A",
         "A-ENTRY-01",
+        direction="entry",
         journey_addr=address,
         user_addr=address,
         fare_addr=address,

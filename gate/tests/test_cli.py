@@ -10,7 +10,7 @@ import pytest
 
 from gate.tests.local_files import gate_env
 from services.journey.tests.mesh import new_rider
-from tests.support.processes import ROOT
+from tests.support.processes import ROOT, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -55,3 +55,37 @@ async def test_serve_prints_a_decision_per_tap_then_status_shows_the_gate(gates,
     assert "A/A-ENTRY-01 (entry)" in out
     assert "answers" in out
     assert "pending taps" in out
+
+
+def without_direction(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k != "TIKET_GATE_DIRECTION"}
+
+
+async def test_a_gate_without_a_configured_direction_takes_the_registered_one(gates, tmp_path):
+    """`tiket gate tap CARD out --terminal E --gate E-EXIT-01` with no TIKET_GATE_DIRECTION,
+    as a new user types it: the gate acts as the exit the fare service registered (it used to
+    act as an entry gate and refuse every exit with WRONG_GATE_TYPE), keeps that for a start
+    without the network, and a gate nobody registered is told so."""
+    _, card = await new_rider(gates.mesh, 50_000)
+    entry = without_direction(gate_env(gates.gate_config(tmp_path), tmp_path))
+    code, out = await tiket_gate(entry, "tap", card)
+    assert (code, out.split()[:3]) == (0, ["OPEN", card, "in"]), out
+
+    exit_config = gates.gate_config(tmp_path, "E", "E-EXIT-01")
+    exit_env = without_direction(gate_env(exit_config, tmp_path))
+    code, out = await tiket_gate(exit_env, "tap", card, "out")
+    assert (code, out.split()[:4]) == (0, ["OPEN", card, "out", "[online]"]), out
+    code, out = await tiket_gate(exit_env, "status")
+    assert "E/E-EXIT-01 (exit, from the registry)" in out, out
+
+    _, other = await new_rider(gates.mesh, 50_000)
+    no_registry = {**exit_env, "TIKET_GATE_FARE_ADDR": f"127.0.0.1:{free_port()}"}
+    code, out = await tiket_gate(no_registry, "tap", other, "out")
+    assert "configuration error" not in out and "WRONG_GATE_TYPE" not in out, out
+    assert out.split()[2] == "out", out
+
+    unknown = without_direction(gate_env(gates.gate_config(tmp_path, "E", "E-EXIT-99"), tmp_path))
+    code, out = await tiket_gate(unknown, "tap", other, "out")
+    assert code != 0, out
+    assert "E/E-EXIT-99 is not in the fare service's registry" in out, out
+    assert "TIKET_GATE_DIRECTION" in out, out
