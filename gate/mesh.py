@@ -69,7 +69,9 @@ class Credential:
         if not self.settings.allows_development_defaults:
             raise ConfigError(
                 "the gate needs a token: set TIKET_GATE_TOKEN or TIKET_GATE_TOKEN_FILE "
-                f"(role gate, subject {self.config.subject})"
+                f"(role gate, subject {self.config.subject}); against a local `make run`, "
+                "TIKET_ENV=development mints one from its development keys, or set "
+                f"TIKET_GATE_TOKEN=$(tiket token --role gate --sub {self.config.subject})"
             )
         try:
             key = Path(self.settings.dev_issuer_key)

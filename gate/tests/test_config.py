@@ -9,7 +9,9 @@ import pytest
 
 from gate.cli import parse_tap
 from gate.config import load
+from gate.mesh import Credential
 from libs.config import ConfigError
+from libs.config import load as load_settings
 
 BASE = {"TIKET_GATE_TERMINAL": "A", "TIKET_GATE_CODE": "A-ENTRY-01"}
 
@@ -71,3 +73,13 @@ def test_a_reader_line_is_a_card_and_maybe_a_direction():
     assert parse_tap("CARD0001 sideways") is None
     assert parse_tap("  ") is None
 
+
+def test_outside_development_a_gate_without_a_token_is_told_how_to_get_one():
+    """After `make run`, in another shell (TIKET_ENV unset, so not development): the error
+    names the variables, and the development switch that mints one from .tiket/keys."""
+    credential = Credential(load(BASE), load_settings({}))
+    with pytest.raises(ConfigError) as refused:
+        credential.token()
+    message = str(refused.value)
+    assert "TIKET_GATE_TOKEN" in message and "subject A/A-ENTRY-01" in message
+    assert "TIKET_ENV=development" in message and "tiket token --role gate" in message
