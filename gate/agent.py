@@ -258,9 +258,13 @@ class GateAgent:
         )
 
     async def _registered_direction(self) -> str:
-        """The gate's type in the fare service's registry (told by a first heartbeat) and
-        kept in the SQLite file; without an answer, the one kept. ConfigError when the gate
-        is not registered, or neither is known."""
+        """The direction kept in the SQLite file, else the gate's type in the fare service's
+        registry (told by a first heartbeat), then kept: a registered gate's type never
+        changes, so the registry is asked once, not at every start. ConfigError when the
+        gate is not registered, or the registry does not answer a gate that never asked."""
+        kept = await self.db.run(offline_db.get_value, offline_db.DIRECTION)
+        if kept:
+            return kept
         try:
             gate = await self._report()
         except aio.AioRpcError as error:
@@ -270,14 +274,11 @@ class GateAgent:
                     f"({error.details()}): register it (FareService/RegisterGate), or set "
                     "TIKET_GATE_DIRECTION (--direction)"
                 ) from None
-            kept = await self.db.run(offline_db.get_value, offline_db.DIRECTION)
-            if kept is None:
-                raise ConfigError(
-                    f"gate {self.config.subject} has no direction yet: the fare service did "
-                    f"not tell it ({error.code().name}: {error.details()}); set "
-                    "TIKET_GATE_DIRECTION (--direction) or start it once with the network"
-                ) from None
-            return kept
+            raise ConfigError(
+                f"gate {self.config.subject} has no direction yet: the fare service did "
+                f"not tell it ({error.code().name}: {error.details()}); set "
+                "TIKET_GATE_DIRECTION (--direction) or start it once with the network"
+            ) from None
         direction = REGISTERED_DIRECTIONS.get(gate.type)
         if direction is None:
             raise ConfigError(

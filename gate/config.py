@@ -53,8 +53,8 @@ class OfflineRules:
 class GateConfig:
     terminal_code: str
     gate_code: str
-    # entry / exit / both; "" = the gate's type in the fare service's registry, learned when
-    # the agent starts (and kept in its SQLite file for a start without the network).
+    # entry / exit / both; "" = the gate's type in the fare service's registry, asked at the
+    # agent's first start and kept in its SQLite file for every start after it.
     direction: str = ""
     journey_addr: str = "127.0.0.1:50053"
     user_addr: str = "127.0.0.1:50051"
