@@ -8,11 +8,11 @@ The benchmark starts its own fare service process on an isolated database and lo
 the 20 with a gate token, answered from the process's memory of the Redis cache
 (services/fare/cache.py: a pair is read from Redis once a second). Run 2 (uncached): the
 same service restarted with TIKET_REDIS_URL pointing at a closed port, so every lookup reads
-PostgreSQL (the Redis down path). Run 3 (floor): the same workers against a bare grpc.aio server answering GetFare
-with a fixed Fare (bench/echo_server.py: no interceptor, token, cache or database), what
-gRPC itself costs here; the goal is cached GetFare ≥ 50 % of it (issue 18). Run 4: pgbench
-runs GetFare's SELECT with as many clients for as long. It prints throughput and latency of
-each and their ratios, and removes what it created.
+PostgreSQL (the Redis down path). Run 3 (floor): the same workers against a bare grpc.aio
+server answering GetFare with a fixed Fare (bench/echo_server.py: no interceptor, token,
+cache or database), what gRPC itself costs here; the goal is cached GetFare ≥ 50 % of it
+(issue 18). Run 4: pgbench runs GetFare's SELECT with as many clients for as long. It prints
+throughput and latency of each and their ratios, and removes what it created.
 """
 
 from __future__ import annotations
