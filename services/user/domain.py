@@ -283,11 +283,14 @@ def same_request(
     entry: LedgerEntry, user_id: uuid.UUID, amount: Decimal, reference: str | None
 ) -> LedgerEntry:
     """A retried money movement returns the first entry; the same key with another request
-    is refused."""
-    if entry.user_id != user_id or abs(entry.amount) != amount or entry.reference != reference:
+    is refused, naming the fields that differ (not the first request's values: the key may
+    be another wallet's)."""
+    asked = {"user_id": user_id, "amount": amount, "reference": reference}
+    first = {"user_id": entry.user_id, "amount": abs(entry.amount), "reference": entry.reference}
+    if differing := [name for name, value in asked.items() if first[name] != value]:
         raise AlreadyExists(
             f"idempotency key {entry.idempotency_key!r} was already used for another request "
-            f"(amount {abs(entry.amount)}, reference {entry.reference!r})"
+            f"(different {', '.join(differing)})"
         )
     return entry
 

@@ -292,20 +292,25 @@ def test_same_request_returns_the_first_entry() -> None:
 
 
 @pytest.mark.parametrize(
-    ("user_id", "amount", "reference"),
+    ("user_id", "amount", "reference", "differing"),
     [
-        (uuid.uuid4(), "20", "booking-1"),
-        (USER, "21", "booking-1"),
-        (USER, "20", "booking-2"),
-        (USER, "20", None),
+        (uuid.uuid4(), "20", "booking-1", "user_id"),
+        (USER, "21", "booking-1", "amount"),
+        (USER, "20", "booking-2", "reference"),
+        (USER, "20", None, "reference"),
+        (uuid.uuid4(), "21", None, "user_id, amount, reference"),
     ],
 )
-def test_same_key_for_another_request_is_refused(
-    user_id: uuid.UUID, amount: str, reference: str | None
+def test_same_key_for_another_request_is_refused_naming_what_differs(
+    user_id: uuid.UUID, amount: str, reference: str | None, differing: str
 ) -> None:
+    # The message once showed the first request's amount and reference ("reference None"
+    # for a top-up), also when the key was another wallet's.
     with pytest.raises(AlreadyExists) as caught:
         same_request(entry("-20", "booking-1"), user_id, d(amount), reference)
-    assert "key-1" in caught.value.message
+    assert caught.value.message == (
+        f"idempotency key 'key-1' was already used for another request (different {differing})"
+    )
 
 
 def test_same_hold() -> None:
