@@ -43,6 +43,11 @@ class Policy:
             owner = _owner(request, self.owner_field)
             if owner is not None and owner == principal.subject:
                 return
+            if owner is None:
+                raise PermissionDenied(
+                    f"{self.owner_field} is empty: a {principal.role} token acts only on its "
+                    f"own {self.owner_field}, so the request must name it"
+                )
             raise PermissionDenied(
                 f"a {principal.role} token may only act on its own {self.owner_field}"
             )

@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 from grpc_health.v1 import health_pb2
+from tiket.booking.v1 import facility_pb2
 from tiket.journey.v1 import journey_pb2
 from tiket.user.v1 import user_pb2
 
@@ -86,6 +87,24 @@ def test_an_empty_owner_field_matches_nobody(policies: dict[str, Policy]) -> Non
     policy = policies["/tiket.journey.v1.JourneyService/ListJourneys"]
     with pytest.raises(PermissionDenied):
         policy.check(Principal(Role.USER, ""), journey_pb2.ListJourneysRequest())
+
+
+def test_an_empty_owner_field_is_named_in_the_refusal() -> None:
+    # A rider's BookFacilitySeries with the user_id in `first` only was told "a user token
+    # may only act on its own user_id": they had named themself, in the other field.
+    facilities = facility_pb2.DESCRIPTOR.services_by_name["FacilityService"]
+    policy = policies_for([facilities])["/tiket.booking.v1.FacilityService/BookFacilitySeries"]
+    me = str(uuid.uuid4())
+    request = facility_pb2.BookFacilitySeriesRequest(
+        first=facility_pb2.BookFacilityRequest(user_id=me)
+    )
+    with pytest.raises(PermissionDenied) as caught:
+        policy.check(Principal(Role.USER, me), request)
+    assert caught.value.message == (
+        "user_id is empty: a user token acts only on its own user_id, so the request must name it"
+    )
+    request.user_id = me
+    policy.check(Principal(Role.USER, me), request)
 
 
 def test_asking_by_card_id_proves_no_ownership(policies: dict[str, Policy]) -> None:
