@@ -73,6 +73,9 @@ class GateAgent:
         self.mesh = Mesh(config, settings)
         # Optimistic: the first tap asks the server; one without an answer makes it False.
         self.online = True
+        # An online answer this process has written down for `tiket gate status`.
+        self._online_noted = False
+        self._told_no_snapshot = False
         # A fault that is not the network (our token refused, a broken answer): heartbeat ERROR.
         self.problem = ""
         self._jobs: list[Periodic] = []
@@ -152,6 +155,12 @@ class GateAgent:
                     tap.tap_id,
                 )
         verdict = await self.db.run(decide_offline, tap)
+        if verdict.reason == "NO_SNAPSHOT" and not self._told_no_snapshot:
+            self._told_no_snapshot = True
+            log.warning(
+                "gate: no snapshot of cards and fares yet, so offline taps are refused; "
+                "`tiket gate serve` loads one while the network answers"
+            )
         # Offline, the rider sees what was held at an entry; an exit's fare is the server's.
         shown = verdict.offline_amount if direction is Direction.CHECK_IN else None
         return Decision(
@@ -185,6 +194,9 @@ class GateAgent:
             self._remember_mode()
             self.sync_job.wake()
             self.refresh_job.wake()
+        elif not self._online_noted:  # the first answer (`tiket gate tap` has only that one)
+            self._remember_mode()
+        self._online_noted = True
 
     def _remember_mode(self) -> None:
         """For `tiket gate status`; off the tap's path (queued after its own SQLite work)."""

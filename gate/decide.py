@@ -72,7 +72,9 @@ def decide(
     direction: Direction, situation: Situation, rules: OfflineRules, now: datetime
 ) -> Verdict:
     """OPEN or CLOSED for a tap at `now` with the network gone."""
-    if situation.snapshot_at is None or now - situation.snapshot_at > rules.snapshot_max_age:
+    if situation.snapshot_at is None:
+        return Verdict(False, "NO_SNAPSHOT")
+    if now - situation.snapshot_at > rules.snapshot_max_age:
         return Verdict(False, "SNAPSHOT_STALE")
     card = situation.card
     if card is None:

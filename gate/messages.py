@@ -52,6 +52,10 @@ REFUSALS: dict[str, tuple[str, str]] = {
         "Batas tap saat gerbang offline tercapai. Hubungi petugas.",
         "Too many taps while this gate is offline. Please contact staff.",
     ),
+    "NO_SNAPSHOT": (
+        "Gerbang belum siap memeriksa kartu tanpa jaringan. Hubungi petugas.",
+        "This gate cannot check cards without the network yet. Please contact staff.",
+    ),
     "SNAPSHOT_STALE": (
         "Gerbang offline terlalu lama dan tidak dapat memeriksa kartu. Hubungi petugas.",
         "This gate has been offline too long to check cards. Please contact staff.",

@@ -89,3 +89,24 @@ async def test_a_gate_without_a_configured_direction_takes_the_registered_one(ga
     assert code != 0, out
     assert "E/E-EXIT-99 is not in the fare service's registry" in out, out
     assert "TIKET_GATE_DIRECTION" in out, out
+
+
+async def test_a_one_shot_tap_is_shown_in_status_and_a_gate_without_a_snapshot_says_so(
+    gates, tmp_path
+):
+    """Found trying `tiket gate tap` as a new user: after an OPEN [online] tap, `status` said
+    "last online never"; and a gate that never loaded a snapshot refused offline taps as
+    SNAPSHOT_STALE ("offline too long") though it had never been offline."""
+    _, card = await new_rider(gates.mesh, 50_000)
+    env = gate_env(gates.gate_config(tmp_path), tmp_path)
+    code, out = await tiket_gate(env, "tap", card)
+    assert (code, out.split()[:4]) == (0, ["OPEN", card, "in", "[online]"]), out
+    code, out = await tiket_gate(env, "status")
+    agent_line = next(line for line in out.splitlines() if line.startswith("agent"))
+    assert "online; last online" in agent_line and "never" not in agent_line, out
+
+    cut_off = {**env, "TIKET_GATE_JOURNEY_ADDR": f"127.0.0.1:{free_port()}"}
+    code, out = await tiket_gate(cut_off, "tap", card, "--lang", "en")
+    assert code == 1, out
+    assert f"CLOSED {card} in  [offline] This gate cannot check cards without the network" in out
+    assert "(NO_SNAPSHOT)" in out and "`tiket gate serve` loads one" in out, out

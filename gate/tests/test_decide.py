@@ -102,4 +102,4 @@ def test_a_snapshot_too_old_or_never_loaded_decides_nothing():
     stale = at_gate(age=RULES.snapshot_max_age.total_seconds() + 1)
     assert decide(IN, stale, RULES, NOW).reason == "SNAPSHOT_STALE"
     never = Situation(card(), None, Decimal(12_000))
-    assert decide(IN, never, RULES, NOW).reason == "SNAPSHOT_STALE"
+    assert decide(IN, never, RULES, NOW).reason == "NO_SNAPSHOT"

@@ -25,5 +25,5 @@ async def test_each_tap_on_the_socket_gets_its_decision_back(agent, tmp_path):
         with contextlib.suppress(asyncio.CancelledError):
             await server
     # The fake journey service answers nothing useful and the snapshot was never loaded.
-    assert first.startswith("CLOSED CARD0001 in  [offline]") and "(SNAPSHOT_STALE)" in first
+    assert first.startswith("CLOSED CARD0001 in  [offline]") and "(NO_SNAPSHOT)" in first
     assert second.startswith("CLOSED CARD0001 out [gate]") and "(WRONG_GATE_TYPE)" in second
