@@ -26,8 +26,9 @@ from libs.auth.keys import (
     new_private_key,
     write_private,
 )
-from libs.auth.principal import SERVICE_NAME
+from libs.auth.principal import SERVICE_NAME, check_subject
 from libs.config import SERVICE_PORTS, Settings, load
+from libs.errors import Unauthenticated
 
 TOKEN_ENV = "TIKET_TOKEN"
 
@@ -105,6 +106,10 @@ def bearer(token: str) -> list[tuple[str, str]]:
 
 
 def _token(args: argparse.Namespace, settings: Settings) -> None:
+    try:  # the services' own rule: a token they would refuse is not printed
+        check_subject(Role(args.role), args.sub)
+    except Unauthenticated as exc:
+        sys.exit(f"tiket: --sub {args.sub!r}: {exc.message}")
     if args.ttl > settings.token_max_lifetime_seconds:
         sys.exit(
             f"tiket: --ttl {args.ttl} is longer than the services accept "
