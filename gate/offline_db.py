@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from gate.config import OfflineRules
+from libs.config import ConfigError
 
 T = TypeVar("T")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -135,8 +136,16 @@ class OfflineDb:
         self._conn: sqlite3.Connection | None = None
 
     async def open(self, rules: OfflineRules | None = None) -> None:
-        """Create the file and schema when missing; with `rules`, store them."""
-        await self.run_raw(self._connect)
+        """Create the file and schema when missing; with `rules`, store them. ConfigError
+        when the file cannot be one (not a database, a folder, not writable)."""
+        try:
+            await self.run_raw(self._connect)
+        except (sqlite3.DatabaseError, OSError) as exc:
+            raise ConfigError(
+                f"cannot open the gate's SQLite file {self.path}: {exc}; point TIKET_GATE_DB "
+                "(--db) at a file the agent may write, or move this one aside (its pending "
+                "offline taps are in it)"
+            ) from None
         if rules is not None:
             await self.run(write_rules, rules)
 
@@ -161,11 +170,15 @@ class OfflineDb:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Autocommit mode: every unit of work says BEGIN IMMEDIATE itself (transaction()).
         conn = sqlite3.connect(self.path, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")  # durable at each WAL checkpoint
-        conn.execute("PRAGMA busy_timeout=5000")  # `tiket gate status` may read meanwhile
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.executescript(SCHEMA)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # durable at each WAL checkpoint
+            conn.execute("PRAGMA busy_timeout=5000")  # `tiket gate status` may read meanwhile
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.executescript(SCHEMA)
+        except sqlite3.Error:
+            conn.close()
+            raise
         self._conn = conn
 
     def _disconnect(self) -> None:

@@ -110,3 +110,22 @@ async def test_a_one_shot_tap_is_shown_in_status_and_a_gate_without_a_snapshot_s
     assert code == 1, out
     assert f"CLOSED {card} in  [offline] This gate cannot check cards without the network" in out
     assert "(NO_SNAPSHOT)" in out and "`tiket gate serve` loads one" in out, out
+
+
+@pytest.mark.parametrize("kind", ["not a database", "a folder"])
+async def test_a_gate_file_that_cannot_be_opened_is_named_without_a_traceback(
+    gates, tmp_path, kind
+):
+    """`--db` at a damaged file or at a folder printed a Python traceback."""
+    env = gate_env(gates.gate_config(tmp_path), tmp_path)
+    bad = tmp_path / "bad.sqlite3"
+    if kind == "a folder":
+        bad.mkdir()
+    else:
+        bad.write_text("garbage")
+    for command in (["tap", "CARD0001"], ["status"]):
+        code, out = await tiket_gate(env, *command, "--db", str(bad))
+        assert code == 1, out
+        assert "Traceback" not in out, out
+        assert f"tiket: configuration error: cannot open the gate's SQLite file {bad}" in out, out
+        assert "TIKET_GATE_DB (--db)" in out, out
