@@ -110,6 +110,8 @@ def _token(args: argparse.Namespace, settings: Settings) -> None:
         check_subject(Role(args.role), args.sub)
     except Unauthenticated as exc:
         sys.exit(f"tiket: --sub {args.sub!r}: {exc.message}")
+    if args.ttl < 1:
+        sys.exit(f"tiket: --ttl {args.ttl}: a token must live at least 1 second")
     if args.ttl > settings.token_max_lifetime_seconds:
         sys.exit(
             f"tiket: --ttl {args.ttl} is longer than the services accept "

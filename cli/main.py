@@ -9,6 +9,8 @@ import os
 import signal
 import sys
 
+import grpc
+
 from cli import demo, dlq, facility, fares, health, infra, keys, supervisor
 from cli.table import render
 from gate import cli as gate_cli
@@ -181,13 +183,22 @@ async def _seed(settings: Settings, names: list[str] | None = None) -> None:
             demo = importlib.import_module(f"services.{name}.demo")
         except ModuleNotFoundError:
             continue
-        async with tls.open_channel(settings.addresses[name], credentials) as channel:
-            if name == "booking":
-                await demo.load(channel, metadata, print, riders)
-            elif name == "user":
-                riders = await demo.load(channel, metadata, print)
-            else:
-                await demo.load(channel, metadata, print)
+        address = settings.addresses[name]
+        async with tls.open_channel(address, credentials) as channel:
+            try:
+                if name == "booking":
+                    await demo.load(channel, metadata, print, riders)
+                elif name == "user":
+                    riders = await demo.load(channel, metadata, print)
+                else:
+                    await demo.load(channel, metadata, print)
+            except grpc.RpcError as exc:
+                unreachable = exc.code() is grpc.StatusCode.UNAVAILABLE
+                hint = "; start the mesh first (make run)" if unreachable else ""
+                sys.exit(
+                    f"tiket seed: the {name} service at {address}: {exc.code().name}: "
+                    f"{exc.details()}{hint}"
+                )
 
 
 async def _status(settings: Settings) -> None:

@@ -50,3 +50,11 @@ def test_a_subject_of_the_right_shape_gets_its_token(tmp_path: Path) -> None:
         done = tiket(tmp_path, "token", "--role", role, "--sub", subject)
         assert done.returncode == 0, done.stderr
         assert done.stdout.count(".") == 2  # header.claims.signature
+
+
+@pytest.mark.parametrize("ttl", ["0", "-5"])
+def test_a_token_that_would_be_born_expired_is_refused(tmp_path: Path, ttl: str) -> None:
+    assert tiket(tmp_path, "keys", "dev").returncode == 0
+    done = tiket(tmp_path, "token", "--role", "admin", "--sub", "ops", "--ttl", ttl)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.strip() == f"tiket: --ttl {ttl}: a token must live at least 1 second"
