@@ -68,6 +68,7 @@ def booking(b: FacilityBooking, time_zone: str) -> pb.FacilityBooking:
         created_at=to_timestamp(b.created_at),
         updated_at=to_timestamp(b.updated_at),
         series_id=str(b.series_id or ""),
+        **_local_range(b, time_zone),
     )
     if b.cancelled_at is not None:
         message.cancelled_at.CopyFrom(to_timestamp(b.cancelled_at))
@@ -103,6 +104,7 @@ def busy(b: FacilityBooking, time_zone: str) -> pb.FacilityBooking:
         end_time=to_timestamp(b.end_time),
         status=STATUS[b.status],
         time_zone=time_zone,
+        **_local_range(b, time_zone),
     )
 
 
@@ -133,3 +135,8 @@ def _clock(minute: int) -> timeofday_pb2.TimeOfDay:
 
 def _local(value: datetime, zone: ZoneInfo) -> str:
     return value.astimezone(zone).isoformat()
+
+
+def _local_range(b: FacilityBooking, time_zone: str) -> dict[str, str]:
+    zone = ZoneInfo(time_zone)
+    return {"local_start": _local(b.start_time, zone), "local_end": _local(b.end_time, zone)}

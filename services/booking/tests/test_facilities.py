@@ -74,6 +74,10 @@ async def test_a_user_books_reads_and_cancels_with_an_audit_row_each(stack: Stac
     booked = await stub.BookFacility(asked, metadata=mine)
     assert booked.status == CONFIRMED and booked.created_by == f"user:{user}"
     assert booked.time_zone == "Asia/Jakarta"
+    jakarta = ZoneInfo("Asia/Jakarta")  # the local times, as FreeWindow gives them
+    assert booked.local_start == quarter(3, 36).astimezone(jakarta).isoformat()
+    assert booked.local_end == quarter(3, 40).astimezone(jakarta).isoformat()
+    assert booked.local_start.endswith("+07:00")
     assert await stub.BookFacility(asked, metadata=mine) == booked  # a retry: the first booking
     got = await stub.GetFacilityBooking(
         pb.GetFacilityBookingRequest(booking_id=booked.booking_id, user_id=user),

@@ -64,6 +64,8 @@ async def test_staff_see_the_whole_calendar_a_user_only_their_own_details(
     assert own.title == "Mine" and own.user_id == mine and own.attendee_count == 5
     assert other.start_time == second.start_time and other.end_time == second.end_time
     assert other.status == pb.FACILITY_BOOKING_STATUS_CONFIRMED and other.time_zone
+    assert (other.local_start, other.local_end) == (second.local_start, second.local_end)
+    assert other.local_start
     assert (other.user_id, other.title, other.created_by, other.attendee_count) == ("", "", "", 0)
 
     too_long = pb.GetFacilityCalendarRequest(
