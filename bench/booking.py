@@ -728,7 +728,6 @@ def render(report: BookingReport) -> str:
     ]
     stats = ("mean_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms", "count")
     rows = [[label, m.rate, *(getattr(m.latency, f) for f in stats)] for label, m in labelled]
-    verdict = {True: "meets", False: "below"}
     busy = report.load_before
     worst_p95 = max(m.latency.p95_ms for m in report.search.values())
     b = sweep.batches
@@ -742,16 +741,16 @@ def render(report: BookingReport) -> str:
         common.table(HEADERS, rows),
         "",
         f"{GRPC} / pgbench, distinct slots: {distinct.ratio:.1f} % "
-        f"({verdict[distinct.ratio >= GOAL_RATIO]} the goal of {GOAL_RATIO:g} %)",
+        f"{common.goal(distinct.ratio >= GOAL_RATIO, f'{GOAL_RATIO:g} %')}",
         f"{GRPC} / pgbench, one hot slot: {hot.ratio:.1f} % "
-        f"({verdict[hot.ratio >= GOAL_RATIO]} the goal of {GOAL_RATIO:g} %)",
+        f"{common.goal(hot.ratio >= GOAL_RATIO, f'{GOAL_RATIO:g} %')}",
         f"search p95: cached {report.search['cached'].latency.p95_ms:.1f} ms, uncached "
         f"{report.search['uncached'].latency.p95_ms:.1f} ms "
-        f"({verdict[worst_p95 < GOAL_SEARCH_P95_MS]} the goal of < {GOAL_SEARCH_P95_MS:g} ms)",
+        f"{common.goal(worst_p95 < GOAL_SEARCH_P95_MS, f'< {GOAL_SEARCH_P95_MS:g} ms')}",
         f"sweeper: {sweep.expired:,} of {sweep.prepared:,} due reservations ({sweep.slots:,} "
         f"slots) expired in {sweep.seconds:.1f} s = {sweep.per_minute:,.0f}/min "
-        f"({verdict[sweep.per_minute >= GOAL_EXPIRED_PER_MINUTE]} the goal of "
-        f"{GOAL_EXPIRED_PER_MINUTE:,.0f}/min); {b.count} batches, ms p50 {b.p50_ms:.0f} "
+        f"{common.goal(sweep.per_minute >= GOAL_EXPIRED_PER_MINUTE, f'{GOAL_EXPIRED_PER_MINUTE:,.0f}/min')}"
+        f"; {b.count} batches, ms p50 {b.p50_ms:.0f} "
         f"p95 {b.p95_ms:.0f} p99 {b.p99_ms:.0f} max {b.max_ms:.0f}",
         "pgbench's own figures: "
         + "; ".join(

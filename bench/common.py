@@ -533,6 +533,11 @@ def latency_table(labelled: Sequence[tuple[str, Measured]]) -> str:
     return table(LATENCY_HEADERS, rows)
 
 
+def goal(met: bool, target: str) -> str:
+    """How a figure compares with its target: "(meets the goal of …)" or "(misses …)"."""
+    return f"({'meets' if met else 'misses'} the goal of {target})"
+
+
 def busy_line(report: Report) -> str:
     busy = report.load_before
     return f"machine busy before the run: {busy:.0f} % of all cores" + (

@@ -589,7 +589,6 @@ async def service_phases(service: ServiceProcess, options: Options, report: Faci
 
 def render(report: FacilityReport) -> str:
     o = report.options
-    verdict = {True: "meets", False: "below"}
     labelled = [
         (f"{kind} ({report.answer_sizes[kind]} rows)", report.reads[kind]) for kind in READS
     ]
@@ -612,9 +611,10 @@ def render(report: FacilityReport) -> str:
         "",
         common.table(HEADERS, rows),
         "",
-        f"search week p99 {week:.1f} ms ({verdict[week < GOAL_WEEK_P99_MS]} the goal of "
-        f"< {GOAL_WEEK_P99_MS:g} ms); utilization 30 days p99 {util:.1f} ms "
-        f"({verdict[util < GOAL_UTILIZATION_P99_MS]} the goal of < {GOAL_UTILIZATION_P99_MS:g} ms)",
+        f"search week p99 {week:.1f} ms "
+        f"{common.goal(week < GOAL_WEEK_P99_MS, f'< {GOAL_WEEK_P99_MS:g} ms')}; "
+        f"utilization 30 days p99 {util:.1f} ms "
+        f"{common.goal(util < GOAL_UTILIZATION_P99_MS, f'< {GOAL_UTILIZATION_P99_MS:g} ms')}",
         *(
             f"{GRPC} / pgbench, {LABELS[name]}: {run.ratio:.1f} % (answers/s ÷ transactions/s); "
             f"gRPC {run.booked:,} booked, {run.refused:,} refused (TIME_CONFLICT); pgbench "

@@ -313,8 +313,7 @@ def _row(label: str, m: Measured) -> list[object]:
 
 
 def _goal(percent: float) -> str:
-    met = "meets" if percent >= ECHO_GOAL_PERCENT else "below"
-    return f" ({met} the goal of ≥ {ECHO_GOAL_PERCENT} %)"
+    return " " + common.goal(percent >= ECHO_GOAL_PERCENT, f"≥ {ECHO_GOAL_PERCENT} %")
 
 
 def _counts(lookups: dict[str, float]) -> str:

@@ -273,7 +273,6 @@ def render(report: Report) -> str:
         _row("  CaptureHold", report.grpc["CaptureHold"]),
         _row("pgbench place_capture.sql", pg.window),
     ]
-    ratio_verdict = "meets" if report.ratio >= GOAL_RATIO else "below"
     lines = [
         f"holds: {o.concurrency} workers / pgbench clients, {o.users} wallets, {o.duration} s "
         f"({o.warmup:g} s warm-up left out), {o.workers} service process(es), pool max "
@@ -287,7 +286,8 @@ def render(report: Report) -> str:
         "",
         common.table(headers, rows),
         "",
-        f"service / pgbench: {report.ratio:.1f} % ({ratio_verdict} the goal of {GOAL_RATIO:g} %)",
+        f"service / pgbench: {report.ratio:.1f} % "
+        f"{common.goal(report.ratio >= GOAL_RATIO, f'{GOAL_RATIO:g} %')}",
         f"pgbench's own figures: tps {pg.tps:,.1f}, latency average {pg.latency_avg_ms:.2f} ms, "
         f"{pg.processed} transactions, {pg.failed} failed",
         f"errors: {_errors(report.errors)}",

@@ -342,7 +342,6 @@ def render(report: Report) -> str:
         ("pgbench taps.sql (one ride)", pg.window),
     ]
     check_ins = g["CheckIn"].rate
-    verdict = {True: "meets", False: "below"}
     lines = [
         f"taps: {o.gates} gates / pgbench clients, {o.riders} riders, {o.duration} s "
         f"({o.warmup:g} s warm-up left out); processes: {o.workers}; pool max {o.pool_max}; "
@@ -352,9 +351,9 @@ def render(report: Report) -> str:
         common.latency_table(labelled),
         "",
         f"taps/s {check_ins + g['CheckOut'].rate:,.1f}; check-ins/s {check_ins:,.1f} "
-        f"({verdict[check_ins >= GOAL_RATE]} the goal of {GOAL_RATE:,.0f})",
+        f"{common.goal(check_ins >= GOAL_RATE, f'{GOAL_RATE:,.0f}')}",
         f"mesh / pgbench: {report.ratio:.1f} % "
-        f"({verdict[report.ratio >= GOAL_RATIO]} the goal of {GOAL_RATIO:g} %)",
+        f"{common.goal(report.ratio >= GOAL_RATIO, f'{GOAL_RATIO:g} %')}",
         f"pgbench's own figures: tps {pg.tps:,.1f}, latency average {pg.latency_avg_ms:.2f} ms, "
         f"{pg.processed} rides, {pg.failed} failed",
         *common.footer(report),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.common import relative_cpu
+from bench.common import goal, relative_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--duration", "3", "--warmup", "1"]
@@ -69,3 +69,10 @@ def test_cpu_is_related_to_postgresql_s_leaving_out_the_yardstick_and_the_machin
     cpu = {"journey": 60.0, "user": 35.0, "postgres": 50.0, "machine": 95.0, "iowait": 1.0}
     assert relative_cpu(cpu) == ["  ÷ PostgreSQL's (gRPC run): journey 1.20, user 0.70"]
     assert relative_cpu({"journey": 60.0}) == []  # no yardstick measured: no line
+
+
+def test_a_figure_that_misses_its_goal_says_so() -> None:
+    # A latency above its limit once read "p99 11.2 ms (below the goal of < 10 ms)".
+    assert goal(11.2 < 10, "< 10 ms") == "(misses the goal of < 10 ms)"
+    assert goal(24.1 >= 40, "40 %") == "(misses the goal of 40 %)"
+    assert goal(9.8 < 10, "< 10 ms") == "(meets the goal of < 10 ms)"
