@@ -7,13 +7,16 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from libs.events.outages import is_outage
+
 log = logging.getLogger(__name__)
 
 
 class Periodic:
     """Runs `work` every `interval` seconds; `work` returning a positive count (a full batch
     done) runs it again at once, and so does wake(). Failures are logged and retried next
-    tick."""
+    tick: an outage (the database or Redis unreachable, libs/events/outages.py) as one
+    warning line, anything else with its traceback."""
 
     def __init__(self, name: str, work: Callable[[], Awaitable[int]], interval: float) -> None:
         self.name = name
@@ -47,8 +50,16 @@ class Periodic:
                     continue
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("%s failed; retrying in %.1f s", self.name, self.interval)
+            except Exception as exc:
+                if is_outage(exc):
+                    log.warning(
+                        "%s: a dependency is unreachable (%s); retrying in %.1f s",
+                        self.name,
+                        " ".join(str(exc).split()) or type(exc).__name__,
+                        self.interval,
+                    )
+                else:
+                    log.exception("%s failed; retrying in %.1f s", self.name, self.interval)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.interval):
                     await self._wake.wait()
