@@ -40,12 +40,32 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+# Libraries that log a broker's restart with a traceback for each of their connections.
+AMQP_LIBRARIES = ("aiormq", "aio_pika")
+
+
+def without_connection_tracebacks(record: logging.LogRecord) -> bool:
+    """A lost or refused connection logged by an AMQP library becomes one line with the
+    error on it: the traceback of a broker restart says nothing more, once per connection
+    (our relays and consumers log the outage and their retries themselves). Any other
+    exception keeps its traceback."""
+    if record.exc_info and record.name.startswith(AMQP_LIBRARIES):
+        error = record.exc_info[1]
+        if isinstance(error, OSError):  # aiormq's connection errors are ConnectionErrors
+            record.msg = f"{record.getMessage()}: {type(error).__name__}: {error}"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+    return True
+
+
 def setup(service: str, level: str) -> None:
     """Send every logger's records to stderr as JSON at `level`."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service))
+    handler.addFilter(without_connection_tracebacks)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiormq", "aio_pika", "psycopg.pool", "grpc"):
+    for noisy in (*AMQP_LIBRARIES, "psycopg.pool", "grpc"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
