@@ -6,7 +6,16 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from services.booking.facilities.availability import free_windows, is_open, open_intervals
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.booking.facilities.availability import (
+    ceil_step,
+    floor_step,
+    free_windows,
+    is_open,
+    open_intervals,
+)
 from services.booking.facilities.domain import OpeningWindow
 from services.booking.facilities.utilization import daily_use, local_days
 
@@ -68,3 +77,28 @@ def test_utilization_days_are_as_long_as_their_wall_clock() -> None:
     ]
     assert days[1].percent == 12.5
     assert local_days(BERLIN, sunday, sunday + timedelta(hours=1))[0][0] == sunday.date()
+
+
+ZONES = [
+    "UTC",
+    "Asia/Jakarta",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "Europe/Berlin",
+    "America/St_Johns",
+]
+
+
+@given(
+    st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2090, 1, 1)),
+    st.sampled_from(ZONES),
+)
+def test_steps_are_the_15_minute_utc_grid_whatever_the_zone_of_the_value(
+    naive: datetime, zone: str
+) -> None:
+    value = naive.replace(tzinfo=UTC).astimezone(ZoneInfo(zone))
+    floor, ceil = floor_step(value), ceil_step(value)
+    assert floor.tzinfo is UTC and ceil.tzinfo is UTC
+    assert floor <= value <= ceil and ceil - floor in (timedelta(0), timedelta(minutes=15))
+    assert floor.minute % 15 == 0 and (floor.second, floor.microsecond) == (0, 0)
+    assert (ceil == floor) is (value == floor)
