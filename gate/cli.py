@@ -18,7 +18,7 @@ from gate.config import DIRECTIONS, LANGUAGES, GateConfig, load
 from gate.offline_db import OfflineDb, now
 from gate.status import GateStatus, read_status
 from libs import tls
-from libs.config import Settings
+from libs.config import ConfigError, Settings
 
 USAGE = "one tap per line: CARD, or CARD in / CARD out"
 
@@ -123,8 +123,14 @@ async def serve_socket(agent: GateAgent, path: Path) -> None:
         finally:
             writer.close()
 
-    await asyncio.to_thread(path.unlink, missing_ok=True)
-    server = await asyncio.start_unix_server(reader, path)
+    try:
+        await asyncio.to_thread(path.unlink, missing_ok=True)
+        server = await asyncio.start_unix_server(reader, path)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on the socket {path}: {exc.strerror or exc}; give --socket a path "
+            "in a folder the agent may write"
+        ) from None
     async with server:
         await server.serve_forever()
 

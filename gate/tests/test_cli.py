@@ -129,3 +129,14 @@ async def test_a_gate_file_that_cannot_be_opened_is_named_without_a_traceback(
         assert "Traceback" not in out, out
         assert f"tiket: configuration error: cannot open the gate's SQLite file {bad}" in out, out
         assert "TIKET_GATE_DB (--db)" in out, out
+
+
+async def test_a_socket_the_agent_cannot_listen_on_is_named_without_a_traceback(gates, tmp_path):
+    """`tiket gate serve --socket` in a folder that does not exist printed a traceback."""
+    env = gate_env(gates.gate_config(tmp_path), tmp_path)
+    path = tmp_path / "no such folder" / "reader.sock"
+    code, out = await tiket_gate(env, "serve", "--socket", str(path))
+    assert code == 1, out
+    assert "Traceback" not in out, out
+    assert f"tiket: configuration error: cannot listen on the socket {path}: " in out, out
+    assert "No such file or directory; give --socket a path in a folder" in out, out
