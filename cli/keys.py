@@ -137,7 +137,10 @@ def _service_key(args: argparse.Namespace, settings: Settings) -> None:
     if path.exists():
         sys.exit(f"tiket: {path} exists; remove it first to make a new key")
     key = new_private_key()
-    write_private(path, key)
+    try:
+        write_private(path, key)
+    except OSError as exc:
+        sys.exit(f"tiket: cannot write {path}: {exc.strerror or exc}; choose another --out")
     entry = jwk_entry(key, key_id(key, args.name, dev=False))
     print(
         f"private key: {path} (mount it as TIKET_SERVICE_KEY of {args.name} only)", file=sys.stderr

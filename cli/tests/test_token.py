@@ -58,3 +58,15 @@ def test_a_token_that_would_be_born_expired_is_refused(tmp_path: Path, ttl: str)
     done = tiket(tmp_path, "token", "--role", "admin", "--sub", "ops", "--ttl", ttl)
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr.strip() == f"tiket: --ttl {ttl}: a token must live at least 1 second"
+
+
+def test_a_service_key_that_cannot_be_written_is_named_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    blocked = tmp_path / "a file"
+    blocked.write_text("")
+    done = tiket(tmp_path, "keys", "service", "fare", "--out", str(blocked / "keys"))
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith(f"tiket: cannot write {blocked / 'keys' / 'fare.pem'}: ")
+    assert done.stderr.strip().endswith("; choose another --out")
