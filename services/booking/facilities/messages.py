@@ -68,7 +68,7 @@ def booking(b: FacilityBooking, time_zone: str) -> pb.FacilityBooking:
         created_at=to_timestamp(b.created_at),
         updated_at=to_timestamp(b.updated_at),
         series_id=str(b.series_id or ""),
-        **_local_range(b, time_zone),
+        **_local_range(b.start_time, b.end_time, ZoneInfo(time_zone)),
     )
     if b.cancelled_at is not None:
         message.cancelled_at.CopyFrom(to_timestamp(b.cancelled_at))
@@ -104,7 +104,7 @@ def busy(b: FacilityBooking, time_zone: str) -> pb.FacilityBooking:
         end_time=to_timestamp(b.end_time),
         status=STATUS[b.status],
         time_zone=time_zone,
-        **_local_range(b, time_zone),
+        **_local_range(b.start_time, b.end_time, ZoneInfo(time_zone)),
     )
 
 
@@ -123,8 +123,7 @@ def free_window(interval: Interval, zone: ZoneInfo) -> pb.FreeWindow:
     return pb.FreeWindow(
         start_time=to_timestamp(start),
         end_time=to_timestamp(end),
-        local_start=_local(start, zone),
-        local_end=_local(end, zone),
+        **_local_range(start, end, zone),
         duration_minutes=int((end - start).total_seconds() // 60),
     )
 
@@ -133,10 +132,9 @@ def _clock(minute: int) -> timeofday_pb2.TimeOfDay:
     return timeofday_pb2.TimeOfDay(hours=minute // 60, minutes=minute % 60)
 
 
-def _local(value: datetime, zone: ZoneInfo) -> str:
-    return value.astimezone(zone).isoformat()
-
-
-def _local_range(b: FacilityBooking, time_zone: str) -> dict[str, str]:
-    zone = ZoneInfo(time_zone)
-    return {"local_start": _local(b.start_time, zone), "local_end": _local(b.end_time, zone)}
+def _local_range(start: datetime, end: datetime, zone: ZoneInfo) -> dict[str, str]:
+    """local_start and local_end: the instants on the facility's wall clock, ISO 8601."""
+    return {
+        "local_start": start.astimezone(zone).isoformat(),
+        "local_end": end.astimezone(zone).isoformat(),
+    }
