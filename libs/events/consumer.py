@@ -70,8 +70,8 @@ class Consumer:
     `retried` and `dead_lettered` count deliveries since start, `paused_times` the outages
     it waited out.
 
-    `retired_bindings`: patterns this consumer took once and no longer does, unbound when
-    it declares its queue (libs/events/topology.py).
+    `queue`: its name, the patterns it is bound to and those it took once and no longer
+    does, unbound when it declares the queue (libs/events/topology.py).
 
     `prepare`, when given, runs before the inbox transaction, for work too large for one
     transaction (a fan-out in chunks, each committed on its own). It runs again on every
@@ -79,26 +79,23 @@ class Consumer:
 
     def __init__(
         self,
-        name: str,
+        queue: topology.ConsumerQueue,
         pool: AsyncConnectionPool,
         amqp_url: str,
         exchange_name: str,
-        bindings: list[str],
         handler: Handler,
         *,
         prepare: Prepare | None = None,
-        retired_bindings: tuple[str, ...] = (),
         max_attempts: int = 5,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         prefetch: int = 50,
     ) -> None:
-        self.name = name
+        self.name = queue.name
+        self._declaration = queue
         self._pool = pool
         self._amqp_url = amqp_url
         self._exchange_name = exchange_name
-        self._bindings = bindings
-        self._retired_bindings = retired_bindings
         self._handler = handler
         self._prepare = prepare
         self._max_attempts = max_attempts
@@ -126,15 +123,12 @@ class Consumer:
             self._channel = await bus.open_channel(self._connection)
             await self._channel.set_qos(prefetch_count=self._prefetch)
             exchange = await bus.declare_events_exchange(self._channel, self._exchange_name)
-            declaration = topology.ConsumerQueue(
-                self.name, tuple(self._bindings), self._retired_bindings
-            )
-            self._queue = await topology.declare_queue(self._channel, exchange, declaration)
+            self._queue = await topology.declare_queue(self._channel, exchange, self._declaration)
             self._consumer_tag = await self._queue.consume(self._on_message)
         except BaseException:
             await bus.close_quietly(self._connection)
             raise
-        log.info("consumer %s started on %s", self.name, ", ".join(self._bindings))
+        log.info("consumer %s started on %s", self.name, ", ".join(self._declaration.bindings))
 
     async def stop(self) -> None:
         """Stop consuming, let the handlers in flight finish, and disconnect."""

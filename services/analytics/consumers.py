@@ -35,11 +35,5 @@ def events_consumer(
 ) -> Consumer:
     [queue] = queues(exchange)
     return Consumer(
-        queue.name,
-        pool,
-        amqp_url,
-        exchange,
-        list(queue.bindings),
-        app.record,
-        backoff_base=app.config.retry_backoff_seconds,
+        queue, pool, amqp_url, exchange, app.record, backoff_base=app.config.retry_backoff_seconds
     )

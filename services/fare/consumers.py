@@ -35,4 +35,5 @@ def cache_invalidation(
     async def handle(event: CloudEvent, conn: AsyncConnection) -> None:
         await cache.changed()  # never raises: an unreachable Redis is settled by the cache
 
-    return Consumer(queue_name(exchange), pool, amqp_url, exchange, [FARE_UPDATED], handle)
+    [queue] = queues(exchange)
+    return Consumer(queue, pool, amqp_url, exchange, handle)

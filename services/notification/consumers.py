@@ -55,13 +55,11 @@ def events_consumer(
 ) -> Consumer:
     [queue] = queues(exchange)
     return Consumer(
-        queue.name,
+        queue,
         pool,
         amqp_url,
         exchange,
-        list(queue.bindings),
         app.record,
         prepare=app.fan_out,
-        retired_bindings=queue.retired,
         max_attempts=max_attempts,
     )

@@ -216,11 +216,10 @@ async def start_consumer(
 ) -> Consumer:
     queue = queue or broker.consumer_queue()
     consumer = Consumer(
-        queue.name,
+        queue,
         pool,
         amqp_url,
         broker.exchange_name,
-        list(queue.bindings),
         handler,
         **kw,  # type: ignore[arg-type]
     )

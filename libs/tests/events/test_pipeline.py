@@ -18,6 +18,7 @@ from libs.events import bus, retention
 from libs.events.consumer import Consumer
 from libs.events.outbox import staged_event
 from libs.events.relay import OutboxRelay
+from libs.events.topology import ConsumerQueue
 from libs.tests.events.support import (
     AMQP_URL,
     Broker,
@@ -279,9 +280,7 @@ async def test_stop_waits_for_the_handler_in_flight(
 ) -> None:
     recorder = Recorder(delay=0.3)
     queue = broker.consumer_queue()
-    consumer = Consumer(
-        queue.name, pool, AMQP_URL, broker.exchange_name, list(queue.bindings), recorder
-    )
+    consumer = Consumer(queue, pool, AMQP_URL, broker.exchange_name, recorder)
     await consumer.start()
     event_id, body = event_body()
     await broker.publish(body, message_id=event_id)
@@ -322,7 +321,8 @@ async def test_unreachable_rabbitmq_is_reported_clearly(pool: AsyncConnectionPoo
     url = "amqp://guest:s3cret@127.0.0.1:1/"
     with pytest.raises(bus.BusUnavailable, match=r"cannot connect to RabbitMQ at .*127\.0\.0\.1:1"):
         await bus.connect(url)
-    consumer = Consumer("test.unreachable", pool, url, "tiket.events.test.x", ["#"], Recorder())
+    queue = ConsumerQueue("test.unreachable", ("#",))
+    consumer = Consumer(queue, pool, url, "tiket.events.test.x", Recorder())
     with pytest.raises(bus.BusUnavailable) as raised:
         await consumer.start()
     assert "s3cret" not in str(raised.value)
