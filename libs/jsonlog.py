@@ -42,6 +42,8 @@ class JsonFormatter(logging.Formatter):
 
 # Libraries that log a broker's restart with a traceback for each of their connections.
 AMQP_LIBRARIES = ("aiormq", "aio_pika")
+# Libraries logged from WARNING up whatever the level: their INFO is per connection or call.
+NOISY = (*AMQP_LIBRARIES, "psycopg.pool", "grpc")
 
 
 def without_connection_tracebacks(record: logging.LogRecord) -> bool:
@@ -67,5 +69,5 @@ def setup(service: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in (*AMQP_LIBRARIES, "psycopg.pool", "grpc"):
+    for noisy in NOISY:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -9,6 +9,7 @@ import sys
 import orjson
 from aiormq.exceptions import ConnectionClosed
 
+from libs import jsonlog
 from libs.jsonlog import JsonFormatter, without_connection_tracebacks
 
 
@@ -39,3 +40,17 @@ def test_other_exceptions_keep_their_tracebacks() -> None:
     assert "Traceback" in bug["exception"] and bug["msg"] == "reader exited"
     ours = logged("libs.events.relay", ConnectionRefusedError(111))
     assert "Traceback" in ours["exception"]
+
+
+def test_the_services_log_handler_applies_the_filter() -> None:
+    root = logging.getLogger()
+    touched = [root, *(logging.getLogger(name) for name in jsonlog.NOISY)]
+    levels, handlers = [logger.level for logger in touched], root.handlers[:]
+    try:
+        jsonlog.setup("user", "info")
+        (handler,) = root.handlers
+        assert without_connection_tracebacks in handler.filters
+    finally:
+        root.handlers[:] = handlers
+        for logger, level in zip(touched, levels, strict=True):
+            logger.setLevel(level)
