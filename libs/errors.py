@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from google.protobuf.message import Message
 
@@ -36,7 +37,33 @@ class InvalidArgument(TiketError):
 
 
 class NotFound(TiketError):
-    pass
+    """Nothing by that name, or nothing the caller may see. `resource_type` and
+    `resource_name` say what was looked for (google.rpc.ResourceInfo), so a caller tells an
+    unknown card from an unknown gate without reading the message."""
+
+    def __init__(self, message: str, *, resource_type: str = "", resource_name: str = "") -> None:
+        super().__init__(message)
+        self.resource_type = resource_type
+        self.resource_name = resource_name
+
+
+T = TypeVar("T")
+
+
+def not_found(resource_type: str, resource_name: object = "", within: str = "") -> NotFound:
+    """NOT_FOUND "<resource_type> <resource_name> not found[ in <within>]", with its
+    ResourceInfo."""
+    name = str(resource_name)
+    what = f"{resource_type} {name}" if name else resource_type
+    where = f" in {within}" if within else ""
+    return NotFound(f"{what} not found{where}", resource_type=resource_type, resource_name=name)
+
+
+def found(value: T | None, resource_type: str, resource_name: object = "") -> T:
+    """`value`, or not_found(resource_type, resource_name) when it is None."""
+    if value is None:
+        raise not_found(resource_type, resource_name)
+    return value
 
 
 class AlreadyExists(TiketError):

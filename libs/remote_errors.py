@@ -4,7 +4,10 @@ retry); a business refusal passes through as FAILED_PRECONDITION with its reason
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import grpc
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 
@@ -28,6 +31,7 @@ GONE = frozenset(
         grpc.StatusCode.INTERNAL,
     }
 )
+M = TypeVar("M", bound=Message)
 # Our token refused: a configuration fault of this deployment, not the caller's.
 MISCONFIGURED = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
 
@@ -41,7 +45,10 @@ def translate(error: aio.AioRpcError, what: str, caller: str) -> TiketError:
     if code in MISCONFIGURED:
         return Unavailable(f"{what} refused the {caller} service's token ({code.name}): {details}")
     if code is grpc.StatusCode.NOT_FOUND:
-        return NotFound(details)
+        info = resource_of(error)
+        if info is None:
+            return NotFound(details)
+        return NotFound(details, resource_type=info.resource_type, resource_name=info.resource_name)
     if code is grpc.StatusCode.FAILED_PRECONDITION:
         return FailedPrecondition(reason_of(error), details)
     if code is grpc.StatusCode.ALREADY_EXISTS:
@@ -53,11 +60,21 @@ def translate(error: aio.AioRpcError, what: str, caller: str) -> TiketError:
 
 def reason_of(error: aio.AioRpcError) -> str:
     """google.rpc.ErrorInfo.reason from the error's details, or a generic one."""
+    info = _detail(error, error_details_pb2.ErrorInfo)
+    return info.reason if info is not None else "REFUSED"
+
+
+def resource_of(error: aio.AioRpcError) -> error_details_pb2.ResourceInfo | None:
+    """What a NOT_FOUND says was not found (google.rpc.ResourceInfo), when it says."""
+    return _detail(error, error_details_pb2.ResourceInfo)
+
+
+def _detail(error: aio.AioRpcError, kind: type[M]) -> M | None:
+    """The first detail of type `kind` in the error's google.rpc.Status, if any."""
     for key, value in error.trailing_metadata() or ():
         if key == "grpc-status-details-bin":
-            status = status_pb2.Status.FromString(value)
-            for detail in status.details:
-                info = error_details_pb2.ErrorInfo()
-                if detail.Unpack(info):
-                    return info.reason
-    return "REFUSED"
+            for detail in status_pb2.Status.FromString(value).details:
+                found = kind()
+                if detail.Unpack(found):
+                    return found
+    return None

@@ -61,6 +61,13 @@ def _details(error: errors.TiketError) -> list[Message]:
         return [error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN), *error.details]
     if isinstance(error, errors.ResourceExhausted):
         return _exhausted_details(error)
+    if isinstance(error, errors.NotFound) and error.resource_type:
+        info = error_details_pb2.ResourceInfo(
+            resource_type=error.resource_type,
+            resource_name=error.resource_name,
+            description=error.message,
+        )
+        return [info]
     return []
 
 

@@ -25,7 +25,9 @@ from libs.errors import (
     InvalidArgument,
     NotFound,
     ResourceExhausted,
+    not_found,
 )
+from libs.remote_errors import translate
 from libs.server.access import Policy
 from libs.server.interceptor import DETAILS_KEY, ServiceInterceptor
 from tests.support import keys
@@ -53,6 +55,10 @@ async def refused(request, context):
 
 async def missing(request, context):
     raise NotFound("user 42 not found")
+
+
+async def missing_card(request, context):
+    raise not_found("card", "CARD0001")
 
 
 async def crash(request, context):
@@ -87,6 +93,7 @@ UNARY = {
     "Invalid": invalid,
     "Refused": refused,
     "Missing": missing,
+    "MissingCard": missing_card,
     "Crash": crash,
     "Aborts": aborts,
     "Limited": limited,
@@ -284,6 +291,25 @@ async def test_other_domain_errors(channel: aio.Channel, method: str, code) -> N
     assert error.code() is code
     assert rich_status(error).details == []
     await counted(method, code.name, before + 1)
+
+
+async def test_not_found_names_what_was_not_found_and_a_caller_carries_it_on(
+    channel: aio.Channel,
+) -> None:
+    error = await failure(channel, "MissingCard")
+    assert error.code() is grpc.StatusCode.NOT_FOUND
+    assert error.details() == "card CARD0001 not found"
+    (packed,) = rich_status(error).details
+    info = error_details_pb2.ResourceInfo()
+    assert packed.Unpack(info)
+    assert (info.resource_type, info.resource_name) == ("card", "CARD0001")
+    # A service that called this one raises what it was told, ResourceInfo and all.
+    carried = translate(error, "the wallet (user service)", "journey")
+    assert isinstance(carried, NotFound)
+    assert (carried.resource_type, carried.resource_name) == ("card", "CARD0001")
+    assert carried.message == "card CARD0001 not found"
+    without = translate(await failure(channel, "Missing"), "the wallet", "journey")
+    assert isinstance(without, NotFound) and without.resource_type == ""
 
 
 async def test_unexpected_exception_is_internal_without_leaks(channel: aio.Channel) -> None:

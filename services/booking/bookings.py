@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from libs.auth.service_identity import ServiceIdentity
 from libs.db.transaction import in_transaction, read
-from libs.errors import FailedPrecondition
+from libs.errors import FailedPrecondition, found
 from services.booking import booking_store as bs
 from services.booking import domain, events, lifecycle, qr, store
 from services.booking import reservation_store as rs
@@ -30,7 +30,6 @@ from services.booking.domain import (
     BookingStatus,
     Payment,
     PaymentRecordStatus,
-    found,
 )
 from services.booking.payments import Payments
 from services.booking.refunds import FULL, refund_amount
@@ -146,7 +145,7 @@ class BookingApp:
             if booking.slot_id == new_slot_id:
                 return booking, None, []
             lifecycle.require_movable(booking, now)
-            target = found(await store.slot(conn, "slot_id", new_slot_id), f"slot {new_slot_id}")
+            target = found(await store.slot(conn, "slot_id", new_slot_id), "slot", new_slot_id)
             if (target.clinic_id, target.service_id) != (booking.clinic_id, booking.service_id):
                 raise FailedPrecondition(
                     "OTHER_SERVICE",
@@ -212,7 +211,7 @@ class BookingApp:
 
         async def work(conn: AsyncConnection) -> Booking:
             await bs.set_actor(conn, actor.label, kind.name)
-            booking = found(await bs.locked(conn, booking_id), f"booking {booking_id}")
+            booking = found(await bs.locked(conn, booking_id), "booking", booking_id)
             actor.require_clinic(booking.clinic_id)
             if booking.status is to:
                 return booking  # a retry
@@ -314,9 +313,9 @@ class BookingApp:
     def _party(
         actor: Actor, seen: Booking | None, booking_id: uuid.UUID, user_id: uuid.UUID | None
     ) -> Booking:
-        what = f"booking {booking_id}"
-        booking = found(seen, what)
-        actor.require_party(what, booking.user_id, booking.clinic_id, user_id)
+        record = ("booking", booking_id)
+        booking = found(seen, *record)
+        actor.require_party(record, booking.user_id, booking.clinic_id, user_id)
         return booking
 
 

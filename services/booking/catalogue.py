@@ -20,7 +20,14 @@ from tiket.booking.v1 import booking_pb2 as pb
 
 from libs.cache import LocalCache
 from libs.db.transaction import in_transaction, read
-from libs.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from libs.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    found,
+    not_found,
+)
 from services.booking import events, schedule, store
 from services.booking.availability import Availability
 from services.booking.domain import (
@@ -30,7 +37,6 @@ from services.booking.domain import (
     Slot,
     SlotStatus,
     Staff,
-    found,
     require_active,
 )
 from services.booking.domain import same_retry as check_retry
@@ -121,13 +127,13 @@ class CatalogueApp:
                     "time zone cannot change under them",
                 )
             changed = await store.update_clinic(conn, clinic_id, fields)
-            return found(changed, f"clinic {clinic_id}")
+            return found(changed, "clinic", clinic_id)
 
         return await in_transaction(self.pool, work, pipeline=False)
 
     async def get_clinic(self, clinic_id: uuid.UUID) -> Clinic:
         clinic = await read(self.pool, store.clinic, "clinic_id", clinic_id)
-        return found(clinic, f"clinic {clinic_id}")
+        return found(clinic, "clinic", clinic_id)
 
     async def list_clinics(self, active_only: bool, after: store.After, limit: int) -> list[Clinic]:
         return await read(self.pool, store.list_clinics, active_only, after, limit)
@@ -256,7 +262,7 @@ class CatalogueApp:
                 conn, clinic.id, request_id, fingerprint, skipped, actor.label
             )
             if batch_id is None:  # a concurrent first attempt committed it
-                first = found(await store.batch(conn, request_id), f"batch {request_id}")
+                first = found(await store.batch(conn, request_id), "batch", request_id)
                 return *_same_batch(first, fingerprint, request_id), False
             spec = replace(g.spec, request_id=None)
             slots = await self._insert(conn, actor, clinic, service, spec, planned, batch_id)
@@ -280,7 +286,7 @@ class CatalogueApp:
         stay: a slot closed for maintenance refuses new ones only."""
 
         async def work(conn: AsyncConnection) -> Slot:
-            current = found(await store.slot(conn, "slot_id", slot_id), f"slot {slot_id}")
+            current = found(await store.slot(conn, "slot_id", slot_id), "slot", slot_id)
             actor.require_clinic(current.clinic_id)
             changed = await store.set_slot_status(conn, slot_id, status, expected_version)
             if changed is None:
@@ -298,7 +304,7 @@ class CatalogueApp:
         return slot
 
     async def get_slot(self, slot_id: uuid.UUID) -> Slot:
-        return found(await read(self.pool, store.slot, "slot_id", slot_id), f"slot {slot_id}")
+        return found(await read(self.pool, store.slot, "slot_id", slot_id), "slot", slot_id)
 
     async def search(
         self,
@@ -314,13 +320,13 @@ class CatalogueApp:
             usable=lambda found: found is not None,
         )
         if service is None or service.clinic_id != clinic_id:
-            raise NotFound(f"service {service_id} not found in clinic {clinic_id}")
+            raise not_found("service", service_id, within=f"clinic {clinic_id}")
         return await self.availability.search(clinic_id, service_id, first, last, staff_id)
 
     # --- parts ----------------------------------------------------------------------------
 
     async def _clinic(self, conn: AsyncConnection, clinic_id: uuid.UUID) -> Clinic:
-        return found(await store.clinic(conn, "clinic_id", clinic_id), f"clinic {clinic_id}")
+        return found(await store.clinic(conn, "clinic_id", clinic_id), "clinic", clinic_id)
 
     async def _parts(self, conn: AsyncConnection, spec: SlotSpec) -> tuple[Clinic, ClinicService]:
         """The clinic and service a slot request names, both active, and its staff member
@@ -329,12 +335,12 @@ class CatalogueApp:
         require_active("clinic", clinic.id, clinic.is_active, "CLINIC_INACTIVE")
         service = await store.service(conn, "service_id", spec.service_id)
         if service is None or service.clinic_id != clinic.id:
-            raise NotFound(f"service {spec.service_id} not found in clinic {clinic.id}")
+            raise not_found("service", spec.service_id, within=f"clinic {clinic.id}")
         require_active("service", service.id, service.is_active, "SERVICE_INACTIVE")
         if spec.staff_id is not None:
             member = await store.staff(conn, "staff_id", spec.staff_id)
             if member is None or member.clinic_id != clinic.id:
-                raise NotFound(f"staff member {spec.staff_id} not found in clinic {clinic.id}")
+                raise not_found("staff member", spec.staff_id, within=f"clinic {clinic.id}")
             require_active("staff member", member.id, member.is_active, "STAFF_INACTIVE")
         return clinic, service
 

@@ -11,12 +11,10 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import TypeVar
 
 from libs.auth import Principal, Role
-from libs.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
+from libs.errors import AlreadyExists, FailedPrecondition, PermissionDenied, not_found
 
-T = TypeVar("T")
 # Seed 001 §4.1.2 and 2.1.3: a reservation holds its place for 10 minutes.
 RESERVATION_MINUTES = 10
 # "clinic:<clinic uuid>:<staff handle>" (booking.proto says why).
@@ -272,25 +270,22 @@ class Actor:
         raise PermissionDenied(f"a {self.role} token may not manage clinic {clinic_id}")
 
     def require_party(
-        self, what: str, user_id: uuid.UUID, clinic_id: uuid.UUID, asked_for: uuid.UUID | None
+        self,
+        record: tuple[str, uuid.UUID],
+        user_id: uuid.UUID,
+        clinic_id: uuid.UUID,
+        asked_for: uuid.UUID | None,
     ) -> None:
-        """May the actor act on `what`, a rider's record (of `user_id` at `clinic_id`)?
-        `asked_for` is the request's user_id (a `user` token always names itself there):
-        another rider's record is NOT_FOUND, so nothing hints that it exists; staff must
-        manage the clinic."""
+        """May the actor act on `record` (its type and id), a rider's (of `user_id` at
+        `clinic_id`)? `asked_for` is the request's user_id (a `user` token always names
+        itself there): another rider's record is NOT_FOUND exactly as a missing one is, so
+        nothing hints that it exists; staff must manage the clinic."""
         if (asked_for is not None and asked_for != user_id) or (
             self.role is Role.USER and str(user_id) != self.subject
         ):
-            raise NotFound(f"{what} not found")
+            raise not_found(*record)
         if self.role is Role.OPERATOR:
             self.require_clinic(clinic_id)
-
-
-def found(value: T | None, what: str) -> T:
-    """`value`, or NOT_FOUND naming `what` (e.g. "slot <id>") when it is None."""
-    if value is None:
-        raise NotFound(f"{what} not found")
-    return value
 
 
 def require_active(what: str, record_id: uuid.UUID, active: bool, reason: str) -> None:

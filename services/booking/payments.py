@@ -21,7 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from libs.auth.service_identity import ServiceIdentity
 from libs.db.transaction import in_transaction, read
-from libs.errors import FailedPrecondition, Unavailable
+from libs.errors import FailedPrecondition, Unavailable, found
 from services.booking import booking_store as bs
 from services.booking import events, gateway, lifecycle, qr
 from services.booking.config import BookingConfig
@@ -33,7 +33,6 @@ from services.booking.domain import (
     PaymentMethod,
     PaymentRecordStatus,
     Provider,
-    found,
 )
 from services.booking.events import Kind
 from services.booking.gateway import Midtrans, Outcome, Status
@@ -88,8 +87,8 @@ class Payments:
         scoped = f"{booking_id}:{key or method}"
 
         async def begin(conn: AsyncConnection) -> Payment:
-            booking = found(await bs.locked(conn, booking_id), f"booking {booking_id}")
-            actor.require_party(f"booking {booking_id}", booking.user_id, booking.clinic_id,
+            booking = found(await bs.locked(conn, booking_id), "booking", booking_id)
+            actor.require_party(("booking", booking_id), booking.user_id, booking.clinic_id,
                                 user_id)  # fmt: skip
             if first := await bs.payment(conn, "idempotency_key", scoped):
                 return first
@@ -224,7 +223,9 @@ class Payments:
                     description=f"Refund of booking {refund.booking_id}",
                 )  # fmt: skip
             else:
-                paid = found(await read(self.pool, bs.payment, "payment_id", refund.refund_of), "p")
+                paid = found(
+                    await read(self.pool, bs.payment, "payment_id", refund.refund_of), "payment"
+                )
                 await self._gateway().refund(
                     order_id(paid), str(refund.id), refund.amount, "booking cancelled or moved"
                 )
@@ -259,7 +260,7 @@ class Payments:
                 return current
             done = await bs.set_payment(conn, payment.id, **fields)
             if announce is not None:
-                booking = found(await bs.booking(conn, "booking_id", payment.booking_id), "b")
+                booking = found(await bs.booking(conn, "booking_id", payment.booking_id), "booking")
                 await events.announce(conn, booking, [announce], refund_amount=payment.amount)
             return done
 

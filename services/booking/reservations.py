@@ -15,7 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 from libs.auth import Role
 from libs.cache import LocalCache
 from libs.db.transaction import in_statement, in_transaction, read
-from libs.errors import Aborted, FailedPrecondition, PermissionDenied
+from libs.errors import Aborted, FailedPrecondition, PermissionDenied, found
 from services.booking import booking_store as bs
 from services.booking import domain, events, store
 from services.booking import reservation_store as rs
@@ -28,7 +28,6 @@ from services.booking.domain import (
     Reservation,
     ReservationStatus,
     Slot,
-    found,
 )
 from services.booking.users import Users
 
@@ -112,7 +111,7 @@ class ReservationApp:
                     "ALREADY_RESERVED", f"user {user_id} already holds a place of slot {slot_id}"
                 )
             slot = await read(self.pool, store.slot, "slot_id", slot_id)
-            refusal = domain.reservation_refusal(found(slot, f"slot {slot_id}"), datetime.now(UTC))
+            refusal = domain.reservation_refusal(found(slot, "slot", slot_id), datetime.now(UTC))
             if refusal is not None:
                 raise refusal
         raise Aborted(f"the places of slot {slot_id} kept changing; retry")
@@ -202,18 +201,18 @@ class ReservationApp:
         async def work(conn: AsyncConnection) -> tuple[Booking, Slot | None]:
             await bs.set_actor(conn, actor.label, "reservation_confirmed")
             locked = await rs.reservation(conn, reservation_id, lock=True)
-            reservation = found(locked, f"reservation {reservation_id}")
+            reservation = found(locked, "reservation", reservation_id)
             path = domain.confirm_path(reservation)
             if path is ConfirmPath.DONE:
                 booking = await bs.booking(conn, "reservation_id", reservation_id)
-                return found(booking, f"the booking of reservation {reservation_id}"), None
+                return found(booking, "booking of reservation", reservation_id), None
             if path is ConfirmPath.RETAKE:
                 slot = await rs.take_place(conn, reservation.slot_id)
                 if slot is None:
                     raise domain.retake_refused(reservation)
             else:
                 slot = await store.slot(conn, "slot_id", reservation.slot_id)
-                slot = found(slot, f"slot {reservation.slot_id}")
+                slot = found(slot, "slot", reservation.slot_id)
             amounts = domain.booking_amounts(slot.price, discount)
             booking = await bs.insert_booking(conn, reservation, slot, amounts, notes)
             confirmed = await rs.set_reservation_status(
@@ -247,9 +246,9 @@ class ReservationApp:
     async def booking(
         self, actor: Actor, booking_id: uuid.UUID, user_id: uuid.UUID | None
     ) -> Booking:
-        what = f"booking {booking_id}"
-        booking = found(await read(self.pool, bs.booking, "booking_id", booking_id), what)
-        actor.require_party(what, booking.user_id, booking.clinic_id, user_id)
+        record = ("booking", booking_id)
+        booking = found(await read(self.pool, bs.booking, "booking_id", booking_id), *record)
+        actor.require_party(record, booking.user_id, booking.clinic_id, user_id)
         return booking
 
     # --- parts ----------------------------------------------------------------------------
@@ -262,7 +261,7 @@ class ReservationApp:
             lambda: read(self.pool, store.slot, "slot_id", slot_id),
             usable=lambda found: found is not None,
         )
-        return found(facts, f"slot {slot_id}")
+        return found(facts, "slot", slot_id)
 
     @staticmethod
     def _party(
@@ -271,7 +270,7 @@ class ReservationApp:
         reservation_id: uuid.UUID,
         user_id: uuid.UUID | None,
     ) -> Reservation:
-        what = f"reservation {reservation_id}"
-        reservation = found(seen, what)
-        actor.require_party(what, reservation.user_id, reservation.clinic_id, user_id)
+        record = ("reservation", reservation_id)
+        reservation = found(seen, *record)
+        actor.require_party(record, reservation.user_id, reservation.clinic_id, user_id)
         return reservation

@@ -22,7 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 from tiket.booking.v1 import booking_pb2 as pb
 
 from libs.db.transaction import in_transaction, read
-from libs.errors import NotFound
+from libs.errors import not_found
 from libs.money import to_money
 from libs.periodic import Periodic
 from services.booking.domain import Actor
@@ -113,9 +113,9 @@ async def daily(
         known = await cur.fetchone()
         assert known is not None
         if not known[0]:
-            raise NotFound(f"clinic {clinic_id} not found")
+            raise not_found("clinic", clinic_id)
         if service_id is not None and not known[1]:
-            raise NotFound(f"service {service_id} not found in clinic {clinic_id}")
+            raise not_found("service", service_id, within=f"clinic {clinic_id}")
         rows = conn.cursor(row_factory=class_row(DailyStats))
         await rows.execute(
             f"""SELECT booking_date AS day, service_id, total_bookings, completed_bookings,

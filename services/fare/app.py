@@ -14,10 +14,10 @@ from psycopg import AsyncConnection, errors
 from psycopg_pool import AsyncConnectionPool
 
 from libs.db.transaction import in_transaction, read
-from libs.errors import Aborted, AlreadyExists, NotFound
+from libs.errors import Aborted, AlreadyExists, NotFound, found, not_found
 from services.fare import domain, events, store
 from services.fare.cache import FareCache, origin_key, pair_key
-from services.fare.domain import FareSet, FareVersion, Terminal, found
+from services.fare.domain import FareSet, FareVersion, Terminal
 
 T = TypeVar("T")
 
@@ -72,7 +72,11 @@ class FareApp:
         in_force = domain.version_at(versions, at)
         if in_force is None:
             await self._require_terminals(origin, destination)
-            raise NotFound(f"no fare from {origin} to {destination} in force at {at.isoformat()}")
+            raise NotFound(
+                f"no fare from {origin} to {destination} in force at {at.isoformat()}",
+                resource_type="fare",
+                resource_name=f"{origin}/{destination}",
+            )
         return in_force
 
     async def get_max_fare(self, origin: str, at: datetime) -> FareVersion:
@@ -82,7 +86,11 @@ class FareApp:
         dearest = domain.max_fare_at(versions, at)
         if dearest is None:
             await self._require_terminals(origin)
-            raise NotFound(f"no fare from {origin} in force at {at.isoformat()}")
+            raise NotFound(
+                f"no fare from {origin} in force at {at.isoformat()}",
+                resource_type="fare",
+                resource_name=f"{origin}/*",
+            )
         return dearest
 
     async def list_fares(
@@ -136,7 +144,7 @@ class FareApp:
         known = {t.code for t in await read(self.pool, store.terminals, codes)}
         for code in codes:
             if code not in known:
-                raise NotFound(f"terminal {code} not found")
+                raise not_found("terminal", code)
 
 
 async def pair_terminals(
@@ -144,8 +152,8 @@ async def pair_terminals(
 ) -> tuple[Terminal, Terminal]:
     found_by_code = {t.code: t for t in await store.terminals(conn, [origin, destination])}
     return (
-        found(found_by_code.get(origin), f"terminal {origin}"),
-        found(found_by_code.get(destination), f"terminal {destination}"),
+        found(found_by_code.get(origin), "terminal", origin),
+        found(found_by_code.get(destination), "terminal", destination),
     )
 
 

@@ -8,11 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import TypeVar
 
-from libs.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-
-T = TypeVar("T")
+from libs.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 
 # fares.price is NUMERIC(10,2) (seed 004).
 MAX_PRICE = Decimal("99999999.99")
@@ -236,12 +233,6 @@ def updated_fields(
             changed.append(path)
         values.update(new)
     return TerminalFields(**values), changed
-
-
-def found(value: T | None, what: str) -> T:
-    if value is None:
-        raise NotFound(f"{what} not found")
-    return value
 
 
 def same_terminal(existing: Terminal, wanted: TerminalFields) -> Terminal:

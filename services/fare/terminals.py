@@ -10,8 +10,9 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from libs.db.transaction import in_transaction, read
+from libs.errors import found
 from services.fare import domain, events, store
-from services.fare.domain import Gate, GateStatus, GateType, Terminal, TerminalFields, found
+from services.fare.domain import Gate, GateStatus, GateType, Terminal, TerminalFields
 
 SWEEP_BATCH = 500
 
@@ -28,7 +29,7 @@ class TerminalApp:
         async def work(conn: AsyncConnection) -> Terminal:
             created = await store.insert_terminal(conn, code, fields)
             if created is None:  # the code exists: a retry, or another terminal
-                existing = found(await store.terminal(conn, code), f"terminal {code}")
+                existing = found(await store.terminal(conn, code), "terminal", code)
                 return domain.same_terminal(existing, fields)
             await events.terminal_changed(conn, created, None)
             return created
@@ -36,7 +37,7 @@ class TerminalApp:
         return await in_transaction(self.pool, work)
 
     async def get_terminal(self, code: str) -> Terminal:
-        return found(await read(self.pool, store.terminal, code), f"terminal {code}")
+        return found(await read(self.pool, store.terminal, code), "terminal", code)
 
     async def list_terminals(
         self, active_only: bool, after_code: str | None, limit: int
@@ -47,7 +48,7 @@ class TerminalApp:
         self, code: str, wanted: TerminalFields, mask: Sequence[str]
     ) -> Terminal:
         async def work(conn: AsyncConnection) -> Terminal:
-            current = found(await store.terminal(conn, code, lock=True), f"terminal {code}")
+            current = found(await store.terminal(conn, code, lock=True), "terminal", code)
             fields, changed = domain.updated_fields(current, wanted, mask)
             if not changed:
                 return current
@@ -61,9 +62,13 @@ class TerminalApp:
 
     async def register_gate(self, terminal_code: str, gate_code: str, gate_type: GateType) -> Gate:
         async def work(conn: AsyncConnection) -> Gate:
-            terminal = found(await store.terminal(conn, terminal_code), f"terminal {terminal_code}")
+            terminal = found(await store.terminal(conn, terminal_code), "terminal", terminal_code)
             created = await store.insert_gate(conn, terminal.id, gate_code, gate_type)
-            gate = found(await self._gate(conn, terminal_code, gate_code), "gate")
+            gate = found(
+                await self._gate(conn, terminal_code, gate_code),
+                "gate",
+                f"{terminal_code}/{gate_code}",
+            )
             return gate if created else domain.same_gate(gate, gate_type)
 
         return await in_transaction(self.pool, work)
@@ -94,7 +99,7 @@ class TerminalApp:
     ) -> Gate:
         async def work(conn: AsyncConnection) -> Gate:
             before = await self._gate(conn, terminal_code, gate_code, lock=True)
-            before = found(before, f"gate {gate_code} of terminal {terminal_code}")
+            before = found(before, "gate", f"{terminal_code}/{gate_code}")
             if not beat and before.reported_status is status:
                 return before
             last_heartbeat, updated_at = await store.set_gate_status(

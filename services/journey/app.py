@@ -13,7 +13,7 @@ from tiket.journey.v1 import journey_pb2
 from libs.auth import Principal, Role
 from libs.cache import Cache
 from libs.db.transaction import read
-from libs.errors import NotFound, PermissionDenied
+from libs.errors import NotFound, PermissionDenied, not_found
 from services.journey import store
 from services.journey.checkin import CheckIns
 from services.journey.checkout import CheckOuts
@@ -65,7 +65,11 @@ class JourneyApp:
             user_id = (await self.wallet.rider(card_id)).user_id
         journey = await read(self.pool, store.active_journey, user_id)
         if journey is None:
-            raise NotFound(f"no active journey for {card_id or user_id}")
+            raise NotFound(
+                f"no active journey for {card_id or user_id}",
+                resource_type="active journey",
+                resource_name=card_id or str(user_id),
+            )
         return journey
 
     async def journey(self, journey_id: uuid.UUID, caller: Principal | None) -> Journey:
@@ -76,7 +80,7 @@ class JourneyApp:
         if caller is not None and caller.role is Role.USER and not mine:
             raise PermissionDenied("a user token may only read its own journeys")
         if journey is None:
-            raise NotFound(f"journey {journey_id} not found")
+            raise not_found("journey", journey_id)
         return journey
 
     async def list_journeys(

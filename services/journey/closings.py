@@ -129,5 +129,9 @@ class Undo(Enum):
 
 def _found(value: Journey | None, journey: Journey) -> Journey:
     if value is None:  # an incomplete journey undone by a concurrent attempt
-        raise NotFound(f"journey {journey.id} was undone")
+        raise NotFound(
+            f"journey {journey.id} was undone",
+            resource_type="journey",
+            resource_name=str(journey.id),
+        )
     return value

@@ -16,7 +16,7 @@ from grpc import aio
 from tiket.fare.v1 import fare_pb2, fare_pb2_grpc
 
 from libs.cache import LocalCache
-from libs.errors import FailedPrecondition, NotFound
+from libs.errors import FailedPrecondition, NotFound, not_found
 from libs.money import from_money
 from libs.timestamps import to_timestamp
 from services.journey import remote
@@ -63,7 +63,7 @@ class FareLookups:
             self._gates.forget(terminal_code)  # registered since we looked?
             gates = await self._gates.get(terminal_code, lambda: self._load_gates(terminal_code))
         if gate_code not in gates:
-            raise NotFound(f"gate {gate_code} of terminal {terminal_code} not found")
+            raise not_found("gate", f"{terminal_code}/{gate_code}")
         return gates[gate_code]
 
     async def terminal(self, code: str) -> Terminal:

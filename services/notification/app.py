@@ -15,7 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from libs.auth import Principal, Role
 from libs.db.transaction import after_commit, in_statement, in_transaction, read
-from libs.errors import NotFound, PermissionDenied
+from libs.errors import PermissionDenied, not_found
 from libs.events.envelope import CloudEvent
 from services.notification import audience, intake, render, store
 from services.notification.config import NotificationConfig
@@ -142,7 +142,7 @@ class NotificationApp:
         if caller is not None and caller.role is Role.USER and not mine:
             raise PermissionDenied("a user token may only read its own notifications")
         if found is None:
-            raise NotFound(f"notification {notification_id} not found")
+            raise not_found("notification", notification_id)
         return found
 
     async def notifications(

@@ -14,7 +14,7 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from libs.db.database import enum_types
-from libs.errors import FailedPrecondition, NotFound
+from libs.errors import FailedPrecondition, not_found
 from services.notification.domain import (
     Attempt,
     Channel,
@@ -217,7 +217,7 @@ async def retry(conn: AsyncConnection, notification_id: int) -> None:
     """Put a failed notification's failed deliveries back to pending with no attempts."""
     statuses = await lock_notifications(conn, [notification_id])
     if not statuses:
-        raise NotFound(f"notification {notification_id} not found")
+        raise not_found("notification", notification_id)
     if statuses[0] is not NotificationStatus.FAILED:
         raise FailedPrecondition(
             "NOT_FAILED", f"notification {notification_id} is {statuses[0]}, not failed"

@@ -15,7 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from libs.cache import Cache
 from libs.db.transaction import in_statement, in_transaction, read
-from libs.errors import AlreadyExists, NotFound
+from libs.errors import AlreadyExists, found
 from services.user import domain, events, store
 from services.user.domain import Hold, LedgerEntry, LedgerKind, Pet, User, UserStatus, Wallet
 
@@ -70,11 +70,11 @@ class UserApp:
             _encode_user,
             _decode_user,
         )
-        return _found(user, f"user {user_id}")
+        return found(user, "user", user_id)
 
     async def get_user_by_card(self, card_id: str) -> User:
         user = await read(self.pool, store.user_by, "card_id", card_id)
-        return _found(user, f"card {card_id}")
+        return found(user, "card", card_id)
 
     async def list_users(
         self, status: UserStatus | None, after: tuple[datetime, uuid.UUID] | None, limit: int
@@ -85,7 +85,7 @@ class UserApp:
         self, user_id: uuid.UUID, status: UserStatus, reason: str | None
     ) -> User:
         async def work(conn: AsyncConnection) -> User:
-            before = _found(await store.lock_wallet(conn, user_id), f"user {user_id}")
+            before = found(await store.lock_wallet(conn, user_id), "user", user_id)
             domain.check_activation(before, status)
             user = await store.set_status(conn, user_id, status, reason)
             if before.status != status:
@@ -108,12 +108,12 @@ class UserApp:
         request_id: str | None,
     ) -> Pet:
         async def work(conn: AsyncConnection) -> Pet:
-            _found(await store.user_by(conn, "id", user_id), f"user {user_id}")
+            found(await store.user_by(conn, "id", user_id), "user", user_id)
             pet = await store.insert_pet(
                 conn, user_id, name, species, breed, birth_date, request_id
             )
             if pet is None:  # a retry: the first call's pet
-                first = _found(await store.pet_by_request(conn, request_id or ""), "pet")
+                first = found(await store.pet_by_request(conn, request_id or ""), "pet")
                 return domain.same_retry(
                     first,
                     "pet",
@@ -130,7 +130,7 @@ class UserApp:
 
     async def list_pets(self, user_id: uuid.UUID) -> list[Pet]:
         async def query(conn: AsyncConnection) -> list[Pet]:
-            _found(await store.user_by(conn, "id", user_id), f"user {user_id}")
+            found(await store.user_by(conn, "id", user_id), "user", user_id)
             return await store.list_pets(conn, user_id)
 
         return await read(self.pool, query)
@@ -138,13 +138,13 @@ class UserApp:
     # --- wallet --------------------------------------------------------------------
 
     async def get_wallet(self, user_id: uuid.UUID) -> Wallet:
-        return _found(await read(self.pool, store.wallet, user_id), f"user {user_id}")
+        return found(await read(self.pool, store.wallet, user_id), "user", user_id)
 
     async def list_entries(
         self, user_id: uuid.UUID, before_id: int | None, limit: int
     ) -> list[LedgerEntry]:
         async def query(conn: AsyncConnection) -> list[LedgerEntry]:
-            _found(await store.user_by(conn, "id", user_id), f"user {user_id}")
+            found(await store.user_by(conn, "id", user_id), "user", user_id)
             return await store.list_entries(conn, user_id, before_id, limit)
 
         return await read(self.pool, query)
@@ -194,7 +194,7 @@ class UserApp:
         refuses an active card in debt at every statement)."""
 
         async def work(conn: AsyncConnection) -> tuple[LedgerEntry, bool]:
-            wallet = _found(await store.lock_wallet(conn, user_id), f"user {user_id}")
+            wallet = found(await store.lock_wallet(conn, user_id), "user", user_id)
             if first := await store.entry_by_key(conn, user_id, kind, key):
                 return domain.same_request(first, user_id, amount, reference), False
             if kind is LedgerKind.TOP_UP:
@@ -254,8 +254,8 @@ class UserApp:
                 conn, hold, events.hold_staged("wallet.hold_placed", hold)
             )
 
-        found = await in_statement(self.pool, work)
-        wallet, first, placed = _found(found, f"user {user_id}")
+        staged = await in_statement(self.pool, work)
+        wallet, first, placed = found(staged, "user", user_id)
         if placed:
             return hold, wallet.available - amount
         if first is None:
@@ -276,7 +276,7 @@ class UserApp:
         (store.CAPTURE_HOLD) that checks again. Anything else — a retry, a refusal, a hold
         that changed meanwhile — is decided under the hold's lock by the database's clock."""
         column, value = selector
-        seen = _found(await read(self.pool, store.hold_by, column, value), f"hold {value}")
+        seen = found(await read(self.pool, store.hold_by, column, value), "hold", value)
         now = datetime.now(UTC)  # a guess: the statement's clock decides, and sets closed_at
         if domain.looks_capturable(seen, final_amount, now):
             captured = domain.captured(seen, final_amount, now)
@@ -298,7 +298,7 @@ class UserApp:
             hold, now = await self._locked_hold(conn, selector)
             if not domain.check_capture(hold, final_amount, now):
                 entry = await store.entry_of_hold(conn, hold.id)
-                return hold, entry, _found(await store.wallet(conn, hold.user_id), "wallet")
+                return hold, entry, found(await store.wallet(conn, hold.user_id), "wallet")
             captured = domain.captured(hold, final_amount, now)
             entry, wallet = await store.apply_capture(conn, captured)
             await events.hold_changed(conn, "wallet.hold_captured", captured, wallet.available)
@@ -312,7 +312,7 @@ class UserApp:
             if not domain.check_release(hold):
                 return hold
             [released] = await store.release_holds(conn, [hold.id], "released")
-            wallet = _found(await store.wallet(conn, hold.user_id), "wallet")
+            wallet = found(await store.wallet(conn, hold.user_id), "wallet")
             await events.hold_changed(conn, "wallet.hold_released", released, wallet.available)
             return released
 
@@ -320,7 +320,7 @@ class UserApp:
 
     async def get_hold(self, selector: tuple[str, object]) -> Hold:
         column, value = selector
-        return _found(await read(self.pool, store.hold_by, column, value), f"hold {value}")
+        return found(await read(self.pool, store.hold_by, column, value), "hold", value)
 
     async def release_expired_holds(self) -> int:
         """Release one batch of expired holds; return how many. Safe to run on every replica
@@ -344,7 +344,7 @@ class UserApp:
         self, conn: AsyncConnection, selector: tuple[str, object]
     ) -> tuple[Hold, datetime]:
         column, value = selector
-        return _found(await store.lock_hold(conn, column, value), f"hold {value}")
+        return found(await store.lock_hold(conn, column, value), "hold", value)
 
     # --- export --------------------------------------------------------------------
 
@@ -373,12 +373,6 @@ async def _debt_status(
     """Apply the debt rule's status change, with its user.status_changed."""
     user = await store.set_status(conn, wallet.user_id, change.status, change.reason)
     await events.status_changed(conn, user, wallet.status, wallet.available + moved)
-
-
-def _found(value, what: str):
-    if value is None:
-        raise NotFound(f"{what} not found")
-    return value
 
 
 def _encode_user(user: User) -> bytes:

@@ -6,6 +6,11 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 
+def status_bytes(error: grpc.aio.AioRpcError) -> bytes:
+    """The serialized google.rpc.Status a failed call carried (b"" when none)."""
+    return dict(error.trailing_metadata() or ()).get("grpc-status-details-bin", b"")
+
+
 def bad_request_fields(error: grpc.aio.AioRpcError) -> list[str]:
     """Field names in the google.rpc.BadRequest detail of `error`."""
     raw = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")

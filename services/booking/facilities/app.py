@@ -14,8 +14,8 @@ from psycopg import AsyncConnection, errors
 from psycopg_pool import AsyncConnectionPool
 
 from libs.db.transaction import in_statement, in_transaction, read
-from libs.errors import Aborted, FailedPrecondition, NotFound, PermissionDenied
-from services.booking.domain import Actor, found, same_retry
+from libs.errors import Aborted, FailedPrecondition, PermissionDenied, found, not_found
+from services.booking.domain import Actor, same_retry
 from services.booking.facilities import availability, changes, store
 from services.booking.facilities.availability import Interval
 from services.booking.facilities.changes import APPROVED, REJECTED, UPDATED
@@ -64,7 +64,7 @@ class Facilities:
 
     async def load(self, facility_id: uuid.UUID) -> Facility:
         facility = await read(self.pool, store.facility, "facility_id", facility_id)
-        facility = found(facility, f"facility {facility_id}")
+        facility = found(facility, "facility", facility_id)
         if len(self._known) >= KNOWN_FACILITIES:
             self._known.clear()
         self._known[facility_id] = facility
@@ -101,14 +101,14 @@ class FacilityApp:
 
         async def work(conn: AsyncConnection) -> Facility:
             if not await store.replace_hours(conn, facility_id, windows):
-                raise NotFound(f"facility {facility_id} not found")
+                raise not_found("facility", facility_id)
             return found(await store.facility(conn, "facility_id", facility_id), "facility")
 
         return await in_transaction(self.pool, work, pipeline=False)
 
     async def get_facility(self, facility_id: uuid.UUID) -> Facility:
         facility = await read(self.pool, store.facility, "facility_id", facility_id)
-        return found(facility, f"facility {facility_id}")
+        return found(facility, "facility", facility_id)
 
     async def list_facilities(
         self, active_only: bool, after: store.After, limit: int
@@ -160,7 +160,7 @@ class FacilityApp:
         self, actor: Actor, booking_id: uuid.UUID, asked_for: uuid.UUID | None
     ) -> tuple[FacilityBooking, Facility]:
         async def query(conn: AsyncConnection) -> tuple[FacilityBooking, Facility]:
-            booking = found(await store.booking(conn, booking_id), f"facility booking {booking_id}")
+            booking = found(await store.booking(conn, booking_id), "facility booking", booking_id)
             require_party(actor, booking, asked_for)
             facility = await store.facility(conn, "facility_id", booking.facility_id)
             return booking, found(facility, "facility")
@@ -179,7 +179,11 @@ class FacilityApp:
 
         async def work(conn: AsyncConnection) -> tuple[FacilityBooking, Facility]:
             booking = await self._locked(conn, actor, booking_id, asked_for)
-            facility = found(await store.facility(conn, "facility_id", booking.facility_id), "")
+            facility = found(
+                await store.facility(conn, "facility_id", booking.facility_id),
+                "facility",
+                booking.facility_id,
+            )
             if not check_cancellable(booking, datetime.now(UTC)):
                 return booking, facility
             changed = await changes.cancel(conn, actor, booking, facility, reason, context)
@@ -201,7 +205,11 @@ class FacilityApp:
 
         async def work(conn: AsyncConnection) -> tuple[FacilityBooking, Facility]:
             booking = await self._locked(conn, actor, booking_id, None)
-            facility = found(await store.facility(conn, "facility_id", booking.facility_id), "")
+            facility = found(
+                await store.facility(conn, "facility_id", booking.facility_id),
+                "facility",
+                booking.facility_id,
+            )
             if not check_decidable(booking, to):
                 return booking, facility
             changed = await store.set_status(conn, booking_id, to, actor.label, reason)
@@ -276,7 +284,7 @@ class FacilityApp:
         async def query(conn: AsyncConnection) -> list[tuple[Facility, list[DayUse]]]:
             chosen = await store.facilities_with_hours(conn, facility_id)
             if facility_id is not None and not chosen:
-                raise NotFound(f"facility {facility_id} not found")
+                raise not_found("facility", facility_id)
             if not chosen:
                 return []
             # Whole local days: from the earliest zone's midnight to the latest one's.
@@ -331,7 +339,7 @@ class FacilityApp:
         asked_for: uuid.UUID | None,
     ) -> FacilityBooking:
         booking = await store.booking(conn, booking_id, lock=True)
-        booking = found(booking, f"facility booking {booking_id}")
+        booking = found(booking, "facility booking", booking_id)
         require_party(actor, booking, asked_for)
         return booking
 

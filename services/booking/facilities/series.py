@@ -12,8 +12,8 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from libs.db.transaction import in_transaction
-from libs.errors import FailedPrecondition
-from services.booking.domain import Actor, found, same_retry
+from libs.errors import FailedPrecondition, found
+from services.booking.domain import Actor, same_retry
 from services.booking.facilities import changes, recurrence, series_store, store
 from services.booking.facilities.domain import (
     HOLDING,
@@ -50,7 +50,7 @@ class SeriesApp:
         async def work(conn: AsyncConnection) -> BookedSeries:
             first = asked.first
             facility = await store.facility(conn, "facility_id", first.facility_id, lock=True)
-            facility = found(facility, f"facility {first.facility_id}")
+            facility = found(facility, "facility", first.facility_id)
             series_id = uuid.uuid4()
             if not await series_store.insert_series(conn, series_id, _series_row(asked, actor)):
                 return await _retried(conn, asked, facility)
@@ -82,10 +82,14 @@ class SeriesApp:
 
         async def work(conn: AsyncConnection) -> tuple[list[FacilityBooking], Facility]:
             series = found(
-                await series_store.series(conn, series_id, lock=True), f"series {series_id}"
+                await series_store.series(conn, series_id, lock=True), "facility series", series_id
             )
             require_party(actor, series, asked_for, "facility series")
-            facility = found(await store.facility(conn, "facility_id", series.facility_id), "")
+            facility = found(
+                await store.facility(conn, "facility_id", series.facility_id),
+                "facility",
+                series.facility_id,
+            )
             now = datetime.now(UTC)
             start = max(since or now, now)
             cancelled: list[FacilityBooking] = []

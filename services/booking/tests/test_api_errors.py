@@ -35,7 +35,7 @@ from services.booking.tests.stack import (
     row_counts,
     stamp,
 )
-from tests.support.grpc_errors import bad_request_fields, error_reason
+from tests.support.grpc_errors import bad_request_fields, error_reason, status_bytes
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -717,6 +717,15 @@ async def test_a_rider_cannot_reach_another_riders_reservation_or_booking(
                 wrong.append(f"{method} naming {user_id!r}: {error.code().name}, not {code.name}")
     assert wrong == []
     assert await row_counts(stack.database_url()) == before
+    # The refusal is a missing record's, word for word and detail for detail.
+    hidden = await refusal(call(stack, *requests(intruder)[0], stack.as_rider(intruder)))
+    missing_id = str(uuid.uuid4())
+    lookup = pb.GetReservationRequest(reservation_id=missing_id, user_id=intruder)
+    missing = await refusal(call(stack, "GetReservation", lookup, stack.as_rider(intruder)))
+    assert hidden.details().replace(held.reservation_id, missing_id) == missing.details()
+    assert status_bytes(hidden).replace(
+        held.reservation_id.encode(), missing_id.encode()
+    ) == status_bytes(missing)
     seen = await stack.booking.GetReservation(
         pb.GetReservationRequest(reservation_id=held.reservation_id, user_id=owner),
         metadata=stack.as_rider(owner),

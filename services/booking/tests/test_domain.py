@@ -11,7 +11,7 @@ from decimal import Decimal
 import pytest
 
 from libs.auth import Principal, Role
-from libs.errors import FailedPrecondition, NotFound, PermissionDenied
+from libs.errors import FailedPrecondition, NotFound, PermissionDenied, found
 from services.booking import domain, refunds
 from services.booking.domain import (
     Actor,
@@ -66,16 +66,25 @@ def test_admins_manage_every_clinic_and_riders_none() -> None:
         rider.require_clinic(CLINIC)
 
 
+RECORD = ("booking", uuid.UUID(int=7))
+
+
 def test_a_rider_sees_only_their_own_records_and_another_riders_is_not_found() -> None:
     rider = Actor.of(Principal(Role.USER, str(RIDER)))
-    rider.require_party("booking b", RIDER, CLINIC, RIDER)
-    with pytest.raises(NotFound):
-        rider.require_party("booking b", uuid.uuid4(), CLINIC, None)
+    rider.require_party(RECORD, RIDER, CLINIC, RIDER)
+    with pytest.raises(NotFound) as hidden:
+        rider.require_party(RECORD, uuid.uuid4(), CLINIC, None)
+    with pytest.raises(NotFound) as missing:
+        found(None, *RECORD)
+    seen = [
+        (e.value.message, e.value.resource_type, e.value.resource_name) for e in (hidden, missing)
+    ]
+    assert seen[0] == seen[1]  # nothing tells a hidden record from a missing one
     admin = Actor.of(Principal(Role.ADMIN, "ops"))
     with pytest.raises(NotFound):  # the request named another rider than the record's
-        admin.require_party("booking b", RIDER, CLINIC, uuid.uuid4())
+        admin.require_party(RECORD, RIDER, CLINIC, uuid.uuid4())
     with pytest.raises(PermissionDenied):
-        operator(f"clinic:{OTHER}:x").require_party("booking b", RIDER, CLINIC, None)
+        operator(f"clinic:{OTHER}:x").require_party(RECORD, RIDER, CLINIC, None)
 
 
 def slot(**changes) -> Slot:

@@ -166,7 +166,7 @@ async def test_unknown_terminals_and_missing_fares_are_not_found(fares, db):
         ("UpdateTerminal", F.UpdateTerminalRequest(terminal=F.Terminal(code="Z", name="x"), update_mask=FieldMask(paths=["name"])), "terminal Z"),
         ("RegisterGate", F.RegisterGateRequest(terminal_code="Z", gate_code="Z-1", type=1), "terminal Z"),
         ("ListGates", F.ListGatesRequest(terminal_code="Z"), "terminal Z"),
-        ("Heartbeat", F.HeartbeatRequest(terminal_code="A", gate_code="A-NOPE"), "gate A-NOPE"),
+        ("Heartbeat", F.HeartbeatRequest(terminal_code="A", gate_code="A-NOPE"), "gate A/A-NOPE"),
         ("SetFare", F.SetFareRequest(origin_code="A", destination_code="Z", price=idr(1)), "terminal Z"),
         ("GetFare", F.GetFareRequest(origin_code="Z", destination_code="A"), "terminal Z"),
         ("GetFare", F.GetFareRequest(origin_code="A", destination_code="F"), "no fare from A to F"),

@@ -22,7 +22,12 @@ def details_of(error: grpc.aio.AioRpcError):
     raw = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
     assert raw, f"{error.code()} without details"
     status = status_pb2.Status.FromString(raw)
-    for kind in (error_details_pb2.BadRequest, error_details_pb2.ErrorInfo):
+    kinds = (
+        error_details_pb2.BadRequest,
+        error_details_pb2.ErrorInfo,
+        error_details_pb2.ResourceInfo,
+    )
+    for kind in kinds:
         detail = kind()
         if status.details[0].Unpack(detail):
             return detail
@@ -69,20 +74,25 @@ async def test_a_tap_far_in_the_future_is_invalid_and_writes_nothing(mesh):
 @pytest.mark.parametrize(
     ("card", "terminal", "gate", "code", "reason"),
     [
-        ("NOSUCHCARD01", "A", "A-ENTRY-01", grpc.StatusCode.NOT_FOUND, None),
-        (None, "A", "A-ENTRY-99", grpc.StatusCode.NOT_FOUND, None),
-        (None, "Z", "Z-ENTRY-01", grpc.StatusCode.NOT_FOUND, None),
+        ("NOSUCHCARD01", "A", "A-ENTRY-01", grpc.StatusCode.NOT_FOUND, ("card", "NOSUCHCARD01")),
+        (None, "A", "A-ENTRY-99", grpc.StatusCode.NOT_FOUND, ("gate", "A/A-ENTRY-99")),
+        (None, "Z", "Z-ENTRY-01", grpc.StatusCode.NOT_FOUND, ("terminal", "Z")),
         (None, "A", "A-EXIT-01", grpc.StatusCode.FAILED_PRECONDITION, "WRONG_GATE_TYPE"),
     ],
 )
 async def test_unknown_card_gate_terminal_and_exit_gates_refuse_entry(
     mesh, card, terminal, gate, code, reason
 ):
+    """A NOT_FOUND says what was not found (google.rpc.ResourceInfo): a gate tells a rider's
+    unknown card from its own missing registration."""
     _, rider = await new_rider(mesh)
     before = await counts(mesh)
     error = await refused(tap_in(mesh, card or rider, terminal, gate))
     assert error.code() == code
-    if reason:
+    if code is grpc.StatusCode.NOT_FOUND:
+        info = details_of(error)
+        assert (info.resource_type, info.resource_name) == reason
+    else:
         assert details_of(error).reason == reason
     assert await counts(mesh) == before
 
