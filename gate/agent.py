@@ -75,7 +75,7 @@ class GateAgent:
         self.online = True
         # An online answer this process has written down for `tiket gate status`.
         self._online_noted = False
-        self._told_no_snapshot = False
+        self._told: set[str] = set()  # reasons staff were warned of (once a run)
         # A fault that is not the network (our token refused, a broken answer): heartbeat ERROR.
         self.problem = ""
         self._jobs: list[Periodic] = []
@@ -142,6 +142,13 @@ class GateAgent:
                 self._went_offline(str(no_answer))
             else:
                 self._came_online()
+                if answer.reason == "GATE_NOT_REGISTERED":
+                    self._warn_once(
+                        answer.reason,
+                        f"the journey service does not know this gate ({answer.detail}): "
+                        "register it (FareService/RegisterGate) or correct "
+                        "TIKET_GATE_TERMINAL and TIKET_GATE_CODE",
+                    )
                 if answer.open:
                     held = answer.amount if direction is Direction.CHECK_IN else Decimal(0)
                     await self.db.run(record_online, tap, to_cents(held or Decimal(0)), now())
@@ -155,17 +162,23 @@ class GateAgent:
                     tap.tap_id,
                 )
         verdict = await self.db.run(decide_offline, tap)
-        if verdict.reason == "NO_SNAPSHOT" and not self._told_no_snapshot:
-            self._told_no_snapshot = True
-            log.warning(
-                "gate: no snapshot of cards and fares yet, so offline taps are refused; "
-                "`tiket gate serve` loads one while the network answers"
+        if verdict.reason == "NO_SNAPSHOT":
+            self._warn_once(
+                verdict.reason,
+                "no snapshot of cards and fares yet, so offline taps are refused; "
+                "`tiket gate serve` loads one while the network answers",
             )
         # Offline, the rider sees what was held at an entry; an exit's fare is the server's.
         shown = verdict.offline_amount if direction is Direction.CHECK_IN else None
         return Decision(
             verdict.open, card_id, direction, "offline", verdict.reason, shown, tap.tap_id
         )
+
+    def _warn_once(self, reason: str, message: str) -> None:
+        """Tell staff of a fault behind `reason` once a run, not at every rider's tap."""
+        if reason not in self._told:
+            self._told.add(reason)
+            log.warning("gate: %s", message)
 
     def _direction(self, asked: str | None) -> tuple[Direction | None, str]:
         gate = self.config.direction

@@ -34,6 +34,10 @@ REFUSALS: dict[str, tuple[str, str]] = {
         "Gerbang sedang tidak beroperasi. Gunakan gerbang lain.",
         "This gate is out of service. Please use another gate.",
     ),
+    "GATE_NOT_REGISTERED": (
+        "Gerbang ini belum terdaftar. Hubungi petugas.",
+        "This gate is not registered. Please contact staff.",
+    ),
     "TERMINAL_CLOSED": ("Terminal sedang tutup.", "This terminal is closed."),
     "NO_FARE": (
         "Tarif untuk perjalanan ini tidak tersedia. Hubungi petugas.",

@@ -15,8 +15,11 @@ from gate.decide import Direction
 from gate.local_taps import Tap
 from gate.mesh import Mesh
 from libs.money import from_money
-from libs.remote_errors import reason_of
+from libs.remote_errors import reason_of, resource_of
 from libs.timestamps import to_timestamp
+
+# What the journey service may not find of the gate itself (google.rpc.ResourceInfo).
+NOT_REGISTERED = frozenset({"gate", "terminal"})
 
 
 class NoAnswer(Exception):
@@ -34,6 +37,8 @@ class OnlineAnswer:
     # held at a check-in, the fare at a check-out
     amount: Decimal | None = None
     available: Decimal | None = None
+    # the server's words for a refusal, for the log
+    detail: str = ""
 
 
 async def tap_online(mesh: Mesh, tap: Tap, timeout: float) -> OnlineAnswer:
@@ -62,7 +67,19 @@ async def tap_online(mesh: Mesh, tap: Tap, timeout: float) -> OnlineAnswer:
         if code is grpc.StatusCode.FAILED_PRECONDITION:
             return OnlineAnswer(False, reason_of(error))
         if code is grpc.StatusCode.NOT_FOUND:
-            return OnlineAnswer(False, "UNKNOWN_CARD")
+            return OnlineAnswer(False, _not_found_reason(error), detail=error.details() or "")
         if code is grpc.StatusCode.INVALID_ARGUMENT:
             return OnlineAnswer(False, "REFUSED")
         raise NoAnswer(code, error.details() or "") from error
+
+
+def _not_found_reason(error: aio.AioRpcError) -> str:
+    """The rider's card is unknown (UNKNOWN_CARD), or this gate or its terminal is
+    (GATE_NOT_REGISTERED: a configuration fault for staff, not the rider's); a server
+    that does not say what it missed is taken to mean the card."""
+    info = resource_of(error)
+    if info is None or info.resource_type == "card":
+        return "UNKNOWN_CARD"
+    if info.resource_type in NOT_REGISTERED:
+        return "GATE_NOT_REGISTERED"
+    return "REFUSED"

@@ -96,6 +96,31 @@ async def test_an_online_tap_is_decided_by_the_journey_service(gates, tmp_path):
         assert query(agent.db.path, "SELECT count(*) FROM offline_tasks") == [(0,)]
 
 
+async def test_an_unregistered_gate_is_told_apart_from_an_unknown_card(gates, tmp_path, caplog):
+    """NOT_FOUND is UNKNOWN_CARD only when the card is what the journey service did not find;
+    a gate it does not know (configured with a direction, so it starts) says so to the rider
+    and warns staff once, instead of calling every rider's card unknown."""
+    _, card = await new_rider(gates.mesh, 30_000)
+    unregistered = gates.gate_config(tmp_path, gate="A-ENTRY-77")
+    with caplog.at_level("WARNING", logger="gate.agent"):
+        async with gates.agent(unregistered) as agent:
+            first, second = await agent.tap(card), await agent.tap(card)
+    for decision in (first, second):
+        assert (decision.open, decision.mode, decision.reason) == (
+            False,
+            "online",
+            "GATE_NOT_REGISTERED",
+        )
+    assert "This gate is not registered. Please contact staff." in first.render("en")
+    warnings = [
+        r.getMessage() for r in caplog.records if "does not know this gate" in r.getMessage()
+    ]
+    assert len(warnings) == 1 and "A-ENTRY-77" in warnings[0]
+    async with gates.agent(gates.gate_config(tmp_path)) as agent:
+        stranger = await agent.tap("NOSUCHCARD0001")
+    assert (stranger.open, stranger.mode, stranger.reason) == (False, "online", "UNKNOWN_CARD")
+
+
 async def test_a_slow_journey_service_gets_an_offline_decision_and_a_pending_task(gates, tmp_path):
     _, card = await new_rider(gates.mesh, 30_000)
     async with gates.agent(gates.gate_config(tmp_path, deadline=0.3)) as agent:
