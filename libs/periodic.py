@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from libs.events.outages import is_outage
+from libs.outages import is_outage
 
 log = logging.getLogger(__name__)
 
@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 class Periodic:
     """Runs `work` every `interval` seconds; `work` returning a positive count (a full batch
     done) runs it again at once, and so does wake(). Failures are logged and retried next
-    tick: an outage (the database or Redis unreachable, libs/events/outages.py) as one
+    tick: an outage (the database or Redis unreachable, libs/outages.py) as one
     warning line, anything else with its traceback."""
 
     def __init__(self, name: str, work: Callable[[], Awaitable[int]], interval: float) -> None:

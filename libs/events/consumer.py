@@ -14,7 +14,7 @@ after its effect committed, or after the broker confirmed its copy in the retry 
 dead-letter queue: nothing is acked and dropped.
 
 Only the event's own failures spend its attempts. When the database or Redis cannot be
-reached (libs/events/outages.py) the consumer stops taking deliveries, gives back those in
+reached (libs/outages.py) the consumer stops taking deliveries, gives back those in
 flight (requeued, attempts untouched) and resumes once a probe connection succeeds, so a
 failover of any length dead-letters nothing.
 """
@@ -43,9 +43,9 @@ from libs import tracing
 from libs.db.transaction import in_transaction
 from libs.events import bus, topology
 from libs.events.envelope import CloudEvent, MalformedEvent, parse
-from libs.events.outages import is_outage
 from libs.events.relay import Backoff
 from libs.events.topology import dead_letter_queue, retry_queue
+from libs.outages import is_outage
 
 log = logging.getLogger(__name__)
 

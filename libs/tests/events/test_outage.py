@@ -16,8 +16,8 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from libs.errors import Unavailable
 from libs.events.envelope import CloudEvent
-from libs.events.outages import is_outage
 from libs.events.topology import dead_letter_queue, retry_queue
+from libs.outages import is_outage
 from libs.tests.events.support import (
     Broker,
     Recorder,
