@@ -134,7 +134,7 @@ async def _run_mesh(names: list[str], settings: Settings, *, seed: bool) -> None
             await _seed(settings, names)
         _print_endpoints(names, settings)
         print("tiket: streaming logs; Ctrl-C stops everything\n")
-        await supervisor.stream_logs(children, print)
+        await supervisor.watch(children, settings, print)
     finally:
         print("\ntiket: stopping services (draining in-flight calls) …")
         await supervisor.stop_all(children, settings.grace_seconds, print)

@@ -8,8 +8,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from cli import health
 from cli.logview import pretty
@@ -23,6 +23,25 @@ class Child:
     name: str
     address: str
     process: asyncio.subprocess.Process
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Restarts:
+    """When a service that exited on its own starts again: at once after a long life, after
+    a pause that doubles while it keeps exiting young (a crash at start, a port taken),
+    never after `give_up_after` young exits in a row — then the mesh stops, saying why."""
+
+    young_seconds: float = 30.0
+    give_up_after: int = 5
+    young_exits: int = 0
+
+    def after_exit(self, lived_seconds: float) -> float | None:
+        """Seconds to wait before starting it again; None: give up."""
+        self.young_exits = self.young_exits + 1 if lived_seconds < self.young_seconds else 0
+        if self.young_exits >= self.give_up_after:
+            return None
+        return 2.0**self.young_exits - 1  # 0, 1, 3, 7, 15 s
 
 
 async def start_all(
@@ -30,20 +49,9 @@ async def start_all(
 ) -> list[Child]:
     """Start each service and return once every one reports SERVING; on failure stop the
     ones started and raise with the reason."""
-    children: list[Child] = []
-    for name in names:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "cli.main",
-            "serve",
-            name,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            env=_child_env(name, settings),
-            start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
-        )
-        children.append(Child(name, settings.addresses[name], process))
+    children = [
+        Child(name, settings.addresses[name], await _spawn(name, settings)) for name in names
+    ]
     try:
         for child in children:
             await _wait_serving(child, out, timeout)
@@ -51,6 +59,20 @@ async def start_all(
         await stop_all(children, settings.grace_seconds)
         raise
     return children
+
+
+async def _spawn(name: str, settings: Settings) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cli.main",
+        "serve",
+        name,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=_child_env(name, settings),
+        start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
+    )
 
 
 def _child_env(name: str, settings: Settings) -> dict[str, str]:
@@ -63,17 +85,24 @@ def _child_env(name: str, settings: Settings) -> dict[str, str]:
 
 
 async def _wait_serving(child: Child, out: Callable[[str], None], timeout: float) -> None:
+    if await _until_serving(child, timeout):
+        out(f"  {child.name:<12} SERVING on {child.address}")
+        return
+    if child.process.returncode is not None:
+        tail = await _read_rest(child)
+        raise RuntimeError(f"{child.name} exited with code {child.process.returncode}:\n{tail}")
+    raise RuntimeError(f"{child.name} did not report SERVING within {timeout:.0f} s")
+
+
+async def _until_serving(child: Child, timeout: float) -> bool:
+    """True once the child reports SERVING; False when it exits or `timeout` passes first."""
     deadline = time.monotonic() + timeout
     service = registry.grpc_service_names(child.name)[0]
-    while time.monotonic() < deadline:
-        if child.process.returncode is not None:
-            tail = await _read_rest(child)
-            raise RuntimeError(f"{child.name} exited with code {child.process.returncode}:\n{tail}")
+    while time.monotonic() < deadline and child.process.returncode is None:
         if await health.check(child.address, service) == "SERVING":
-            out(f"  {child.name:<12} SERVING on {child.address}")
-            return
+            return True
         await asyncio.sleep(0.2)
-    raise RuntimeError(f"{child.name} did not report SERVING within {timeout:.0f} s")
+    return False
 
 
 async def _read_rest(child: Child) -> str:
@@ -83,9 +112,48 @@ async def _read_rest(child: Child) -> str:
     return "\n".join(pretty(child.name, line) for line in lines)
 
 
-async def stream_logs(children: list[Child], out: Callable[[str], None]) -> None:
-    """Print every child's log lines until all have exited."""
-    await asyncio.gather(*(_follow(c, out) for c in children))
+async def watch(
+    children: list[Child], settings: Settings, out: Callable[[str], None], timeout: float = 60.0
+) -> None:
+    """Print every child's log lines; a child that exits on its own is said so and started
+    again (Restarts). RuntimeError when one keeps exiting: the caller stops the rest."""
+    await asyncio.gather(*(_keep(child, settings, out, timeout) for child in children))
+
+
+async def _keep(
+    child: Child, settings: Settings, out: Callable[[str], None], timeout: float
+) -> None:
+    restarts = Restarts()
+    watching: list[Awaitable[None]] = [_follow(child, out)]
+    while True:
+        await asyncio.gather(*watching)  # to the end of its log: it has exited
+        code = await child.process.wait()
+        lived = time.monotonic() - child.started
+        out(f"tiket: {child.name} exited ({_exit_reason(code)}) after {lived:.0f} s")
+        delay = restarts.after_exit(lived)
+        if delay is None:
+            raise RuntimeError(
+                f"{child.name} exited {restarts.give_up_after} times in a row within "
+                f"{restarts.young_seconds:.0f} s of starting; its log above says why"
+            )
+        out(f"tiket: starting {child.name} again" + (f" in {delay:.0f} s" if delay else ""))
+        await asyncio.sleep(delay)
+        child.process = await _spawn(child.name, settings)
+        child.started = time.monotonic()
+        watching = [_follow(child, out), _say_when_serving(child, out, timeout)]
+
+
+async def _say_when_serving(child: Child, out: Callable[[str], None], timeout: float) -> None:
+    """Say when a child started again serves; nothing when it exits first (its log says)."""
+    if await _until_serving(child, timeout):
+        out(f"  {child.name:<12} SERVING on {child.address}")
+
+
+def _exit_reason(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
 
 
 async def _follow(child: Child, out: Callable[[str], None] | None) -> None:

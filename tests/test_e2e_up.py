@@ -18,6 +18,7 @@ import grpc
 import pytest
 from tiket.user.v1 import user_pb2
 
+from cli import health
 from libs.auth.keys import load_private_key, public_jwk
 from libs.auth.tokens import TokenSigner, audience
 from libs.config import load
@@ -46,10 +47,11 @@ class Output:
     def text(self) -> str:
         return "".join(self.lines)
 
-    def wait_for(self, marker: str, timeout: float = 90) -> str:
+    def wait_for(self, marker: str, timeout: float = 90, count: int = 1) -> str:
+        """Everything printed once `marker` has been printed `count` times."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if marker in (text := self.text()):
+            if (text := self.text()).count(marker) >= count:
                 return text
             time.sleep(0.1)
         raise AssertionError(f"{marker!r} never printed; output was:\n{self.text()}")
@@ -149,6 +151,37 @@ def test_services_stop_when_tiket_up_is_killed():
                 os.waitpid(service, os.WNOHANG)  # reaped by init, normally; never by us
             time.sleep(0.2)
         assert not Path(f"/proc/{service}").exists(), "the user service outlived tiket up"
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        asyncio.run(remove_run(load(env), ["user"]))
+
+
+def test_a_service_that_dies_under_tiket_up_is_said_so_and_started_again():
+    """A service killed under `tiket up` (out of memory, a crash) is reported with how it
+    ended and served again, not left DOWN while the rest stream on; Ctrl-C then stops the
+    new process too."""
+    env = {**os.environ, **isolated_env()}
+    env["TIKET_USER_PORT"], env["TIKET_USER_METRICS_PORT"] = map(str, free_ports(2))
+    up, output = start_up(env, "--only", "user")
+    try:
+        output.wait_for("streaming logs")
+        [first] = children_of(up.pid)
+        os.kill(first, signal.SIGKILL)
+        output.wait_for("tiket: user exited (killed by SIGKILL)")
+        output.wait_for("tiket: starting user again")
+        output.wait_for("  user         SERVING on", count=2)
+        [second] = children_of(up.pid)
+        assert second != first
+        user = load(env).addresses["user"]
+        assert asyncio.run(health.check(user, "tiket.user.v1.UserService")) == "SERVING"
+
+        up.send_signal(signal.SIGINT)
+        up.wait(timeout=60)
+        assert up.returncode == 0, output.finish()
+        assert "tiket: stopped" in output.finish()
+        assert not Path(f"/proc/{second}").exists(), "the started-again user outlived tiket up"
     finally:
         if up.poll() is None:
             up.kill()
