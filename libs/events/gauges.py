@@ -74,7 +74,9 @@ class QueueGauges:
         interval: float = INTERVAL_SECONDS,
     ) -> None:
         self.queues = list(queues)
-        self._refreshed = GAUGES_REFRESHED.labels(service, "queues")
+        # Only a service with consumers has this series: at 0 it means "never refreshed",
+        # and TiketGaugesStale would fire forever for one that has nothing to count.
+        self._refreshed = GAUGES_REFRESHED.labels(service, "queues") if queues else None
         self.amqp_url = amqp_url
         self._connection: AbstractConnection | None = None
         self._failing = False
@@ -102,7 +104,8 @@ class QueueGauges:
             await bus.close_quietly(connection)
         else:
             self._failing = False
-            self._refreshed.set_to_current_time()
+            if self._refreshed is not None:
+                self._refreshed.set_to_current_time()
         return 0
 
     async def _observe(self) -> None:

@@ -89,3 +89,11 @@ async def test_a_queue_not_declared_yet_leaves_the_gauges_alone(broker: Broker) 
     # Never refreshed: the refresh time stays at 0, so the GaugesStale alert can fire.
     labels = {"service": "test-undeclared", "job": "queues"}
     assert gauge("tiket_gauges_refreshed_timestamp_seconds", **labels) == 0
+
+
+def test_a_service_without_consumers_has_no_queue_refresh_series() -> None:
+    """The user, journey and booking services consume nothing: a refresh time stuck at 0
+    for them would keep TiketGaugesStale firing in every cluster."""
+    QueueGauges("test-no-consumers", [], AMQP_URL)
+    labels = {"service": "test-no-consumers", "job": "queues"}
+    assert gauge("tiket_gauges_refreshed_timestamp_seconds", **labels) is None
