@@ -8,14 +8,18 @@ per replica.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from libs.events.consumer import Consumer
 from libs.events.envelope import CloudEvent
 from libs.events.topology import ConsumerQueue
-from services.fare.cache import FareCache
 from services.fare.events import FARE_UPDATED
+
+if TYPE_CHECKING:  # every service's relay reads queues(): it must not load the fare cache
+    from services.fare.cache import FareCache
 
 
 def queue_name(exchange: str) -> str:
