@@ -1,5 +1,6 @@
-"""Write a protoset (FileDescriptorSet) of every tiket service and grpc.health.v1, for
-grpcurl through a proxy that does not route gRPC reflection (deploy/envoy/envoy.yaml):
+"""Write a protoset (FileDescriptorSet) of every tiket service, grpc.health.v1 and the
+google.rpc error details, for grpcurl through a proxy that does not route gRPC reflection
+(deploy/envoy/envoy.yaml):
 
     python -m deploy.tools.protoset build/tiket.protoset
     grpcurl -plaintext -protoset build/tiket.protoset … 127.0.0.1:8080 METHOD
@@ -12,14 +13,16 @@ from pathlib import Path
 
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import FileDescriptor
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
 
 from services import registry
 
 
 def protoset() -> descriptor_pb2.FileDescriptorSet:
-    """The files of every service in services/registry.py and of grpc.health.v1, each after
-    the files it imports."""
+    """The files of every service in services/registry.py, of grpc.health.v1 and of the
+    google.rpc details errors carry (BadRequest, ErrorInfo, ResourceInfo …: without them
+    grpcurl prints an error's details as undecoded bytes), each after the files it imports."""
     files: dict[str, FileDescriptor] = {}
 
     def add(file: FileDescriptor) -> None:
@@ -29,6 +32,7 @@ def protoset() -> descriptor_pb2.FileDescriptorSet:
             files[file.name] = file
 
     add(health_pb2.DESCRIPTOR)
+    add(error_details_pb2.DESCRIPTOR)
     for name in registry.SERVICES:
         for service in registry.definition(name).services:
             add(service.file)

@@ -272,6 +272,8 @@ async def test_every_service_answers_through_envoy(proxy: Proxy, name: str) -> N
     for method, done in answers.items():
         answered = done.returncode == 0 or any(f"Code: {c}\n" in done.stderr for c in ANSWERED)
         assert answered, f"{method}: {done.stderr}"
+        # The protoset decodes the google.rpc details an error carries.
+        assert "is not recognized" not in done.stderr, f"{method}: {done.stderr}"
 
     # Envoy routed them: its access log (flushed every second) has them on this cluster.
     def logged() -> bool:
