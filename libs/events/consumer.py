@@ -42,7 +42,7 @@ from psycopg_pool import AsyncConnectionPool
 from libs import tracing
 from libs.db.transaction import in_transaction
 from libs.events import bus, topology
-from libs.events.envelope import CloudEvent, MalformedEvent, parse
+from libs.events.envelope import BadEvent, CloudEvent, MalformedEvent, parse
 from libs.events.relay import Backoff
 from libs.events.topology import dead_letter_queue, retry_queue
 from libs.outages import is_outage
@@ -271,9 +271,16 @@ class Consumer:
     def _after_failure(
         self, message: AbstractIncomingMessage, event: CloudEvent, exc: Exception
     ) -> tuple[str, aio_pika.Message]:
-        """Where a failed delivery goes next: the retry queue, or the DLQ when spent."""
+        """Where a failed delivery goes next: the retry queue, or the DLQ when spent or when
+        its data breaks its contract (BadEvent: a retry would fail alike)."""
         attempts = int_header(message.headers, ATTEMPT) + 1
         error = _describe(exc)
+        if isinstance(exc, BadEvent):
+            log.error(
+                "consumer %s: %s %s breaks its contract, to the DLQ without retries: %s",
+                *(self.name, event.type, event.id, error),
+            )
+            return self._dead_letter(message, error, attempts)
         if attempts >= self._max_attempts:
             log.error(
                 "consumer %s: %s %s failed %d times, to the DLQ: %s",

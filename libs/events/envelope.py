@@ -61,6 +61,12 @@ class MalformedEvent(ValueError):
     """A message body that is not a CloudEvents envelope tiket can read."""
 
 
+class BadEvent(ValueError):
+    """Raised by a handler: an event of a type it knows whose data breaks that type's
+    contract. The same event would fail the same way every time, so the consumer
+    dead-letters it at once instead of spending its attempts (libs/events/consumer.py)."""
+
+
 def parse(body: bytes) -> CloudEvent:
     try:
         raw = orjson.loads(body)

@@ -10,6 +10,8 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+from libs.events.envelope import BadEvent
+
 # The booking service's events (ARCHITECTURE.md "Events"); they have no proto yet, so they
 # are counted from the envelope, with `data.amount` (google.type.Money JSON) when present.
 BOOKING_TYPES = (
@@ -23,10 +25,6 @@ BOOKING_TYPES = (
 MAX_RANGE_DAYS = 366
 HOURS = range(24)
 ZERO = Decimal("0.00")
-
-
-class BadEvent(ValueError):
-    """An event of a known type whose data breaks its contract (goes to the dead letters)."""
 
 
 def local_bucket(instant: datetime, zone: ZoneInfo) -> tuple[date, int]:

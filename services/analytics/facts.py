@@ -30,10 +30,10 @@ from google.type import money_pb2
 from tiket.events.v1 import journey_pb2
 
 from libs.errors import InvalidArgument
-from libs.events.envelope import CloudEvent
+from libs.events.envelope import BadEvent, CloudEvent
 from libs.money import to_decimal
 from libs.validation import TERMINAL_CODE
-from services.analytics.domain import BOOKING_TYPES, ZERO, BadEvent, local_bucket
+from services.analytics.domain import BOOKING_TYPES, ZERO, local_bucket
 
 M = TypeVar("M", bound=Message)
 

@@ -19,8 +19,8 @@ event riders are not told about. Pure.
   the user is data.userId, the reference data.bookingId.
 
 Anything else is ignored: the consumer acknowledges it (its inbox keeps the id and type).
-An event of a known type whose payload cannot be read raises PoisonEvent: the consumer
-retries it and then dead-letters it for an operator."""
+An event of a known type whose payload cannot be read raises BadEvent: the consumer
+dead-letters it at once for an operator (a retry would fail alike)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from tiket.events.v1 import fare_pb2, journey_pb2, wallet_pb2
 
-from libs.events.envelope import CloudEvent
+from libs.events.envelope import BadEvent, CloudEvent
 from libs.money import from_money
 from services.notification import render
 from services.notification.domain import NotificationType, Travelled
@@ -51,10 +51,6 @@ HOLD_RELEASED = "wallet.hold_released"
 TOLD_WALLET_EVENTS = (*WALLET_MOVES, HOLD_RELEASED)  # consumers.BINDINGS takes just these
 BOOKING_USER_KEYS = ("userId", "user_id")
 BOOKING_REFERENCE_KEYS = ("bookingId", "booking_id", "reservationId", "reservation_id")
-
-
-class PoisonEvent(ValueError):
-    """A supported event whose payload cannot be read; retrying will not help."""
 
 
 FAN_OUT = "fare.updated"
@@ -149,7 +145,7 @@ def _travelled(kind: str, user: uuid.UUID, d: journey_pb2.JourneyClosed) -> Trav
 
 def _fare_updated(d: fare_pb2.FareUpdated) -> Plan:
     if not d.HasField("effective_from"):
-        raise PoisonEvent("fare.updated without effective_from")
+        raise BadEvent("fare.updated without effective_from")
     values: dict[str, Value] = {
         "origin": d.origin_name or d.origin_code,
         "destination": d.destination_name or d.destination_code,
@@ -219,26 +215,26 @@ def _data(event: CloudEvent, message_type: type[Message]) -> Any:
     try:
         return event.data_as(message_type)
     except json_format.ParseError as exc:
-        raise PoisonEvent(f"{event.type} data is not a {message_type.__name__}: {exc}") from None
+        raise BadEvent(f"{event.type} data is not a {message_type.__name__}: {exc}") from None
 
 
 def _user(value: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)
     except ValueError:
-        raise PoisonEvent(f"user id {value[:40]!r} is not a UUID") from None
+        raise BadEvent(f"user id {value[:40]!r} is not a UUID") from None
 
 
 def _timestamp(stamp: Timestamp) -> datetime:
     try:
         return stamp.ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError):
-        raise PoisonEvent(f"timestamp {stamp} is out of range") from None
+        raise BadEvent(f"timestamp {stamp} is out of range") from None
 
 
 def _time(message: Message, field: str) -> datetime:
     if not message.HasField(field):
-        raise PoisonEvent(f"{field} is missing")
+        raise BadEvent(f"{field} is missing")
     return _timestamp(getattr(message, field))
 
 

@@ -108,10 +108,13 @@ async def all_sent(pool: AsyncConnectionPool) -> bool:
 class Recorder:
     """A handler that writes one `effects` row per call, or fails while `failing`."""
 
-    def __init__(self, *, failing: bool = False, delay: float = 0.0) -> None:
+    def __init__(
+        self, *, failing: bool = False, delay: float = 0.0, raises: Exception | None = None
+    ) -> None:
         self.calls = 0
         self.failing = failing
         self.delay = delay
+        self.raises = raises or RuntimeError("the handler is broken")
         self.entered = asyncio.Event()
 
     async def __call__(self, event: CloudEvent, conn: psycopg.AsyncConnection) -> None:
@@ -119,7 +122,7 @@ class Recorder:
         self.entered.set()
         await asyncio.sleep(self.delay)
         if self.failing:
-            raise RuntimeError("the handler is broken")
+            raise self.raises
         await conn.execute(
             "INSERT INTO effects (consumer, event_id, user_id) VALUES (%s, %s, %s)",
             ("test", event.id, event.data.get("userId", "")),

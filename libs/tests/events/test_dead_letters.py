@@ -10,6 +10,7 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from libs.events.dead_letters import list_dead_letters, replay_dead_letters
+from libs.events.envelope import BadEvent
 from libs.events.topology import dead_letter_queue, retry_queue
 from libs.tests.events.support import (
     AMQP_URL,
@@ -79,6 +80,31 @@ async def test_a_replayed_event_gets_all_its_attempts_again(
     assert recorder.calls == 4
     [letter] = await list_dead_letters(AMQP_URL, dlq, limit=10)
     assert (letter.event_id, letter.attempts, letter.routing_key) == (event_id, 2, EVENT_TYPE)
+
+
+async def test_an_event_breaking_its_contract_goes_to_the_dlq_without_retries(
+    pool: AsyncConnectionPool, broker: Broker, running: AsyncExitStack
+) -> None:
+    """A handler's BadEvent (a field missing, unreadable data) would fail every retry alike:
+    one call, then the DLQ, with the reason; a replay after the fix is handled."""
+    recorder = Recorder(failing=True, raises=BadEvent("checkin_time is missing"))
+    consumer = await start_consumer(
+        running, pool, broker, recorder, max_attempts=5, backoff_base=0.05
+    )
+    event_id, body = event_body()
+    await broker.publish(body, message_id=event_id)
+
+    await wait_until(lambda: consumer.dead_lettered == 1, "the event to reach the DLQ")
+    assert (recorder.calls, consumer.retried) == (1, 0)
+    [letter] = await list_dead_letters(AMQP_URL, dead_letter_queue(consumer.name), limit=10)
+    assert (letter.event_id, letter.attempts) == (event_id, 1)
+    assert "BadEvent: checkin_time is missing" in letter.error
+    assert await broker.message_count(retry_queue(consumer.name)) == 0
+
+    recorder.failing = False
+    assert await replay_dead_letters(AMQP_URL, consumer.name) == 1
+    await wait_until(lambda: consumer.handled == 1, "the replayed event to be handled")
+    assert await effect_counts(pool) == Counter({event_id: 1})
 
 
 async def test_malformed_bodies_go_straight_to_the_dlq(

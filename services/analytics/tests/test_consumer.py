@@ -180,7 +180,7 @@ async def test_poison_goes_to_the_dead_letters_and_unknown_events_are_kept(
 
     await settled(consumer, handled=2, dead=2)
     assert await dead_letters(publish.settings) == 2
-    assert consumer.retried == 4  # the unreadable event, 5 attempts in all
+    assert consumer.retried == 0  # the unreadable event: a retry would fail alike
     stored = await db.execute(
         "SELECT event_type, terminal_code, data->'anything' FROM analytics_events ORDER BY 1"
     )

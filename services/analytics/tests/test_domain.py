@@ -11,9 +11,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from libs.config import ConfigError
-from libs.events.envelope import CloudEvent
+from libs.events.envelope import BadEvent, CloudEvent
 from services.analytics import config, domain
-from services.analytics.domain import BadEvent, MonthPartition, RouteTotals, TerminalDay
+from services.analytics.domain import MonthPartition, RouteTotals, TerminalDay
 from services.analytics.facts import Booking, Tap, Trip, Unfinished, envelope_time, facts_of
 from services.analytics.tests.helpers import checked_in, closed, raw_event
 

@@ -13,11 +13,11 @@ import pytest
 from google.protobuf.message import Message
 from tiket.events.v1 import fare_pb2, journey_pb2, wallet_pb2
 
-from libs.events.envelope import CloudEvent, new_event
+from libs.events.envelope import BadEvent, CloudEvent, new_event
 from libs.money import to_money
 from services.notification import intake, render
 from services.notification.domain import LANGUAGES, NotificationType
-from services.notification.intake import Plan, PoisonEvent
+from services.notification.intake import Plan
 
 JAKARTA = ZoneInfo("Asia/Jakarta")
 RIDER = str(uuid.uuid4())
@@ -330,5 +330,5 @@ def test_unreadable_payloads_are_poison() -> None:
     no_time = make("journey.checked_in", journey_pb2.JourneyCheckedIn(user_id=RIDER))
     no_effective = make("fare.updated", fare_pb2.FareUpdated(fare_id=1))
     for event in (bad_user, bad_money, no_time, no_effective):
-        with pytest.raises(PoisonEvent):
+        with pytest.raises(BadEvent):
             intake.plan(event)
