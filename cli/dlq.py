@@ -52,6 +52,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     listing.add_argument("target", nargs="?", help="a service, consumer queue or DLQ name")
     listing.add_argument("--limit", type=int, default=20, help="events shown per queue")
+    listing.add_argument(
+        "--full",
+        action="store_true",
+        help=f"each error whole (else cut at {ERROR_CHARS} characters) and each event's body",
+    )
     listing.set_defaults(run=lambda args, settings: _run(list_command(args, settings)))
 
     replay = actions.add_parser(
@@ -93,7 +98,11 @@ async def list_command(args: argparse.Namespace, settings: Settings) -> None:
         if counts[queue.name]:
             letters = await list_dead_letters(settings.amqp_url, queue.name, args.limit)
             print(f"\n{queue.name} (first {len(letters)} of {counts[queue.name]}):")
-            print(render(["event id", "type", "attempts", "failed at", "error"], _rows(letters)))
+            rows = _rows(letters, args.full)
+            print(render(["event id", "type", "attempts", "failed at", "error"], rows))
+            if args.full:
+                for letter in letters:
+                    print(f"\n{letter.event_id or '-'}:\n{letter.body.decode(errors='replace')}")
     if any(counts.values()):
         print("\nFix the cause, then: tiket dlq replay SERVICE|QUEUE")
 
@@ -104,14 +113,14 @@ async def replay_command(args: argparse.Namespace, settings: Settings) -> None:
         print(f"{queue.name}: replayed {replayed} event(s) to {queue.consumer_queue}")
 
 
-def _rows(letters: list[DeadLetter]) -> list[tuple[object, ...]]:
+def _rows(letters: list[DeadLetter], full: bool) -> list[tuple[object, ...]]:
     return [
         (
             letter.event_id or "-",
             letter.event_type or letter.routing_key or "-",
             letter.attempts,
             letter.failed_at or "-",
-            _shorten(letter.error or "-"),
+            (letter.error or "-") if full else _shorten(letter.error or "-"),
         )
         for letter in letters
     ]

@@ -238,6 +238,10 @@ def test_a_poison_event_is_dead_lettered_listed_and_replayed_once_fixed(mesh):
     shown = eventually(listing, "the poison event in the analytics DLQ")
     assert "disk quota exceeded (injected)" in shown
     assert "user.created" in shown
+    # --full: the whole error (a table cuts it) and the event as it waits, to read its data
+    body = f'"id":"{event.id}"'
+    full = tiket("dlq", "list", "analytics", "--full", env=mesh.env).stdout
+    assert body in full.replace(" ", "") and body not in shown.replace(" ", "")
 
     with psycopg.connect(analytics_db, autocommit=True) as conn:
         conn.execute("DROP TRIGGER refuse_poison ON analytics_events")
