@@ -4,7 +4,8 @@ An event that failed every retry (or could not be parsed) waits in its consumer'
 dead-letter queue `<queue>.dlq`. `tiket dlq list` shows how many wait per consumer and, for
 each, the events with why they failed; `tiket dlq replay TARGET` sends them back to the
 queue of the consumer that gave up on them, and to no other. A consumer that already
-handled an event ignores its replay, so replaying twice is harmless.
+handled an event ignores its replay, so replaying twice is harmless. `tiket dlq discard
+TARGET EVENT_ID …` (or `--all`) removes the ones no fix will make right.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from libs.config import Settings
 from libs.events.bus import BusUnavailable
 from libs.events.dead_letters import (
     DeadLetter,
+    discard_dead_letters,
     list_dead_letters,
     replay_dead_letters,
     waiting_counts,
@@ -68,6 +70,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     replay.add_argument("--limit", type=int, help="replay at most this many (default: all)")
     replay.set_defaults(run=lambda args, settings: _run(replay_command(args, settings)))
 
+    discard = actions.add_parser(
+        "discard",
+        help="remove dead letters no fix will make right (named by event id, or --all)",
+        description=__doc__.split("\n\n")[1],
+    )
+    discard.add_argument("target", help="a service, consumer queue or DLQ name")
+    discard.add_argument("event_ids", nargs="*", metavar="EVENT_ID", help="as `list` shows")
+    discard.add_argument("--all", action="store_true", help="every dead letter of TARGET")
+    discard.set_defaults(run=lambda args, settings: _run(discard_command(args, settings)))
+
 
 def known_queues(settings: Settings) -> list[DeadLetterQueue]:
     """Every consumer's dead-letter queue on this deployment's events exchange."""
@@ -111,6 +123,19 @@ async def replay_command(args: argparse.Namespace, settings: Settings) -> None:
     for queue in select(known_queues(settings), args.target):
         replayed = await replay_dead_letters(settings.amqp_url, queue.consumer_queue, args.limit)
         print(f"{queue.name}: replayed {replayed} event(s) to {queue.consumer_queue}")
+
+
+async def discard_command(args: argparse.Namespace, settings: Settings) -> None:
+    if bool(args.event_ids) == args.all:
+        raise LookupError("name the events to discard (EVENT_ID …, as `list` shows) or --all")
+    wanted = None if args.all else frozenset(args.event_ids)
+    found: set[str] = set()
+    for queue in select(known_queues(settings), args.target):
+        discarded = await discard_dead_letters(settings.amqp_url, queue.name, wanted)
+        found.update(discarded)
+        print(f"{queue.name}: discarded {len(discarded)} event(s)")
+    if missing := sorted((wanted or frozenset()) - found):
+        raise LookupError(f"not in the dead letters of {args.target!r}: {', '.join(missing)}")
 
 
 def _rows(letters: list[DeadLetter], full: bool) -> list[tuple[object, ...]]:

@@ -267,6 +267,30 @@ def test_dlq_commands_explain_an_unknown_target(mesh):
     assert "analytics" in done.stderr
 
 
+def test_a_body_no_fix_makes_right_is_discarded_by_its_id(mesh):
+    """A message that is no event at all (dead-lettered at once) cannot be replayed into
+    anything but the DLQ again: `tiket dlq discard` removes just it, after which TiketDeadLetters
+    can clear; it names what it did not find and refuses to guess without ids or --all."""
+    garbage = f"garbage-{uuid.uuid4()}"
+    asyncio.run(publish(mesh.settings, garbage, "journey.checked_in", b"{not json"))
+
+    def listed() -> str | None:
+        out = tiket("dlq", "list", "notification", env=mesh.env).stdout
+        return out if garbage in out else None
+
+    eventually(listed, "the garbage in the notification DLQ")
+    refused = tiket("dlq", "discard", "notification", env=mesh.env)
+    assert refused.returncode != 0 and "or --all" in refused.stderr
+    done = tiket("dlq", "discard", "notification", garbage, env=mesh.env)
+    assert done.returncode == 0, done.stderr
+    assert "discarded 1 event(s)" in done.stdout
+    assert garbage not in tiket("dlq", "list", "notification", env=mesh.env).stdout
+    again = tiket("dlq", "discard", "notification", garbage, env=mesh.env)
+    assert again.returncode != 0 and f"not in the dead letters of 'notification': {garbage}" in (
+        again.stderr
+    )
+
+
 async def publish(settings: Settings, event_id: str, event_type: str, body: bytes) -> None:
     connection = await bus.connect(settings.amqp_url, robust=False)
     try:

@@ -1,6 +1,6 @@
 """What an operator does with dead letters (`tiket dlq`): see how many wait, list them with
-why they failed, and replay them to the consumer that gave up on them once the cause is
-fixed."""
+why they failed, replay them to the consumer that gave up on them once the cause is fixed,
+or discard the ones no fix will make right (a body that is no event, a test message)."""
 
 from __future__ import annotations
 
@@ -131,6 +131,35 @@ async def replay_dead_letters(amqp_url: str, consumer_queue: str, limit: int | N
             await _replay_one(channel.default_exchange, consumer_queue, message)
             replayed += 1
         return replayed
+    finally:
+        await bus.close_quietly(connection)
+
+
+async def discard_dead_letters(
+    amqp_url: str, queue_name: str, event_ids: frozenset[str] | None
+) -> list[str]:
+    """Remove from a dead-letter queue the messages whose id is in `event_ids` (every
+    message when None); the others stay where they were. Only the messages present when
+    it begins are looked at. Return the ids discarded, in queue order."""
+    connection = await bus.connect(amqp_url, robust=False)
+    try:
+        channel = await connection.channel()
+        queue = await _queue_passive(channel, queue_name)
+        waiting = queue.declaration_result.message_count or 0
+        discarded: list[str] = []
+        kept: list[AbstractIncomingMessage] = []
+        for _ in range(waiting):
+            message = await queue.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            if event_ids is None or message.message_id in event_ids:
+                await message.ack()
+                discarded.append(message.message_id or "")
+            else:
+                kept.append(message)
+        for message in kept:  # back at their places, once all were looked at
+            await message.nack(requeue=True)
+        return discarded
     finally:
         await bus.close_quietly(connection)
 

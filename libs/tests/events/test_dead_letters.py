@@ -9,7 +9,11 @@ from contextlib import AsyncExitStack
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from libs.events.dead_letters import list_dead_letters, replay_dead_letters
+from libs.events.dead_letters import (
+    discard_dead_letters,
+    list_dead_letters,
+    replay_dead_letters,
+)
 from libs.events.envelope import BadEvent
 from libs.events.topology import dead_letter_queue, retry_queue
 from libs.tests.events.support import (
@@ -124,6 +128,25 @@ async def test_malformed_bodies_go_straight_to_the_dlq(
     assert "not a UUID" in errors["m-2"]
     assert all(letter.attempts == 0 for letter in letters)
     assert (recorder.calls, consumer.retried, consumer.handled) == (0, 0, 0)
+
+
+async def test_discarding_removes_just_the_named_dead_letters_and_keeps_the_order(
+    pool: AsyncConnectionPool, broker: Broker, running: AsyncExitStack
+) -> None:
+    consumer = await start_consumer(running, pool, broker, Recorder())
+    dlq = dead_letter_queue(consumer.name)
+    for n in range(4):
+        await broker.publish(b"{not json", message_id=f"m-{n}")
+    await wait_until(lambda: consumer.dead_lettered == 4, "the bodies in the DLQ")
+
+    assert await discard_dead_letters(AMQP_URL, dlq, frozenset({"m-1", "m-3", "m-9"})) == [
+        "m-1",
+        "m-3",
+    ]
+    left = await list_dead_letters(AMQP_URL, dlq, limit=10)
+    assert [letter.event_id for letter in left] == ["m-0", "m-2"]
+    assert await discard_dead_letters(AMQP_URL, dlq, None) == ["m-0", "m-2"]
+    assert await broker.message_count(dlq) == 0
 
 
 async def test_dead_letter_commands_name_a_missing_queue() -> None:
