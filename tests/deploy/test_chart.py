@@ -240,6 +240,54 @@ def test_service_config_is_a_valid_production_configuration(value_set: str, name
     assert own <= _settings_names()
 
 
+def service_links(services: list[dict]) -> dict[str, str]:
+    """The variables the kubelet puts in a pod for every Service of its namespace unless
+    the pod says enableServiceLinks: false (docker-links style: tiket-user gives
+    TIKET_USER_SERVICE_HOST, TIKET_USER_PORT=tcp://…, …)."""
+    links: dict[str, str] = {}
+    for service in services:
+        prefix = service["metadata"]["name"].upper().replace("-", "_")
+        host = "10.96.0.10"
+        ports = service["spec"]["ports"]
+        links[f"{prefix}_SERVICE_HOST"] = host
+        links[f"{prefix}_SERVICE_PORT"] = str(ports[0]["port"])
+        links[f"{prefix}_PORT"] = f"tcp://{host}:{ports[0]['port']}"
+        for p in ports:
+            base = f"{prefix}_PORT_{p['port']}_TCP"
+            links[f"{prefix}_SERVICE_PORT_{p['name'].upper()}"] = str(p["port"])
+            links |= {base: f"tcp://{host}:{p['port']}", f"{base}_PROTO": "tcp"}
+            links |= {f"{base}_PORT": str(p["port"]), f"{base}_ADDR": host}
+    return links
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "Job"])
+def test_kubernetes_service_links_cannot_break_a_pod_s_configuration(kind: str) -> None:
+    """With release `tiket`, the Service tiket-user would give every other pod
+    TIKET_USER_PORT=tcp://10.96.0.10:50051 — tiket's own variable for the user service's
+    port, which no pod but the user's sets — and every service would refuse to start.
+    The environment the kubelet builds (service links unless disabled, then envFrom, then
+    env) must load, with each port as configured."""
+    docs = render("production")
+    configmaps = of_kind(docs, "ConfigMap")
+    links = service_links(list(of_kind(docs, "Service").values()))
+    secrets = {
+        "TIKET_POSTGRES_URL": "postgresql://tiket:secret@postgres:5432",
+        "TIKET_AMQP_URL": "amqp://tiket:secret@rabbitmq:5672/",
+        "TIKET_REDIS_URL": "redis://redis:6379/0",
+    }
+    for name, workload in of_kind(docs, kind).items():
+        pod = workload["spec"]["template"]["spec"]
+        env = {} if pod.get("enableServiceLinks") is False else dict(links)
+        for container in pod["containers"]:
+            for source in container.get("envFrom", []):
+                env |= configmaps[source["configMapRef"]["name"]]["data"]
+            env |= {
+                e["name"]: e.get("value", secrets.get(e["name"], "x")) for e in container["env"]
+            }
+            settings = load(env)
+            assert settings.grpc_ports == {n: ports[0] for n, ports in SERVICE_PORTS.items()}, name
+
+
 def test_booking_serves_the_payment_gateway_notifications_over_http() -> None:
     """The booking process's HTTP port (Midtrans notifications) is configured, exposed,
     let through the NetworkPolicy and routed by the gateway without retries."""
