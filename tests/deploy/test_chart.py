@@ -339,6 +339,23 @@ def test_migration_jobs_migrate_with_their_own_settings() -> None:
             drop_database(f"{POSTGRES_URL.rstrip('/')}/{prefix}{name}")
 
 
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_behind_istio_the_sidecar_starts_first_and_outlives_the_drain(value_set: str) -> None:
+    """Each service connects to PostgreSQL, RabbitMQ and Redis through its sidecar at start,
+    and still writes through it while it drains after the preStop sleep: the sidecar must
+    be up before the service and stay until the service's connections are closed."""
+    docs = render(value_set)
+    istio = any(doc["kind"] == "PeerAuthentication" for doc in docs)  # istio.enabled
+    for name, deployment in of_kind(docs, "Deployment").items():
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        if not istio:
+            assert "proxy.istio.io/config" not in annotations, name
+            continue
+        proxy = yaml.safe_load(annotations["proxy.istio.io/config"])
+        assert proxy["holdApplicationUntilProxyStarts"] is True, name
+        assert proxy["proxyMetadata"]["EXIT_ON_ZERO_ACTIVE_CONNECTIONS"] == "true", name
+
+
 def test_production_values_run_more_replicas_behind_istio() -> None:
     docs = render("production")
     for hpa in of_kind(docs, "HorizontalPodAutoscaler").values():
