@@ -67,6 +67,13 @@ async def test_the_schema_is_seed_4s_in_wal_mode_with_its_indexes(db):
     assert await db.run(read_rules) == OfflineRules()
 
 
+async def test_a_decision_is_on_disk_before_the_gate_opens(db):
+    """synchronous=FULL on the agent's connection: in WAL mode NORMAL keeps the last
+    commits only in the OS's cache until a checkpoint, and a power cut loses them."""
+    (level,) = await db.run(lambda conn: conn.execute("PRAGMA synchronous").fetchone())
+    assert level == 2  # FULL
+
+
 async def test_an_offline_entry_writes_its_task_and_transaction_together(db):
     await load_snapshot(db, {"CARD0001": ("active", 50_000)}, now())
     entry = tap("CARD0001")
