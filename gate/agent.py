@@ -142,6 +142,13 @@ class GateAgent:
                 self._went_offline(str(no_answer))
             else:
                 self._came_online()
+                if answer.clock_refused:
+                    self._warn_once(
+                        "CLOCK",
+                        f"the journey service refuses this gate's clock ({answer.clock_refused})"
+                        ": online taps are timed by the server's clock meanwhile, offline ones "
+                        "would be rejected at upload; set the clock right (NTP)",
+                    )
                 if answer.reason == "GATE_NOT_REGISTERED":
                     self._warn_once(
                         answer.reason,

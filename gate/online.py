@@ -4,7 +4,8 @@ caller decides offline."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 import grpc
@@ -15,9 +16,10 @@ from gate.decide import Direction
 from gate.local_taps import Tap
 from gate.mesh import Mesh
 from libs.money import from_money
-from libs.remote_errors import reason_of, resource_of
+from libs.remote_errors import bad_fields, reason_of, resource_of
 from libs.timestamps import to_timestamp
 
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
 # What the journey service may not find of the gate itself (google.rpc.ResourceInfo).
 NOT_REGISTERED = frozenset({"gate", "terminal"})
 
@@ -39,38 +41,64 @@ class OnlineAnswer:
     available: Decimal | None = None
     # the server's words for a refusal, for the log
     detail: str = ""
+    # why the server refused the gate's own time for this tap (it then timed the tap itself)
+    clock_refused: str = ""
 
 
 async def tap_online(mesh: Mesh, tap: Tap, timeout: float) -> OnlineAnswer:
-    """CheckIn or CheckOut for `tap`; NoAnswer when the server gave no decision."""
+    """CheckIn or CheckOut for `tap`; NoAnswer when the server gave no decision. A
+    tapped_at the server refuses (this gate's clock is off by more than it allows) is the
+    gate's fault, not the rider's: the tap is asked again without it, within the same
+    deadline, for the server's clock to time it, and the answer says why (clock_refused)."""
+    deadline = time.monotonic() + timeout
+    try:
+        return await _ask(mesh, tap, timeout, send_time=True)
+    except aio.AioRpcError as error:
+        if not (error.code() is INVALID and "tapped_at" in bad_fields(error)):
+            return _refused(error)
+        refused_time = error.details() or ""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise NoAnswer(grpc.StatusCode.DEADLINE_EXCEEDED, "no time left to ask again")
+    try:
+        answer = await _ask(mesh, tap, left, send_time=False)
+    except aio.AioRpcError as error:
+        answer = _refused(error)
+    return replace(answer, clock_refused=refused_time)
+
+
+async def _ask(mesh: Mesh, tap: Tap, timeout: float, send_time: bool) -> OnlineAnswer:
     fields = {
         "card_id": tap.card_id,
         "terminal_code": tap.terminal_code,
         "gate_code": tap.gate_code,
         "tap_id": tap.tap_id,
-        "tapped_at": to_timestamp(tap.tapped_at),
     }
-    try:
-        if tap.direction is Direction.CHECK_IN:
-            entered = await mesh.journeys.CheckIn(
-                journey_pb2.CheckInRequest(**fields), timeout=timeout, metadata=mesh.metadata()
-            )
-            return OnlineAnswer(
-                True, "", from_money(entered.held_amount), from_money(entered.available_balance)
-            )
-        left = await mesh.journeys.CheckOut(
-            journey_pb2.CheckOutRequest(**fields), timeout=timeout, metadata=mesh.metadata()
+    if send_time:
+        fields["tapped_at"] = to_timestamp(tap.tapped_at)
+    if tap.direction is Direction.CHECK_IN:
+        entered = await mesh.journeys.CheckIn(
+            journey_pb2.CheckInRequest(**fields), timeout=timeout, metadata=mesh.metadata()
         )
-        return OnlineAnswer(True, "", from_money(left.fare), from_money(left.remaining_balance))
-    except aio.AioRpcError as error:
-        code = error.code()
-        if code is grpc.StatusCode.FAILED_PRECONDITION:
-            return OnlineAnswer(False, reason_of(error))
-        if code is grpc.StatusCode.NOT_FOUND:
-            return OnlineAnswer(False, _not_found_reason(error), detail=error.details() or "")
-        if code is grpc.StatusCode.INVALID_ARGUMENT:
-            return OnlineAnswer(False, "REFUSED")
-        raise NoAnswer(code, error.details() or "") from error
+        return OnlineAnswer(
+            True, "", from_money(entered.held_amount), from_money(entered.available_balance)
+        )
+    left = await mesh.journeys.CheckOut(
+        journey_pb2.CheckOutRequest(**fields), timeout=timeout, metadata=mesh.metadata()
+    )
+    return OnlineAnswer(True, "", from_money(left.fare), from_money(left.remaining_balance))
+
+
+def _refused(error: aio.AioRpcError) -> OnlineAnswer:
+    """The decision a failed call carries; NoAnswer when it carries none."""
+    code = error.code()
+    if code is grpc.StatusCode.FAILED_PRECONDITION:
+        return OnlineAnswer(False, reason_of(error))
+    if code is grpc.StatusCode.NOT_FOUND:
+        return OnlineAnswer(False, _not_found_reason(error), detail=error.details() or "")
+    if code is INVALID:
+        return OnlineAnswer(False, "REFUSED", detail=error.details() or "")
+    raise NoAnswer(code, error.details() or "") from error
 
 
 def _not_found_reason(error: aio.AioRpcError) -> str:

@@ -69,6 +69,12 @@ def resource_of(error: aio.AioRpcError) -> error_details_pb2.ResourceInfo | None
     return _detail(error, error_details_pb2.ResourceInfo)
 
 
+def bad_fields(error: aio.AioRpcError) -> list[str]:
+    """The fields an INVALID_ARGUMENT names (google.rpc.BadRequest), if it names any."""
+    bad = _detail(error, error_details_pb2.BadRequest)
+    return [] if bad is None else [v.field for v in bad.field_violations]
+
+
 def _detail(error: aio.AioRpcError, kind: type[M]) -> M | None:
     """The first detail of type `kind` in the error's google.rpc.Status, if any."""
     for key, value in error.trailing_metadata() or ():

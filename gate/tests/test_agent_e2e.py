@@ -15,6 +15,7 @@ from gate import local_taps, snapshot
 from gate.decide import Direction
 from gate.local_taps import Tap
 from gate.offline_db import now
+from gate.tests.conftest import CLOCK_SKEW
 from gate.tests.local_files import query
 from libs.money import to_money
 from libs.timestamps import to_timestamp
@@ -119,6 +120,29 @@ async def test_an_unregistered_gate_is_told_apart_from_an_unknown_card(gates, tm
     async with gates.agent(gates.gate_config(tmp_path)) as agent:
         stranger = await agent.tap("NOSUCHCARD0001")
     assert (stranger.open, stranger.mode, stranger.reason) == (False, "online", "UNKNOWN_CARD")
+
+
+async def test_a_gate_whose_clock_runs_fast_still_decides_online_and_tells_staff(
+    gates, tmp_path, caplog
+):
+    """A gate clock further ahead than the journey service allows (here CLOCK_SKEW, 6 h;
+    5 min by default): the server refuses the tap's time, which is the gate's fault, not
+    the rider's — the tap is asked again for the server's clock to time it, the rider goes
+    through, and staff are told once."""
+    user_id, card = await new_rider(gates.mesh, 30_000)
+    _, other = await new_rider(gates.mesh, 30_000)
+    fast = now() + CLOCK_SKEW + timedelta(minutes=10)
+    with caplog.at_level("WARNING", logger="gate.agent"):
+        async with gates.agent(gates.gate_config(tmp_path)) as agent:
+            entered = await agent.tap(card, tapped_at=fast)
+            also = await agent.tap(other, tapped_at=fast)
+    assert (entered.open, entered.mode, entered.amount) == (True, "online", Decimal(12_000))
+    assert (also.open, also.mode) == (True, "online")
+    assert await wallet(gates.mesh, user_id) == (Decimal(30_000), Decimal(12_000), Decimal(18_000))
+    warnings = [
+        r.getMessage() for r in caplog.records if "refuses this gate's clock" in r.getMessage()
+    ]
+    assert len(warnings) == 1 and "tapped_at" in warnings[0] and "NTP" in warnings[0]
 
 
 async def test_a_slow_journey_service_gets_an_offline_decision_and_a_pending_task(gates, tmp_path):
