@@ -10,7 +10,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import grpc
@@ -18,7 +18,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tiket.fare.v1 import fare_pb2
 
-from gate import messages, offline_db, snapshot, sync
+from gate import clock, messages, offline_db, snapshot, sync
 from gate.config import GateConfig
 from gate.decide import Direction
 from gate.local_taps import Tap, decide_offline, record_online
@@ -272,14 +272,16 @@ class GateAgent:
         return 0
 
     async def _report(self) -> fare_pb2.Gate:
-        """Heartbeat: how the gate is, to the fare service; its registry entry back."""
+        """Heartbeat: how the gate is, to the fare service; its registry entry back, whose
+        stamp (last_heartbeat_at, by the server's clock) measures this gate's clock."""
         if self.problem:
             status = fare_pb2.GATE_STATUS_ERROR
         elif self.online:
             status = fare_pb2.GATE_STATUS_ONLINE
         else:
             status = fare_pb2.GATE_STATUS_OFFLINE
-        return await self.mesh.fares.Heartbeat(
+        sent = now()
+        gate = await self.mesh.fares.Heartbeat(
             fare_pb2.HeartbeatRequest(
                 terminal_code=self.config.terminal_code,
                 gate_code=self.config.gate_code,
@@ -288,6 +290,15 @@ class GateAgent:
             timeout=max(self.config.deadline, 2.0),
             metadata=self.mesh.metadata(),
         )
+        if gate.HasField("last_heartbeat_at"):
+            stamped = gate.last_heartbeat_at.ToDatetime(UTC)
+            await self._clock_measured(clock.skew_seconds(sent, now(), stamped))
+        return gate
+
+    async def _clock_measured(self, skew: float) -> None:
+        await self.db.run(set_value, offline_db.CLOCK_SKEW, str(round(skew * 1000)))
+        if abs(skew) > clock.TOLERANCE_SECONDS:
+            self._warn_once("CLOCK_SKEW", f"this gate's clock is {clock.describe(skew)}")
 
     async def _registered_direction(self) -> str:
         """The direction kept in the SQLite file, else the gate's type in the fare service's

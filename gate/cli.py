@@ -13,6 +13,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cli.table import render
+from gate import clock
 from gate.agent import JOURNEY_SERVICE, Decision, GateAgent
 from gate.config import DIRECTIONS, LANGUAGES, GateConfig, load
 from gate.offline_db import OfflineDb, now
@@ -210,6 +211,7 @@ def _rows(config: GateConfig, path: Path, s: GateStatus, reachable: bool) -> lis
         ),
         ("fares snapshot", f"{s.fare_versions} versions, generated {_ago(s.fares_generated_at)}"),
         ("last sync", _ago(s.last_sync_at)),
+        ("clock", "not measured yet" if s.clock_skew is None else clock.describe(s.clock_skew)),
         ("SQLite", str(path)),
     ]
 

@@ -124,6 +124,7 @@ LAST_SYNC = "last_sync_at_ms"  # the last SyncOfflineTaps answered
 LAST_ONLINE = "last_online_at_ms"  # the journey service last answered
 MODE = "mode"  # online / offline, as the agent last saw it
 DIRECTION = "direction"  # entry / exit / both, as the fare service's registry last said
+CLOCK_SKEW = "clock_skew_ms"  # this clock minus the fare service's, at the last heartbeat
 
 
 class OfflineDb:

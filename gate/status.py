@@ -26,6 +26,7 @@ class GateStatus:
     fare_versions: int
     fares_generated_at: datetime | None
     last_sync_at: datetime | None
+    clock_skew: float | None  # seconds this clock is ahead at the last heartbeat; None: never
 
 
 def read_status(conn: sqlite3.Connection) -> GateStatus:
@@ -40,6 +41,7 @@ def read_status(conn: sqlite3.Connection) -> GateStatus:
         "SELECT count(*), count(*) FILTER (WHERE status != 'active') FROM users"
     ).fetchone()
     (fares,) = conn.execute("SELECT count(*) FROM fares").fetchone()
+    skew = get_value(conn, offline_db.CLOCK_SKEW)
     return GateStatus(
         mode=get_value(conn, offline_db.MODE) or "",
         direction=get_value(conn, offline_db.DIRECTION) or "",
@@ -54,4 +56,5 @@ def read_status(conn: sqlite3.Connection) -> GateStatus:
         fare_versions=fares,
         fares_generated_at=get_time(conn, offline_db.FARES_REFRESHED),
         last_sync_at=get_time(conn, offline_db.LAST_SYNC),
+        clock_skew=None if skew is None else int(skew) / 1000,
     )

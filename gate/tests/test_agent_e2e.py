@@ -15,6 +15,7 @@ from gate import local_taps, snapshot
 from gate.decide import Direction
 from gate.local_taps import Tap
 from gate.offline_db import now
+from gate.status import read_status
 from gate.tests.conftest import CLOCK_SKEW
 from gate.tests.local_files import query
 from libs.money import to_money
@@ -143,6 +144,27 @@ async def test_a_gate_whose_clock_runs_fast_still_decides_online_and_tells_staff
         r.getMessage() for r in caplog.records if "refuses this gate's clock" in r.getMessage()
     ]
     assert len(warnings) == 1 and "tapped_at" in warnings[0] and "NTP" in warnings[0]
+
+
+async def test_each_heartbeat_measures_the_gate_s_clock_and_a_drifted_one_is_told(
+    gates, tmp_path, caplog, monkeypatch
+):
+    """The fare service stamps each heartbeat with its clock: the agent keeps how far its
+    own is off for `tiket gate status`, and warns staff once when it is off by more than
+    clock.TOLERANCE_SECONDS — before any tap's time is refused."""
+    async with gates.agent(gates.gate_config(tmp_path)) as agent:
+        await agent.heartbeat()
+        measured = await agent.db.run(read_status)
+        assert measured.clock_skew is not None and abs(measured.clock_skew) < 5
+        ahead = timedelta(minutes=10)
+        monkeypatch.setattr("gate.agent.now", lambda: now() + ahead)
+        with caplog.at_level("WARNING", logger="gate.agent"):
+            await agent.heartbeat()
+            await agent.heartbeat()
+        drifted = await agent.db.run(read_status)
+    assert drifted.clock_skew is not None and abs(drifted.clock_skew - 600) < 5
+    warnings = [r.getMessage() for r in caplog.records if "this gate's clock is" in r.getMessage()]
+    assert len(warnings) == 1 and "ahead of the fare service's" in warnings[0]
 
 
 async def test_a_slow_journey_service_gets_an_offline_decision_and_a_pending_task(gates, tmp_path):

@@ -55,6 +55,8 @@ async def test_serve_prints_a_decision_per_tap_then_status_shows_the_gate(gates,
     assert "A/A-ENTRY-01 (entry)" in out
     assert "answers" in out
     assert "pending taps" in out
+    clock_line = next(line for line in out.splitlines() if line.startswith("clock"))
+    assert " s ahead of the fare service's" in clock_line or " s behind" in clock_line, out
 
 
 def without_direction(env: dict[str, str]) -> dict[str, str]:
