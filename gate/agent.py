@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -24,7 +25,7 @@ from gate.decide import Direction
 from gate.local_taps import Tap, decide_offline, record_online
 from gate.mesh import UNREACHABLE, Mesh
 from gate.offline_db import OfflineDb, now, set_time, set_value, to_cents
-from gate.online import NoAnswer, tap_online
+from gate.online import NoAnswer, OnlineAnswer, tap_online
 from libs.config import ConfigError, Settings
 from libs.periodic import Periodic
 
@@ -136,39 +137,47 @@ class GateAgent:
         c = self.config
         tap = Tap(str(uuid.uuid4()), card_id, direction, tapped_at, c.terminal_code, c.gate_code)
         if self.online:
+            decided = await self._decide_online(tap)
+            if decided is not None:
+                return decided
+        return await self._decide_offline(tap)
+
+    async def _decide_online(self, tap: Tap) -> Decision | None:
+        """The journey service's decision; None when it gave none in time (then offline)."""
+        try:
+            answer = await tap_online(self.mesh, tap, self.online_timeout)
+        except NoAnswer as no_answer:
+            self._went_offline(str(no_answer))
+            return None
+        self._came_online()
+        self._tell_staff(answer)
+        if answer.open:
+            held = answer.amount if tap.direction is Direction.CHECK_IN else Decimal(0)
             try:
-                answer = await tap_online(self.mesh, tap, self.online_timeout)
-            except NoAnswer as no_answer:
-                self._went_offline(str(no_answer))
+                await self.db.run(record_online, tap, to_cents(held or Decimal(0)), now())
+            except sqlite3.Error as exc:  # the server decided and keeps the tap: it stands
+                self._storage_failed(exc)
             else:
-                self._came_online()
-                if answer.clock_refused:
-                    self._warn_once(
-                        "CLOCK",
-                        f"the journey service refuses this gate's clock ({answer.clock_refused})"
-                        ": online taps are timed by the server's clock meanwhile, offline ones "
-                        "would be rejected at upload; set the clock right (NTP)",
-                    )
-                if answer.reason == "GATE_NOT_REGISTERED":
-                    self._warn_once(
-                        answer.reason,
-                        f"the journey service does not know this gate ({answer.detail}): "
-                        "register it (FareService/RegisterGate) or correct "
-                        "TIKET_GATE_TERMINAL and TIKET_GATE_CODE",
-                    )
-                if answer.open:
-                    held = answer.amount if direction is Direction.CHECK_IN else Decimal(0)
-                    await self.db.run(record_online, tap, to_cents(held or Decimal(0)), now())
-                return Decision(
-                    answer.open,
-                    card_id,
-                    direction,
-                    "online",
-                    answer.reason,
-                    answer.amount,
-                    tap.tap_id,
-                )
-        verdict = await self.db.run(decide_offline, tap)
+                self._storage_works()
+        return Decision(
+            answer.open,
+            tap.card_id,
+            tap.direction,
+            "online",
+            answer.reason,
+            answer.amount,
+            tap.tap_id,
+        )
+
+    async def _decide_offline(self, tap: Tap) -> Decision:
+        """From the SQLite file; CLOSED (GATE_ERROR) when the file fails: a tap that cannot
+        be recorded for upload must not open the gate."""
+        try:
+            verdict = await self.db.run(decide_offline, tap)
+        except sqlite3.Error as exc:
+            self._storage_failed(exc)
+            return Decision(False, tap.card_id, tap.direction, "offline", "GATE_ERROR", None)
+        self._storage_works()
         if verdict.reason == "NO_SNAPSHOT":
             self._warn_once(
                 verdict.reason,
@@ -176,10 +185,41 @@ class GateAgent:
                 "`tiket gate serve` loads one while the network answers",
             )
         # Offline, the rider sees what was held at an entry; an exit's fare is the server's.
-        shown = verdict.offline_amount if direction is Direction.CHECK_IN else None
+        shown = verdict.offline_amount if tap.direction is Direction.CHECK_IN else None
         return Decision(
-            verdict.open, card_id, direction, "offline", verdict.reason, shown, tap.tap_id
+            verdict.open, tap.card_id, tap.direction, "offline", verdict.reason, shown, tap.tap_id
         )
+
+    def _tell_staff(self, answer: OnlineAnswer) -> None:
+        """Faults of the gate's own that an online answer reveals, warned of once."""
+        if answer.clock_refused:
+            self._warn_once(
+                "CLOCK",
+                f"the journey service refuses this gate's clock ({answer.clock_refused})"
+                ": online taps are timed by the server's clock meanwhile, offline ones "
+                "would be rejected at upload; set the clock right (NTP)",
+            )
+        if answer.reason == "GATE_NOT_REGISTERED":
+            self._warn_once(
+                answer.reason,
+                f"the journey service does not know this gate ({answer.detail}): "
+                "register it (FareService/RegisterGate) or correct "
+                "TIKET_GATE_TERMINAL and TIKET_GATE_CODE",
+            )
+
+    def _storage_failed(self, exc: sqlite3.Error) -> None:
+        """The SQLite file failed a tap (disk full, permissions, a damaged file): an ERROR
+        heartbeat until it works again, and a line for staff at each failure."""
+        self.problem = f"storage: {exc}"
+        log.error(
+            "gate: the SQLite file %s failed (%s): offline taps are refused until it works; "
+            "check its disk and permissions",
+            *(self.db.path, exc),
+        )
+
+    def _storage_works(self) -> None:
+        if self.problem.startswith("storage:"):
+            self.problem = ""
 
     def _warn_once(self, reason: str, message: str) -> None:
         """Tell staff of a fault behind `reason` once a run, not at every rider's tap."""

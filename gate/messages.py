@@ -38,6 +38,10 @@ REFUSALS: dict[str, tuple[str, str]] = {
         "Gerbang ini belum terdaftar. Hubungi petugas.",
         "This gate is not registered. Please contact staff.",
     ),
+    "GATE_ERROR": (
+        "Gerbang bermasalah. Hubungi petugas.",
+        "This gate has a fault. Please contact staff.",
+    ),
     "TERMINAL_CLOSED": ("Terminal sedang tutup.", "This terminal is closed."),
     "NO_FARE": (
         "Tarif untuk perjalanan ini tidak tersedia. Hubungi petugas.",

@@ -4,6 +4,7 @@ reaching the gate."""
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import timedelta
 from decimal import Decimal
 
@@ -165,6 +166,39 @@ async def test_each_heartbeat_measures_the_gate_s_clock_and_a_drifted_one_is_tol
     assert drifted.clock_skew is not None and abs(drifted.clock_skew - 600) < 5
     warnings = [r.getMessage() for r in caplog.records if "this gate's clock is" in r.getMessage()]
     assert len(warnings) == 1 and "ahead of the fare service's" in warnings[0]
+
+
+async def test_a_failing_sqlite_file_neither_stops_the_agent_nor_opens_an_unrecorded_tap(
+    gates, tmp_path, monkeypatch
+):
+    """The gate's disk fills up: an online OPEN stands (the server decided and keeps the
+    tap), an offline tap that cannot be recorded for upload stays CLOSED (GATE_ERROR), the
+    heartbeat reports the fault, and the agent decides on once the file works again. It
+    used to raise out of `tap` — `tiket gate serve` ended at the first such tap."""
+    _, card = await new_rider(gates.mesh, 50_000)
+    _, other = await new_rider(gates.mesh, 50_000)
+    full = sqlite3.OperationalError("database or disk is full")
+
+    def failing(*args):
+        raise full
+
+    async with gates.agent(gates.gate_config(tmp_path)) as agent:
+        await snapshot.refresh_users(agent.db, agent.mesh)
+        await snapshot.refresh_fares(agent.db, agent.mesh, "A")
+        with monkeypatch.context() as patch:
+            patch.setattr("gate.agent.record_online", failing)
+            online = await agent.tap(card)
+            assert (online.open, online.mode) == (True, "online")
+            assert agent.problem == "storage: database or disk is full"
+            gates.journey_proxy.cut()
+            patch.setattr("gate.agent.decide_offline", failing)
+            refused = await agent.tap(other)
+        assert (refused.open, refused.mode, refused.reason) == (False, "offline", "GATE_ERROR")
+        assert "This gate has a fault" in refused.render("en")
+        working = await agent.tap(other)
+        assert (working.open, working.mode) == (True, "offline")
+        assert agent.problem == ""
+    assert query(agent.db.path, "SELECT count(*) FROM offline_tasks") == [(1,)]
 
 
 async def test_a_slow_journey_service_gets_an_offline_decision_and_a_pending_task(gates, tmp_path):
