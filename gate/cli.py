@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from gate.status import GateStatus, read_status
 from libs import tls
 from libs.config import ConfigError, Settings
 
+log = logging.getLogger(__name__)
 USAGE = "one tap per line: CARD, or CARD in / CARD out"
 
 
@@ -104,10 +106,16 @@ async def serve(config: GateConfig, settings: Settings, socket: Path | None = No
 
 
 async def _answer(agent: GateAgent, line: str) -> str:
+    """The decision's line for a reader's line. A tap that fails unexpectedly is CLOSED
+    (GATE_ERROR) with its traceback in the log: the gate keeps serving the next rider."""
     parsed = parse_tap(line)
     if parsed is None:
         return f"? {line.strip()!r}: {USAGE}" if line.strip() else ""
-    decision: Decision = await agent.tap(*parsed)
+    try:
+        decision: Decision = await agent.tap(*parsed)
+    except Exception:
+        log.exception("gate: the tap of %s failed", parsed[0])
+        decision = Decision(False, parsed[0], None, "gate", "GATE_ERROR")
     return decision.render(agent.config.lang)
 
 

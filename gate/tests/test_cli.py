@@ -1,13 +1,18 @@
-"""`tiket gate serve`, `tap` and `status` as processes, against the real services."""
+"""`tiket gate serve`, `tap` and `status` as processes, against the real services, and the
+reader's loop they share."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
+from types import SimpleNamespace
 
 import pytest
 
+from gate.agent import Decision
+from gate.cli import _answer
+from gate.decide import Direction
 from gate.tests.local_files import gate_env
 from services.journey.tests.mesh import new_rider
 from tests.support.processes import ROOT, free_port
@@ -142,3 +147,26 @@ async def test_a_socket_the_agent_cannot_listen_on_is_named_without_a_traceback(
     assert "Traceback" not in out, out
     assert f"tiket: configuration error: cannot listen on the socket {path}: " in out, out
     assert "No such file or directory; give --socket a path in a folder" in out, out
+
+
+async def test_a_tap_that_fails_unexpectedly_is_closed_and_the_gate_serves_on(caplog):
+    """Whatever goes wrong inside one tap (a bug, a library's surprise), the reader's loop
+    answers CLOSED with the traceback in the log, and the next rider is served."""
+
+    class Broken:
+        config = SimpleNamespace(lang="en")
+        calls = 0
+
+        async def tap(self, card: str, way: str | None = None):
+            self.calls += 1
+            if self.calls == 1:
+                raise KeyError("a surprise")
+            return Decision(True, card, Direction.CHECK_IN, "online")
+
+    agent = Broken()
+    with caplog.at_level("ERROR", logger="gate.cli"):
+        first = await _answer(agent, "CARD0001\n")
+    assert first.startswith("CLOSED CARD0001 -   [gate] This gate has a fault"), first
+    assert "(GATE_ERROR)" in first
+    assert any(r.exc_info and "CARD0001" in r.getMessage() for r in caplog.records)
+    assert (await _answer(agent, "CARD0002\n")).startswith("OPEN   CARD0002 in")
