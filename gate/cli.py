@@ -123,12 +123,15 @@ async def serve_socket(agent: GateAgent, path: Path) -> None:
     """Each connection sends lines of taps and reads one line per tap back."""
 
     async def reader(stream: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        answer = ""
         try:
             while line := await stream.readline():
                 answer = await _answer(agent, line.decode(errors="replace"))
                 print(answer)
                 writer.write(answer.encode() + b"\n")
                 await writer.drain()
+        except ConnectionError as exc:  # a controller restarting: the next one connects anew
+            log.warning("gate: a reader went away (%s); last answer: %s", exc, answer or "none")
         finally:
             writer.close()
 
