@@ -6,6 +6,7 @@ process with a message naming the variable and what it expected.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 from collections.abc import Callable, Mapping
@@ -40,9 +41,25 @@ class ConfigError(ValueError):
     """An environment variable holds a value tiket cannot use."""
 
 
+# Every TIKET_* variable this process looked for (read_setting records each): one that is set
+# but never looked for is most likely misspelt (unread_settings).
+_looked_for: set[str] = set()
+# Read by the `tiket` command itself, or set by tiket for its own processes.
+READ_ELSEWHERE = frozenset(
+    {
+        "TIKET_TOKEN",
+        "TIKET_STATE_DIR",
+        "TIKET_DEV_ISSUER_KEY",
+        "TIKET_SUPERVISOR_PID",
+        "TIKET_WORKER",
+    }
+)
+
+
 def read_setting(env: Mapping[str, str], name: str, default: T, parse: Callable[[str], T]) -> T:
     """Variable `name` of `env` parsed, `default` when unset or empty. ConfigError names the
     variable, its value and what `parse` expected (its ValueError's message)."""
+    _looked_for.add(name)
     raw = env.get(name, "")
     if raw == "":
         return default
@@ -328,3 +345,25 @@ def _identifier(raw: str) -> str:
     if not raw.replace("_", "").isalnum() or not raw.isascii() or raw.lower() != raw:
         raise ValueError("expected lower-case letters, digits and _ only")
     return raw
+
+
+def unread_settings(env: Mapping[str, str], component: str) -> list[tuple[str, str]]:
+    """(variable, the closest name looked for, or "") for each TIKET_* variable of `env`
+    that this process never looked for and that is not another component's (TIKET_<OTHER
+    SERVICE>_…, the gate agent's TIKET_GATE_…): a misspelt name has no effect at all."""
+    others = tuple(
+        f"TIKET_{name.upper()}_" for name in (*SERVICE_PORTS, "gate") if name != component
+    )
+    unread = [
+        name
+        for name in env
+        if name.startswith("TIKET_")
+        and name not in _looked_for
+        and name not in READ_ELSEWHERE
+        and not name.startswith(others)
+    ]
+    known = sorted(_looked_for)
+    return [
+        (name, next(iter(difflib.get_close_matches(name, known, 1, 0.8)), ""))
+        for name in sorted(unread)
+    ]

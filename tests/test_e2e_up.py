@@ -105,6 +105,8 @@ def test_up_seed_status_and_ctrl_c():
         rest = output.finish()
         assert up.returncode == 0, rest
         assert "tiket: stopped" in rest
+        # Every variable set for the six services is one of theirs: none is called unread.
+        assert "has no such setting" not in rest, rest
 
         after = subprocess.run(
             [sys.executable, "-m", "cli.main", "status"],

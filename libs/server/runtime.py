@@ -28,7 +28,7 @@ from psycopg_pool import AsyncConnectionPool
 from libs import jsonlog, tls, tracing
 from libs.auth.service_identity import IdentityError, ServiceIdentity
 from libs.cache import Cache
-from libs.config import ConfigError, Settings
+from libs.config import ConfigError, Settings, unread_settings
 from libs.db.database import ensure_database, open_pool
 from libs.db.migrations import MigrationError, Track, migrate
 from libs.events.consumer import StartsWhenReachable
@@ -267,12 +267,25 @@ async def _serve_until_signalled(runtime: ServiceRuntime) -> None:
     if supervisor == str(os.getppid()):  # not in worker processes: their parent is ours
         watch = asyncio.create_task(_stop_when_orphaned(stop, int(supervisor)))
     await runtime.start()
+    if not runtime.worker:  # the workers of one service would each say the same
+        _warn_of_unread_settings(runtime.definition.name)
     tune_garbage_collector()
     await stop.wait()
     if watch is not None:
         watch.cancel()
     log.info("draining", extra={"grace_seconds": runtime.settings.grace_seconds})
     await runtime.stop()
+
+
+def _warn_of_unread_settings(service: str) -> None:
+    """Started, every setting is read: a TIKET_* variable nothing looked for has no effect,
+    most likely a misspelt name (TIKET_DATABASE_URL for TIKET_POSTGRES_URL)."""
+    for name, close in unread_settings(os.environ, service):
+        log.warning(
+            "%s is set, but the %s service has no such setting%s; README 'Configuration' "
+            "lists them",
+            *(name, service, f" (did you mean {close}?)" if close else ""),
+        )
 
 
 def tune_garbage_collector() -> None:

@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from libs.config import DEV_ISSUER, SERVICE_PORTS, ConfigError, load
+from libs.config import DEV_ISSUER, SERVICE_PORTS, ConfigError, load, unread_settings
 
 OWN_AMQP = "amqp://tiket:pw@mq:5672/"
 OWN_ISSUER = "https://id.example/realms/tiket"
@@ -186,3 +186,28 @@ def test_every_service_has_distinct_ports() -> None:
     grpc_ports = [grpc for grpc, _ in SERVICE_PORTS.values()]
     metrics_ports = [metrics for _, metrics in SERVICE_PORTS.values()]
     assert len(set(grpc_ports + metrics_ports)) == 2 * len(SERVICE_PORTS)
+
+
+def test_a_variable_no_setting_reads_is_named_with_the_closest_setting() -> None:
+    """A misspelt variable has no effect at all: after the settings are read it is told
+    apart from what was looked for, and from another component's variables (each service
+    gets every variable from `tiket up`, a Helm ConfigMap may carry its peers')."""
+    env = {
+        "TIKET_POSTGRES_URL": "postgresql://postgres@127.0.0.1:5432",
+        "TIKET_DATABASE_URL": "postgresql://x@db",  # nothing reads it
+        "TIKET_USRE_PORT": "50051",  # misspelt
+        "TIKET_JOURNEY_ANTI_PASSBACK_SECONDS": "60",  # the journey service's
+        "TIKET_GATE_TERMINAL": "A",  # the gate agent's
+        "TIKET_TOKEN": "t",  # the `tiket` command's
+        "PATH": "/usr/bin",
+    }
+    load(env)
+    assert unread_settings(env, "user") == [
+        ("TIKET_DATABASE_URL", ""),
+        ("TIKET_USRE_PORT", "TIKET_USER_PORT"),
+    ]
+    # To the journey service its own prefix is no excuse.
+    typo = {**env, "TIKET_JOURNEY_ANTI_PASBACK_SECONDS": "60"}
+    assert ("TIKET_JOURNEY_ANTI_PASBACK_SECONDS", "") in [
+        (name, "") for name, _ in unread_settings(typo, "journey")
+    ]

@@ -71,7 +71,7 @@ def load(env: Mapping[str, str] | None = None) -> BookingConfig:
         refund_policy=read_setting(
             env, PREFIX + "REFUND_POLICY", d.refund_policy, RefundPolicy.parse
         ),
-        midtrans_server_key=env.get(PREFIX + "MIDTRANS_SERVER_KEY", ""),
+        midtrans_server_key=read_setting(env, PREFIX + "MIDTRANS_SERVER_KEY", "", str),
         midtrans_snap_url=read_setting(env, PREFIX + "MIDTRANS_SNAP_URL", d.midtrans_snap_url, url),
         midtrans_api_url=read_setting(env, PREFIX + "MIDTRANS_API_URL", d.midtrans_api_url, url),
         gateway_timeout=read_setting(
