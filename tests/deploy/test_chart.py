@@ -5,7 +5,9 @@ services/registry.py deployed with what issue 17 asks for."""
 from __future__ import annotations
 
 import copy
+import json
 import re
+import sys
 
 import pytest
 import yaml
@@ -238,6 +240,38 @@ def test_service_config_is_a_valid_production_configuration(value_set: str, name
     own = set(values()["services"][name].get("secretEnv", {}))
     assert secret_env == {"TIKET_POSTGRES_URL", "TIKET_AMQP_URL", "TIKET_REDIS_URL", *own}
     assert own <= _settings_names()
+
+
+UNREAD_PROBE = """
+import importlib, json, sys
+from libs.config import load, unread_settings
+name, env = sys.argv[1], json.loads(sys.argv[2])
+load(env)
+try:
+    importlib.import_module(f"services.{name}.config").load(env)
+except ModuleNotFoundError:
+    pass  # a service without settings of its own
+print(json.dumps(unread_settings(env, name)))
+"""
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_no_service_is_given_a_variable_it_does_not_read(name: str) -> None:
+    """The service would warn at every start of a cluster about a variable of its ConfigMap
+    (or Secrets) that none of its settings reads; read in a process of its own, as in the
+    pod."""
+    docs = render("production")
+    env = dict(of_kind(docs, "ConfigMap")[object_name(name)]["data"])
+    pod = of_kind(docs, "Deployment")[object_name(name)]["spec"]["template"]["spec"]
+    env |= {e["name"]: "x" for e in pod["containers"][0]["env"]}
+    env |= {
+        "TIKET_POSTGRES_URL": "postgresql://tiket:secret@postgres:5432",
+        "TIKET_AMQP_URL": "amqp://tiket:secret@rabbitmq:5672/",
+        "TIKET_REDIS_URL": "redis://redis:6379/0",
+    }
+    probe = run(sys.executable, "-c", UNREAD_PROBE, name, json.dumps(env))
+    assert probe.returncode == 0, probe.stderr
+    assert json.loads(probe.stdout) == [], probe.stdout
 
 
 def service_links(services: list[dict]) -> dict[str, str]:
