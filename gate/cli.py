@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ from gate.config import DIRECTIONS, LANGUAGES, GateConfig, load
 from gate.offline_db import OfflineDb, now
 from gate.status import GateStatus, read_status
 from libs import tls
-from libs.config import ConfigError, Settings
+from libs.config import ConfigError, Settings, unread_settings
 
 log = logging.getLogger(__name__)
 USAGE = "one tap per line: CARD, or CARD in / CARD out"
@@ -58,7 +59,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace) -> GateConfig:
-    return load(
+    """The gate's settings; a TIKET_* variable none of them reads (misspelt) is warned of."""
+    config = load(
         overrides={
             "terminal_code": args.terminal,
             "gate_code": args.gate,
@@ -69,6 +71,10 @@ def _config(args: argparse.Namespace) -> GateConfig:
             "lang": args.lang,
         }
     )
+    for name, close in unread_settings(os.environ, "gate"):
+        hint = f" (did you mean {close}?)" if close else ""
+        log.warning("gate: %s is set, but the gate has no such setting%s", name, hint)
+    return config
 
 
 def parse_tap(line: str) -> tuple[str, str | None] | None:

@@ -119,6 +119,22 @@ async def test_a_one_shot_tap_is_shown_in_status_and_a_gate_without_a_snapshot_s
     assert "(NO_SNAPSHOT)" in out and "`tiket gate serve` loads one" in out, out
 
 
+async def test_a_misspelt_gate_variable_is_named_with_the_setting_it_resembles(gates, tmp_path):
+    """TIKET_GATE_DEADLINE_MSS=150 had no effect and nothing said so: the agent ran with the
+    default deadline. A variable of nobody else's that no gate setting reads is a warning."""
+    _, card = await new_rider(gates.mesh, 50_000)
+    env = gate_env(gates.gate_config(tmp_path), tmp_path) | {"TIKET_GATE_DEADLINE_MSS": "150"}
+    code, out = await tiket_gate(env, "tap", card)
+    assert code == 0, out
+    assert (
+        "gate: TIKET_GATE_DEADLINE_MSS is set, but the gate has no such setting "
+        "(did you mean TIKET_GATE_DEADLINE_MS?)" in out
+    ), out
+    assert "is set, but the gate has no such setting" not in out.replace(
+        "TIKET_GATE_DEADLINE_MSS is set, but the gate has no such setting", ""
+    ), out
+
+
 @pytest.mark.parametrize("kind", ["not a database", "a folder"])
 async def test_a_gate_file_that_cannot_be_opened_is_named_without_a_traceback(
     gates, tmp_path, kind
