@@ -196,8 +196,8 @@ class GateAgent:
             self._warn_once(
                 "CLOCK",
                 f"the journey service refuses this gate's clock ({answer.clock_refused})"
-                ": online taps are timed by the server's clock meanwhile, offline ones "
-                "would be rejected at upload; set the clock right (NTP)",
+                ": online taps are timed by the server's clock meanwhile, but offline ones "
+                "by this wrong one (their fares and order); set the clock right (NTP)",
             )
         if answer.reason == "GATE_NOT_REGISTERED":
             self._warn_once(
