@@ -19,6 +19,7 @@ from services.booking import config as booking_config
 from tests.deploy.chart import (
     CHART,
     NAMESPACE,
+    RELEASE,
     VALUE_SETS,
     Docs,
     exported_series,
@@ -439,6 +440,24 @@ def _readme_value_keys() -> set[str]:
         parent = names[0].rsplit(".", 1)[0] if "." in names[0] else ""
         keys |= {name if "." in name or not parent else f"{parent}.{name}" for name in names}
     return keys
+
+
+def egress_ports(docs) -> set[int]:
+    egress = of_kind(docs, "NetworkPolicy")[f"{RELEASE}-egress"]["spec"]["egress"]
+    return {port["port"] for rule in egress for port in rule.get("ports", [])}
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "port"),
+    [("http://otel-collector.monitoring:4317", 4317), ("http://otel:55681", 55681)],
+)
+def test_the_pods_may_reach_the_trace_collector_they_are_given(endpoint: str, port: int) -> None:
+    """With an OTLP endpoint the egress policy opens its port: it used to allow only the
+    databases, DNS and HTTPS, so every span was dropped at the pod's edge."""
+    assert port in egress_ports(
+        render("default", "--set", f"config.tracing.otlpEndpoint={endpoint}")
+    )
+    assert port not in egress_ports(render("default"))
 
 
 def test_readme_values_table_matches_values_yaml() -> None:
