@@ -460,6 +460,27 @@ def test_the_pods_may_reach_the_trace_collector_they_are_given(endpoint: str, po
     assert port not in egress_ports(render("default"))
 
 
+@pytest.mark.parametrize(("port", "expected"), [(None, 25), ("587", 587)])
+def test_a_notification_service_given_an_smtp_relay_may_reach_it(port, expected) -> None:
+    """Email configured through the notification service's env (README) was blocked by the
+    egress policy, which knew nothing of SMTP: no rider was ever mailed in a cluster."""
+    flags = ["--set", "services.notification.env.TIKET_NOTIFICATION_SMTP_HOST=smtp.example.com"]
+    if port:
+        flags += ["--set-string", f"services.notification.env.TIKET_NOTIFICATION_SMTP_PORT={port}"]
+    assert expected in egress_ports(render("default", *flags))
+    assert expected not in egress_ports(render("default"))
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [("http://push.internal/hook", 80), ("https://sms.example.com:8443/x", 8443)],
+)
+def test_a_notification_webhook_s_port_is_opened(url: str, expected: int) -> None:
+    flags = ["--set", f"services.notification.env.TIKET_NOTIFICATION_WEBHOOK_URL={url}"]
+    assert expected in egress_ports(render("default", *flags))
+    assert expected not in egress_ports(render("default"))
+
+
 def test_readme_values_table_matches_values_yaml() -> None:
     chart = values()
     documented = _readme_value_keys()
