@@ -481,6 +481,13 @@ def test_a_notification_webhook_s_port_is_opened(url: str, expected: int) -> Non
     assert expected not in egress_ports(render("default"))
 
 
+def test_an_identity_provider_on_a_port_of_its_own_may_be_reached() -> None:
+    """Keycloak at :8443: without its port every token check failed for want of its keys."""
+    jwks = "https://id.example.com:8443/realms/tiket/protocol/openid-connect/certs"
+    assert 8443 in egress_ports(render("default", "--set", f"auth.jwks={jwks}"))
+    assert 8443 not in egress_ports(render("default"))
+
+
 def test_readme_values_table_matches_values_yaml() -> None:
     chart = values()
     documented = _readme_value_keys()
