@@ -200,7 +200,12 @@ class Settings:
         return f"{self.db_prefix}{service}"
 
     def database_url(self, service: str) -> str:
-        return f"{self.postgres_url.rstrip('/')}/{self.database_name(service)}"
+        """TIKET_POSTGRES_URL naming the service's database; its parameters (a managed
+        server's `?sslmode=require`) kept, a database it names replaced."""
+        server = urlsplit(self.postgres_url)
+        query = f"?{server.query}" if server.query else ""
+        # By hand: urlunsplit would drop the "//" of a URL without a host (a Unix socket).
+        return f"{server.scheme}://{server.netloc}/{self.database_name(service)}{query}"
 
     def check_production(self) -> None:
         """Refuse development issuer and RabbitMQ credentials unless TIKET_ENV is explicitly

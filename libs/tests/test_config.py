@@ -211,3 +211,21 @@ def test_a_variable_no_setting_reads_is_named_with_the_closest_setting() -> None
     assert ("TIKET_JOURNEY_ANTI_PASBACK_SECONDS", "") in [
         (name, "") for name, _ in unread_settings(typo, "journey")
     ]
+
+
+@pytest.mark.parametrize(
+    ("server", "expected"),
+    [
+        ("postgresql://postgres@127.0.0.1:5432", "postgresql://postgres@127.0.0.1:5432/tiket_user"),
+        ("postgresql://u:p@db:5432/", "postgresql://u:p@db:5432/tiket_user"),
+        # a managed server: its parameters stay parameters
+        ("postgresql://u:p@db:5432?sslmode=require", "postgresql://u:p@db:5432/tiket_user?sslmode=require"),
+        ("postgresql://u@db/postgres?sslmode=verify-full&sslrootcert=/ca.pem",
+         "postgresql://u@db/tiket_user?sslmode=verify-full&sslrootcert=/ca.pem"),
+        ("postgresql:///?host=/var/run/postgresql", "postgresql:///tiket_user?host=/var/run/postgresql"),
+    ],
+)  # fmt: skip
+def test_a_service_s_database_url_keeps_the_server_s_parameters(server: str, expected: str) -> None:
+    """`?sslmode=require` used to become the service's sslmode 'require/tiket_user': no
+    service could reach a managed PostgreSQL that needs TLS."""
+    assert load({"TIKET_POSTGRES_URL": server}).database_url("user") == expected
