@@ -11,7 +11,7 @@ import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import grpc
@@ -34,6 +34,8 @@ CARD = re.compile(r"^[A-Z0-9]{8,20}$")
 JOURNEY_SERVICE = "tiket.journey.v1.JourneyService"
 # Of the deadline, what the offline path keeps for itself when the server does not answer.
 OFFLINE_RESERVE = 0.05
+# A given token this close to its expiry is warned of (heartbeats come every 15 s).
+TOKEN_WARNING = timedelta(hours=1)
 ASKED = {"in": Direction.CHECK_IN, "out": Direction.CHECK_OUT}
 REGISTERED_DIRECTIONS = {
     fare_pb2.GATE_TYPE_ENTRY: "entry",
@@ -307,9 +309,28 @@ class GateAgent:
         return 0
 
     async def heartbeat(self) -> int:
+        self._check_token()
         await self._report()
         await self.db.run(_write_mode, self.online)
         return 0
+
+    def _check_token(self) -> None:
+        """A token the gate was given (not one it renews) that expires soon, or has: staff
+        are told before the services start refusing it and every tap goes offline."""
+        expires = self.mesh.credential.expires_at()
+        if expires is None:
+            return
+        left = expires - now()
+        renew = "renew it (TIKET_GATE_TOKEN_FILE is read again when it changes)"
+        if left <= timedelta(0):
+            self._warn_once(
+                "TOKEN_EXPIRED", f"its token expired at {expires:%Y-%m-%d %H:%M} UTC: {renew}"
+            )
+        elif left <= TOKEN_WARNING:
+            self._warn_once(
+                "TOKEN_EXPIRING",
+                f"its token expires at {expires:%Y-%m-%d %H:%M} UTC, in {left.seconds // 60} min: {renew}",
+            )
 
     async def _report(self) -> fare_pb2.Gate:
         """Heartbeat: how the gate is, to the fare service; its registry entry back, whose

@@ -18,6 +18,7 @@ from cli.table import render
 from gate import clock
 from gate.agent import JOURNEY_SERVICE, Decision, GateAgent
 from gate.config import DIRECTIONS, LANGUAGES, GateConfig, load
+from gate.mesh import Credential
 from gate.offline_db import OfflineDb, now
 from gate.status import GateStatus, read_status
 from libs import tls
@@ -187,7 +188,25 @@ async def status_table(config: GateConfig, settings: Settings) -> str:
     finally:
         await db.close()
     reachable = await _journey_answers(config, settings)
-    return render(["gate status", ""], _rows(config, db.path, status, reachable))
+    rows = _rows(config, db.path, status, reachable)
+    rows.insert(-1, ("token", _token_text(Credential(config, settings))))
+    return render(["gate status", ""], rows)
+
+
+def _token_text(credential: Credential) -> str:
+    expires = credential.expires_at()
+    if expires is None:
+        return "no expiry read" if credential.given else "renewed by the agent (development)"
+    left = expires - now()
+    if left.total_seconds() <= 0:
+        return f"EXPIRED at {expires:%Y-%m-%d %H:%M} UTC: renew it"
+    return f"expires {expires:%Y-%m-%d %H:%M} UTC (in {_span(left.total_seconds())})"
+
+
+def _span(seconds: float) -> str:
+    if seconds < 7200:
+        return f"{int(seconds // 60)} min"
+    return f"{int(seconds // 3600)} h"
 
 
 async def _journey_answers(config: GateConfig, settings: Settings) -> bool:

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
+import jwt
 from grpc import aio
 from tiket.fare.v1 import fare_pb2_grpc
 from tiket.journey.v1 import journey_pb2_grpc
@@ -58,6 +60,23 @@ class Credential:
             self._token = self._mint()
             self._renew_at = time.monotonic() + DEV_TOKEN_TTL / 2
         return self._token
+
+    @property
+    def given(self) -> bool:
+        """A token from outside (variable or file), not one the gate mints and renews."""
+        return bool(self.config.token or self.config.token_file)
+
+    def expires_at(self) -> datetime | None:
+        """When the token given to the gate (TIKET_GATE_TOKEN or its file) expires; None for
+        one the gate renews itself (development) or one without a readable `exp`. Read, not
+        verified: the services verify it."""
+        if not self.given:
+            return None
+        try:
+            claims = jwt.decode(self.token(), options={"verify_signature": False})
+            return datetime.fromtimestamp(float(claims["exp"]), UTC)
+        except (jwt.PyJWTError, KeyError, TypeError, ValueError, OSError):
+            return None
 
     def _from_file(self, path: Path) -> str:
         mtime = path.stat().st_mtime

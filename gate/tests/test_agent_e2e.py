@@ -19,9 +19,11 @@ from gate.offline_db import now
 from gate.status import read_status
 from gate.tests.conftest import CLOCK_SKEW
 from gate.tests.local_files import query
+from libs.auth import Role
 from libs.money import to_money
 from libs.timestamps import to_timestamp
 from services.journey.tests.mesh import new_rider, wallet
+from tests.support import keys
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -199,6 +201,26 @@ async def test_a_failing_sqlite_file_neither_stops_the_agent_nor_opens_an_unreco
         assert (working.open, working.mode) == (True, "offline")
         assert agent.problem == ""
     assert query(agent.db.path, "SELECT count(*) FROM offline_tasks") == [(1,)]
+
+
+async def test_a_given_token_close_to_its_expiry_is_told_to_staff_once(gates, tmp_path, caplog):
+    """A gate given a token (variable or file) goes offline for good the moment it expires,
+    every tap then decided without the server: the heartbeat warns an hour ahead."""
+    subject = "A/A-ENTRY-01"
+    short = keys.token(gates.mesh.settings, Role.GATE, subject, ttl_seconds=1800)
+    with caplog.at_level("WARNING", logger="gate.agent"):
+        async with gates.agent(gates.gate_config(tmp_path, token=short)) as agent:
+            await agent.heartbeat()
+            await agent.heartbeat()
+            assert agent.mesh.credential.expires_at() is not None
+    warnings = [r.getMessage() for r in caplog.records if "its token expires" in r.getMessage()]
+    assert len(warnings) == 1 and "in 29 min" in warnings[0] and "TOKEN_FILE" in warnings[0]
+    caplog.clear()
+    longer = keys.token(gates.mesh.settings, Role.GATE, subject, ttl_seconds=7200)
+    with caplog.at_level("WARNING", logger="gate.agent"):
+        async with gates.agent(gates.gate_config(tmp_path, token=longer)) as agent:
+            await agent.heartbeat()
+    assert not [r for r in caplog.records if "token" in r.getMessage()]
 
 
 async def test_a_slow_journey_service_gets_an_offline_decision_and_a_pending_task(gates, tmp_path):

@@ -62,6 +62,8 @@ async def test_serve_prints_a_decision_per_tap_then_status_shows_the_gate(gates,
     assert "pending taps" in out
     clock_line = next(line for line in out.splitlines() if line.startswith("clock"))
     assert " s ahead of the fare service's" in clock_line or " s behind" in clock_line, out
+    token_line = next(line for line in out.splitlines() if line.startswith("token"))
+    assert "UTC (in 59 min)" in token_line or "UTC (in 60 min)" in token_line, out
 
 
 def without_direction(env: dict[str, str]) -> dict[str, str]:
