@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -74,14 +75,33 @@ def start_up(env: dict[str, str], *args: str) -> tuple[subprocess.Popen, Output]
     return up, Output(up)
 
 
-def test_up_seed_status_and_ctrl_c():
-    env = {**os.environ, **isolated_env(TIKET_LOG_LEVEL="info")}
-    ports = iter(free_ports(2 * len(registry.SERVICES)))
-    for name in registry.SERVICES:
+@contextlib.contextmanager
+def tiket_up(
+    env: dict[str, str], names: list[str], *flags: str
+) -> Iterator[tuple[subprocess.Popen, Output]]:
+    """`tiket up FLAGS` (default `--only NAMES`) with free ports for `names`; afterwards
+    stopped (Ctrl-C, killed if it lingers) and its databases, queues and keys removed."""
+    ports = iter(free_ports(2 * len(names)))
+    for name in names:
         env[f"TIKET_{name.upper()}_PORT"] = str(next(ports))
         env[f"TIKET_{name.upper()}_METRICS_PORT"] = str(next(ports))
-    up, output = start_up(env, "--seed")
+    up, output = start_up(env, *(flags or ("--only", *names)))
     try:
+        yield up, output
+    finally:
+        if up.poll() is None:
+            up.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                up.wait(timeout=60)
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        asyncio.run(remove_run(load(env), names))
+
+
+def test_up_seed_status_and_ctrl_c():
+    env = {**os.environ, **isolated_env(TIKET_LOG_LEVEL="info")}
+    with tiket_up(env, list(registry.SERVICES), "--seed") as (up, output):
         printed = output.wait_for("streaming logs")
         assert "CARD0001  John Doe" in printed
         assert "tiket.user.v1.UserService" in printed
@@ -119,11 +139,6 @@ def test_up_seed_status_and_ctrl_c():
         )
         assert after.returncode == 1
         assert "DOWN" in after.stdout
-    finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait()
-        asyncio.run(remove_run(load(env), list(registry.SERVICES)))
 
 
 def children_of(pid: int) -> list[int]:
@@ -140,9 +155,7 @@ def test_services_stop_when_tiket_up_is_killed():
     """Killed without a chance to stop them (SIGKILL, out of memory), `tiket up` leaves no
     orphan serving on: each service notices its supervisor is gone, drains and exits."""
     env = {**os.environ, **isolated_env()}
-    env["TIKET_USER_PORT"], env["TIKET_USER_METRICS_PORT"] = map(str, free_ports(2))
-    up, output = start_up(env, "--only", "user")
-    try:
+    with tiket_up(env, ["user"]) as (up, output):
         output.wait_for("streaming logs")
         [service] = children_of(up.pid)
         up.kill()
@@ -153,11 +166,6 @@ def test_services_stop_when_tiket_up_is_killed():
                 os.waitpid(service, os.WNOHANG)  # reaped by init, normally; never by us
             time.sleep(0.2)
         assert not Path(f"/proc/{service}").exists(), "the user service outlived tiket up"
-    finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait()
-        asyncio.run(remove_run(load(env), ["user"]))
 
 
 def test_a_service_that_dies_under_tiket_up_is_said_so_and_started_again():
@@ -165,9 +173,7 @@ def test_a_service_that_dies_under_tiket_up_is_said_so_and_started_again():
     ended and served again, not left DOWN while the rest stream on; Ctrl-C then stops the
     new process too."""
     env = {**os.environ, **isolated_env()}
-    env["TIKET_USER_PORT"], env["TIKET_USER_METRICS_PORT"] = map(str, free_ports(2))
-    up, output = start_up(env, "--only", "user")
-    try:
+    with tiket_up(env, ["user"]) as (up, output):
         output.wait_for("streaming logs")
         [first] = children_of(up.pid)
         os.kill(first, signal.SIGKILL)
@@ -184,11 +190,6 @@ def test_a_service_that_dies_under_tiket_up_is_said_so_and_started_again():
         assert up.returncode == 0, output.finish()
         assert "tiket: stopped" in output.finish()
         assert not Path(f"/proc/{second}").exists(), "the started-again user outlived tiket up"
-    finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait()
-        asyncio.run(remove_run(load(env), ["user"]))
 
 
 def test_up_makes_development_keys_and_no_service_holds_one_that_signs_admin(tmp_path):
@@ -203,14 +204,8 @@ def test_up_makes_development_keys_and_no_service_holds_one_that_signs_admin(tmp
         "TIKET_DEV_ISSUER_KEY",
     ):
         env.pop(variable)  # the defaults: keys under TIKET_STATE_DIR, made by tiket up
-    names = ["user", "fare"]
-    ports = iter(free_ports(2 * len(names)))
-    for name in names:
-        env[f"TIKET_{name.upper()}_PORT"] = str(next(ports))
-        env[f"TIKET_{name.upper()}_METRICS_PORT"] = str(next(ports))
-    up, output = start_up(env, "--only", *names)
-    settings = load(env)
-    try:
+    with tiket_up(env, ["user", "fare"]) as (up, output):
+        settings = load(env)
         assert "made development keys" in output.wait_for("streaming logs")
         issuer_key = (tmp_path / "keys" / "issuer.pem").read_bytes()
         user = settings.addresses["user"]
@@ -230,14 +225,6 @@ def test_up_makes_development_keys_and_no_service_holds_one_that_signs_admin(tmp
             assert str(tmp_path / "keys" / "issuer.pem") not in opened
             forged = forge_admin_token(own, settings)
             assert call_get_user(user, forged) == grpc.StatusCode.UNAUTHENTICATED
-    finally:
-        up.send_signal(signal.SIGINT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            up.wait(timeout=60)
-        if up.poll() is None:
-            up.kill()
-            up.wait()
-        asyncio.run(remove_run(settings, names))
 
 
 def forge_admin_token(service_key: Path, settings) -> str:
