@@ -22,7 +22,7 @@ from gate.mesh import Credential
 from gate.offline_db import OfflineDb, now
 from gate.status import GateStatus, read_status
 from libs import tls
-from libs.config import ConfigError, Settings, unread_settings
+from libs.config import ConfigError, Settings, unread_settings_warnings
 
 log = logging.getLogger(__name__)
 USAGE = "one tap per line: CARD, or CARD in / CARD out"
@@ -72,9 +72,8 @@ def _config(args: argparse.Namespace) -> GateConfig:
             "lang": args.lang,
         }
     )
-    for name, close in unread_settings(os.environ, "gate"):
-        hint = f" (did you mean {close}?)" if close else ""
-        log.warning("gate: %s is set, but the gate has no such setting%s", name, hint)
+    for warning in unread_settings_warnings(os.environ, "gate", "the gate"):
+        log.warning("gate: %s", warning)
     return config
 
 

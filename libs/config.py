@@ -372,3 +372,12 @@ def unread_settings(env: Mapping[str, str], component: str) -> list[tuple[str, s
         (name, next(iter(difflib.get_close_matches(name, known, 1, 0.8)), ""))
         for name in sorted(unread)
     ]
+
+
+def unread_settings_warnings(env: Mapping[str, str], component: str, who: str) -> list[str]:
+    """unread_settings as lines for the log, `who` naming the component ("the gate")."""
+    return [
+        f"{name} is set, but {who} has no such setting"
+        + (f" (did you mean {close}?)" if close else "")
+        for name, close in unread_settings(env, component)
+    ]

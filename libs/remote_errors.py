@@ -21,6 +21,8 @@ from libs.errors import (
     Unavailable,
 )
 
+M = TypeVar("M", bound=Message)  # a google.rpc detail type
+
 GONE = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
@@ -31,7 +33,6 @@ GONE = frozenset(
         grpc.StatusCode.INTERNAL,
     }
 )
-M = TypeVar("M", bound=Message)
 # Our token refused: a configuration fault of this deployment, not the caller's.
 MISCONFIGURED = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
 
@@ -45,9 +46,7 @@ def translate(error: aio.AioRpcError, what: str, caller: str) -> TiketError:
     if code in MISCONFIGURED:
         return Unavailable(f"{what} refused the {caller} service's token ({code.name}): {details}")
     if code is grpc.StatusCode.NOT_FOUND:
-        info = resource_of(error)
-        if info is None:
-            return NotFound(details)
+        info = resource_of(error) or error_details_pb2.ResourceInfo()
         return NotFound(details, resource_type=info.resource_type, resource_name=info.resource_name)
     if code is grpc.StatusCode.FAILED_PRECONDITION:
         return FailedPrecondition(reason_of(error), details)

@@ -28,7 +28,7 @@ from psycopg_pool import AsyncConnectionPool
 from libs import jsonlog, tls, tracing
 from libs.auth.service_identity import IdentityError, ServiceIdentity
 from libs.cache import Cache
-from libs.config import ConfigError, Settings, unread_settings
+from libs.config import ConfigError, Settings, unread_settings_warnings
 from libs.db.database import ensure_database, open_pool
 from libs.db.migrations import MigrationError, Track, migrate
 from libs.events.consumer import StartsWhenReachable
@@ -280,12 +280,8 @@ async def _serve_until_signalled(runtime: ServiceRuntime) -> None:
 def _warn_of_unread_settings(service: str) -> None:
     """Started, every setting is read: a TIKET_* variable nothing looked for has no effect,
     most likely a misspelt name (TIKET_DATABASE_URL for TIKET_POSTGRES_URL)."""
-    for name, close in unread_settings(os.environ, service):
-        log.warning(
-            "%s is set, but the %s service has no such setting%s; README 'Configuration' "
-            "lists them",
-            *(name, service, f" (did you mean {close}?)" if close else ""),
-        )
+    for warning in unread_settings_warnings(os.environ, service, f"the {service} service"):
+        log.warning("%s; README 'Configuration' lists them", warning)
 
 
 def tune_garbage_collector() -> None:

@@ -13,7 +13,7 @@ def status_bytes(error: grpc.aio.AioRpcError) -> bytes:
 
 def bad_request_fields(error: grpc.aio.AioRpcError) -> list[str]:
     """Field names in the google.rpc.BadRequest detail of `error`."""
-    raw = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
+    raw = status_bytes(error)
     assert raw, "INVALID_ARGUMENT must carry google.rpc.BadRequest details"
     status = status_pb2.Status.FromString(raw)
     detail = error_details_pb2.BadRequest()
@@ -23,7 +23,7 @@ def bad_request_fields(error: grpc.aio.AioRpcError) -> list[str]:
 
 def error_reason(error: grpc.aio.AioRpcError) -> str:
     """The google.rpc.ErrorInfo reason of a refusal ("" when it carries none)."""
-    raw = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
+    raw = status_bytes(error)
     if not raw:
         return ""
     info = error_details_pb2.ErrorInfo()
