@@ -28,6 +28,22 @@ from libs.timestamps import to_timestamp
 from services.fare import gtfs
 
 CALL_TIMEOUT = 120.0
+# Statuses with which the fare service answers before it writes anything: the import was
+# refused whole. After any other failure (a deadline, a lost connection mid-call, an internal
+# error) the import may have been applied, or not.
+REFUSED = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.UNIMPLEMENTED,
+}
+# The report lists every rule of the feed, imported or skipped with its reason: several times
+# the feed's size, past gRPC's default 4 MB a client takes for a network of a few hundred
+# areas. It comes from the fare service the command called, so take it whole.
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1)]
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -63,15 +79,28 @@ async def import_gtfs(args: argparse.Namespace, settings: Settings) -> None:
     request = _request(args)
     metadata = keys.bearer(keys.cli_token(settings, auth.Role.ADMIN, "tiket-cli"))
     address = settings.addresses["fare"]
-    async with tls.open_channel(address, tls.channel_credentials(settings)) as channel:
+    credentials = tls.channel_credentials(settings)
+    async with tls.open_channel(address, credentials, options=CHANNEL_OPTIONS) as channel:
         stub = fare_pb2_grpc.FareServiceStub(channel)
         try:
             report = await stub.ImportGtfsFares(request, metadata=metadata, timeout=CALL_TIMEOUT)
         except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.UNAVAILABLE:
-                sys.exit(f"tiket: no fare service at {address}: start it (tiket up)")
-            sys.exit(f"tiket: import refused, nothing changed: {exc.code().name}: {exc.details()}")
+            sys.exit(_failure(exc, address))
     print(render_report(args.feed, report))
+
+
+def _failure(exc: grpc.RpcError, address: str) -> str:
+    """What the command says when the call fails: whether anything changed, and what to do."""
+    code, details = exc.code(), exc.details()
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return f"tiket: no fare service at {address}: start it (tiket up)"
+    if code in REFUSED:
+        return f"tiket: import refused, nothing changed: {code.name}: {details}"
+    return (
+        f"tiket: the import may or may not have been applied ({code.name}: {details}); "
+        "run the same command again: importing a feed again changes only what it has not "
+        "changed yet"
+    )
 
 
 def _request(args: argparse.Namespace) -> fare_pb2.ImportGtfsFaresRequest:
@@ -91,7 +120,18 @@ def _request(args: argparse.Namespace) -> fare_pb2.ImportGtfsFaresRequest:
         request.area_terminals[area] = code
     if args.effective_from:
         request.effective_from.CopyFrom(_instant(args.effective_from))
+    if request.ByteSize() > gtfs.MAX_UPLOAD_BYTES:
+        sys.exit(
+            f"tiket: {args.feed}: its fare files come to {_megabytes(len(request.feed))} "
+            f"compressed; one import takes at most {_megabytes(gtfs.MAX_UPLOAD_BYTES)}. "
+            "Import it in parts: feeds each with some of the leg rules and the stops and "
+            "areas they name; nothing imported"
+        )
     return request
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MB"
 
 
 def _instant(text: str) -> Timestamp:

@@ -115,3 +115,34 @@ def test_import_gtfs_command_imports_once_and_refuses_a_broken_feed(fare_process
         refused.stderr
     )
     assert get_fare(fare_process, "A", "B")["price"]["units"] == "5500"
+
+
+def test_import_gtfs_command_prints_a_report_larger_than_grpc_s_default_message(
+    fare_process, tmp_path: Path
+):
+    """A network's feed imported before its areas are mapped skips every rule, each with its
+    reason: ~30,000 rules make a report of ~5 MB, past gRPC's default 4 MB a client takes.
+    The command used to print `import refused, nothing changed: RESOURCE_EXHAUSTED` though
+    the import had been applied."""
+    before = get_fare(fare_process, "B", "C")["price"]["units"]
+    assert before != "10000"
+    areas = [f"Z{n:03d}" for n in range(175)]
+    unmapped = [f"kota,{a},{b},F5000,,0" for a in areas for b in areas if a != b]
+    rules = fixture_text("fare_leg_rules.txt").replace("kota,B,C,F6000", "kota,B,C,F10000")
+    feed = tmp_path / "network.zip"
+    feed.write_bytes(
+        feed_zip(
+            areas_txt=fixture_text("areas.txt") + "".join(f"{a},Halte {a}\n" for a in areas),
+            fare_leg_rules_txt=rules + "\n".join(unmapped) + "\n",
+        )
+    )
+
+    run = tiket(fare_process, "fares", "import-gtfs", str(feed))
+
+    assert run.returncode == 0, run.stderr
+    assert re.search(r"B -> C +Rp [0-9.]+ +Rp 10.000 +fare_leg_rules.txt:6", run.stdout)
+    assert run.stdout.count("maps to no terminal") == len(unmapped) + 1  # and the depot
+    assert f"fare_leg_rules.txt:{15 + len(unmapped)}  area 'Z174' maps to no terminal" in (
+        run.stdout
+    )
+    assert get_fare(fare_process, "B", "C")["price"]["units"] == "10000"

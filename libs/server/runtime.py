@@ -51,7 +51,6 @@ ORPHAN_CHECK_SECONDS = 1.0
 # anyway; with 700, perf saw the collector take ~3.5 % of the services' CPU in bench/taps.py.
 GC_GEN0_THRESHOLD = 20_000
 SERVER_OPTIONS = [
-    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
 ]
@@ -97,6 +96,8 @@ class ServiceDefinition:
     build: Callable[[Resources], Awaitable[Wiring]]
     # Runs on each new pooled connection (e.g. registering enum types).
     configure_connection: Callable[[AsyncConnection], Awaitable[None]] | None = None
+    # The largest request message the server takes (gRPC's default: 4 MB).
+    max_request_bytes: int = 4 * 1024 * 1024
 
 
 def prepare_database(definition: ServiceDefinition, settings: Settings) -> list[str]:
@@ -168,7 +169,11 @@ class ServiceRuntime:
         )
         # A lone server refuses to share its port (two servers on one port hide bugs);
         # workers share it on purpose and the kernel spreads connections across them.
-        options = [*SERVER_OPTIONS, ("grpc.so_reuseport", int(self.worker))]
+        options = [
+            *SERVER_OPTIONS,
+            ("grpc.max_receive_message_length", self.definition.max_request_bytes),
+            ("grpc.so_reuseport", int(self.worker)),
+        ]
         server = aio.server(interceptors=[interceptor], options=options)
         self._wiring.register(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

@@ -27,6 +27,11 @@ REQUIRED_FILES = (
 )
 OPTIONAL_FILES = ("timeframes.txt",)
 MAX_FILE_BYTES = 8 * 1024 * 1024
+# The largest slimmed feed one ImportGtfsFares takes, and so the fare service's largest
+# request: the fare files of a network of some thousands of stops and a few hundred areas
+# come to 2-3 MB compressed, close to gRPC's default 4 MB; files at MAX_FILE_BYTES each,
+# compressed as CSV text does (3-5 times), fit.
+MAX_UPLOAD_BYTES = 16 * 1024 * 1024
 AMOUNT = re.compile(r"^-?\d+(\.\d+)?$")
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 TIME = re.compile(r"^(\d{1,2}):([0-5]\d):([0-5]\d)$")

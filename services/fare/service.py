@@ -14,7 +14,7 @@ from libs.config import duration_up_to, read_setting
 from libs.db.migrations import Track
 from libs.events.consumer import StartsWhenReachable
 from libs.server.runtime import Resources, ServiceDefinition, Wiring
-from services.fare import consumers, jobs, store
+from services.fare import consumers, gtfs, jobs, store
 from services.fare.api import FareApi
 from services.fare.app import FareApp
 from services.fare.cache import FareCache
@@ -65,4 +65,5 @@ DEFINITION = ServiceDefinition(
     tracks=[TRACK],
     build=build,
     configure_connection=store.register_types,
+    max_request_bytes=gtfs.MAX_UPLOAD_BYTES,
 )

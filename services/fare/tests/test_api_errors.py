@@ -13,6 +13,7 @@ from google.type import latlng_pb2, money_pb2
 from tiket.fare.v1 import fare_pb2
 
 from libs.auth import Role
+from services.fare import gtfs
 from services.fare.tests.helpers import idr, in_seconds, row_counts, seed, ts
 from tests.support.grpc_errors import bad_request_fields
 
@@ -217,3 +218,21 @@ async def test_missing_token_is_unauthenticated_and_roles_are_enforced(fares, db
     operator = await fares.call("SetFare", set_fare, role=Role.OPERATOR, sub="ops")
     assert operator.changed
     assert (await row_counts(db))[2] == before[2] + 1
+
+
+async def test_a_feed_past_grpc_s_default_4_mb_reaches_the_importer_one_past_the_limit_does_not(
+    fares, db
+):
+    """The fare files of a large network come to more than gRPC's default 4 MB message;
+    the fare service takes up to gtfs.MAX_UPLOAD_BYTES, which the CLI checks beforehand."""
+    before = await row_counts(db)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await fares.call("ImportGtfsFares", F.ImportGtfsFaresRequest(feed=b"x" * 6_000_000))
+    assert err.value.code() == INVALID, err.value.details()
+    assert "feed: is not a zip file" in err.value.details()
+
+    too_large = F.ImportGtfsFaresRequest(feed=b"x" * (gtfs.MAX_UPLOAD_BYTES + 1))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await fares.call("ImportGtfsFares", too_large)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert await row_counts(db) == before

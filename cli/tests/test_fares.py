@@ -1,0 +1,48 @@
+"""`tiket fares import-gtfs`: what it refuses before sending, and what it says of a failed call."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc import aio
+
+from cli import fares
+from services.fare import gtfs
+from services.fare.tests.helpers import feed_zip
+
+
+def _args(feed: Path) -> argparse.Namespace:
+    return argparse.Namespace(feed=feed, dry_run=False, map=[], effective_from=None)
+
+
+def test_a_feed_larger_than_one_import_takes_is_refused_here_with_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    feed = tmp_path / "feed.zip"
+    feed.write_bytes(feed_zip())
+    assert fares._request(_args(feed)).feed  # the fixture feed fits
+
+    monkeypatch.setattr(gtfs, "MAX_UPLOAD_BYTES", 1024)
+    with pytest.raises(SystemExit) as exit_:
+        fares._request(_args(feed))
+    message = str(exit_.value.code)
+    assert "compressed; one import takes at most" in message
+    assert "Import it in parts" in message and "nothing imported" in message
+
+
+def _error(code: grpc.StatusCode) -> aio.AioRpcError:
+    return aio.AioRpcError(code, aio.Metadata(), aio.Metadata(), details="why")
+
+
+def test_only_a_refusal_is_said_to_have_changed_nothing():
+    refused = fares._failure(_error(grpc.StatusCode.INVALID_ARGUMENT), "fare:50052")
+    assert refused == "tiket: import refused, nothing changed: INVALID_ARGUMENT: why"
+    for code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL):
+        unknown = fares._failure(_error(code), "fare:50052")
+        assert "may or may not have been applied" in unknown and "nothing changed" not in unknown
+        assert "run the same command again" in unknown
+    down = fares._failure(_error(grpc.StatusCode.UNAVAILABLE), "fare:50052")
+    assert down == "tiket: no fare service at fare:50052: start it (tiket up)"
