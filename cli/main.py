@@ -83,8 +83,8 @@ def _parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace, settings: Settings) -> None:
     definition = registry.definition(args.name)
     count = args.workers or settings.workers
-    if workers.is_worker() or count == 1:
-        runtime.run(definition, settings, worker=workers.is_worker())
+    if (worker := workers.worker_number()) or count == 1:
+        runtime.run(definition, settings, worker=worker)
     else:
         workers.serve_workers(definition, settings, count)
 

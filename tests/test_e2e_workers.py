@@ -38,7 +38,7 @@ def worker_pids(parent: int) -> set[int]:
 
 
 def test_workers_share_the_port_merge_metrics_and_drain():
-    env = isolated_env()
+    env = {**isolated_env(), "TIKET_USRE_PORT": "50051"}  # misspelt
     settings = load(env)
     with service_process("user", env, "--workers", "2") as child:
         pids = worker_pids(child.process.pid)
@@ -58,6 +58,8 @@ def test_workers_share_the_port_merge_metrics_and_drain():
         for pid in pids:  # every worker is gone too
             with pytest.raises(FileNotFoundError):
                 open(f"/proc/{pid}/stat").close()
+        # Said once for the service, by its first worker, not by each (nor by none).
+        assert child.log.read_text().count("TIKET_USRE_PORT is set") == 1
     asyncio.run(remove_run(settings, ["user"]))
 
 

@@ -121,10 +121,11 @@ class ServiceRuntime:
     """One running service. `start()` returns once it is SERVING; `stop()` drains it."""
 
     def __init__(
-        self, definition: ServiceDefinition, settings: Settings, *, worker: bool = False
+        self, definition: ServiceDefinition, settings: Settings, *, worker: int = 0
     ) -> None:
-        """`worker`: one of several processes sharing the port (SO_REUSEPORT); the parent
-        (libs/server/workers.py) migrated the database and serves the metrics."""
+        """`worker`: 0 for a lone process, else its number (from 1) among several processes
+        sharing the port (SO_REUSEPORT); their parent (libs/server/workers.py) migrated the
+        database and serves the metrics."""
         self.definition = definition
         self.settings = settings
         self.worker = worker
@@ -172,7 +173,7 @@ class ServiceRuntime:
         options = [
             *SERVER_OPTIONS,
             ("grpc.max_receive_message_length", self.definition.max_request_bytes),
-            ("grpc.so_reuseport", int(self.worker)),
+            ("grpc.so_reuseport", int(self.worker > 0)),
         ]
         server = aio.server(interceptors=[interceptor], options=options)
         self._wiring.register(server)
@@ -272,7 +273,7 @@ async def _serve_until_signalled(runtime: ServiceRuntime) -> None:
     if supervisor == str(os.getppid()):  # not in worker processes: their parent is ours
         watch = asyncio.create_task(_stop_when_orphaned(stop, int(supervisor)))
     await runtime.start()
-    if not runtime.worker:  # the workers of one service would each say the same
+    if runtime.worker <= 1:  # the other workers of the service would say the same
         _warn_of_unread_settings(runtime.definition.name)
     tune_garbage_collector()
     await stop.wait()
@@ -308,9 +309,9 @@ async def _stop_when_orphaned(stop: asyncio.Event, supervisor: int) -> None:
     stop.set()
 
 
-def run(definition: ServiceDefinition, settings: Settings, *, worker: bool = False) -> None:
+def run(definition: ServiceDefinition, settings: Settings, *, worker: int = 0) -> None:
     """Serve `definition` in the foreground until SIGTERM or Ctrl-C; exit 0 after draining,
-    1 with a one-line reason when it cannot start."""
+    1 with a one-line reason when it cannot start. `worker`: as ServiceRuntime's."""
     jsonlog.setup(definition.name, settings.log_level)
     try:
         # uvloop: the database, Redis and RabbitMQ clients spend less CPU per call on it

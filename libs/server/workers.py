@@ -27,7 +27,7 @@ from libs.config import Settings
 from libs.server.runtime import ServiceDefinition, StartupError, check_identity, prepare_database
 
 log = logging.getLogger(__name__)
-WORKER_ENV = "TIKET_WORKER"
+WORKER_ENV = "TIKET_WORKER"  # the worker's number, from 1
 # A worker that dies sooner than this after starting is failing to start, not crashing.
 MIN_UPTIME_SECONDS = 5.0
 
@@ -39,8 +39,9 @@ class _Worker:
     started: float = field(default_factory=time.monotonic)
 
 
-def is_worker() -> bool:
-    return os.environ.get(WORKER_ENV) == "1"
+def worker_number() -> int:
+    """This process's number among its service's workers, from 1; 0 when it is no worker."""
+    return int(os.environ.get(WORKER_ENV, "0"))
 
 
 def serve_workers(definition: ServiceDefinition, settings: Settings, count: int) -> None:
@@ -62,7 +63,7 @@ def serve_workers(definition: ServiceDefinition, settings: Settings, count: int)
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=metrics_dir)
         httpd, _ = start_http_server(settings.metrics_ports[name], settings.host, registry)
-        env = {**os.environ, WORKER_ENV: "1", "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
         try:
             code = _supervise(name, count, env, settings.grace_seconds)
         finally:
@@ -111,7 +112,8 @@ def _supervise(name: str, count: int, env: dict[str, str], grace: float) -> int:
 
 
 def _spawn(name: str, index: int, env: dict[str, str]) -> _Worker:
-    process = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", name], env=env)
+    command = [sys.executable, "-m", "cli.main", "serve", name]
+    process = subprocess.Popen(command, env={**env, WORKER_ENV: str(index + 1)})
     return _Worker(index, process)
 
 
