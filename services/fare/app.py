@@ -168,10 +168,13 @@ async def write_fare(
     source: str,
     request_id: str | None,
     changed_by: str,
+    versions: list[FareVersion] | None = None,
 ) -> FareSet:
     """Apply one fare change to a pair whose origin is locked (store.lock_origin; `now`: the
-    clock read then)."""
-    versions = await store.pair_versions(conn, origin.code, destination.code)
+    clock read then). `versions`: the pair's active versions, when the caller read them
+    after taking the lock (an import reads every pair's at once); else they are read here."""
+    if versions is None:
+        versions = await store.pair_versions(conn, origin.code, destination.code)
     change = domain.plan_fare_change(versions, effective_from, price, now)
     if change.unchanged is not None:
         return FareSet(change.unchanged, None, changed=False)

@@ -103,6 +103,7 @@ async def _apply(
     for origin_id in sorted({terminals[f.origin].id for f in plan.fares}):
         now = await store.lock_origin(conn, origin_id)
     at = effective_from or now
+    versions = await store.versions_from(conn, sorted({f.origin for f in plan.fares}))
     imported, skipped = [], list(plan.skipped)
     for fare in plan.fares:
         result = await write_fare(
@@ -115,6 +116,7 @@ async def _apply(
             source=SOURCE,
             request_id=None,
             changed_by=changed_by,
+            versions=versions.get((fare.origin, fare.destination), []),
         )
         if not result.changed:
             reason = f"unchanged: {fare.origin}->{fare.destination} is already {fare.price}"

@@ -3,6 +3,7 @@ the caller's connection and inside the caller's transaction."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -223,6 +224,22 @@ async def origin_versions(conn: AsyncConnection, origin: str) -> list[FareVersio
         (origin,),
     )
     return await cur.fetchall()
+
+
+async def versions_from(
+    conn: AsyncConnection, origins: Sequence[str]
+) -> dict[tuple[str, str], list[FareVersion]]:
+    """The active versions of every pair from `origins`, by (origin, destination), in time
+    order: what pair_versions reads for one pair, read for a whole import at once."""
+    cur = conn.cursor(row_factory=class_row(FareVersion))
+    await cur.execute(
+        f"{FARE_SELECT} WHERE o.code = ANY(%s) AND f.is_active ORDER BY f.effective_from",
+        (list(origins),),
+    )
+    by_pair: dict[tuple[str, str], list[FareVersion]] = defaultdict(list)
+    for version in await cur.fetchall():
+        by_pair[version.origin, version.destination].append(version)
+    return by_pair
 
 
 # Advisory lock class of fare changes ("fare"); the object id is the origin terminal id.
