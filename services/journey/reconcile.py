@@ -222,7 +222,8 @@ class Reconciler:
             changed = revision.changes(replayed, scope.on_record, now)
         except revision.Unsettled as exc:
             raise _Again(str(exc)) from None
-        await reconcile_store.write_journeys(conn, [c.after for c in changed])
+        written = await reconcile_store.write_journeys(conn, [c.after for c in changed])
+        changed = [replace(c, after=after) for c, after in zip(changed, written, strict=True)]
         adjustments = [
             Adjustment(uuid.uuid4(), c.after.id, user_id, c.adjustment, offline_results.describe(c))
             for c in changed

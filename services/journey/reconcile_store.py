@@ -94,12 +94,13 @@ async def unsettled(conn: AsyncConnection, user_id: uuid.UUID) -> list[Journey]:
     return await cur.fetchall()
 
 
-async def write_journeys(conn: AsyncConnection, rows: Sequence[Journey]) -> None:
-    """Write each journey as given (insert or replace). Closing taps are let go first, so a
-    tap may move from one journey to another; `rows` come closings first, so a rider never
-    has two open journeys at once."""
+async def write_journeys(conn: AsyncConnection, rows: Sequence[Journey]) -> list[Journey]:
+    """Write each journey as given (insert or replace) and answer them as written, with the
+    duration the database's trigger computed (their events carry it). Closing taps are let
+    go first, so a tap may move from one journey to another; `rows` come closings first, so
+    a rider never has two open journeys at once."""
     if not rows:
-        return
+        return []
     await conn.execute(
         "UPDATE journey_history SET closing_tap_id = NULL WHERE id = ANY(%s)",
         ([j.id for j in rows],),
@@ -107,12 +108,15 @@ async def write_journeys(conn: AsyncConnection, rows: Sequence[Journey]) -> None
     columns = ", ".join(WRITTEN)
     values = ", ".join(f"%({c})s" for c in WRITTEN)
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in WRITTEN if c not in ("id", "created_at"))
-    async with conn.cursor() as cur:
+    async with conn.cursor(row_factory=class_row(Journey)) as cur:
         await cur.executemany(
             f"""INSERT INTO journey_history ({columns}) VALUES ({values})
-                ON CONFLICT (id) DO UPDATE SET {updates}, updated_at = now()""",
+                ON CONFLICT (id) DO UPDATE SET {updates}, updated_at = now()
+                RETURNING {store.JOURNEY_COLUMNS}""",
             [_values(j) for j in rows],
+            returning=True,
         )
+        return [row async for result in cur.results() for row in await result.fetchall()]
 
 
 def _values(j: Journey) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from libs.auth import Role
 from libs.money import from_money, to_money
 from services.journey.tests.mesh import (
     counts,
+    journey_db,
     journeys_of,
     new_rider,
     offline_tap,
@@ -160,6 +161,27 @@ async def test_offline_trips_are_charged_at_the_fare_and_a_resent_batch_is_dupli
         ("A", "B", done, 5_000),
     ]
     assert (await wallet(mesh, user_id))[0] == Decimal(50_000 - 17_000)
+
+
+async def test_an_offline_trip_announces_its_duration_like_an_online_one(mesh):
+    """journey.checked_out of a trip closed by SyncOfflineTaps carries durationMinutes (the
+    database trigger's ceil of minutes), as an online check-out's does: the analytics route
+    matrix averages the trips' durations from it."""
+    user_id, card = await new_rider(mesh, 50_000)
+    t = start()
+    await sync(mesh, "A", "A-ENTRY-01", [offline_tap("in", card, t, 12_000)])
+    await sync(mesh, "B", "B-EXIT-01", [offline_tap("out", card, t + 25.5 * MINUTE, 5_000)])
+    await settle(mesh)
+    async with await journey_db(mesh) as conn:
+        cur = await conn.execute(
+            """SELECT body->'data' FROM outbox
+                WHERE body->>'subject' = %s AND event_type = 'journey.checked_out'""",
+            (user_id,),
+        )
+        [(data,)] = await cur.fetchall()
+    assert data["durationMinutes"] == 26
+    [trip] = await journeys_of(mesh, user_id)
+    assert trip.duration_minutes == 26
 
 
 async def test_an_offline_trip_is_not_refused_for_balance_it_becomes_a_debt(mesh):
