@@ -139,8 +139,9 @@ def _instant(text: str) -> Timestamp:
         value = datetime.fromisoformat(text)
     except ValueError:
         sys.exit(f"tiket: --effective-from {text!r} is not an ISO 8601 time")
-    if value.tzinfo is None:
-        sys.exit(f"tiket: --effective-from {text!r} needs an offset, e.g. {text}+07:00")
+    if value.tzinfo is None:  # the example spells the time out: "2025-07-01+07:00" is 07:00
+        example = f"{value.isoformat()}+07:00"
+        sys.exit(f"tiket: --effective-from {text!r} needs an offset, e.g. {example}")
     return to_timestamp(value)
 
 

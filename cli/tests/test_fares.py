@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
 from pathlib import Path
 
 import grpc
@@ -46,3 +47,24 @@ def test_only_a_refusal_is_said_to_have_changed_nothing():
         assert "run the same command again" in unknown
     down = fares._failure(_error(grpc.StatusCode.UNAVAILABLE), "fare:50052")
     assert down == "tiket: no fare service at fare:50052: start it (tiket up)"
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        # Python reads "2027-01-01+07:00" as 07:00 without an offset: the example must not be it
+        ("2027-01-01", "2027-01-01T00:00:00+07:00"),
+        ("2027-01-01T06:30", "2027-01-01T06:30:00+07:00"),
+        ("2027-01-01 06:30:15", "2027-01-01T06:30:15+07:00"),
+    ],
+)
+def test_a_time_without_offset_is_refused_with_an_example_that_works(
+    typed: str, meant: str
+) -> None:
+    with pytest.raises(SystemExit) as refused:
+        fares._instant(typed)
+    message = str(refused.value)
+    assert message.startswith(f"tiket: --effective-from {typed!r} needs an offset, e.g. ")
+    example = message.rsplit("e.g. ", 1)[1]
+    # what it suggests is accepted, as the instant the operator meant
+    assert fares._instant(example).ToSeconds() == datetime.fromisoformat(meant).timestamp()
