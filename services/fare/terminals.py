@@ -87,6 +87,8 @@ class TerminalApp:
         )
 
     async def heartbeat(self, terminal_code: str, gate_code: str, status: GateStatus) -> Gate:
+        """A gate in maintenance stays in it whatever it reports: only staff end it
+        (ChangeGateStatus), else the gate's next routine ONLINE would take taps again."""
         return await self._set_status(terminal_code, gate_code, status, "heartbeat", True)
 
     async def change_gate_status(
@@ -100,14 +102,16 @@ class TerminalApp:
         async def work(conn: AsyncConnection) -> Gate:
             before = await self._gate(conn, terminal_code, gate_code, lock=True)
             before = found(before, "gate", f"{terminal_code}/{gate_code}")
-            if not beat and before.reported_status is status:
+            kept = beat and before.reported_status is GateStatus.MAINTENANCE
+            new_status = GateStatus.MAINTENANCE if kept else status
+            if not beat and before.reported_status is new_status:
                 return before
             last_heartbeat, updated_at = await store.set_gate_status(
-                conn, before.id, status, heartbeat=beat
+                conn, before.id, new_status, heartbeat=beat
             )
             after = replace(
                 before,
-                reported_status=status,
+                reported_status=new_status,
                 last_heartbeat=last_heartbeat,
                 updated_at=updated_at,
                 stale=before.stale and not beat,

@@ -150,6 +150,42 @@ async def test_heartbeats_and_staff_changes_emit_status_changes(fares, db):
     assert [g.gate_code for g in in_maintenance.gates] == ["A-BI-01", "A-ENTRY-01"]
 
 
+async def test_a_heartbeat_does_not_end_a_maintenance_staff_began(fares, db):
+    """A gate agent reports ONLINE every 15 s: were that to end the maintenance, a gate staff
+    took out of service would take taps again within seconds (GATE_OUT_OF_SERVICE gone)."""
+    await seed(fares)
+    gate = dict(terminal_code="A", gate_code="A-ENTRY-01")
+    await fares.call(
+        "ChangeGateStatus",
+        fare_pb2.ChangeGateStatusRequest(**gate, status=MAINTENANCE, reason="new reader"),
+        role=Role.OPERATOR,
+    )
+    for reported in (ONLINE, fare_pb2.GATE_STATUS_ERROR, fare_pb2.GATE_STATUS_UNSPECIFIED):
+        beat = await fares.call(
+            "Heartbeat",
+            fare_pb2.HeartbeatRequest(**gate, status=reported),
+            role=Role.GATE,
+            sub="A/A-ENTRY-01",
+        )
+        assert (beat.status, beat.reported_status) == (MAINTENANCE, MAINTENANCE), reported
+    listed = await fares.call("ListGates", fare_pb2.ListGatesRequest(terminal_code="A"))
+    assert {g.gate_code: g.status for g in listed.gates}["A-ENTRY-01"] == MAINTENANCE
+    back = await fares.call(
+        "ChangeGateStatus",
+        fare_pb2.ChangeGateStatusRequest(**gate, status=ONLINE, reason="reader fitted"),
+        role=Role.OPERATOR,
+    )
+    assert back.status == ONLINE
+    changes = [
+        (e["oldStatus"], e["newStatus"], e["reason"])
+        for e in await events(db, "gate.status_changed")
+    ]
+    assert changes[-2:] == [
+        ("online", "maintenance", "new reader"),
+        ("maintenance", "online", "reader fitted"),
+    ]
+
+
 async def test_a_gate_may_only_beat_for_itself(fares):
     await seed(fares)
     for terminal, code, subject in (
