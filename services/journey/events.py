@@ -3,12 +3,15 @@ they announce (store.py inserts them into the outbox with it)."""
 
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal
 from typing import Any
 
-from libs.events.outbox import staged_event
+from psycopg import AsyncConnection
+
+from libs.events.outbox import emit, staged_event
 from services.journey import messages
-from services.journey.domain import Journey, JourneyStatus
+from services.journey.domain import Journey, JourneyStatus, Tap
 
 SOURCE = "/tiket/journey"
 CLOSED_TYPES = {
@@ -21,6 +24,15 @@ CLOSED_TYPES = {
 def checked_in(journey: Journey, available: Decimal) -> dict[str, Any]:
     data = messages.checked_in(journey, available)
     return staged_event(SOURCE, "journey.checked_in", str(journey.user_id), data)
+
+
+async def offline_checked_in(
+    conn: AsyncConnection, tap: Tap, journey_id: uuid.UUID, terminal_name: str
+) -> None:
+    """journey.checked_in of an entry a gate decided offline, in the transaction placing it:
+    what analytics counts as that terminal's check-in (riders are not told of it)."""
+    data = messages.offline_checked_in(tap, journey_id, terminal_name)
+    await emit(conn, SOURCE, "journey.checked_in", str(tap.user_id), data)
 
 
 def closed(journey: Journey) -> dict[str, Any]:

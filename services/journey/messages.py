@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from decimal import Decimal
 from typing import TypeVar
@@ -128,6 +129,23 @@ def checked_in(j: Journey, available: Decimal) -> events_pb2.JourneyCheckedIn:
         hold_reference=j.hold_reference or "",
     )
     _set_time(data, "checkin_time", j.checkin_time)
+    return data
+
+
+def offline_checked_in(
+    tap: Tap, journey_id: uuid.UUID, terminal_name: str
+) -> events_pb2.JourneyCheckedIn:
+    """journey.checked_in of an entry a gate decided offline (it held nothing)."""
+    data = events_pb2.JourneyCheckedIn(
+        journey_id=str(journey_id),
+        user_id=str(tap.user_id),
+        card_id=tap.card_id,
+        terminal_code=tap.terminal_code,
+        terminal_name=terminal_name,
+        gate_code=tap.gate_code,
+        offline=True,
+    )
+    _set_time(data, "checkin_time", tap.tapped_at)
     return data
 
 

@@ -32,7 +32,14 @@ from tiket.journey.v1 import journey_pb2
 
 from libs.db.transaction import in_transaction, read
 from libs.errors import Aborted, FailedPrecondition, NotFound, TiketError
-from services.journey import messages, offline, offline_results, reconcile_store, revision
+from services.journey import (
+    events,
+    messages,
+    offline,
+    offline_results,
+    reconcile_store,
+    revision,
+)
 from services.journey import timeline as tl
 from services.journey.adjustments import Adjustments
 from services.journey.closings import Closings
@@ -247,6 +254,10 @@ class Reconciler:
         answers = [(t, results[t.tap_id].SerializeToString()) for t in new]
         if await reconcile_store.record_offline(conn, answers) != len(new):
             raise _Again("another attempt recorded one of the taps meanwhile")
+        for tap in new:
+            if tap.kind is TapKind.CHECKIN and tap.tap_id not in replayed.repeats:
+                journey_id = replayed.placed[tap.tap_id]
+                await events.offline_checked_in(conn, tap, journey_id, book.name(tap.terminal_code))
         return Applied({**scope.duplicates, **results}, changed, adjustments)
 
     async def _move_money(self, applied: Applied) -> None:

@@ -2,7 +2,8 @@
 event riders are not told about. Pure.
 
 - journey.checked_in / checked_out / abandoned / incomplete: the rider of the journey;
-  a closing the wallet could not charge uses the template's `.unpaid` variant. A check-out
+  a closing the wallet could not charge uses the template's `.unpaid` variant, and a check-in
+  a gate decided offline (uploaded later, nothing held) is not told. A check-out
   also tells who travelled which pair (Plan.travelled), for the fare news below.
 - fare.updated: an audience, not one rider (Plan.user_id None, Plan.pair): the riders who
   travelled the pair lately unless they opted out, and those who opted into all fare news.
@@ -93,7 +94,9 @@ def plan(event: CloudEvent) -> Plan | None:
     return None
 
 
-def _checked_in(d: journey_pb2.JourneyCheckedIn) -> Plan:
+def _checked_in(d: journey_pb2.JourneyCheckedIn) -> Plan | None:
+    if d.offline:
+        return None  # decided by a gate offline, uploaded later: told as the journey it began
     return Plan(
         T.CHECKIN,
         "journey.checked_in",

@@ -184,6 +184,34 @@ async def test_an_offline_trip_announces_its_duration_like_an_online_one(mesh):
     assert trip.duration_minutes == 26
 
 
+async def test_an_offline_entry_is_announced_once_as_an_offline_check_in(mesh):
+    """journey.checked_in for an entry a gate decided offline (analytics counts the terminal's
+    check-ins from it), once however often the batch is re-sent; the rejected tap, none."""
+    user_id, card = await new_rider(mesh, 50_000)
+    t = start()
+    entry = offline_tap("in", card, t, 12_000)
+    unknown = offline_tap("in", "CARD99999999", t)
+    for _ in range(2):
+        await sync(mesh, "A", "A-ENTRY-01", [entry, unknown])
+    await settle(mesh)
+    async with await journey_db(mesh) as conn:
+        cur = await conn.execute(
+            """SELECT body->'data' FROM outbox
+                WHERE body->>'subject' = %s AND event_type = 'journey.checked_in'""",
+            (user_id,),
+        )
+        [(data,)] = await cur.fetchall()
+    [journey] = await journeys_of(mesh, user_id)
+    assert data["offline"] is True and data["journeyId"] == journey.id
+    assert (data["terminalCode"], data["terminalName"], data["gateCode"]) == (
+        "A",
+        "Terminal Utara",
+        "A-ENTRY-01",
+    )
+    assert data["checkinTime"] == entry.tapped_at.ToJsonString()
+    assert "heldAmount" not in data and "availableBalance" not in data
+
+
 async def test_an_offline_trip_is_not_refused_for_balance_it_becomes_a_debt(mesh):
     user_id, card = await new_rider(mesh, 3_000)
     t = start()

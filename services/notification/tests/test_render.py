@@ -48,8 +48,7 @@ def checked_in(**fields) -> journey_pb2.JourneyCheckedIn:
         user_id=RIDER,
         terminal_code="A",
         terminal_name="Terminal Utara",
-        held_amount=idr(12000),
-        **fields,
+        **{"held_amount": idr(12000), **fields},
     )
     data.checkin_time.FromDatetime(at("2024-12-16T01:30:00"))
     return data
@@ -315,6 +314,9 @@ def test_every_template_exists_in_every_language_and_renders() -> None:
         debt_change("suspended", 0, debt=False),  # an operator's: not the rider's news here
         debt_change("blocked", -1),
         make("journey.teleported", checked_in()),
+        # an entry a gate decided offline, uploaded later: it held nothing, the rider hears
+        # of the journey it started
+        make("journey.checked_in", checked_in(offline=True, held_amount=None)),
     ],
     ids=lambda e: e.type,
 )
