@@ -1,7 +1,9 @@
 """Demo data: seed 004's riders, with valid card ids (the seed's CARD001 is too short for
 ^[A-Z0-9]{8,20}$) and the balances its examples imply (John Doe: Rp 150.000, seed 004 Redis
 example; Dewi: Rp 50.000, so her A->B trip leaves Rp 45.000 as in the notification sample).
-Loaded through the public API, idempotently: running it twice changes nothing."""
+Loaded through the public API, idempotently: running it again (every `make run`) changes
+nothing, and undoes nothing staff did since: a card is blocked only while nobody has changed
+its status yet, and the lines printed show each rider's status and balance as they are."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from decimal import Decimal
 from grpc import aio
 from tiket.user.v1 import user_pb2, user_pb2_grpc
 
-from libs.money import to_money
+from libs.money import from_money, rupiah, to_money
 
 DEMO_USERS = [
     # card_id, full_name, email, phone, balance, status
@@ -50,13 +52,16 @@ async def load(
             ),
             metadata=metadata,
         )
-        if status == "blocked":
-            await stub.ChangeUserStatus(
+        if status == "blocked" and not user.status_reason:  # no status change made yet
+            user = await stub.ChangeUserStatus(
                 user_pb2.ChangeUserStatusRequest(
                     user_id=user.id, status=user_pb2.USER_STATUS_BLOCKED, reason="Kartu hilang"
                 ),
                 metadata=metadata,
             )
-        out(f"  user {card_id}  {name:<14} Rp {balance:>9,}  {status}  id={user.id}")
+        wallet = await stub.GetWallet(user_pb2.GetWalletRequest(user_id=user.id), metadata=metadata)
+        now = user_pb2.UserStatus.Name(user.status).removeprefix("USER_STATUS_").lower()
+        balance_now = rupiah(from_money(wallet.balance))
+        out(f"  user {card_id}  {name:<14} {balance_now:>12}  {now}  id={user.id}")
         riders.append(user.id)
     return riders
