@@ -63,6 +63,11 @@ class Availability:
         """Invalidate the days of `slots`: call after the change committed."""
         await self.cache.invalidate(*sorted({day_key(s.clinic_id, s.day) for s in slots}))
 
+    async def clinic_changed(self, clinic_id: uuid.UUID, days: Iterable[date]) -> None:
+        """Invalidate the clinic's `days` (it was deactivated or activated again): call
+        after the change committed."""
+        await self.cache.invalidate(*(day_key(clinic_id, day) for day in sorted(days)))
+
     async def _day(self, clinic_id: uuid.UUID, day: date) -> pb.SearchAvailableSlotsResponse:
         async def load() -> pb.SearchAvailableSlotsResponse:
             slots = await read(self.pool, store.available_slots, clinic_id, day)

@@ -20,7 +20,7 @@ from libs.auth.service_identity import ServiceIdentity
 from libs.db.transaction import in_transaction, read
 from libs.errors import FailedPrecondition, found
 from services.booking import booking_store as bs
-from services.booking import domain, events, lifecycle, qr, store
+from services.booking import events, lifecycle, qr, store
 from services.booking import reservation_store as rs
 from services.booking.availability import Availability
 from services.booking.config import BookingConfig
@@ -154,7 +154,7 @@ class BookingApp:
             amounts, back = lifecycle.moved_amounts(booking, target.price)
             taken = await rs.take_place(conn, new_slot_id)
             if taken is None:
-                refusal = domain.reservation_refusal(target, now)
+                refusal = await rs.take_refusal(conn, new_slot_id, now)
                 raise refusal or FailedPrecondition(
                     "SLOT_FULL", f"slot {new_slot_id} is full: no place is left"
                 )

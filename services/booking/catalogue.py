@@ -113,7 +113,7 @@ class CatalogueApp:
         while it has no slots (their local dates were read on the old clock)."""
         actor.require_clinic(clinic_id)
 
-        async def work(conn: AsyncConnection) -> Clinic:
+        async def work(conn: AsyncConnection) -> tuple[Clinic, list[date]]:
             current = await self._clinic(conn, clinic_id)
             zone = fields.get("time_zone")
             if (
@@ -126,10 +126,15 @@ class CatalogueApp:
                     f"clinic {clinic_id} has slots on {current.time_zone} local time: its "
                     "time zone cannot change under them",
                 )
-            changed = await store.update_clinic(conn, clinic_id, fields)
-            return found(changed, "clinic", clinic_id)
+            changed = found(await store.update_clinic(conn, clinic_id, fields), "clinic")
+            # Searches show an active clinic's slots only: its cached days go.
+            toggled = changed.is_active != current.is_active
+            days = await store.coming_slot_days(conn, clinic_id) if toggled else []
+            return changed, days
 
-        return await in_transaction(self.pool, work, pipeline=False)
+        clinic, days = await in_transaction(self.pool, work, pipeline=False)
+        await self.availability.clinic_changed(clinic_id, days)
+        return clinic
 
     async def get_clinic(self, clinic_id: uuid.UUID) -> Clinic:
         clinic = await read(self.pool, store.clinic, "clinic_id", clinic_id)

@@ -318,9 +318,21 @@ def check_lock_token(reservation: Reservation, token: str) -> None:
         )
 
 
-def reservation_refusal(slot: Slot, now: datetime) -> FailedPrecondition | None:
-    """Why a place of `slot` cannot be taken now; None when one could (the statement that
-    tried lost a race with a release)."""
+def clinic_refusal(clinic: Clinic) -> FailedPrecondition | None:
+    """CLINIC_INACTIVE when `clinic` was deactivated: it takes no new places (those held
+    stay)."""
+    if clinic.is_active:
+        return None
+    return FailedPrecondition(
+        "CLINIC_INACTIVE", f"clinic {clinic.id} is not active: it takes no bookings"
+    )
+
+
+def reservation_refusal(slot: Slot, clinic: Clinic, now: datetime) -> FailedPrecondition | None:
+    """Why a place of `slot` (of `clinic`) cannot be taken now; None when one could (the
+    statement that tried lost a race with a release)."""
+    if refused := clinic_refusal(clinic):
+        return refused
     if slot.status not in (SlotStatus.AVAILABLE, SlotStatus.BOOKED):
         return FailedPrecondition(
             "SLOT_NOT_AVAILABLE", f"slot {slot.id} is {slot.status}: not open for booking"

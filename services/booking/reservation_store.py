@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
 
-from services.booking.domain import Reservation, ReservationStatus, Slot
+from libs.errors import FailedPrecondition, found
+from services.booking import store
+from services.booking.domain import Reservation, ReservationStatus, Slot, reservation_refusal
 from services.booking.events import STORE_COLUMNS
 from services.booking.store import SLOT, SLOT_COLUMNS, records
 
@@ -24,15 +27,17 @@ RESERVATION_SELECT = """
            b.booking_id
       FROM reservations r LEFT JOIN bookings b ON b.reservation_id = r.reservation_id"""
 RESERVATION = records(Reservation, status=ReservationStatus)
-# Where a place is taken: an open slot that has not started (seed 3.3.2, without the seed's
-# `version = 1`: the conditional `remaining > 0` already makes concurrent takes safe).
+# Where a place is taken: an open slot that has not started, of a clinic that is active
+# (seed 3.3.2, without the seed's `version = 1`: the conditional `remaining > 0` already
+# makes concurrent takes safe).
 TAKE_PLACE = """
     UPDATE slots
        SET remaining = remaining - 1,
            status = CASE WHEN remaining = 1 THEN 'booked' ELSE status END,
            version = version + 1
      WHERE slot_id = %(slot_id)s AND status = 'available' AND remaining > 0
-       AND start_time > now()"""
+       AND start_time > now()
+       AND EXISTS (SELECT FROM clinics c WHERE c.clinic_id = slots.clinic_id AND c.is_active)"""
 # One statement: the place, the reservation holding it and its event in the event store
 # (ReservationCreated stays in the store: no other service acts on it), or nothing at all.
 RESERVE = f"""
@@ -61,7 +66,7 @@ SAME_SLOT = "reservations_one_pending_per_user_slot"
 
 async def reserve(conn: AsyncConnection, reservation: Reservation, event: dict[str, Any]):
     """RESERVE: the new reservation, or None when no place was taken (full, closed,
-    started, unknown). UniqueViolation naming SAME_REQUEST or SAME_SLOT when the rider
+    started, clinic inactive, unknown). UniqueViolation naming SAME_REQUEST or SAME_SLOT when the rider
     already has a reservation of this request or a pending one on this slot."""
     cur = conn.cursor(row_factory=RESERVATION)
     await cur.execute(
@@ -120,6 +125,16 @@ async def take_place(conn: AsyncConnection, slot_id: uuid.UUID) -> Slot | None:
     cur = conn.cursor(row_factory=SLOT)
     await cur.execute(f"{TAKE_PLACE} RETURNING {SLOT_COLUMNS}", {"slot_id": slot_id})
     return await cur.fetchone()
+
+
+async def take_refusal(
+    conn: AsyncConnection, slot_id: uuid.UUID, now: datetime
+) -> FailedPrecondition | None:
+    """Why TAKE_PLACE took no place of `slot_id` (its slot and clinic read again); None when
+    one is free now (the take lost a race with a release)."""
+    slot = found(await store.slot(conn, "slot_id", slot_id), "slot", slot_id)
+    clinic = await store.clinic(conn, "clinic_id", slot.clinic_id)
+    return reservation_refusal(slot, found(clinic, "clinic", slot.clinic_id), now)
 
 
 async def give_back(conn: AsyncConnection, slot_ids: Sequence[uuid.UUID]) -> list[Slot]:

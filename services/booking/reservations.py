@@ -110,8 +110,7 @@ class ReservationApp:
                 raise FailedPrecondition(
                     "ALREADY_RESERVED", f"user {user_id} already holds a place of slot {slot_id}"
                 )
-            slot = await read(self.pool, store.slot, "slot_id", slot_id)
-            refusal = domain.reservation_refusal(found(slot, "slot", slot_id), datetime.now(UTC))
+            refusal = await read(self.pool, rs.take_refusal, slot_id, datetime.now(UTC))
             if refusal is not None:
                 raise refusal
         raise Aborted(f"the places of slot {slot_id} kept changing; retry")
@@ -209,7 +208,9 @@ class ReservationApp:
             if path is ConfirmPath.RETAKE:
                 slot = await rs.take_place(conn, reservation.slot_id)
                 if slot is None:
-                    raise domain.retake_refused(reservation)
+                    clinic = await store.clinic(conn, "clinic_id", reservation.clinic_id)
+                    closed = domain.clinic_refusal(found(clinic, "clinic", reservation.clinic_id))
+                    raise closed or domain.retake_refused(reservation)
             else:
                 slot = await store.slot(conn, "slot_id", reservation.slot_id)
                 slot = found(slot, "slot", reservation.slot_id)

@@ -336,15 +336,26 @@ async def batch(conn: AsyncConnection, request_id: str) -> tuple[str, int, list[
 
 
 async def available_slots(conn: AsyncConnection, clinic_id: uuid.UUID, day: date) -> list[Slot]:
-    """The clinic's slots of a local day with a place free (seed 3.3.1), in start order."""
+    """The clinic's slots of a local day with a place free (seed 3.3.1), in start order;
+    none while the clinic is inactive."""
     cur = conn.cursor(row_factory=SLOT)
     await cur.execute(
         f"""SELECT {SLOT_COLUMNS} FROM slots
-            WHERE clinic_id = %s AND date = %s AND status = 'available' AND remaining > 0
+            WHERE clinic_id = %(clinic)s AND date = %(day)s AND status = 'available'
+              AND remaining > 0
+              AND EXISTS (SELECT FROM clinics WHERE clinic_id = %(clinic)s AND is_active)
             ORDER BY start_time, slot_id""",
-        (clinic_id, day),
+        {"clinic": clinic_id, "day": day},
     )
     return await cur.fetchall()
+
+
+async def coming_slot_days(conn: AsyncConnection, clinic_id: uuid.UUID) -> list[date]:
+    """The local days on which the clinic has slots that have not ended."""
+    cur = await conn.execute(
+        "SELECT DISTINCT date FROM slots WHERE clinic_id = %s AND end_time > now()", (clinic_id,)
+    )
+    return [row[0] for row in await cur.fetchall()]
 
 
 def _after_clause(id_column: str) -> str:

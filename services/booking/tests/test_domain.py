@@ -15,6 +15,7 @@ from libs.errors import FailedPrecondition, NotFound, PermissionDenied, found
 from services.booking import domain, refunds
 from services.booking.domain import (
     Actor,
+    Clinic,
     ConfirmPath,
     Reservation,
     ReservationStatus,
@@ -97,12 +98,14 @@ def slot(**changes) -> Slot:
     return replace(base, **changes)
 
 
-def refusal_reason(s: Slot) -> str | None:
-    refused = domain.reservation_refusal(s, NOW)
+def refusal_reason(s: Slot, active: bool = True) -> str | None:
+    clinic = Clinic(CLINIC, "Klinik", None, "Asia/Jakarta", active, NOW, NOW)
+    refused = domain.reservation_refusal(s, clinic, NOW)
     return None if refused is None else refused.reason
 
 
 def test_why_a_place_cannot_be_taken() -> None:
+    assert refusal_reason(slot(remaining=1), active=False) == "CLINIC_INACTIVE"
     assert refusal_reason(slot(status=SlotStatus.BOOKED, remaining=0)) == "SLOT_FULL"
     assert refusal_reason(slot(status=SlotStatus.MAINTENANCE)) == "SLOT_NOT_AVAILABLE"
     assert refusal_reason(slot(start_time=NOW)) == "SLOT_NOT_AVAILABLE"

@@ -9,6 +9,7 @@ from datetime import timedelta
 import grpc
 import psycopg
 import pytest
+from google.protobuf import field_mask_pb2
 from grpc import aio
 from tiket.booking.v1 import booking_pb2 as pb
 
@@ -269,3 +270,65 @@ async def test_a_search_never_shows_a_place_a_reservation_took(stack: Stack) -> 
     )
     back = await stack.booking.SearchAvailableSlots(search, metadata=stack.metadata())
     assert [s.remaining for s in back.slots if s.slot_id == slot.slot_id] == [1]
+
+
+async def set_active(stack: Stack, clinic_id: str, active: bool) -> None:
+    await stack.booking.UpdateClinic(
+        pb.UpdateClinicRequest(
+            clinic=pb.Clinic(clinic_id=clinic_id, active=active),
+            update_mask=field_mask_pb2.FieldMask(paths=["active"]),
+        ),
+        metadata=stack.metadata(),
+    )
+
+
+async def test_a_deactivated_clinic_takes_no_new_places(stack: Stack) -> None:
+    clinic = await new_clinic(stack)
+    slot = await new_slot(stack, clinic, capacity=2)
+    user, pet = await new_rider(stack)
+    booked = await confirm(stack, await reserve(stack, (await new_slot(stack, clinic)).slot_id,
+                                                user, pet))  # fmt: skip
+    search = pb.SearchAvailableSlotsRequest(
+        clinic_id=clinic.id,
+        service_id=clinic.service.service_id,
+        first_date=slot.date,
+        last_date=slot.date,
+    )
+    before = await stack.booking.SearchAvailableSlots(search, metadata=stack.as_rider(user))
+    assert slot.slot_id in {s.slot_id for s in before.slots}  # and now it is cached
+
+    await set_active(stack, clinic.id, False)
+    after = await stack.booking.SearchAvailableSlots(search, metadata=stack.as_rider(user))
+    assert after.slots == []
+    with pytest.raises(aio.AioRpcError) as caught:
+        await reserve(stack, slot.slot_id, user, pet)
+    assert error_reason(caught.value) == "CLINIC_INACTIVE"
+    with pytest.raises(aio.AioRpcError) as caught:
+        await stack.booking.RescheduleBooking(
+            pb.RescheduleBookingRequest(
+                booking_id=booked.booking_id, user_id=user, new_slot_id=slot.slot_id
+            ),
+            metadata=stack.as_rider(user),
+        )
+    assert error_reason(caught.value) == "CLINIC_INACTIVE"
+    unchanged = await stack.booking.GetSlot(
+        pb.GetSlotRequest(slot_id=slot.slot_id), metadata=stack.metadata()
+    )
+    assert unchanged.remaining == 2
+    assert await rows(stack, "SELECT 1 FROM reservations WHERE slot_id = %s", slot.slot_id) == []
+
+    await set_active(stack, clinic.id, True)
+    back = await stack.booking.SearchAvailableSlots(search, metadata=stack.as_rider(user))
+    assert slot.slot_id in {s.slot_id for s in back.slots}
+    assert (await reserve(stack, slot.slot_id, user, pet)).status == pb.RESERVATION_STATUS_PENDING
+
+
+async def test_an_expired_reservation_of_a_deactivated_clinic_is_not_taken_again(
+    stack: Stack,
+) -> None:
+    slot, held = await swept_reservation(stack)
+    await set_active(stack, held.clinic_id, False)
+    with pytest.raises(aio.AioRpcError) as caught:
+        await confirm(stack, held)
+    assert error_reason(caught.value) == "CLINIC_INACTIVE"
+    assert await rows(stack, "SELECT 1 FROM bookings WHERE slot_id = %s", slot.slot_id) == []
