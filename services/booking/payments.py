@@ -41,6 +41,9 @@ from services.booking.users import Users
 log = logging.getLogger(__name__)
 SETTLE_BATCH = 100
 PAYMENT_ORDER = "pay-"
+# The wallet's refusal of a credit past its cap (Rp 20.000.000): such a refund fits once the
+# rider has spent enough, so it waits pending instead of failing.
+WALLET_FULL = "BALANCE_LIMIT"
 ENDED_BY = {
     Outcome.FAILED: PaymentRecordStatus.FAILED,
     Outcome.EXPIRED: PaymentRecordStatus.EXPIRED,
@@ -213,8 +216,9 @@ class Payments:
         return found(refund or await bs.payment(conn, "idempotency_key", key), "refund")
 
     async def drive_refund(self, refund: Payment) -> Payment:
-        """Send a pending refund back; left pending when the channel cannot answer (the
-        sweeper drives it again), failed when it refuses for good (logged for operators)."""
+        """Send a pending refund back; left pending when the channel cannot answer or the
+        wallet has no room for it yet (the sweeper drives it again), failed when it refuses
+        for good (logged for operators)."""
         try:
             if refund.provider is Provider.WALLET:
                 await self.users.refund(
@@ -233,6 +237,11 @@ class Payments:
             log.warning("refund %s waits: %s", refund.id, exc.message)
             return refund
         except FailedPrecondition as refused:
+            if refused.reason == WALLET_FULL:
+                log.warning("refund %s waits for room on the wallet: %s", refund.id,
+                            refused.message)  # fmt: skip
+                await in_transaction(self.pool, lambda c: bs.touch_payment(c, refund.id))
+                return refund
             log.error("refund %s refused: %s", refund.id, refused.message)
             return await self.end(refund, PaymentRecordStatus.FAILED, refused)
         return await self.end(

@@ -13,9 +13,10 @@ import pytest
 import pytest_asyncio
 from grpc import aio
 from tiket.booking.v1 import booking_pb2 as pb
+from tiket.user.v1 import user_pb2
 
 from services.booking.config import BookingConfig
-from services.booking.tests.stack import Stack, audit, new_clinic, replica, running_stack
+from services.booking.tests.stack import Stack, audit, idr, new_clinic, replica, running_stack
 from services.booking.tests.test_bookings import balance, booked, cancel, pay
 from tests.support.waiting import wait_until
 
@@ -103,3 +104,28 @@ async def test_a_refund_the_wallet_never_answered_is_credited_once_it_does(
     assert await balance(stack, user) == Decimal("490000.00")
     assert await settle(stack) == 0  # nothing more to credit
     assert await balance(stack, user) == Decimal("490000.00")
+
+
+async def test_a_refund_a_full_wallet_refused_waits_until_it_fits(stack: Stack) -> None:
+    """A wallet holds at most Rp 20.000.000: a refund that would take it past the cap is
+    refused by the wallet for now, never lost — it stays pending and the sweeper credits it
+    once the rider has spent enough."""
+    clinic = await new_clinic(stack, price=150_000)
+    booking, user = await booked(stack, clinic, balance=19_900_000)
+    await pay(stack, booking)
+    await stack.users.TopUp(
+        user_pb2.TopUpRequest(user_id=user, amount=idr(250_000), idempotency_key="to-the-cap"),
+        metadata=stack.metadata(),
+    )
+    cancelled = await cancel(stack, booking)  # 90 %: 135.000 back, no room for it
+    assert cancelled.refund.status == "pending"
+    assert await balance(stack, user) == Decimal("20000000.00")
+    assert await settle(stack) == 0  # still no room: it waits
+    await stack.users.Charge(
+        user_pb2.ChargeRequest(
+            user_id=user, amount=idr(150_000), idempotency_key="spend", reference="shop-1"
+        ),
+        metadata=stack.metadata(),
+    )
+    await settled_once(stack)
+    assert await balance(stack, user) == Decimal("19985000.00")
