@@ -21,7 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from libs.auth.service_identity import ServiceIdentity
 from libs.db.transaction import in_transaction, read
-from libs.errors import FailedPrecondition, Unavailable, found
+from libs.errors import AlreadyExists, FailedPrecondition, Unavailable, found
 from services.booking import booking_store as bs
 from services.booking import events, gateway, lifecycle, qr
 from services.booking.config import BookingConfig
@@ -83,7 +83,8 @@ class Payments:
         """Pay the booking's final amount from the wallet (paid -> CONFIRMED at once) or
         through the gateway (the answer carries its payment URL; its notification settles
         it). A retry with the same key answers the first payment, driving it on when it was
-        left pending; another key while a payment is live is PAYMENT_IN_PROGRESS."""
+        left pending (by another method: ALREADY_EXISTS); another key while a payment is
+        live is PAYMENT_IN_PROGRESS."""
         provider = Provider.WALLET if method is PaymentMethod.WALLET else Provider.MIDTRANS
         midtrans = self._gateway() if provider is Provider.MIDTRANS else None
         # Keys are unique across bookings: the client's key is scoped to its booking.
@@ -94,6 +95,11 @@ class Payments:
             actor.require_party(("booking", booking_id), booking.user_id, booking.clinic_id,
                                 user_id)  # fmt: skip
             if first := await bs.payment(conn, "idempotency_key", scoped):
+                if first.method is not method:  # never charge the wallet for a Snap page
+                    raise AlreadyExists(
+                        f"idempotency_key {key!r} already began a {first.method} payment of "
+                        f"booking {booking_id}; use a new key to pay by {method}"
+                    )
                 return first
             lifecycle.require_payable(booking)
             try:

@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
 
+import grpc
 import psycopg
 import pytest
 import pytest_asyncio
+from grpc import aio
 from tiket.booking.v1 import booking_pb2 as pb
 
 from services.booking.config import BookingConfig, load
@@ -216,3 +218,28 @@ async def test_an_order_that_is_not_ours_is_not_found(gateway: Gateway) -> None:
     order = Order("another-shop-1", Decimal(10_000), transaction_status="settlement")
     gateway.midtrans.orders[order.order_id] = order
     assert await gateway.notify(order.order_id) == 404
+
+
+async def test_a_retry_of_a_payment_key_by_another_method_is_refused(gateway: Gateway) -> None:
+    """The same idempotency_key with the other method is another request: refused, and the
+    first payment stays what it was — the wallet is never charged for a payment page that
+    is open at the gateway (the rider could pay twice), nor a wallet payment opened there."""
+    stack = gateway.stack
+    booking, user, _ = await opened(gateway)
+    with pytest.raises(aio.AioRpcError) as caught:
+        await stack.booking.PayBooking(
+            pb.PayBookingRequest(
+                booking_id=booking.booking_id,
+                user_id=user,
+                method=pb.PAYMENT_METHOD_WALLET,
+                idempotency_key="snap-1",
+            ),
+            metadata=stack.as_rider(user),
+        )
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert await balance(stack, user) == Decimal("500000.00")
+    shown = await get(stack, booking)
+    assert (shown.status, shown.payment_status) == (
+        pb.BOOKING_STATUS_PENDING_PAYMENT,
+        pb.PAYMENT_STATUS_PENDING,
+    )
