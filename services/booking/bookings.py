@@ -145,6 +145,14 @@ class BookingApp:
             if booking.slot_id == new_slot_id:
                 return booking, None, []
             lifecycle.require_movable(booking, now)
+            live = await bs.live_payment(conn, booking.id)
+            if live is not None and live.status is PaymentRecordStatus.PENDING:
+                # Its amount is the booking's price now: a move would change what it owes.
+                raise FailedPrecondition(
+                    "PAYMENT_IN_PROGRESS",
+                    f"booking {booking_id} has a payment of {live.amount} under way: it can "
+                    "move once that payment is made (or has failed or expired)",
+                )
             target = found(await store.slot(conn, "slot_id", new_slot_id), "slot", new_slot_id)
             if (target.clinic_id, target.service_id) != (booking.clinic_id, booking.service_id):
                 raise FailedPrecondition(
@@ -169,7 +177,7 @@ class BookingApp:
                 moved = await bs.update_booking(conn, booking.id, qr_code_url=signed)
             refund = None
             if back > 0:
-                paid = found(await bs.live_payment(conn, booking.id), "payment")
+                paid = found(live, "payment")
                 already = paid.refund_amount or Decimal("0.00")
                 await bs.set_payment(
                     conn, paid.id, status="partially_refunded",

@@ -15,11 +15,21 @@ import pytest_asyncio
 from grpc import aio
 from tiket.booking.v1 import booking_pb2 as pb
 
+from libs.money import from_money
 from services.booking.config import BookingConfig, load
-from services.booking.tests.stack import Stack, audit, idr, new_clinic, running_stack
+from services.booking.tests.stack import (
+    Stack,
+    audit,
+    future_hour,
+    idr,
+    new_clinic,
+    running_stack,
+    stamp,
+)
 from services.booking.tests.test_bookings import balance, booked, cancel
 from services.booking.tests.test_money_faults import settled_once
 from services.booking.webhook import PATH
+from tests.support.grpc_errors import error_reason
 from tests.support.midtrans import FakeMidtrans, Order
 from tests.support.processes import free_port
 
@@ -243,3 +253,35 @@ async def test_a_retry_of_a_payment_key_by_another_method_is_refused(gateway: Ga
         pb.BOOKING_STATUS_PENDING_PAYMENT,
         pb.PAYMENT_STATUS_PENDING,
     )
+
+
+async def test_a_booking_whose_payment_is_under_way_is_not_moved(gateway: Gateway) -> None:
+    """The payment page was opened for the booking's price: moved to a dearer slot meanwhile,
+    the booking would be confirmed by paying the old price."""
+    stack = gateway.stack
+    clinic = await new_clinic(stack, price=150_000)
+    booking, user = await booked(stack, clinic)
+    page = await pay_at_gateway(stack, booking)
+    dearer = await stack.booking.CreateSlot(
+        pb.CreateSlotRequest(
+            clinic_id=clinic.id,
+            service_id=clinic.service.service_id,
+            start_time=stamp(future_hour()),
+            price=idr(200_000),
+        ),
+        metadata=stack.metadata(),
+    )
+    with pytest.raises(aio.AioRpcError) as caught:
+        await stack.booking.RescheduleBooking(
+            pb.RescheduleBookingRequest(
+                booking_id=booking.booking_id, user_id=user, new_slot_id=dearer.slot_id
+            ),
+            metadata=stack.as_rider(user),
+        )
+    assert error_reason(caught.value) == "PAYMENT_IN_PROGRESS"
+    order = f"pay-{page.payment.payment_id}"
+    gateway.midtrans.pay(order)
+    assert await gateway.notify(order) == 200
+    paid = await get(stack, booking)
+    assert (paid.status, paid.slot_id) == (pb.BOOKING_STATUS_CONFIRMED, booking.slot_id)
+    assert from_money(paid.final_amount) == from_money(page.payment.amount) == Decimal(150_000)
