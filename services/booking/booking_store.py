@@ -60,6 +60,7 @@ BOOKING_FIELDS = frozenset(
         "discount_amount",
         "final_amount",
         "notes",
+        "reminded_at",
     }
 )
 PAYMENT_FIELDS = frozenset(

@@ -171,6 +171,7 @@ class BookingApp:
             moved = await bs.update_booking(
                 conn, booking.id, slot_id=taken.id, staff_id=taken.staff_id,
                 total_amount=total, discount_amount=discount, final_amount=final,
+                reminded_at=None,  # the reminder is of the visit's new time
             )  # fmt: skip
             if moved.payment_id is not None:  # the QR names the slot
                 signed = qr.payload(moved, self.identity.signer())

@@ -20,6 +20,7 @@ from tiket.user.v1 import user_pb2
 from libs.auth.service_identity import ServiceIdentity
 from libs.money import from_money
 from services.booking import qr
+from services.booking.config import BookingConfig
 from services.booking.tests.stack import (
     Clinic,
     Stack,
@@ -398,3 +399,23 @@ async def test_an_unpaid_booking_past_the_window_is_cancelled_by_the_sweeper(
         "payment_timeout",
     )
     assert await slot_remaining(stack, booking.slot_id) == 1
+
+
+async def test_a_visit_moved_after_its_reminder_is_reminded_again(stack: Stack) -> None:
+    clinic = await new_clinic(stack)
+    soon = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=3)
+    booking, user = await booked(stack, clinic, slot=await new_slot(stack, clinic, start=soon))
+    await pay(stack, booking)
+    later = await new_slot(stack, clinic, start=soon + timedelta(days=2))
+    four_days = BookingConfig(reminder_before=timedelta(days=4))  # both visits are due
+    async with replica(stack, four_days) as sweeper:
+        assert await sweeper.bookings.remind_due() >= 1
+        await stack.booking.RescheduleBooking(
+            pb.RescheduleBookingRequest(
+                booking_id=booking.booking_id, user_id=user, new_slot_id=later.slot_id
+            ),
+            metadata=stack.as_rider(user),
+        )
+        assert await sweeper.bookings.remind_due() >= 1  # of the new time
+        assert await sweeper.bookings.remind_due() == 0
+    assert (await event_types(stack, booking)).count("BookingReminder") == 2
