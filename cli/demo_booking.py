@@ -55,11 +55,17 @@ class DemoDataMissing(LookupError):
     pass
 
 
+class RiderCannotPay(Exception):
+    """The card is blocked or suspended: the wallet would refuse the payment."""
+
+
 async def _booking_or_exit(args: argparse.Namespace, settings: Settings) -> None:
     try:
         await booking(args, settings)
     except DemoDataMissing as exc:
         sys.exit(f"tiket demo booking: {exc}; load the demo data first (`tiket seed`)")
+    except RiderCannotPay as exc:
+        sys.exit(f"tiket demo booking: {exc}")
     except grpc.RpcError as exc:
         sys.exit(f"tiket demo booking: {exc.code().name}: {exc.details()}")
 
@@ -231,9 +237,13 @@ async def _staff_names(bookings: booking_pb2_grpc.BookingServiceStub, clinic, me
 
 
 async def _pet_owner(users: user_pb2_grpc.UserServiceStub, card: str, admin, out):
-    """The rider with `card` and their first pet, made (as admin) when missing."""
+    """The rider with `card` and their first pet, made (as admin) when missing; a card that
+    cannot pay is refused before anything is written (no top-up, no place held)."""
     try:
         rider = await users.GetUser(user_pb2.GetUserRequest(card_id=card), metadata=admin)
+        if rider.status != user_pb2.USER_STATUS_ACTIVE:
+            status = user_pb2.UserStatus.Name(rider.status).removeprefix("USER_STATUS_").lower()
+            raise RiderCannotPay(f"card {card} is {status}: it cannot pay; pick another --card")
     except grpc.RpcError as exc:
         if exc.code() != grpc.StatusCode.NOT_FOUND:
             raise

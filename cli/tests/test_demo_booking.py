@@ -18,6 +18,7 @@ import pytest_asyncio
 from google.type import date_pb2
 from tiket.booking.v1 import booking_pb2 as pb
 from tiket.booking.v1 import facility_pb2 as fpb
+from tiket.user.v1 import user_pb2
 
 from cli import demo_booking
 from cli.main import _parser
@@ -221,6 +222,30 @@ async def test_demo_booking_without_the_demo_data_says_what_to_do(stack, loaded,
         )
     with pytest.raises(SystemExit, match=r"load the demo data first \(`tiket seed`\)"):
         await demo_booking._booking_or_exit(scenario("--service", "Operasi"), settings)
+
+
+async def test_demo_booking_of_a_blocked_card_says_so_and_books_nothing(stack, loaded, tmp_path):
+    admin = stack.metadata(Role.ADMIN)
+    rider = await stack.users.CreateUser(
+        user_pb2.CreateUserRequest(card_id="CARD0199", full_name="Rina"), metadata=admin
+    )
+    await stack.users.ChangeUserStatus(
+        user_pb2.ChangeUserStatusRequest(
+            user_id=rider.id, status=user_pb2.USER_STATUS_BLOCKED, reason="lost card"
+        ),
+        metadata=admin,
+    )
+    settings = cli_settings(stack, tmp_path)
+    with pytest.raises(SystemExit, match="card CARD0199 is blocked: it cannot pay"):
+        await demo_booking._booking_or_exit(scenario("--card", "CARD0199"), settings)
+    wallet = await stack.users.GetWallet(
+        user_pb2.GetWalletRequest(user_id=rider.id), metadata=admin
+    )
+    assert wallet.balance.units == 0  # no top-up
+    booked = await stack.booking.ListBookings(
+        pb.ListBookingsRequest(user_id=rider.id), metadata=admin
+    )
+    assert list(booked.bookings) == []  # no place left held for 30 minutes
 
 
 def _today(zone: ZoneInfo, days: int = 0) -> date_pb2.Date:
