@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import pytest_asyncio
+from google.protobuf import field_mask_pb2
 from google.type import date_pb2
 from tiket.booking.v1 import booking_pb2 as pb
 from tiket.booking.v1 import facility_pb2 as fpb
@@ -246,6 +247,36 @@ async def test_demo_booking_of_a_blocked_card_says_so_and_books_nothing(stack, l
         pb.ListBookingsRequest(user_id=rider.id), metadata=admin
     )
     assert list(booked.bookings) == []  # no place left held for 30 minutes
+
+
+async def test_the_demo_data_loads_again_after_staff_changed_a_demo_clinic(stack, loaded):
+    """`make run` loads the demo data at every start: a demo clinic an admin deactivated or
+    renamed since must not stop it (ALREADY_EXISTS of the clinic's request_id did)."""
+    admin = stack.metadata(Role.ADMIN)
+    clinics = await stack.booking.ListClinics(pb.ListClinicsRequest(), metadata=admin)
+    [denpasar] = [c for c in clinics.clinics if c.name == "Klinik Hewan PetPro Denpasar"]
+
+    async def set_active(active: bool) -> None:
+        await stack.booking.UpdateClinic(
+            pb.UpdateClinicRequest(
+                clinic=pb.Clinic(clinic_id=denpasar.clinic_id, active=active),
+                update_mask=field_mask_pb2.FieldMask(paths=["active"]),
+            ),
+            metadata=admin,
+        )
+
+    await set_active(False)
+    try:
+        lines: list[str] = []
+        await booking_demo.load(stack.channels["booking"], admin, lines.append, RIDERS)
+    finally:
+        await set_active(True)
+    assert (
+        "  clinic Klinik Hewan PetPro Denpasar: changed since it was loaded; left as it is, "
+        "no slots added"
+    ) in lines
+    assert any(line.startswith("  clinic Klinik Hewan PetPro Sudirman (") for line in lines)
+    assert any(line.startswith("  facility ") for line in lines)  # the rest loaded
 
 
 def _today(zone: ZoneInfo, days: int = 0) -> date_pb2.Date:

@@ -5,7 +5,8 @@ today (Monday to Saturday, 09:00-12:00 and 13:00-17:00 on each clinic's own wall
 Loaded through the public API, idempotently: every create carries a request_id, and slots
 are generated one local day at a time under a request_id naming that day, so running it
 again (the same day or a later one) returns what exists and only adds the days that came
-into the two weeks since."""
+into the two weeks since. A demo clinic staff changed since (UpdateClinic) is left as it
+is."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+import grpc
 from google.type import date_pb2, timeofday_pb2
 from grpc import aio
 from tiket.booking.v1 import booking_pb2 as pb
@@ -104,15 +106,22 @@ async def load(
     user ids of the user service's demo riders, when given)."""
     stub = booking_pb2_grpc.BookingServiceStub(channel)
     for demo in DEMO_CLINICS:
-        clinic = await stub.CreateClinic(
-            pb.CreateClinicRequest(
-                name=demo.name,
-                address=demo.address,
-                time_zone=demo.time_zone,
-                request_id=f"demo-clinic-{demo.key}",
-            ),
-            metadata=metadata,
-        )
+        try:
+            clinic = await stub.CreateClinic(
+                pb.CreateClinicRequest(
+                    name=demo.name,
+                    address=demo.address,
+                    time_zone=demo.time_zone,
+                    request_id=f"demo-clinic-{demo.key}",
+                ),
+                metadata=metadata,
+            )
+        except aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
+                raise
+            # Staff changed it since (UpdateClinic: renamed, deactivated …): theirs now.
+            out(f"  clinic {demo.name}: changed since it was loaded; left as it is, no slots added")
+            continue
         out(f"  clinic {clinic.name} ({clinic.time_zone})  id={clinic.clinic_id}")
         today = datetime.now(ZoneInfo(clinic.time_zone)).date()
         days = [today + timedelta(days=n) for n in range(DAYS_AHEAD + 1)]
