@@ -191,13 +191,21 @@ async def write_fare(
         destination.id,
         price,
         effective_from,
+        change.until,
         replaces_id=previous.id if previous else None,
         source=source,
         request_id=request_id,
         created_by=changed_by,
     )
     new = FareVersion(
-        fare_id, origin.code, destination.code, price, effective_from, None, source, created_at
+        fare_id,
+        origin.code,
+        destination.code,
+        price,
+        effective_from,
+        change.until,
+        source,
+        created_at,
     )
     names = {origin.code: origin.name, destination.code: destination.name}
     await events.fare_updated(conn, new, previous, names, changed_by)

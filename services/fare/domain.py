@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
-from libs.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from libs.errors import AlreadyExists, InvalidArgument
 
 # fares.price is NUMERIC(10,2) (seed 004).
 MAX_PRICE = Decimal("99999999.99")
@@ -101,11 +101,14 @@ class FareVersion:
 class FareChange:
     """What SetFare does to a pair's timeline. Exactly one of `unchanged` and `insert` holds:
     either the request changes nothing, or a new version is inserted after `close` is ended
-    at its start, or after `replace` (scheduled to start at that very instant) is retired."""
+    at its start, or after `replace` (scheduled to start at that very instant) is retired.
+    The new version ends at `until`, the start of the next version already scheduled (None:
+    none is, and it runs until changed)."""
 
     unchanged: FareVersion | None = None
     close: FareVersion | None = None
     replace: FareVersion | None = None
+    until: datetime | None = None
 
     @property
     def insert(self) -> bool:
@@ -146,11 +149,12 @@ def plan_fare_change(
 
     - effective_from more than PAST_TOLERANCE before `now` is refused: history is not
       rewritten.
-    - A version starting after effective_from is refused (OVERLAPPING_PERIOD): scheduled
-      changes are made in time order, never silently dropped.
     - When the version in force at effective_from already has `price`, nothing changes.
     - A version scheduled to start exactly at effective_from is replaced (a scheduled change
       corrected); otherwise the version in force then is closed at effective_from.
+    - The new version runs until the next version already scheduled after effective_from
+      starts: a change set before a scheduled one drops nothing, and a version scheduled by
+      mistake (a far-off year) never stops the pair's fare from being changed meanwhile.
     """
     if effective_from < now - PAST_TOLERANCE:
         raise InvalidArgument.field(
@@ -159,25 +163,15 @@ def plan_fare_change(
             "(taps already priced are never re-priced)",
         )
     active = [v for v in versions if v.is_active]
-    later = sorted((v for v in active if v.effective_from > effective_from), key=_start)
-    if later:
-        first = later[0]
-        raise FailedPrecondition(
-            "OVERLAPPING_PERIOD",
-            f"fare {first.origin}->{first.destination} already has a version from "
-            f"{first.effective_from.isoformat()} (price {first.price}); a new version from "
-            f"{effective_from.isoformat()} would overlap it. Set it from that instant or later",
-        )
+    until = min(
+        (v.effective_from for v in active if v.effective_from > effective_from), default=None
+    )
     current = version_at(active, effective_from)
     if current is not None and current.price == price:
         return FareChange(unchanged=current)
     if current is not None and current.effective_from == effective_from:
-        return FareChange(replace=current)
-    return FareChange(close=current)
-
-
-def _start(version: FareVersion) -> datetime:
-    return version.effective_from
+        return FareChange(replace=current, until=until)
+    return FareChange(close=current, until=until)
 
 
 def check_price(price: Decimal, field: str = "price") -> Decimal:

@@ -294,6 +294,7 @@ async def insert_version(
     destination_id: int,
     price: Decimal,
     effective_from: datetime,
+    effective_until: datetime | None,
     *,
     replaces_id: int | None,
     source: str,
@@ -303,13 +304,14 @@ async def insert_version(
     """(id, created_at) of the new version."""
     cur = await conn.execute(
         """INSERT INTO fares (origin_terminal_id, destination_terminal_id, price, effective_from,
-                              replaces_id, source, request_id, created_by)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id, created_at""",
+                              effective_until, replaces_id, source, request_id, created_by)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id, created_at""",
         (
             origin_id,
             destination_id,
             price,
             effective_from,
+            effective_until,
             replaces_id,
             source,
             request_id,

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from libs.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from libs.errors import AlreadyExists, InvalidArgument
 from services.fare import domain
 from services.fare.domain import FareVersion, Gate, GateStatus, GateType, Terminal, TerminalFields
 
@@ -87,11 +87,13 @@ def test_a_first_version_closes_nothing():
     assert change.insert and change.previous is None
 
 
-def test_a_change_before_a_scheduled_version_is_an_overlapping_period():
-    with pytest.raises(FailedPrecondition) as err:
-        domain.plan_fare_change(TIMELINE, NOW + 30 * timedelta(minutes=1), Decimal(1), NOW)
-    assert err.value.reason == "OVERLAPPING_PERIOD"
-    assert "A->B" in err.value.message
+def test_a_change_before_a_scheduled_version_runs_until_that_version_starts():
+    change = domain.plan_fare_change(TIMELINE, NOW + 30 * timedelta(minutes=1), Decimal(1), NOW)
+    assert change.close == TIMELINE[1] and change.until == TIMELINE[2].effective_from
+    replaced = domain.plan_fare_change(TIMELINE, NOW - HOUR, Decimal(1), NOW - HOUR)
+    assert replaced.replace == TIMELINE[1] and replaced.until == TIMELINE[2].effective_from
+    last = domain.plan_fare_change(TIMELINE, NOW + 2 * HOUR, Decimal(1), NOW)
+    assert last.close == TIMELINE[2] and last.until is None
 
 
 def test_the_past_is_not_rewritten_beyond_the_tolerance():

@@ -9,7 +9,6 @@ from tiket.fare.v1 import fare_pb2
 
 from libs.auth import Role
 from services.fare.tests.helpers import (
-    error_reason,
     feed_zip,
     fixture_text,
     in_seconds,
@@ -80,16 +79,17 @@ async def test_a_broken_feed_changes_nothing_and_names_file_line_and_field(fares
     assert await row_counts(db) == before
 
 
-async def test_a_refused_pair_refuses_the_whole_import(fares, db):
+async def test_an_import_before_a_scheduled_change_imports_the_pair_until_it(fares, db):
+    """A pair with a change scheduled after the import's instant used to refuse the whole
+    import (OVERLAPPING_PERIOD); the imported price now holds until the scheduled one."""
     await seed(fares)
-    await set_fare(fares, "C", "B", 6100, in_seconds(3600))  # scheduled after the import
-    before = await row_counts(db)
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await import_feed(fares)
-    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert error_reason(err.value) == "OVERLAPPING_PERIOD"
-    assert await row_counts(db) == before
-    assert await price_of(fares, "A", "B") == 5000
+    scheduled = in_seconds(3600)
+    await set_fare(fares, "A", "B", 6100, scheduled)
+    report = await import_feed(fares)
+    imported = {(f.origin_code, f.destination_code): f for f in report.imported}
+    assert imported["A", "B"].price.units == 5500
+    assert await price_of(fares, "A", "B") == 5500
+    assert await price_of(fares, "A", "B", scheduled) == 6100
 
 
 async def test_a_dry_run_reports_and_changes_nothing(fares, db):
