@@ -22,6 +22,7 @@ WITH taken AS (
            version = version + 1
      WHERE slot_id = (SELECT id FROM bench_slots WHERE n = :n) AND status = 'available'
        AND remaining > 0 AND start_time > now()
+       AND EXISTS (SELECT FROM clinics c WHERE c.clinic_id = slots.clinic_id AND c.is_active)
     RETURNING slot_id, clinic_id, service_id, remaining
 ), reserved AS (
     INSERT INTO reservations (reservation_id, user_id, pet_id, slot_id, service_id, clinic_id,
