@@ -2,10 +2,12 @@
 -- service (services/journey/reconcile.py, reconcile_store.py, closings.py, store.py) and the
 -- user service (CaptureHold's lookup, Charge, GetWallet: services/user/app.py, store.py) send
 -- to place a check-in, then a check-out, each the only new tap of its card in its batch, and
--- to charge the trip (a journey started offline has no hold). Autocommit statements as the
--- services send them; the placement itself is one transaction. Run on one database holding
--- both schemas (bench_users(n, id, card_id) names the riders), -M prepared,
--- -D clients=<clients> -D per=<riders per client>: each client reconciles only its own riders.
+-- to charge the trip (a journey started offline has no hold), with the events each step
+-- writes (journey.checked_in of the offline entry, wallet.charged, journey.checked_out).
+-- Autocommit statements as the services send them; the placement itself is one transaction.
+-- Run on one database holding both schemas (bench_users(n, id, card_id) names the riders),
+-- -M prepared, -D clients=<clients> -D per=<riders per client>: each client reconciles only
+-- its own riders.
 \set n 1 + :client_id + :clients * random(0, :per - 1)
 
 SELECT gen_random_uuid() AS tap_in, gen_random_uuid() AS tap_out, gen_random_uuid() AS jid,
@@ -45,12 +47,20 @@ SELECT id, user_id, card_id, status, settlement, checkin_terminal_code, checkin_
 UPDATE journey_history SET closing_tap_id = NULL WHERE id = ANY(ARRAY[:jid::uuid]);
 INSERT INTO journey_history (id, user_id, card_id, status, settlement, checkin_terminal_code, checkin_terminal_name, checkin_gate_code, checkin_time, checkout_terminal_code, checkout_terminal_name, checkout_gate_code, checkout_time, held_amount, fare_charged, pricing, close_reason, hold_reference, closing_tap_id, remaining_balance, metadata, created_at, closed_at)
 VALUES (:jid::uuid, :user_id::uuid, :card_id::text, 'active', 'none', 'A', 'Terminal Utara', 'A-ENTRY-01', :t_in::timestamptz, NULL, NULL, NULL, NULL, 12000, NULL, NULL, NULL, 'journey-' || :jid::text, NULL, NULL, '{"reconciled": true}', now(), NULL)
-ON CONFLICT (id) DO UPDATE SET user_id = EXCLUDED.user_id, card_id = EXCLUDED.card_id, status = EXCLUDED.status, settlement = EXCLUDED.settlement, checkin_terminal_code = EXCLUDED.checkin_terminal_code, checkin_terminal_name = EXCLUDED.checkin_terminal_name, checkin_gate_code = EXCLUDED.checkin_gate_code, checkin_time = EXCLUDED.checkin_time, checkout_terminal_code = EXCLUDED.checkout_terminal_code, checkout_terminal_name = EXCLUDED.checkout_terminal_name, checkout_gate_code = EXCLUDED.checkout_gate_code, checkout_time = EXCLUDED.checkout_time, held_amount = EXCLUDED.held_amount, fare_charged = EXCLUDED.fare_charged, pricing = EXCLUDED.pricing, close_reason = EXCLUDED.close_reason, hold_reference = EXCLUDED.hold_reference, closing_tap_id = EXCLUDED.closing_tap_id, remaining_balance = EXCLUDED.remaining_balance, metadata = EXCLUDED.metadata, closed_at = EXCLUDED.closed_at, updated_at = now();
+ON CONFLICT (id) DO UPDATE SET user_id = EXCLUDED.user_id, card_id = EXCLUDED.card_id, status = EXCLUDED.status, settlement = EXCLUDED.settlement, checkin_terminal_code = EXCLUDED.checkin_terminal_code, checkin_terminal_name = EXCLUDED.checkin_terminal_name, checkin_gate_code = EXCLUDED.checkin_gate_code, checkin_time = EXCLUDED.checkin_time, checkout_terminal_code = EXCLUDED.checkout_terminal_code, checkout_terminal_name = EXCLUDED.checkout_terminal_name, checkout_gate_code = EXCLUDED.checkout_gate_code, checkout_time = EXCLUDED.checkout_time, held_amount = EXCLUDED.held_amount, fare_charged = EXCLUDED.fare_charged, pricing = EXCLUDED.pricing, close_reason = EXCLUDED.close_reason, hold_reference = EXCLUDED.hold_reference, closing_tap_id = EXCLUDED.closing_tap_id, remaining_balance = EXCLUDED.remaining_balance, metadata = EXCLUDED.metadata, closed_at = EXCLUDED.closed_at, updated_at = now()
+RETURNING id, user_id, card_id, status, settlement, checkin_terminal_code, checkin_terminal_name, checkin_gate_code, checkin_time, checkout_terminal_code, checkout_terminal_name, checkout_gate_code, checkout_time, held_amount, fare_charged, journey_duration_minutes, pricing, close_reason, hold_reference, closing_tap_id, remaining_balance, metadata, created_at, closed_at;
 INSERT INTO taps (tap_id, kind, card_id, terminal_code, gate_code, tapped_at, user_id, journey_id, state, response, refusal_reason, refusal_message, refusal_detail, release_owed, offline, offline_amount)
 VALUES (:tap_in::uuid, 'checkin', :card_id::text, 'A', 'A-ENTRY-01', :t_in::timestamptz, :user_id::uuid, :jid::uuid, 'done', decode(repeat('0a', 300), 'hex'), NULL, NULL, NULL, false, true, 12000)
 ON CONFLICT (tap_id) DO UPDATE SET state = 'done', response = EXCLUDED.response, tapped_at = EXCLUDED.tapped_at, refusal_reason = NULL, refusal_message = NULL, refusal_detail = NULL, offline = true, offline_amount = EXCLUDED.offline_amount, updated_at = now()
  WHERE taps.state IN ('refused', 'expired') AND NOT taps.offline
 RETURNING 1;
+INSERT INTO outbox (event_id, event_type, body, traceparent)
+VALUES (gen_random_uuid(), 'journey.checked_in',
+        jsonb_build_object('specversion', '1.0', 'type', 'journey.checked_in', 'source', '/tiket/journey',
+                           'subject', :user_id::text,
+                           'data', jsonb_build_object('journeyId', :jid::text, 'cardId', :card_id::text,
+                                                      'terminalName', 'Terminal Utara', 'offline', true)),
+        '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01');
 COMMIT;
 
 -- === the check-out ==================================================================
@@ -82,7 +92,8 @@ SELECT id, user_id, card_id, status, settlement, checkin_terminal_code, checkin_
 UPDATE journey_history SET closing_tap_id = NULL WHERE id = ANY(ARRAY[:jid::uuid]);
 INSERT INTO journey_history (id, user_id, card_id, status, settlement, checkin_terminal_code, checkin_terminal_name, checkin_gate_code, checkin_time, checkout_terminal_code, checkout_terminal_name, checkout_gate_code, checkout_time, held_amount, fare_charged, pricing, close_reason, hold_reference, closing_tap_id, remaining_balance, metadata, created_at, closed_at)
 VALUES (:jid::uuid, :user_id::uuid, :card_id::text, 'completed', 'pending', 'A', 'Terminal Utara', 'A-ENTRY-01', :t_in::timestamptz, 'E', 'Terminal Pusat', 'E-EXIT-01', :t_out::timestamptz, 12000, 12000, 'fare', NULL, 'journey-' || :jid::text, :tap_out::uuid, NULL, '{"reconciled": true}', now(), now())
-ON CONFLICT (id) DO UPDATE SET user_id = EXCLUDED.user_id, card_id = EXCLUDED.card_id, status = EXCLUDED.status, settlement = EXCLUDED.settlement, checkin_terminal_code = EXCLUDED.checkin_terminal_code, checkin_terminal_name = EXCLUDED.checkin_terminal_name, checkin_gate_code = EXCLUDED.checkin_gate_code, checkin_time = EXCLUDED.checkin_time, checkout_terminal_code = EXCLUDED.checkout_terminal_code, checkout_terminal_name = EXCLUDED.checkout_terminal_name, checkout_gate_code = EXCLUDED.checkout_gate_code, checkout_time = EXCLUDED.checkout_time, held_amount = EXCLUDED.held_amount, fare_charged = EXCLUDED.fare_charged, pricing = EXCLUDED.pricing, close_reason = EXCLUDED.close_reason, hold_reference = EXCLUDED.hold_reference, closing_tap_id = EXCLUDED.closing_tap_id, remaining_balance = EXCLUDED.remaining_balance, metadata = EXCLUDED.metadata, closed_at = EXCLUDED.closed_at, updated_at = now();
+ON CONFLICT (id) DO UPDATE SET user_id = EXCLUDED.user_id, card_id = EXCLUDED.card_id, status = EXCLUDED.status, settlement = EXCLUDED.settlement, checkin_terminal_code = EXCLUDED.checkin_terminal_code, checkin_terminal_name = EXCLUDED.checkin_terminal_name, checkin_gate_code = EXCLUDED.checkin_gate_code, checkin_time = EXCLUDED.checkin_time, checkout_terminal_code = EXCLUDED.checkout_terminal_code, checkout_terminal_name = EXCLUDED.checkout_terminal_name, checkout_gate_code = EXCLUDED.checkout_gate_code, checkout_time = EXCLUDED.checkout_time, held_amount = EXCLUDED.held_amount, fare_charged = EXCLUDED.fare_charged, pricing = EXCLUDED.pricing, close_reason = EXCLUDED.close_reason, hold_reference = EXCLUDED.hold_reference, closing_tap_id = EXCLUDED.closing_tap_id, remaining_balance = EXCLUDED.remaining_balance, metadata = EXCLUDED.metadata, closed_at = EXCLUDED.closed_at, updated_at = now()
+RETURNING id, user_id, card_id, status, settlement, checkin_terminal_code, checkin_terminal_name, checkin_gate_code, checkin_time, checkout_terminal_code, checkout_terminal_name, checkout_gate_code, checkout_time, held_amount, fare_charged, journey_duration_minutes, pricing, close_reason, hold_reference, closing_tap_id, remaining_balance, metadata, created_at, closed_at;
 INSERT INTO taps (tap_id, kind, card_id, terminal_code, gate_code, tapped_at, user_id, journey_id, state, response, refusal_reason, refusal_message, refusal_detail, release_owed, offline, offline_amount)
 VALUES (:tap_out::uuid, 'checkout', :card_id::text, 'E', 'E-EXIT-01', :t_out::timestamptz, :user_id::uuid, :jid::uuid, 'done', decode(repeat('0a', 300), 'hex'), NULL, NULL, NULL, false, true, 12000)
 ON CONFLICT (tap_id) DO UPDATE SET state = 'done', response = EXCLUDED.response, tapped_at = EXCLUDED.tapped_at, refusal_reason = NULL, refusal_message = NULL, refusal_detail = NULL, offline = true, offline_amount = EXCLUDED.offline_amount, updated_at = now()
