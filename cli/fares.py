@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -44,6 +45,8 @@ REFUSED = {
 # the feed's size, past gRPC's default 4 MB a client takes for a network of a few hundred
 # areas. It comes from the fare service the command called, so take it whole.
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1)]
+# A network of some hundred terminals takes tens of seconds to import: say it is still going.
+PROGRESS_SECONDS = 10.0
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -82,11 +85,24 @@ async def import_gtfs(args: argparse.Namespace, settings: Settings) -> None:
     credentials = tls.channel_credentials(settings)
     async with tls.open_channel(address, credentials, options=CHANNEL_OPTIONS) as channel:
         stub = fare_pb2_grpc.FareServiceStub(channel)
+        progress = asyncio.create_task(_still_going(f"importing at the fare service {address}"))
         try:
             report = await stub.ImportGtfsFares(request, metadata=metadata, timeout=CALL_TIMEOUT)
         except grpc.RpcError as exc:
             sys.exit(_failure(exc, address))
+        finally:
+            progress.cancel()
     print(render_report(args.feed, report))
+
+
+async def _still_going(what: str) -> None:
+    """A line on stderr every PROGRESS_SECONDS until cancelled, so a long import does not
+    look hung."""
+    started = time.monotonic()
+    while True:
+        await asyncio.sleep(PROGRESS_SECONDS)
+        waited = time.monotonic() - started
+        print(f"tiket: still {what} ({waited:.0f} s) ...", file=sys.stderr, flush=True)
 
 
 def _failure(exc: grpc.RpcError, address: str) -> str:

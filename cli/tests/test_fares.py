@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 from datetime import datetime
 from pathlib import Path
 
@@ -68,3 +69,16 @@ def test_a_time_without_offset_is_refused_with_an_example_that_works(
     example = message.rsplit("e.g. ", 1)[1]
     # what it suggests is accepted, as the instant the operator meant
     assert fares._instant(example).ToSeconds() == datetime.fromisoformat(meant).timestamp()
+
+
+async def test_a_long_import_says_it_is_still_going(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    monkeypatch.setattr(fares, "PROGRESS_SECONDS", 0.01)
+    progress = asyncio.create_task(fares._still_going("importing at the fare service x:1"))
+    await asyncio.sleep(0.1)  # the loop wakes the 0.01-s ticker first, however busy
+    progress.cancel()
+    said = capsys.readouterr().err.splitlines()
+    assert said and all(
+        line.startswith("tiket: still importing at the fare service x:1 (") for line in said
+    )
