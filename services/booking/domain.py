@@ -337,13 +337,20 @@ def reservation_refusal(slot: Slot, clinic: Clinic, now: datetime) -> FailedPrec
         return FailedPrecondition(
             "SLOT_NOT_AVAILABLE", f"slot {slot.id} is {slot.status}: not open for booking"
         )
-    if slot.start_time <= now:
-        return FailedPrecondition(
-            "SLOT_NOT_AVAILABLE", f"slot {slot.id} started at {slot.start_time.isoformat()}"
-        )
+    if refused := started_refusal(slot, now):
+        return refused
     if slot.remaining == 0:
         return FailedPrecondition("SLOT_FULL", f"slot {slot.id} is full: no place is left")
     return None
+
+
+def started_refusal(slot: Slot, now: datetime) -> FailedPrecondition | None:
+    """SLOT_NOT_AVAILABLE when `slot` has started: a visit already begun is not booked."""
+    if slot.start_time > now:
+        return None
+    return FailedPrecondition(
+        "SLOT_NOT_AVAILABLE", f"slot {slot.id} started at {slot.start_time.isoformat()}"
+    )
 
 
 class ConfirmPath(StrEnum):
@@ -369,7 +376,14 @@ def confirm_path(reservation: Reservation) -> ConfirmPath:
     )
 
 
-def retake_refused(reservation: Reservation) -> FailedPrecondition:
+def retake_refused(
+    reservation: Reservation, refusal: FailedPrecondition | None
+) -> FailedPrecondition:
+    """Why the place of an expired `reservation` could not be taken again, `refusal` being
+    what ReserveSlot would answer: the slot's own reason (started, closed, clinic inactive)
+    when it has one, else RESERVATION_EXPIRED (another rider took the place)."""
+    if refusal is not None and refusal.reason != "SLOT_FULL":
+        return refusal
     return FailedPrecondition(
         "RESERVATION_EXPIRED",
         f"reservation {reservation.id} expired at {reservation.expires_at.isoformat()} "

@@ -205,15 +205,17 @@ class ReservationApp:
             if path is ConfirmPath.DONE:
                 booking = await bs.booking(conn, "reservation_id", reservation_id)
                 return found(booking, "booking of reservation", reservation_id), None
+            now = datetime.now(UTC)
             if path is ConfirmPath.RETAKE:
                 slot = await rs.take_place(conn, reservation.slot_id)
                 if slot is None:
-                    clinic = await store.clinic(conn, "clinic_id", reservation.clinic_id)
-                    closed = domain.clinic_refusal(found(clinic, "clinic", reservation.clinic_id))
-                    raise closed or domain.retake_refused(reservation)
+                    refusal = await rs.take_refusal(conn, reservation.slot_id, now)
+                    raise domain.retake_refused(reservation, refusal)
             else:
                 slot = await store.slot(conn, "slot_id", reservation.slot_id)
                 slot = found(slot, "slot", reservation.slot_id)
+                if refused := domain.started_refusal(slot, now):
+                    raise refused  # the place stays held until the sweeper gives it back
             amounts = domain.booking_amounts(slot.price, discount)
             booking = await bs.insert_booking(conn, reservation, slot, amounts, notes)
             confirmed = await rs.set_reservation_status(

@@ -229,6 +229,50 @@ async def test_an_expired_reservation_whose_place_was_taken_is_refused(stack: St
     assert await rows(stack, "SELECT 1 FROM bookings WHERE slot_id = %s", slot.slot_id) == []
 
 
+async def start_now(stack: Stack, slot_id: str) -> None:
+    """Move the slot so that it started a minute ago (as if the rider had waited)."""
+    async with await psycopg.AsyncConnection.connect(stack.database_url(), autocommit=True) as c:
+        await c.execute(
+            """UPDATE slots SET start_time = now() - interval '1 minute',
+                                end_time = now() + interval '29 minutes',
+                                date = (now() AT TIME ZONE 'Asia/Jakarta')::date
+                WHERE slot_id = %s""",
+            (slot_id,),
+        )
+
+
+@pytest.mark.parametrize("expired", [False, True], ids=["pending", "expired-unswept"])
+async def test_a_reservation_whose_slot_has_started_is_not_confirmed(
+    stack: Stack, expired: bool
+) -> None:
+    clinic = await new_clinic(stack)
+    slot = await new_slot(stack, clinic, capacity=1)
+    user, pet = await new_rider(stack)
+    held = await reserve(stack, slot.slot_id, user, pet)
+    await start_now(stack, slot.slot_id)
+    if expired:
+        await expire_now(stack, [held.reservation_id])  # not swept yet: it still holds its place
+    with pytest.raises(aio.AioRpcError) as caught:
+        await confirm(stack, held)
+    assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert error_reason(caught.value) == "SLOT_NOT_AVAILABLE"
+    assert "started at" in (caught.value.details() or "")
+    assert await rows(stack, "SELECT 1 FROM bookings WHERE slot_id = %s", slot.slot_id) == []
+    [(status,)] = await rows(
+        stack, "SELECT status FROM reservations WHERE reservation_id = %s", held.reservation_id
+    )
+    assert status == "pending"  # the sweeper gives its place back when it is due
+
+
+async def test_a_swept_reservation_whose_slot_has_started_says_so(stack: Stack) -> None:
+    slot, held = await swept_reservation(stack)
+    await start_now(stack, slot.slot_id)
+    with pytest.raises(aio.AioRpcError) as caught:
+        await confirm(stack, held)
+    assert error_reason(caught.value) == "SLOT_NOT_AVAILABLE"
+    assert "started at" in (caught.value.details() or "")
+
+
 async def test_a_released_place_is_back_and_a_second_release_changes_nothing(
     stack: Stack,
 ) -> None:
