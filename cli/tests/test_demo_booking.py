@@ -282,3 +282,77 @@ async def test_the_demo_data_loads_again_after_staff_changed_a_demo_clinic(stack
 def _today(zone: ZoneInfo, days: int = 0) -> date_pb2.Date:
     day = datetime.now(zone).date() + timedelta(days=days)
     return date_pb2.Date(year=day.year, month=day.month, day=day.day)
+
+
+async def test_the_demo_data_loads_again_after_staff_changed_a_demo_rooms_hours(stack, loaded):
+    """`make run` loads the demo data at every start: the hours staff set for a demo room
+    (SetFacilityHours) are theirs, not put back to the demo's Mon-Fri 08:00-18:00."""
+    admin = stack.metadata(Role.ADMIN)
+    rooms = facilities(stack)
+    listed = await rooms.ListFacilities(fpb.ListFacilitiesRequest(), metadata=admin)
+    [merapi] = [f for f in listed.facilities if f.name == facility_demo.DEMO_FACILITIES[0].name]
+    longer = [
+        fpb.OpeningWindow(
+            day_of_week=day,
+            open=facility_demo._time_of_day(time(7)),
+            close=facility_demo._time_of_day(time(20)),
+        )
+        for day in range(1, 7)
+    ]
+    await rooms.SetFacilityHours(
+        fpb.SetFacilityHoursRequest(facility_id=merapi.facility_id, hours=longer), metadata=admin
+    )
+    try:
+        await booking_demo.load(stack.channels["booking"], admin, lambda _: None, RIDERS)
+        after = await rooms.GetFacility(
+            fpb.GetFacilityRequest(facility_id=merapi.facility_id), metadata=admin
+        )
+        assert list(after.hours) == longer
+    finally:
+        await rooms.SetFacilityHours(
+            fpb.SetFacilityHoursRequest(facility_id=merapi.facility_id, hours=merapi.hours),
+            metadata=admin,
+        )
+
+
+async def test_the_demo_data_loads_again_after_staff_moved_a_demo_room_booking(stack, loaded):
+    """A demo room booking staff moved since (UpdateFacilityBooking) is theirs: loading the
+    demo data again the same day leaves it where it is."""
+    admin = stack.metadata(Role.ADMIN)
+    rooms = facilities(stack)
+    mine = await rooms.ListMyFacilityBookings(
+        fpb.ListMyFacilityBookingsRequest(user_id=RIDERS[0]), metadata=admin
+    )
+    [standup] = [b for b in mine.bookings if b.title == "Team Standup"]
+    hour = timedelta(hours=1)
+    start, end = standup.start_time.ToDatetime(UTC), standup.end_time.ToDatetime(UTC)
+    moved = fpb.UpdateFacilityBookingRequest(booking_id=standup.booking_id)
+    moved.start_time.FromDatetime(start - hour)
+    moved.end_time.FromDatetime(end - hour)
+    await rooms.UpdateFacilityBooking(moved, metadata=admin)
+    try:
+        lines: list[str] = []
+        await booking_demo.load(stack.channels["booking"], admin, lines.append, RIDERS)
+        [said] = [line for line in lines if "Team Standup" in line]
+        assert said.endswith(": changed since it was loaded; left as it is")
+        after = await rooms.GetFacilityBooking(
+            fpb.GetFacilityBookingRequest(booking_id=standup.booking_id), metadata=admin
+        )
+        assert after.start_time.ToDatetime(UTC) == start - hour
+    finally:
+        back = fpb.UpdateFacilityBookingRequest(
+            booking_id=standup.booking_id, start_time=standup.start_time, end_time=standup.end_time
+        )
+        await rooms.UpdateFacilityBooking(back, metadata=admin)
+
+
+async def test_demo_room_bookings_a_room_refuses_are_left_out(stack, loaded):
+    """Other riders (the user service's demo data made again) for the same demo times: the
+    rooms are taken then, so each booking is left out with the reason, and the load ends."""
+    others = [str(uuid.uuid4()) for _ in RIDERS]
+    lines: list[str] = []
+    admin = stack.metadata(Role.ADMIN)
+    await booking_demo.load(stack.channels["booking"], admin, lines.append, others)
+    refused = [line for line in lines if ": not booked: " in line]
+    assert len(refused) == len(facility_demo.DEMO_BOOKINGS)
+    assert all(line.endswith("which overlaps the time asked for") for line in refused), refused

@@ -5,7 +5,9 @@ The seed's rows are dated 2025-06-15/16 at 09:00-15:00 UTC: in the past (a booki
 be) and, in Jakarta, outside any office's hours. They keep their titles, attendee counts and
 order, on the facilities' own wall clock (Mon-Fri 08:00-18:00, the seed's "8 AM-6 PM"), on
 the next two working days. Loaded through the public API under request_ids naming the day,
-so running it again the same day books nothing twice."""
+so running it again the same day books nothing twice. What staff changed since is theirs:
+a room's hours are set only when it is new, a demo booking moved since is left where it is,
+and one its room now refuses (closed then, or taken) is left out."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+import grpc
 from google.type import timeofday_pb2
 from grpc import aio
 from tiket.booking.v1 import facility_pb2 as pb
@@ -74,23 +77,32 @@ async def load(
     days = _next_working_days(datetime.now(ZoneInfo(ZONE)).date(), 2)
     for n, demo in enumerate(DEMO_BOOKINGS):
         day = days[demo.day]
-        made = await stub.BookFacility(
-            pb.BookFacilityRequest(
-                facility_id=facilities[demo.facility].facility_id,
-                user_id=riders[demo.rider],
-                start_time=to_timestamp(_at(day, demo.start)),
-                end_time=to_timestamp(_at(day, demo.end)),
-                title=demo.title,
-                attendee_count=demo.attendees,
-                request_id=f"demo-facility-{day.isoformat()}-{n}",
-            ),
-            metadata=metadata,
-        )
-        out(
+        line = (
             f"    {day} {demo.start:%H:%M}-{demo.end:%H:%M}  {demo.title:<15}"
             f" {demo.attendees:>2} people  {DEMO_FACILITIES[demo.facility].name}"
-            f"  id={made.booking_id}"
         )
+        try:
+            made = await stub.BookFacility(
+                pb.BookFacilityRequest(
+                    facility_id=facilities[demo.facility].facility_id,
+                    user_id=riders[demo.rider],
+                    start_time=to_timestamp(_at(day, demo.start)),
+                    end_time=to_timestamp(_at(day, demo.end)),
+                    title=demo.title,
+                    attendee_count=demo.attendees,
+                    request_id=f"demo-facility-{day.isoformat()}-{n}",
+                ),
+                metadata=metadata,
+            )
+        except aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.ALREADY_EXISTS:
+                out(f"{line}: changed since it was loaded; left as it is")
+            elif exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                out(f"{line}: not booked: {exc.details()}")
+            else:
+                raise
+            continue
+        out(f"{line}  id={made.booking_id}")
 
 
 async def _facility(
@@ -108,6 +120,8 @@ async def _facility(
         ),
         metadata=metadata,
     )
+    if made.updated_at != made.created_at:
+        return made  # staff set its hours since it was made (SetFacilityHours): theirs now
     hours = [
         pb.OpeningWindow(day_of_week=day, open=_time_of_day(OPEN), close=_time_of_day(CLOSE))
         for day in WORKING_DAYS
