@@ -25,7 +25,7 @@ from libs import auth, tls
 from libs.config import Settings
 from libs.money import from_money, to_money
 from services.booking import qr
-from services.booking.demo import DEMO_CLINIC, DEMO_SERVICE
+from services.booking.demo import DEMO_CLINIC, DEMO_CLINICS, DEMO_SERVICE
 
 
 def register(scenarios: argparse._SubParsersAction) -> None:
@@ -55,6 +55,10 @@ class DemoDataMissing(LookupError):
     pass
 
 
+class NoSuchName(LookupError):
+    """--clinic or --service names none of those there are (the message lists them)."""
+
+
 class RiderCannotPay(Exception):
     """The card is blocked or suspended: the wallet would refuse the payment."""
 
@@ -64,7 +68,7 @@ async def _booking_or_exit(args: argparse.Namespace, settings: Settings) -> None
         await booking(args, settings)
     except DemoDataMissing as exc:
         sys.exit(f"tiket demo booking: {exc}; load the demo data first (`tiket seed`)")
-    except RiderCannotPay as exc:
+    except (NoSuchName, RiderCannotPay) as exc:
         sys.exit(f"tiket demo booking: {exc}")
     except grpc.RpcError as exc:
         sys.exit(f"tiket demo booking: {exc.code().name}: {exc.details()}")
@@ -203,7 +207,10 @@ async def booking(args: argparse.Namespace, settings: Settings, out=print) -> No
 
 
 async def _clinic(bookings: booking_pb2_grpc.BookingServiceStub, name: str, metadata):
+    """The active clinic named `name`. Not there: DemoDataMissing when no demo clinic is
+    active either, else NoSuchName listing the active clinics."""
     token = ""
+    names: list[str] = []
     while True:
         page = await bookings.ListClinics(
             booking_pb2.ListClinicsRequest(active_only=True, page_size=100, page_token=token),
@@ -212,8 +219,13 @@ async def _clinic(bookings: booking_pb2_grpc.BookingServiceStub, name: str, meta
         for clinic in page.clinics:
             if clinic.name == name:
                 return clinic
+        names += [clinic.name for clinic in page.clinics]
         if not (token := page.next_page_token):
-            raise DemoDataMissing(f"no active clinic named {name!r}")
+            break
+    missing = f"no active clinic named {name!r}"
+    if not {demo.name for demo in DEMO_CLINICS} & set(names):
+        raise DemoDataMissing(missing)
+    raise NoSuchName(f"{missing}; the active clinics are {_listed(names)}")
 
 
 async def _service(bookings: booking_pb2_grpc.BookingServiceStub, clinic, name: str, metadata):
@@ -226,7 +238,15 @@ async def _service(bookings: booking_pb2_grpc.BookingServiceStub, clinic, name: 
     for offered in listed.services:
         if offered.name == name:
             return offered
-    raise DemoDataMissing(f"{clinic.name} offers no {name!r}")
+    if not listed.services:
+        raise DemoDataMissing(f"{clinic.name} offers no {name!r}")
+    names = [offered.name for offered in listed.services]
+    raise NoSuchName(f"{clinic.name} offers no {name!r}; it offers {_listed(names)}")
+
+
+def _listed(names: list[str]) -> str:
+    """The names quoted, in order: 'A', 'B'."""
+    return ", ".join(repr(name) for name in sorted(names))
 
 
 async def _staff_names(bookings: booking_pb2_grpc.BookingServiceStub, clinic, metadata):

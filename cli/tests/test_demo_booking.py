@@ -215,14 +215,50 @@ async def test_demo_booking_of_another_service(stack, loaded, tmp_path):
     assert "\nwallet   before Rp 500.000  after Rp 490.000  difference -Rp 10.000" in lines
 
 
-async def test_demo_booking_without_the_demo_data_says_what_to_do(stack, loaded, tmp_path):
+async def test_demo_booking_of_a_name_not_there_lists_the_names_there_are(stack, loaded, tmp_path):
+    """The demo data is loaded: a wrong --clinic or --service is not "load the demo data"."""
     settings = cli_settings(stack, tmp_path)
-    with pytest.raises(demo_booking.DemoDataMissing, match="no active clinic named 'Klinik Lain'"):
-        await demo_booking.booking(
-            scenario("--clinic", "Klinik Lain"), settings, out=lambda _: None
-        )
-    with pytest.raises(SystemExit, match=r"load the demo data first \(`tiket seed`\)"):
+    with pytest.raises(SystemExit) as caught:
+        await demo_booking._booking_or_exit(scenario("--clinic", "Klinik Lain"), settings)
+    assert str(caught.value) == (
+        "tiket demo booking: no active clinic named 'Klinik Lain'; the active clinics are "
+        "'Klinik Hewan PetPro Denpasar', 'Klinik Hewan PetPro Sudirman'"
+    )
+    with pytest.raises(SystemExit) as caught:
         await demo_booking._booking_or_exit(scenario("--service", "Operasi"), settings)
+    assert str(caught.value) == (
+        "tiket demo booking: Klinik Hewan PetPro Sudirman offers no 'Operasi'; it offers "
+        "'Grooming', 'Pemeriksaan Umum', 'Vaksinasi'"
+    )
+
+
+async def test_demo_booking_without_the_demo_data_says_what_to_do(stack, loaded, tmp_path):
+    """No demo clinic is active (here: both deactivated): load the demo data first."""
+    settings = cli_settings(stack, tmp_path)
+    admin = stack.metadata(Role.ADMIN)
+    listed = await stack.booking.ListClinics(pb.ListClinicsRequest(), metadata=admin)
+    demo = [c for c in listed.clinics if c.active]
+
+    async def set_active(active: bool) -> None:
+        for clinic in demo:
+            await stack.booking.UpdateClinic(
+                pb.UpdateClinicRequest(
+                    clinic=pb.Clinic(clinic_id=clinic.clinic_id, active=active),
+                    update_mask=field_mask_pb2.FieldMask(paths=["active"]),
+                ),
+                metadata=admin,
+            )
+
+    await set_active(False)
+    try:
+        with pytest.raises(SystemExit) as caught:
+            await demo_booking._booking_or_exit(scenario(), settings)
+    finally:
+        await set_active(True)
+    assert str(caught.value) == (
+        "tiket demo booking: no active clinic named 'Klinik Hewan PetPro Sudirman'; "
+        "load the demo data first (`tiket seed`)"
+    )
 
 
 async def test_demo_booking_of_a_blocked_card_says_so_and_books_nothing(stack, loaded, tmp_path):
