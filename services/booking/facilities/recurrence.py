@@ -82,12 +82,20 @@ def expand(
 ) -> list[Occurrence]:
     """The occurrences of the rule `text` whose first is [start, end) (UTC), on the wall clock
     of `zone`: each starts at the first's local time of day and lasts as long. InvalidArgument
-    naming `rrule` when the first is not an occurrence of the rule, when it yields more than
-    MAX_OCCURRENCES, or when one starts after `latest`."""
+    naming `rrule` when its UNTIL ends before the first, when the first is not an occurrence
+    of the rule, when it yields more than MAX_OCCURRENCES, or when one starts after
+    `latest`."""
     parts = parse_rule(text)
     first = start.astimezone(zone).replace(tzinfo=None)
-    if "UNTIL" in parts:
-        parts["UNTIL"] = f"{_until(parts['UNTIL'], zone):%Y%m%dT%H%M%S}"
+    given_until = parts.get("UNTIL")
+    if given_until is not None:
+        until = _until(given_until, zone)
+        if until < first:
+            raise _invalid(
+                f"UNTIL={given_until} ends before the rule's first occurrence, "
+                f"first.start_time ({first:%a %Y-%m-%d %H:%M} local)"
+            )
+        parts["UNTIL"] = f"{until:%Y%m%dT%H%M%S}"
     rule = ";".join(f"{name}={value}" for name, value in parts.items())
     try:
         starts = list(itertools.islice(rrulestr(rule, dtstart=first), MAX_OCCURRENCES + 1))

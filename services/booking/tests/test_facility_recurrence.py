@@ -98,7 +98,8 @@ def test_other_rules_are_refused_naming_rrule(rule: str) -> None:
     ("rule", "says"),
     [
         ("FREQ=WEEKLY;BYDAY=MO;COUNT=2", "not the rule's first occurrence"),
-        ("FREQ=DAILY;UNTIL=20270101", "not the rule's first occurrence"),
+        ("FREQ=DAILY;UNTIL=20270101", "UNTIL=20270101 ends before the rule's first occurrence"),
+        ("FREQ=DAILY;UNTIL=20270318T075900Z", "UNTIL=20270318T075900Z ends before the rule's"),
         ("FREQ=DAILY;UNTIL=20300101", f"more than {MAX_OCCURRENCES} occurrences"),
         ("FREQ=WEEKLY;INTERVAL=52;COUNT=4", "more than two years ahead"),
     ],
