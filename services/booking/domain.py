@@ -267,7 +267,8 @@ class Actor:
                 "this operator token names no clinic: its subject must be "
                 "clinic:<clinic_id>:<staff> to manage one"
             )
-        raise PermissionDenied(f"a {self.role} token may not manage clinic {clinic_id}")
+        article = "an" if self.role in (Role.ADMIN, Role.OPERATOR) else "a"  # "a user"
+        raise PermissionDenied(f"{article} {self.role} token may not manage clinic {clinic_id}")
 
     def require_party(
         self,

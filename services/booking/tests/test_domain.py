@@ -38,8 +38,9 @@ def test_an_operator_manages_only_the_clinic_its_subject_names() -> None:
     staff = operator(f"clinic:{CLINIC}:drh.sari")
     assert staff.clinic_id == CLINIC and staff.manages(CLINIC) and not staff.manages(OTHER)
     staff.require_clinic(CLINIC)
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(PermissionDenied) as refused:
         staff.require_clinic(OTHER)
+    assert refused.value.message == f"an operator token may not manage clinic {OTHER}"
 
 
 @pytest.mark.parametrize(
@@ -63,8 +64,9 @@ def test_admins_manage_every_clinic_and_riders_none() -> None:
     assert Actor.of(Principal(Role.ADMIN, "ops")).manages(OTHER)
     rider = Actor.of(Principal(Role.USER, str(RIDER)))
     assert not rider.manages(CLINIC) and not rider.is_staff
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(PermissionDenied) as refused:
         rider.require_clinic(CLINIC)
+    assert refused.value.message == f"a user token may not manage clinic {CLINIC}"
 
 
 RECORD = ("booking", uuid.UUID(int=7))
