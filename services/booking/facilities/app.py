@@ -31,6 +31,7 @@ from services.booking.facilities.domain import (
     check_cancellable,
     check_decidable,
     check_updatable,
+    initial_status,
     is_staff,
     require_party,
     snapshot,
@@ -242,9 +243,16 @@ class FacilityApp:
             check_updatable(booking, datetime.now(UTC))
             if refused := changes.refusal(facility, attendees, asked.start_time, asked.end_time):
                 raise refused
+            # A user's change of a confirmed booking of a facility that needs approval is no
+            # longer what staff approved: it waits for their approval again.
+            status = (
+                booking.status
+                if booking.status is FacilityBookingStatus.PENDING
+                else initial_status(facility, actor)
+            )
             try:
                 async with conn.transaction():
-                    changed = await store.move(conn, booking.id, *wanted)
+                    changed = await store.move(conn, booking.id, *wanted, status)
             except errors.ExclusionViolation:
                 conflict = await changes.conflict(
                     conn, facility, asked.start_time, asked.end_time, besides=booking.id

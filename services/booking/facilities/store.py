@@ -282,14 +282,22 @@ async def move(
     start: datetime,
     end: datetime,
     attendee_count: int,
+    status: FacilityBookingStatus,
 ) -> FacilityBooking:
-    """Set the range and attendee count of a booking the caller has locked. ExclusionViolation
-    (booking_no_overlap) when the new range overlaps another booking that holds its time."""
+    """Set the range, attendee count and status of a booking the caller has locked; a change
+    of status clears the decision (decided_*). ExclusionViolation (booking_no_overlap) when
+    the new range overlaps another booking that holds its time."""
     cur = conn.cursor(row_factory=BOOKING)
     await cur.execute(
-        f"""UPDATE facility_bookings SET start_time = %s, end_time = %s, attendee_count = %s
-             WHERE booking_id = %s RETURNING {BOOKING_COLUMNS}""",
-        (start, end, attendee_count, booking_id),
+        f"""UPDATE facility_bookings
+               SET start_time = %(start)s, end_time = %(end)s, attendee_count = %(count)s,
+                   status = %(status)s::varchar,
+                   decided_at = CASE WHEN status = %(status)s::varchar THEN decided_at END,
+                   decided_by = CASE WHEN status = %(status)s::varchar THEN decided_by END,
+                   decision_reason = CASE WHEN status = %(status)s::varchar
+                                          THEN decision_reason END
+             WHERE booking_id = %(id)s RETURNING {BOOKING_COLUMNS}""",
+        {"start": start, "end": end, "count": attendee_count, "status": status, "id": booking_id},
     )
     changed = await cur.fetchone()
     assert changed is not None  # locked by the caller

@@ -250,3 +250,40 @@ async def test_a_move_keeps_the_rules_of_booking(stack: Stack) -> None:
             move(booked, start, start + timedelta(minutes=30)), metadata=rider
         )
     assert error_reason(cancelled.value) == "BOOKING_NOT_UPDATABLE"
+
+
+async def test_a_users_move_of_an_approved_booking_needs_approval_again(stack: Stack) -> None:
+    """On a facility that needs approval, staff approved one range and count: the user moving
+    or resizing the booking makes it PENDING again (the approval no longer says anything about
+    it); staff moving it keep it as it is."""
+    stub, room = fs.facilities(stack), await fs.new_facility(stack, requires_approval=True)
+    user = str(uuid.uuid4())
+    booked = await stub.BookFacility(
+        fs.book_request(room, fs.quarter(4, 40), fs.quarter(4, 44), user),
+        metadata=stack.as_rider(user),
+    )
+    approve = pb.DecideFacilityBookingRequest(booking_id=booked.booking_id, reason="ok")
+    approved = await stub.ApproveFacilityBooking(approve, metadata=stack.metadata())
+    assert approved.status == pb.FACILITY_BOOKING_STATUS_CONFIRMED
+
+    moved = await stub.UpdateFacilityBooking(
+        move(approved, fs.quarter(4, 48), fs.quarter(4, 56), attendee_count=15),
+        metadata=stack.as_rider(user),
+    )
+    assert moved.status == pb.FACILITY_BOOKING_STATUS_PENDING
+    assert (moved.decided_by, moved.decision_reason) == ("", "")
+    rows, _ = await history(stack, booked.booking_id)
+    assert rows[-1]["action"] == "updated"
+    assert (rows[-1]["old_values"]["status"], rows[-1]["new_values"]["status"]) == (
+        "confirmed",
+        "pending",
+    )
+
+    approved = await stub.ApproveFacilityBooking(approve, metadata=stack.metadata())
+    assert approved.status == pb.FACILITY_BOOKING_STATUS_CONFIRMED
+    by_staff = await stub.UpdateFacilityBooking(
+        move(approved, fs.quarter(4, 60), fs.quarter(4, 68), user_id=""),
+        metadata=stack.metadata(Role.OPERATOR, "frontdesk"),
+    )
+    assert by_staff.status == pb.FACILITY_BOOKING_STATUS_CONFIRMED
+    assert by_staff.decided_by == "admin:tests"
