@@ -6,7 +6,8 @@ Loaded through the public API, idempotently: every create carries a request_id, 
 are generated one local day at a time under a request_id naming that day, so running it
 again (the same day or a later one) returns what exists and only adds the days that came
 into the two weeks since. A demo clinic staff changed since (UpdateClinic) is left as it
-is."""
+is, and so is a day on which staff gave a demo staff member slots of their own that the
+demo's would overlap."""
 
 from __future__ import annotations
 
@@ -127,11 +128,15 @@ async def load(
         days = [today + timedelta(days=n) for n in range(DAYS_AHEAD + 1)]
         open_days = [day for day in days if day.weekday() in OPEN_DAYS]
         for offered in demo.services:
-            slots = await _service_with_slots(stub, metadata, demo, clinic, offered, open_days)
+            slots, left_out = await _service_with_slots(
+                stub, metadata, demo, clinic, offered, open_days
+            )
             out(
                 f"    {offered.name:<17} {offered.minutes:>3} min  {rupiah(Decimal(offered.price)):>11}"
                 f"  {offered.staff:<21} {slots:>4} slots {days[0]} … {days[-1]}"
             )
+            for day, why in left_out:
+                out(f"      {day}: no {offered.name} slots made: {why}")
     await facility_demo.load(channel, metadata, out, riders)
 
 
@@ -142,7 +147,9 @@ async def _service_with_slots(
     clinic: pb.Clinic,
     offered: DemoService,
     days: list[date],
-) -> int:
+) -> tuple[int, list[tuple[date, str]]]:
+    """The service, its staff member and their slots of `days`: how many slots, and the days
+    left out with the reason (staff gave the member overlapping slots of their own)."""
     key = f"demo-{demo.key}-{offered.key}"
     service = await stub.CreateClinicService(
         pb.CreateClinicServiceRequest(
@@ -164,22 +171,28 @@ async def _service_with_slots(
         ),
         metadata=metadata,
     )
-    made = 0
+    made, left_out = 0, []
     for day in days:
-        generated = await stub.GenerateSlots(
-            pb.GenerateSlotsRequest(
-                clinic_id=clinic.clinic_id,
-                service_id=service.service_id,
-                staff_id=staff.staff_id,
-                first_date=_date(day),
-                last_date=_date(day),
-                windows=[_window(day, start, end) for start, end in WINDOWS],
-                request_id=f"{key}-slots-{day.isoformat()}",
-            ),
-            metadata=metadata,
-        )
+        try:
+            generated = await stub.GenerateSlots(
+                pb.GenerateSlotsRequest(
+                    clinic_id=clinic.clinic_id,
+                    service_id=service.service_id,
+                    staff_id=staff.staff_id,
+                    first_date=_date(day),
+                    last_date=_date(day),
+                    windows=[_window(day, start, end) for start, end in WINDOWS],
+                    request_id=f"{key}-slots-{day.isoformat()}",
+                ),
+                metadata=metadata,
+            )
+        except aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                raise
+            left_out.append((day, exc.details() or exc.code().name))
+            continue
         made += len(generated.slots)
-    return made
+    return made, left_out
 
 
 def _date(day: date) -> date_pb2.Date:
