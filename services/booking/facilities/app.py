@@ -211,7 +211,7 @@ class FacilityApp:
                 "facility",
                 booking.facility_id,
             )
-            if not check_decidable(booking, to):
+            if not check_decidable(booking, to, datetime.now(UTC)):
                 return booking, facility
             changed = await store.set_status(conn, booking_id, to, actor.label, reason)
             approved = to is FacilityBookingStatus.CONFIRMED

@@ -262,9 +262,10 @@ def _refuse_ended(booking: FacilityBooking, now: datetime) -> None:
         )
 
 
-def check_decidable(booking: FacilityBooking, to: FacilityBookingStatus) -> bool:
+def check_decidable(booking: FacilityBooking, to: FacilityBookingStatus, now: datetime) -> bool:
     """Whether approving (to CONFIRMED) or rejecting changes anything (False: a retry that
-    finds the booking where it asked for); BOOKING_NOT_PENDING otherwise."""
+    finds the booking where it asked for); BOOKING_NOT_PENDING otherwise, and BOOKING_ENDED
+    for approving a booking whose time is over (rejecting it is still allowed)."""
     if booking.status is to:
         return False
     if booking.status is not FacilityBookingStatus.PENDING:
@@ -273,6 +274,8 @@ def check_decidable(booking: FacilityBooking, to: FacilityBookingStatus) -> bool
             f"facility booking {booking.id} is {booking.status}: only a pending one can be "
             "approved or rejected",
         )
+    if to is FacilityBookingStatus.CONFIRMED:
+        _refuse_ended(booking, now)
     return True
 
 

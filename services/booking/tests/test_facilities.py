@@ -351,3 +351,32 @@ async def test_a_change_of_hours_by_another_replica_is_honoured(stack: Stack) ->
         book_request(room, quarter(6, 48), quarter(6, 52), user), metadata=stack.as_rider(user)
     )
     assert again.status == CONFIRMED
+
+
+async def test_a_pending_booking_whose_time_has_passed_is_not_approved_but_may_be_rejected(
+    stack: Stack,
+) -> None:
+    """Staff deciding late: approving a meeting that is over confirmed it after the fact."""
+    stub = facilities(stack)
+    room = await new_facility(stack, requires_approval=True)
+    user = str(uuid.uuid4())
+    pending = await stub.BookFacility(
+        book_request(room, quarter(6, 48), quarter(6, 52), user), metadata=stack.as_rider(user)
+    )
+    async with await psycopg.AsyncConnection.connect(stack.database_url()) as conn:
+        await conn.execute(  # its time passes while nobody decides
+            """UPDATE facility_bookings
+                  SET start_time = date_trunc('hour', now()) - interval '3 hours',
+                      end_time = date_trunc('hour', now()) - interval '2 hours'
+                WHERE booking_id = %s""",
+            (pending.booking_id,),
+        )
+    decide = pb.DecideFacilityBookingRequest(booking_id=pending.booking_id, reason="late")
+    with pytest.raises(grpc.aio.AioRpcError) as late:
+        await stub.ApproveFacilityBooking(decide, metadata=stack.metadata())
+    assert late.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_reason(late.value) == "BOOKING_ENDED"
+    rejected = await stub.RejectFacilityBooking(decide, metadata=stack.metadata())
+    assert rejected.status == pb.FACILITY_BOOKING_STATUS_REJECTED
+    actions = [r["action"] for r in await audit_rows(stack, pending.booking_id)]
+    assert actions == ["created", "rejected"]
