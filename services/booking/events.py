@@ -146,10 +146,17 @@ def slot_changed(slot: Slot) -> events_pb2.SlotChanged:
 
 
 def reservation_changed(
-    reservation: Reservation, slot: Slot, remaining: int | None = None, *, retaken: bool = False
+    reservation: Reservation,
+    slot: Slot,
+    remaining: int | None = None,
+    *,
+    retaken: bool = False,
+    told: tuple[Clinic, ClinicService] | None = None,
 ) -> events_pb2.ReservationChanged:
     """`remaining`: the slot's places after the change, when not slot.remaining (a statement
-    that takes or gives back the place puts it in)."""
+    that takes or gives back the place puts it in). `told`: the clinic and service, for an
+    event the rider is told of (what, where, on which clock)."""
+    clinic, service = told or (None, None)
     return events_pb2.ReservationChanged(
         reservation_id=str(reservation.id),
         user_id=str(reservation.user_id),
@@ -163,6 +170,9 @@ def reservation_changed(
         slot_remaining=slot.remaining if remaining is None else remaining,
         booking_id=str(reservation.booking_id or ""),
         retaken=retaken,
+        clinic_name=clinic.name if clinic else "",
+        service_name=service.name if service else "",
+        time_zone=clinic.time_zone if clinic else "",
     )
 
 

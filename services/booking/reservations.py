@@ -24,6 +24,8 @@ from services.booking.config import BookingConfig
 from services.booking.domain import (
     Actor,
     Booking,
+    Clinic,
+    ClinicService,
     ConfirmPath,
     Reservation,
     ReservationStatus,
@@ -159,11 +161,12 @@ class ReservationApp:
             if not expired:
                 return 0, []
             slots = {s.id: s for s in await rs.give_back(conn, [r.slot_id for r in expired])}
+            told = await _clinic_services(conn, expired)
             staged = [
                 events.stage(
                     events.RESERVATION_EXPIRED,
                     r.id,
-                    events.reservation_changed(r, slots[r.slot_id]),
+                    events.reservation_changed(r, slots[r.slot_id], told=told[r.service_id]),
                     SWEEPER,
                 )
                 for r in expired
@@ -277,3 +280,16 @@ class ReservationApp:
         reservation = found(seen, *record)
         actor.require_party(record, reservation.user_id, reservation.clinic_id, user_id)
         return reservation
+
+
+async def _clinic_services(
+    conn: AsyncConnection, reservations: list[Reservation]
+) -> dict[uuid.UUID, tuple[Clinic, ClinicService]]:
+    """The clinic and service of each reservation's service (a batch shares a few)."""
+    told: dict[uuid.UUID, tuple[Clinic, ClinicService]] = {}
+    for r in reservations:
+        if r.service_id not in told:
+            clinic = found(await store.clinic(conn, "clinic_id", r.clinic_id), "clinic")
+            service = found(await store.service(conn, "service_id", r.service_id), "service")
+            told[r.service_id] = (clinic, service)
+    return told

@@ -170,6 +170,7 @@ def event_data(
         booking_id=str(booking.id),
         facility_id=str(facility.id),
         facility_name=facility.name,
+        facility_location=facility.location or "",
         user_id=str(booking.user_id),
         start_time=to_timestamp(booking.start_time),
         end_time=to_timestamp(booking.end_time),

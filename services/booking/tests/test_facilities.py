@@ -118,6 +118,21 @@ async def test_a_user_books_reads_and_cancels_with_an_audit_row_each(stack: Stac
         "facility.booking_created",
         "facility.booking_cancelled",
     ]
+    # What the rider is told of names the room and where it is (seed 003's facility_location).
+    payloads = await bus_payloads(stack, booked.booking_id)
+    assert {(p["facilityName"], p["facilityLocation"]) for p in payloads} == {
+        (room.name, "Floor 3")
+    }
+
+
+async def bus_payloads(stack: Stack, booking_id: str) -> list[dict]:
+    async with await psycopg.AsyncConnection.connect(stack.database_url()) as conn:
+        cur = await conn.execute(
+            """SELECT e.payload FROM event_store e JOIN outbox o ON o.event_id = e.event_id
+                WHERE e.aggregate_id = %s ORDER BY e.seq""",
+            (booking_id,),
+        )
+        return [row[0] for row in await cur.fetchall()]
 
 
 async def test_staff_book_for_a_user_and_admin_cancel_with_a_reason(stack: Stack) -> None:

@@ -99,6 +99,18 @@ async def test_expired_reservations_give_their_places_back(stack: Stack) -> None
         metadata=stack.metadata(),
     )
     assert seen.status == pb.RESERVATION_STATUS_EXPIRED
+    # The rider is told of it (booking.reservation_expired): what, where, on which clock.
+    [(told,)] = await rows(
+        stack,
+        "SELECT payload FROM event_store WHERE aggregate_id = %s AND event_type = %s",
+        taken[0].reservation_id,
+        "ReservationExpired",
+    )
+    assert (told["clinicName"], told["serviceName"], told["timeZone"]) == (
+        "Klinik Hewan Sehat",
+        "Vaksinasi",
+        "Asia/Jakarta",
+    )
 
 
 async def expire_now(stack: Stack, reservation_ids: list[str]) -> None:
