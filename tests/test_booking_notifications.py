@@ -1,19 +1,37 @@
 """The booking service's events reach the rider: the real user, booking and notification
-services, a booking paid, reminded of and cancelled, and the texts the notification service
-made of it, in the rider's language (Indonesian by default)."""
+services, a booking paid, moved, reminded of and cancelled, a reservation expired, a room
+booked and cancelled, and the texts the notification service made of them, in the rider's
+language (Indonesian by default): what, where, when on the place's own clock, how much."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 import pytest_asyncio
+from google.protobuf.timestamp_pb2 import Timestamp
 from tiket.booking.v1 import booking_pb2 as pb
+from tiket.booking.v1 import facility_pb2
 from tiket.notification.v1 import notification_pb2, notification_pb2_grpc
 
-from services.booking.tests.stack import Stack, audit, new_clinic, new_slot, replica, running_stack
+from services.booking.tests.facility_support import book_request, facilities, new_facility, quarter
+from services.booking.tests.stack import (
+    Stack,
+    audit,
+    future_hour,
+    idr,
+    new_clinic,
+    new_rider,
+    new_slot,
+    replica,
+    reserve,
+    running_stack,
+    stamp,
+)
 from services.booking.tests.test_bookings import booked, cancel, pay
+from services.booking.tests.test_reservations import expire_now
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -45,17 +63,94 @@ async def texts(stack: Stack, user_id: str, *types: str) -> dict[str, str]:
     return found
 
 
-async def test_the_rider_hears_of_the_payment_and_the_cancellation(stack: Stack) -> None:
-    clinic = await new_clinic(stack, price=150_000)
+MONTHS = "Januari Februari Maret April Mei Juni Juli Agustus September Oktober November Desember"
+
+
+def on_clock(at: Timestamp, zone: str) -> str:
+    """An instant as the rider reads it: on the place's wall clock, with the date and zone."""
+    local = at.ToDatetime(tzinfo=UTC).astimezone(ZoneInfo(zone))
+    month = MONTHS.split()[local.month - 1]
+    return f"{local.day} {month} {local.year} pukul {local:%H:%M} {local:%Z}"
+
+
+async def test_the_rider_hears_what_where_when_and_how_much(stack: Stack) -> None:
+    # The clinic is in Bali (WITA): the rider (Jakarta by default) is told its own clock.
+    clinic = await new_clinic(stack, price=150_000, time_zone="Asia/Makassar")
     booking, user = await booked(stack, clinic)
     await pay(stack, booking)
     await cancel(stack, booking)
     told = await texts(stack, user, "booking.paid", "booking.confirmed", "booking.cancelled")
-    reference = booking.booking_id
+    visit = f"Vaksinasi di Klinik Hewan Sehat pada {on_clock(booking.slot_start, 'Asia/Makassar')}"
+    assert visit.endswith(" WITA")
     assert told == {
-        "booking.paid": f"Pembayaran pemesanan Anda {reference} telah diterima.",
-        "booking.confirmed": f"Pemesanan Anda {reference} telah dikonfirmasi.",
-        "booking.cancelled": f"Pemesanan Anda {reference} telah dibatalkan.",
+        "booking.paid": f"Pembayaran Rp 150.000 untuk {visit} telah diterima.",
+        "booking.confirmed": f"Pemesanan Anda untuk {visit} telah dikonfirmasi.",
+        "booking.cancelled": (
+            f"Pemesanan Anda untuk {visit} telah dibatalkan. Pengembalian dana: Rp 135.000."
+        ),
+    }
+
+
+async def test_a_moved_visit_says_from_when_to_when(stack: Stack) -> None:
+    clinic = await new_clinic(stack, price=100_000)
+    booking, user = await booked(stack, clinic)
+    await pay(stack, booking)
+    cheaper = await stack.booking.CreateSlot(
+        pb.CreateSlotRequest(
+            clinic_id=clinic.id, service_id=clinic.service.service_id,
+            start_time=stamp(future_hour()), price=idr(70_000),
+        ),
+        metadata=stack.metadata(),
+    )  # fmt: skip
+    await stack.booking.RescheduleBooking(
+        pb.RescheduleBookingRequest(
+            booking_id=booking.booking_id, user_id=user, new_slot_id=cheaper.slot_id
+        ),
+        metadata=stack.as_rider(user),
+    )
+    told = await texts(stack, user, "booking.rescheduled")
+    assert told["booking.rescheduled"] == (
+        "Jadwal pemesanan Anda untuk Vaksinasi di Klinik Hewan Sehat telah diubah dari"
+        f" {on_clock(booking.slot_start, 'Asia/Jakarta')} menjadi"
+        f" {on_clock(cheaper.start_time, 'Asia/Jakarta')}."
+        " Pengembalian selisih harga: Rp 30.000."
+    )
+
+
+async def test_an_expired_reservation_names_the_visit_it_held(stack: Stack) -> None:
+    clinic = await new_clinic(stack)
+    slot = await new_slot(stack, clinic)
+    user, pet = await new_rider(stack)
+    held = await reserve(stack, slot.slot_id, user, pet)
+    await expire_now(stack, [held.reservation_id])
+    async with replica(stack) as sweeper:
+        assert await sweeper.reservations.expire_due() == 1
+    told = await texts(stack, user, "booking.reservation_expired")
+    assert told["booking.reservation_expired"] == (
+        "Reservasi Anda untuk Vaksinasi di Klinik Hewan Sehat pada"
+        f" {on_clock(slot.start_time, 'Asia/Jakarta')} telah kedaluwarsa karena tidak"
+        " dikonfirmasi tepat waktu."
+    )
+
+
+async def test_a_room_booking_names_the_room_where_it_is_and_its_hours(stack: Stack) -> None:
+    stub, room = facilities(stack), await new_facility(stack, time_zone="Asia/Jayapura")
+    user, _ = await new_rider(stack)
+    booked_room = await stub.BookFacility(
+        book_request(room, quarter(3, 4), quarter(3, 8), user), metadata=stack.as_rider(user)
+    )
+    await stub.CancelFacilityBooking(
+        facility_pb2.CancelFacilityBookingRequest(booking_id=booked_room.booking_id, user_id=user),
+        metadata=stack.as_rider(user),
+    )
+    told = await texts(stack, user, "facility.booking_created", "facility.booking_cancelled")
+    start = on_clock(booked_room.start_time, "Asia/Jayapura")  # 10:00 WIT
+    end = booked_room.end_time.ToDatetime(tzinfo=UTC).astimezone(ZoneInfo("Asia/Jayapura"))
+    when = start.replace(" WIT", f"–{end:%H:%M} WIT")
+    what = f'{room.name} (Floor 3) untuk "Team Standup" pada {when}'
+    assert told == {
+        "facility.booking_created": f"Pemesanan {what} telah dibuat.",
+        "facility.booking_cancelled": f"Pemesanan {what} telah dibatalkan.",
     }
 
 
@@ -70,8 +165,8 @@ async def test_a_visit_tomorrow_is_reminded_once(stack: Stack) -> None:
         assert await sweeper.bookings.remind_due() == 0  # once
     told = await texts(stack, user, "booking.reminder")
     assert told["booking.reminder"] == (
-        f"Pengingat: kunjungan Anda {booking.booking_id} dimulai dalam 24 jam. "
-        "Sampai jumpa di klinik!"
+        "Pengingat: kunjungan Anda untuk Vaksinasi di Klinik Hewan Sehat pada"
+        f" {on_clock(booking.slot_start, 'Asia/Jakarta')}. Sampai jumpa di klinik!"
     )
     events = await stack.booking.GetBookingEvents(
         pb.GetBookingEventsRequest(booking_id=booking.booking_id), metadata=stack.metadata()

@@ -12,12 +12,13 @@ event riders are not told about. Pure.
 - user.status_changed of the debt rule (data.debt, services/user/domain.py debt_change): the
   card suspended for a debt from offline taps (how much is owed), or re-activated once a
   top-up repaid it. A change an operator made is not the rider's news here.
-- booking.*: the booking service does not exist yet, so its payload is unknown: the rider is
-  data.userId / data.user_id (else a UUID subject), the reference data.bookingId /
-  reservationId when present; a type without a template of its own uses `booking`. A booking
-  event naming no rider is ignored.
-- facility.*: facility bookings (tiket.events.v1.FacilityBookingChanged), read like booking.*:
-  the user is data.userId, the reference data.bookingId.
+- booking.* (tiket.events.v1.BookingChanged; booking.reservation_expired a
+  ReservationChanged) and facility.* (FacilityBookingChanged): the user is data.userId (else a
+  UUID subject), the reference the booking's (or reservation's) id. The text says what, where
+  and when on the place's own clock (data.timeZone), and what is paid or refunded; a variant
+  (`.refund`, `.pending`, `.moved`) where the change has one. An event whose data lacks what its
+  template needs, or of a type without a template, gets the `booking` text naming the
+  reference; one naming no user or no booking is ignored.
 
 Anything else is ignored: the consumer acknowledges it (its inbox keeps the id and type).
 An event of a known type whose payload cannot be read raises BadEvent: the consumer
@@ -29,17 +30,18 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from tiket.events.v1 import fare_pb2, journey_pb2, wallet_pb2
+from tiket.events.v1 import booking_pb2, facility_pb2, fare_pb2, journey_pb2, wallet_pb2
 
 from libs.events.envelope import BadEvent, CloudEvent
 from libs.money import from_money
 from services.notification import render
 from services.notification.domain import NotificationType, Travelled
-from services.notification.render import Day, Value
+from services.notification.render import Day, Local, Value
 
 T = NotificationType
 CLOSED = {
@@ -50,8 +52,7 @@ CLOSED = {
 WALLET_MOVES = ("wallet.topped_up", "wallet.refunded")
 HOLD_RELEASED = "wallet.hold_released"
 TOLD_WALLET_EVENTS = (*WALLET_MOVES, HOLD_RELEASED)  # consumers.BINDINGS takes just these
-BOOKING_USER_KEYS = ("userId", "user_id")
-BOOKING_REFERENCE_KEYS = ("bookingId", "booking_id", "reservationId", "reservation_id")
+RESERVATION_EXPIRED = "booking.reservation_expired"
 
 
 FAN_OUT = "fare.updated"
@@ -199,16 +200,66 @@ def _debt(d: wallet_pb2.UserStatusChanged) -> Plan | None:
 
 
 def _booking(event: CloudEvent) -> Plan | None:
-    user = _first(event.data, BOOKING_USER_KEYS)
-    if user is None:
-        try:
-            user = str(uuid.UUID(event.subject))
-        except ValueError:
-            return None  # nobody to tell
-    reference = _first(event.data, BOOKING_REFERENCE_KEYS)
-    template = event.type if render.has_template(event.type) else "booking"
-    values: dict[str, Value] = {"reference": f" {reference}" if reference else ""}
-    return Plan(T.BOOKING, template, values, _user(user), reference=reference)
+    kind = event.type
+    if kind.startswith("facility."):
+        d = _data(event, facility_pb2.FacilityBookingChanged)
+        values, variant = _room(d)
+        reference = d.booking_id
+    elif kind == RESERVATION_EXPIRED:
+        d = _data(event, booking_pb2.ReservationChanged)
+        values, variant = _visit(d), None
+        reference = d.reservation_id
+    else:
+        d = _data(event, booking_pb2.BookingChanged)
+        values, variant = _visit(d), None
+        if d.HasField("amount"):
+            values["amount"] = from_money(d.amount)
+        if d.HasField("previous_slot_start"):
+            values["previous"] = Local(_timestamp(d.previous_slot_start), _zone(d.time_zone))
+        if d.HasField("refund_amount") and (refund := from_money(d.refund_amount)) > 0:
+            values["refund"], variant = refund, "refund"
+        reference = d.booking_id
+    user = _user(d.user_id) if d.user_id else _subject_user(event.subject)
+    reference = reference.strip()[:100]
+    if user is None or not reference:
+        return None  # nobody to tell, or of nothing
+    told = [f"{kind}.{variant}", kind] if variant else [kind]
+    template = next((t for t in told if render.fits(t, values)), None)
+    if template is None:
+        template, values = "booking", {"reference": reference}
+    return Plan(T.BOOKING, template, values, user, reference=reference)
+
+
+def _visit(d: booking_pb2.BookingChanged | booking_pb2.ReservationChanged) -> dict[str, Value]:
+    """What of a clinic visit the event carries: the service, the clinic, its start."""
+    values: dict[str, Value] = {}
+    if d.service_name:
+        values["service"] = d.service_name
+    if d.clinic_name:
+        values["clinic"] = d.clinic_name
+    if d.HasField("slot_start"):
+        values["start"] = Local(_timestamp(d.slot_start), _zone(d.time_zone))
+    return values
+
+
+def _room(d: facility_pb2.FacilityBookingChanged) -> tuple[dict[str, Value], str | None]:
+    """What of a facility booking the event carries, and the variant of its text: `pending`
+    approval, or `moved` to another time range."""
+    values: dict[str, Value] = {}
+    if d.facility_name:
+        location = d.facility_location
+        values["facility"] = f"{d.facility_name} ({location})" if location else d.facility_name
+    if d.title:
+        values["title"] = d.title
+    zone = _zone(d.time_zone)
+    if d.HasField("start_time") and d.HasField("end_time"):
+        values["time"] = Local(_timestamp(d.start_time), zone, _timestamp(d.end_time))
+    variant = "pending" if d.status == "pending" else None
+    if d.HasField("previous_start_time") and d.HasField("previous_end_time"):
+        previous = Local(_timestamp(d.previous_start_time), zone, _timestamp(d.previous_end_time))
+        if values.get("time") != previous:
+            values["previous"], variant = previous, "moved"
+    return values, variant
 
 
 # --- reading payloads -------------------------------------------------------------------
@@ -241,9 +292,16 @@ def _time(message: Message, field: str) -> datetime:
     return _timestamp(getattr(message, field))
 
 
-def _first(data: dict[str, Any], keys: tuple[str, ...]) -> str | None:
-    for key in keys:
-        value = data.get(key)
-        if isinstance(value, str) and value.strip():
-            return value.strip()[:100]
-    return None
+def _subject_user(subject: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(subject)
+    except ValueError:
+        return None
+
+
+def _zone(name: str) -> ZoneInfo | None:
+    """The place's time zone; None (the rider's is used) when the event names none we know."""
+    try:
+        return ZoneInfo(name) if name else None
+    except (ZoneInfoNotFoundError, ValueError):
+        return None

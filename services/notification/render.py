@@ -1,7 +1,9 @@
 """Messages from templates. One file per template and language,
 templates/<language>/<name>.txt, in string.Template syntax ($terminal, $held …); the values
 are formatted for the rider: amounts as Rp 12.000, clock times in their time zone, an
-effective day as "besok" / "hari ini" / a date. Pure; the files are read once at import."""
+effective day as "besok" / "hari ini" / a date, and a visit or room booking on its place's
+own clock with the date and zone ("9 Desember 2026 pukul 09:00 WIB"). Pure; the files are
+read once at import."""
 
 from __future__ import annotations
 
@@ -26,7 +28,18 @@ class Day:
     at: datetime
 
 
-Value = str | Decimal | datetime | Day
+@dataclass(frozen=True)
+class Local:
+    """An appointment at a place: its date and clock time (a range when `end` is set) on the
+    place's wall clock `zone`, named with the zone's abbreviation so a rider elsewhere is
+    not misled; in the rider's zone when the place's is unknown."""
+
+    start: datetime
+    zone: ZoneInfo | None
+    end: datetime | None = None
+
+
+Value = str | Decimal | datetime | Day | Local
 
 
 @dataclass(frozen=True)
@@ -35,6 +48,7 @@ class Words:
 
     today: str
     tomorrow: str
+    at: str  # a clock time after a date
     months: str  # January … December, separated by spaces
     subject: str
     kinds: dict[NotificationType, str]
@@ -45,6 +59,7 @@ WORDS = {
     "id": Words(
         today="hari ini",
         tomorrow="besok",
+        at="pukul",
         months=(
             "Januari Februari Maret April Mei Juni Juli Agustus September Oktober November Desember"
         ),
@@ -62,6 +77,7 @@ WORDS = {
     "en": Words(
         today="today",
         tomorrow="tomorrow",
+        at="at",
         months=(
             "January February March April May June July August September October November December"
         ),
@@ -95,8 +111,13 @@ def names(language: str) -> set[str]:
     return {name for lang, name in _TEMPLATES if lang == language}
 
 
-def has_template(name: str) -> bool:
-    return all((language, name) in _TEMPLATES for language in LANGUAGES)
+def fits(name: str, values: Mapping[str, Value]) -> bool:
+    """Whether every language has the template `name` and `values` hold all it needs."""
+    return all(
+        (language, name) in _TEMPLATES
+        and set(_TEMPLATES[(language, name)].get_identifiers()) <= values.keys()
+        for language in LANGUAGES
+    )
 
 
 def render(
@@ -120,6 +141,8 @@ def format_value(value: Value, language: str, zone: ZoneInfo, now: datetime) -> 
         return value.astimezone(zone).strftime("%H:%M")
     if isinstance(value, Day):
         return day_phrase(value.at.astimezone(zone).date(), now.astimezone(zone).date(), language)
+    if isinstance(value, Local):
+        return local_phrase(value, language, zone)
     return value
 
 
@@ -130,7 +153,29 @@ def day_phrase(day: date, today: date, language: str) -> str:
         return words.today
     if (day - today).days == 1:
         return words.tomorrow
-    return f"{day.day} {words.months.split()[day.month - 1]} {day.year}"
+    return date_words(day, language)
+
+
+def local_phrase(value: Local, language: str, rider_zone: ZoneInfo) -> str:
+    """ "9 Desember 2026 pukul 09:00 WIB", a range "… pukul 09:00–10:00 WIB", or one over
+    midnight "9 Desember 2026 pukul 22:00 – 10 Desember 2026 pukul 02:00 WIB"."""
+    zone = value.zone or rider_zone
+    start = value.start.astimezone(zone)
+    words = WORDS[language]
+
+    def when(at: datetime) -> str:
+        return f"{date_words(at.date(), language)} {words.at} {at:%H:%M}"
+
+    if value.end is None:
+        return f"{when(start)} {start:%Z}"
+    end = value.end.astimezone(zone)
+    if end.date() == start.date():
+        return f"{when(start)}–{end:%H:%M} {end:%Z}"
+    return f"{when(start)} – {when(end)} {end:%Z}"
+
+
+def date_words(day: date, language: str) -> str:
+    return f"{day.day} {WORDS[language].months.split()[day.month - 1]} {day.year}"
 
 
 def stored(values: Mapping[str, Value]) -> dict[str, str]:
@@ -139,6 +184,11 @@ def stored(values: Mapping[str, Value]) -> dict[str, str]:
     def plain(value: Value) -> str:
         if isinstance(value, Day):
             return value.at.isoformat()
+        if isinstance(value, Local):  # on the place's clock; a range as ISO 8601 start/end
+            ends = (t for t in (value.start, value.end) if t is not None)
+            return "/".join(
+                (t.astimezone(value.zone) if value.zone else t).isoformat() for t in ends
+            )
         if isinstance(value, datetime):
             return value.isoformat()
         return str(value)

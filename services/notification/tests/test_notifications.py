@@ -10,7 +10,7 @@ from decimal import Decimal
 import aio_pika
 import grpc
 import pytest
-from tiket.events.v1 import fare_pb2, journey_pb2, wallet_pb2
+from tiket.events.v1 import booking_pb2, fare_pb2, journey_pb2, wallet_pb2
 from tiket.notification.v1 import notification_pb2 as pb
 from tiket.user.v1 import user_pb2
 
@@ -49,6 +49,19 @@ def checked_in(user_id: str, at: datetime | None = None) -> journey_pb2.JourneyC
         available_balance=to_money(Decimal(138000)),
     )
     data.checkin_time.FromDatetime(at or datetime(2024, 12, 16, 1, 30, tzinfo=UTC))
+    return data
+
+
+def paid_visit(user_id: str) -> booking_pb2.BookingChanged:
+    data = booking_pb2.BookingChanged(
+        booking_id="BK-42",
+        user_id=user_id,
+        clinic_name="Klinik Hewan PetPro Denpasar",
+        service_name="Vaksinasi",
+        amount=to_money(Decimal(150000)),
+        time_zone="Asia/Makassar",
+    )
+    data.slot_start.FromDatetime(datetime(2024, 12, 18, 1, 0, tzinfo=UTC))
     return data
 
 
@@ -226,9 +239,19 @@ async def test_events_riders_are_not_told_about_are_acknowledged_and_ignored(sta
     ]
     for each in ignored:
         await stack.publish(each)
-    await stack.publish(event("booking.paid", rider, journey_pb2.JourneyClosed()))  # generic
+    await stack.publish(event("booking.paid", rider, paid_visit(rider)))
     [booking] = await settled(stack, rider)
-    assert booking.message == "Pembayaran pemesanan Anda telah diterima."
+    assert booking.message == (
+        "Pembayaran Rp 150.000 untuk Vaksinasi di Klinik Hewan PetPro Denpasar pada"
+        " 18 Desember 2024 pukul 09:00 WITA telah diterima."
+    )
+    assert booking.transaction_reference == "BK-42"
+    assert dict(booking.metadata) == {
+        "service": "Vaksinasi",
+        "clinic": "Klinik Hewan PetPro Denpasar",
+        "start": "2024-12-18T09:00:00+08:00",
+        "amount": "150000.00",
+    }
     ids = [e.id for e in ignored]
     rows: list[tuple] = []
 

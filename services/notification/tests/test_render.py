@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from google.protobuf.message import Message
-from tiket.events.v1 import fare_pb2, journey_pb2, wallet_pb2
+from tiket.events.v1 import booking_pb2, facility_pb2, fare_pb2, journey_pb2, wallet_pb2
 
 from libs.events.envelope import BadEvent, CloudEvent, new_event
 from libs.money import to_money
@@ -226,43 +226,159 @@ def test_debt_texts() -> None:
     )
 
 
-def test_booking_events_use_whatever_fields_they_carry() -> None:
+def visit(**fields) -> booking_pb2.BookingChanged:
+    """A Vaksinasi at the Denpasar clinic, 09:00 on its own clock (WITA, an hour ahead of the
+    rider's Jakarta), paid Rp 150.000."""
+    data = booking_pb2.BookingChanged(
+        booking_id="BK-42",
+        user_id=RIDER,
+        clinic_name="Klinik Hewan PetPro Denpasar",
+        service_name="Vaksinasi",
+        amount=idr(150000),
+        time_zone="Asia/Makassar",
+        **fields,
+    )
+    data.slot_start.FromDatetime(at("2024-12-18T01:00:00"))
+    return data
+
+
+def test_clinic_booking_texts_say_what_where_when_on_the_clinics_clock_and_the_money() -> None:
+    where = "Vaksinasi di Klinik Hewan PetPro Denpasar pada 18 Desember 2024 pukul 09:00 WITA"
+    assert text(make("booking.paid", visit())) == (
+        f"Pembayaran Rp 150.000 untuk {where} telah diterima."
+    )
+    assert text(make("booking.confirmed", visit())) == (
+        f"Pemesanan Anda untuk {where} telah dikonfirmasi."
+    )
+    assert text(make("booking.confirmed", visit()), "en") == (
+        "Your booking for Vaksinasi at Klinik Hewan PetPro Denpasar on 18 December 2024 at"
+        " 09:00 WITA has been confirmed."
+    )
+    assert text(make("booking.reminder", visit())) == (
+        f"Pengingat: kunjungan Anda untuk {where}. Sampai jumpa di klinik!"
+    )
+    assert text(make("booking.no_show", visit())) == (
+        f"Anda tercatat tidak hadir pada pemesanan {where}."
+    )
+    refunded = visit(refund_amount=idr(135000), refund_percent=90)
+    assert text(make("booking.cancelled", refunded)) == (
+        f"Pemesanan Anda untuk {where} telah dibatalkan. Pengembalian dana: Rp 135.000."
+    )
+    unpaid = visit(refund_amount=idr(0))  # nothing was paid: nothing comes back
+    assert text(make("booking.cancelled", unpaid)) == (
+        f"Pemesanan Anda untuk {where} telah dibatalkan."
+    )
+    moved = visit(refund_amount=idr(20000))
+    moved.previous_slot_start.FromDatetime(at("2024-12-17T06:30:00"))
+    assert text(make("booking.rescheduled", moved)) == (
+        "Jadwal pemesanan Anda untuk Vaksinasi di Klinik Hewan PetPro Denpasar telah diubah dari"
+        " 17 Desember 2024 pukul 14:30 WITA menjadi 18 Desember 2024 pukul 09:00 WITA."
+        " Pengembalian selisih harga: Rp 20.000."
+    )
+    plan = intake.plan(make("booking.paid", visit()))
+    assert plan is not None and plan.reference == "BK-42"
+    assert render.stored(plan.values) == {
+        "service": "Vaksinasi",
+        "clinic": "Klinik Hewan PetPro Denpasar",
+        "start": "2024-12-18T09:00:00+08:00",
+        "amount": "150000.00",
+    }
+
+
+def test_an_expired_reservation_says_which_visit_it_held() -> None:
+    data = booking_pb2.ReservationChanged(
+        reservation_id="R-1",
+        user_id=RIDER,
+        clinic_name="Klinik Hewan PetPro Sudirman",
+        service_name="Grooming",
+        time_zone="Asia/Jakarta",
+    )
+    data.slot_start.FromDatetime(at("2024-12-16T06:00:00"))
+    assert text(make("booking.reservation_expired", data), zone=ZoneInfo("Asia/Tokyo")) == (
+        "Reservasi Anda untuk Grooming di Klinik Hewan PetPro Sudirman pada 16 Desember 2024"
+        " pukul 13:00 WIB telah kedaluwarsa karena tidak dikonfirmasi tepat waktu."
+    )
+
+
+def test_booking_events_without_what_their_text_needs_name_the_booking() -> None:
     def booking(event_type: str, data: dict, subject: str = "") -> CloudEvent:
         return CloudEvent(str(uuid.uuid4()), "/booking", event_type, "", subject, data)
 
-    confirmed = booking("booking.confirmed", {"userId": RIDER, "bookingId": "BK-42"})
-    assert text(confirmed) == "Pemesanan Anda BK-42 telah dikonfirmasi."
-    assert text(confirmed, "en") == "Your booking BK-42 has been confirmed."
-    new_kind = booking("booking.waitlisted", {"user_id": RIDER})
-    assert text(new_kind) == "Ada pembaruan untuk pemesanan Anda."
-    by_subject = intake.plan(booking("booking.cancelled", {}, subject=RIDER))
+    bare = booking("booking.confirmed", {"userId": RIDER, "bookingId": "BK-42"})
+    assert text(bare) == "Ada pembaruan untuk pemesanan Anda BK-42."
+    assert text(bare, "en") == "There is an update to your booking BK-42."
+    plan = intake.plan(bare)
+    assert plan is not None and render.stored(plan.values) == {"reference": "BK-42"}
+    new_kind = make("booking.waitlisted", visit())
+    assert text(new_kind) == "Ada pembaruan untuk pemesanan Anda BK-42."
+    by_subject = intake.plan(booking("booking.cancelled", {"bookingId": "BK-1"}, subject=RIDER))
     assert by_subject is not None and str(by_subject.user_id) == RIDER
     assert intake.plan(booking("booking.cancelled", {"bookingId": "BK-1"})) is None
+    assert intake.plan(booking("booking.cancelled", {"userId": RIDER})) is None
 
 
-def test_facility_booking_events_are_told_to_their_user() -> None:
-    def facility(event_type: str) -> CloudEvent:
-        data = {"userId": RIDER, "bookingId": "FB-7", "facilityName": "Room A"}
-        return CloudEvent(str(uuid.uuid4()), "/tiket/booking", event_type, "", "FB-7", data)
-
-    created = facility("facility.booking_created")
-    assert text(created) == "Pemesanan ruangan Anda FB-7 telah dibuat."
-    assert text(facility("facility.booking_cancelled"), "en") == (
-        "Your room booking FB-7 has been cancelled."
+def room(status: str = "confirmed", **fields) -> facility_pb2.FacilityBookingChanged:
+    """Rapat tim in Ruang Rapat Merapi, 13:00-14:00 on the room's clock (WIB)."""
+    data = facility_pb2.FacilityBookingChanged(
+        booking_id="FB-7",
+        user_id=RIDER,
+        facility_name="Ruang Rapat Merapi",
+        facility_location="Menara Tiket lt. 5",
+        title="Rapat tim",
+        time_zone="Asia/Jakarta",
+        status=status,
+        **fields,
     )
-    approved = intake.plan(facility("facility.booking_approved"))
-    assert approved is not None and approved.template == "facility.booking_approved"
-    assert str(approved.user_id) == RIDER and approved.reference == "FB-7"
-    assert text(facility("facility.booking_approved")) == (
-        "Pemesanan ruangan Anda FB-7 telah disetujui."
+    data.start_time.FromDatetime(at("2024-12-18T06:00:00"))
+    data.end_time.FromDatetime(at("2024-12-18T07:00:00"))
+    return data
+
+
+def test_facility_booking_texts_name_the_room_and_its_time_range() -> None:
+    what = 'Ruang Rapat Merapi (Menara Tiket lt. 5) untuk "Rapat tim"'
+    when = "18 Desember 2024 pukul 13:00–14:00 WIB"
+    tokyo = ZoneInfo("Asia/Tokyo")  # the room's clock, wherever the rider is
+    assert text(make("facility.booking_created", room()), zone=tokyo) == (
+        f"Pemesanan {what} pada {when} telah dibuat."
     )
-    assert text(facility("facility.booking_rejected"), "en") == (
-        "Your room booking FB-7 was not approved. Please choose another time or contact the"
-        " room's staff."
+    assert text(make("facility.booking_created", room("pending"))) == (
+        f"Pemesanan {what} pada {when} telah dibuat dan menunggu persetujuan pengelola."
+    )
+    assert text(make("facility.booking_approved", room())) == (
+        f"Pemesanan {what} pada {when} telah disetujui."
+    )
+    assert text(make("facility.booking_cancelled", room("cancelled")), "en") == (
+        'Your booking of Ruang Rapat Merapi (Menara Tiket lt. 5) for "Rapat tim" on'
+        " 18 December 2024 at 13:00–14:00 WIB has been cancelled."
+    )
+    assert text(make("facility.booking_rejected", room("rejected"))) == (
+        f"Pemesanan {what} pada {when} ditolak. Silakan pilih waktu lain atau hubungi pengelola."
+    )
+    overnight = room()
+    overnight.previous_start_time.FromDatetime(at("2024-12-17T14:00:00"))
+    overnight.previous_end_time.FromDatetime(at("2024-12-17T18:00:00"))
+    assert text(make("facility.booking_updated", overnight)) == (
+        f"Jadwal pemesanan {what} telah diubah dari 17 Desember 2024 pukul 21:00 – 18 Desember"
+        f" 2024 pukul 01:00 WIB menjadi {when}."
+    )
+    resized_crowd = room()  # more attendees, the same range: not "moved from … to the same"
+    resized_crowd.previous_start_time.CopyFrom(resized_crowd.start_time)
+    resized_crowd.previous_end_time.CopyFrom(resized_crowd.end_time)
+    assert text(make("facility.booking_updated", resized_crowd)) == (
+        f"Pemesanan {what} pada {when} telah diubah."
+    )
+    plan = intake.plan(make("facility.booking_created", room()))
+    assert plan is not None and plan.reference == "FB-7" and str(plan.user_id) == RIDER
+    assert render.stored(plan.values)["time"] == (
+        "2024-12-18T13:00:00+07:00/2024-12-18T14:00:00+07:00"
     )
 
 
 # --- every template, ignored and poison events ---------------------------------------------
+
+
+BOOKING_KINDS = ("paid", "confirmed", "cancelled", "no_show", "reminder")
+FACILITY_KINDS = ("created", "approved", "rejected", "cancelled", "updated")
 
 
 def every_plan() -> list[Plan]:
@@ -280,11 +396,27 @@ def every_plan() -> list[Plan]:
     for kind, status in (("checked_out", "completed"), ("abandoned", ""), ("incomplete", "")):
         for unpaid in (False, True):
             events.append(make(f"journey.{kind}", closed(status, unpaid=unpaid)))
-    for name in sorted(render.names("id")):
-        if name.startswith(("booking", "facility")):
-            booking_type = name if "." in name else "booking.other"
-            data = {"userId": RIDER, "reservationId": "R-1"}
-            events.append(CloudEvent(str(uuid.uuid4()), "/b", booking_type, "", "", data))
+    moved_visit = visit()
+    moved_visit.previous_slot_start.FromDatetime(NOW)
+    refunded_visit = visit(refund_amount=idr(1))
+    refunded_visit.previous_slot_start.FromDatetime(NOW)
+    moved_room = room()
+    moved_room.previous_start_time.FromDatetime(NOW)
+    moved_room.previous_end_time.FromDatetime(NOW)
+    expired = booking_pb2.ReservationChanged(
+        reservation_id="R-1", user_id=RIDER, clinic_name="K", service_name="S"
+    )
+    expired.slot_start.FromDatetime(NOW)
+    events += [
+        make("booking.reservation_expired", expired),
+        make("booking.other", visit()),
+        *(make(f"booking.{kind}", visit()) for kind in BOOKING_KINDS),
+        make("booking.rescheduled", moved_visit),
+        *(make(f"booking.{kind}", refunded_visit) for kind in ("cancelled", "rescheduled")),
+        *(make(f"facility.booking_{kind}", room()) for kind in FACILITY_KINDS),
+        make("facility.booking_created", room("pending")),
+        make("facility.booking_updated", moved_room),
+    ]
     plans = [intake.plan(e) for e in events]
     assert all(p is not None for p in plans)
     return [p for p in plans if p is not None]
