@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
 import pytest_asyncio
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -89,6 +90,24 @@ async def test_the_rider_hears_what_where_when_and_how_much(stack: Stack) -> Non
             f"Pemesanan Anda untuk {visit} telah dibatalkan. Pengembalian dana: Rp 135.000."
         ),
     }
+
+
+async def test_a_booking_left_unpaid_says_why_it_was_cancelled(stack: Stack) -> None:
+    clinic = await new_clinic(stack, price=100_000)
+    booking, user = await booked(stack, clinic)
+    async with await psycopg.AsyncConnection.connect(stack.database_url(), autocommit=True) as c:
+        await c.execute(
+            "UPDATE bookings SET created_at = %s WHERE booking_id = %s",
+            (datetime.now(UTC) - timedelta(hours=1), booking.booking_id),
+        )  # past the payment window
+    async with replica(stack) as sweeper:
+        assert await sweeper.bookings.expire_unpaid() >= 1
+    told = await texts(stack, user, "booking.cancelled")
+    assert told["booking.cancelled"] == (
+        "Pemesanan Anda untuk Vaksinasi di Klinik Hewan Sehat pada"
+        f" {on_clock(booking.slot_start, 'Asia/Jakarta')} dibatalkan karena pembayaran"
+        " Rp 100.000 tidak diterima tepat waktu. Silakan pesan kembali jika masih dibutuhkan."
+    )
 
 
 async def test_a_moved_visit_says_from_when_to_when(stack: Stack) -> None:

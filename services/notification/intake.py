@@ -16,7 +16,7 @@ event riders are not told about. Pure.
   ReservationChanged) and facility.* (FacilityBookingChanged): the user is data.userId (else a
   UUID subject), the reference the booking's (or reservation's) id. The text says what, where
   and when on the place's own clock (data.timeZone), and what is paid or refunded; a variant
-  (`.refund`, `.pending`, `.moved`) where the change has one. An event whose data lacks what its
+  (`.refund`, `.payment_timeout`, `.pending`, `.moved`) where the change has one. An event whose data lacks what its
   template needs, or of a type without a template, gets the `booking` text naming the
   reference; one naming no user or no booking is ignored.
 
@@ -53,6 +53,7 @@ WALLET_MOVES = ("wallet.topped_up", "wallet.refunded")
 HOLD_RELEASED = "wallet.hold_released"
 TOLD_WALLET_EVENTS = (*WALLET_MOVES, HOLD_RELEASED)  # consumers.BINDINGS takes just these
 RESERVATION_EXPIRED = "booking.reservation_expired"
+PAYMENT_TIMEOUT = "payment_timeout"  # BookingChanged.reason of a booking left unpaid
 
 
 FAN_OUT = "fare.updated"
@@ -218,6 +219,8 @@ def _booking(event: CloudEvent) -> Plan | None:
             values["previous"] = Local(_timestamp(d.previous_slot_start), _zone(d.time_zone))
         if d.HasField("refund_amount") and (refund := from_money(d.refund_amount)) > 0:
             values["refund"], variant = refund, "refund"
+        if d.reason == PAYMENT_TIMEOUT:  # cancelled by the sweeper: say why, and what to do
+            variant = PAYMENT_TIMEOUT
         reference = d.booking_id
     user = _user(d.user_id) if d.user_id else _subject_user(event.subject)
     reference = reference.strip()[:100]

@@ -268,6 +268,11 @@ def test_clinic_booking_texts_say_what_where_when_on_the_clinics_clock_and_the_m
     assert text(make("booking.cancelled", unpaid)) == (
         f"Pemesanan Anda untuk {where} telah dibatalkan."
     )
+    unpaid_in_time = visit(refund_amount=idr(0), reason="payment_timeout")
+    assert text(make("booking.cancelled", unpaid_in_time)) == (
+        f"Pemesanan Anda untuk {where} dibatalkan karena pembayaran Rp 150.000 tidak diterima"
+        " tepat waktu. Silakan pesan kembali jika masih dibutuhkan."
+    )
     moved = visit(refund_amount=idr(20000))
     moved.previous_slot_start.FromDatetime(at("2024-12-17T06:30:00"))
     assert text(make("booking.rescheduled", moved)) == (
@@ -412,6 +417,7 @@ def every_plan() -> list[Plan]:
         make("booking.other", visit()),
         *(make(f"booking.{kind}", visit()) for kind in BOOKING_KINDS),
         make("booking.rescheduled", moved_visit),
+        make("booking.cancelled", visit(reason="payment_timeout")),
         *(make(f"booking.{kind}", refunded_visit) for kind in ("cancelled", "rescheduled")),
         *(make(f"facility.booking_{kind}", room()) for kind in FACILITY_KINDS),
         make("facility.booking_created", room("pending")),
