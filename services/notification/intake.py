@@ -18,7 +18,8 @@ event riders are not told about. Pure.
   and when on the place's own clock (data.timeZone), and what is paid or refunded; a variant
   (`.refund`, `.payment_timeout`, `.pending`, `.moved`) where the change has one. An event whose data lacks what its
   template needs, or of a type without a template, gets the `booking` text naming the
-  reference; one naming no user or no booking is ignored.
+  reference; one naming no user or no booking is ignored, and so is booking.confirmed (its
+  booking.paid says it).
 
 Anything else is ignored: the consumer acknowledges it (its inbox keeps the id and type).
 An event of a known type whose payload cannot be read raises BadEvent: the consumer
@@ -53,6 +54,9 @@ WALLET_MOVES = ("wallet.topped_up", "wallet.refunded")
 HOLD_RELEASED = "wallet.hold_released"
 TOLD_WALLET_EVENTS = (*WALLET_MOVES, HOLD_RELEASED)  # consumers.BINDINGS takes just these
 RESERVATION_EXPIRED = "booking.reservation_expired"
+# Announced together with booking.paid (a payment confirms the booking), whose text says both:
+# one payment, one message rather than two SMS at once.
+TOLD_WITH_PAID = "booking.confirmed"
 PAYMENT_TIMEOUT = "payment_timeout"  # BookingChanged.reason of a booking left unpaid
 
 
@@ -202,6 +206,8 @@ def _debt(d: wallet_pb2.UserStatusChanged) -> Plan | None:
 
 def _booking(event: CloudEvent) -> Plan | None:
     kind = event.type
+    if kind == TOLD_WITH_PAID:
+        return None
     if kind.startswith("facility."):
         d = _data(event, facility_pb2.FacilityBookingChanged)
         values, variant = _room(d)

@@ -235,6 +235,9 @@ async def test_events_riders_are_not_told_about_are_acknowledged_and_ignored(sta
     ignored = [
         event("wallet.hold_released", rider, released),
         event("booking.confirmed", "no-user-here", journey_pb2.JourneyClosed()),
+        # Announced with booking.paid, whose text says the booking is confirmed too: one
+        # payment, one message (two SMS at once, before).
+        event("booking.confirmed", rider, paid_visit(rider)),
         event("journey.something_new", rider, journey_pb2.JourneyClosed(user_id=rider)),
     ]
     for each in ignored:
@@ -243,7 +246,7 @@ async def test_events_riders_are_not_told_about_are_acknowledged_and_ignored(sta
     [booking] = await settled(stack, rider)
     assert booking.message == (
         "Pembayaran Rp 150.000 untuk Vaksinasi di Klinik Hewan PetPro Denpasar pada"
-        " 18 Desember 2024 pukul 09:00 WITA telah diterima."
+        " 18 Desember 2024 pukul 09:00 WITA telah diterima; pemesanan Anda telah dikonfirmasi."
     )
     assert booking.transaction_reference == "BK-42"
     assert dict(booking.metadata) == {

@@ -245,15 +245,13 @@ def visit(**fields) -> booking_pb2.BookingChanged:
 def test_clinic_booking_texts_say_what_where_when_on_the_clinics_clock_and_the_money() -> None:
     where = "Vaksinasi di Klinik Hewan PetPro Denpasar pada 18 Desember 2024 pukul 09:00 WITA"
     assert text(make("booking.paid", visit())) == (
-        f"Pembayaran Rp 150.000 untuk {where} telah diterima."
+        f"Pembayaran Rp 150.000 untuk {where} telah diterima; pemesanan Anda telah dikonfirmasi."
     )
-    assert text(make("booking.confirmed", visit())) == (
-        f"Pemesanan Anda untuk {where} telah dikonfirmasi."
+    assert text(make("booking.paid", visit()), "en") == (
+        "Payment of Rp 150.000 for Vaksinasi at Klinik Hewan PetPro Denpasar on 18 December"
+        " 2024 at 09:00 WITA has been received; your booking is confirmed."
     )
-    assert text(make("booking.confirmed", visit()), "en") == (
-        "Your booking for Vaksinasi at Klinik Hewan PetPro Denpasar on 18 December 2024 at"
-        " 09:00 WITA has been confirmed."
-    )
+    assert intake.plan(make("booking.confirmed", visit())) is None  # booking.paid said it
     assert text(make("booking.reminder", visit())) == (
         f"Pengingat: kunjungan Anda untuk {where}. Sampai jumpa di klinik!"
     )
@@ -309,7 +307,7 @@ def test_booking_events_without_what_their_text_needs_name_the_booking() -> None
     def booking(event_type: str, data: dict, subject: str = "") -> CloudEvent:
         return CloudEvent(str(uuid.uuid4()), "/booking", event_type, "", subject, data)
 
-    bare = booking("booking.confirmed", {"userId": RIDER, "bookingId": "BK-42"})
+    bare = booking("booking.paid", {"userId": RIDER, "bookingId": "BK-42"})
     assert text(bare) == "Ada pembaruan untuk pemesanan Anda BK-42."
     assert text(bare, "en") == "There is an update to your booking BK-42."
     plan = intake.plan(bare)
@@ -382,7 +380,7 @@ def test_facility_booking_texts_name_the_room_and_its_time_range() -> None:
 # --- every template, ignored and poison events ---------------------------------------------
 
 
-BOOKING_KINDS = ("paid", "confirmed", "cancelled", "no_show", "reminder")
+BOOKING_KINDS = ("paid", "cancelled", "no_show", "reminder")
 FACILITY_KINDS = ("created", "approved", "rejected", "cancelled", "updated")
 
 
