@@ -1,6 +1,8 @@
 """Demo data: seed 004's five terminals, ten gates (in the statuses the seed gives them) and
-twenty-pair fare matrix. Loaded through the public API, idempotently: running it twice
-changes nothing (terminal and gate codes are natural keys, fares carry a request_id)."""
+twenty-pair fare matrix. Loaded through the public API, idempotently: running it again
+(every `make run`) changes nothing (terminal and gate codes are natural keys, fares carry a
+request_id) and undoes nothing staff did since: a gate gets its seed status only while
+nobody has changed it, and the matrix printed is the fares in force."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from google.type import latlng_pb2
 from grpc import aio
 from tiket.fare.v1 import fare_pb2, fare_pb2_grpc
 
-from libs.money import to_money
+from libs.money import from_money, to_money
 
 DEMO_TERMINALS = [
     # code, name, location, latitude, longitude
@@ -60,13 +62,14 @@ async def load(
         )
         out(f"  terminal {terminal.code}  {terminal.name:<17} {terminal.location}")
     for terminal, gate_code, gate_type, status in DEMO_GATES:
-        await stub.RegisterGate(
+        gate = await stub.RegisterGate(
             fare_pb2.RegisterGateRequest(
                 terminal_code=terminal, gate_code=gate_code, type=gate_type
             ),
             metadata=metadata,
         )
-        if status != fare_pb2.GATE_STATUS_ONLINE:
+        untouched = gate.updated_at == gate.created_at  # no status set, no heartbeat yet
+        if status != fare_pb2.GATE_STATUS_ONLINE and untouched:
             await stub.ChangeGateStatus(
                 fare_pb2.ChangeGateStatusRequest(
                     terminal_code=terminal, gate_code=gate_code, status=status, reason="demo data"
@@ -88,7 +91,20 @@ async def load(
     codes = list(DEMO_FARES)
     out("  fares (Rp)  " + "".join(f"{'to ' + c:>9}" for c in codes))
     for origin in codes:
-        cells = "".join(
-            f"{DEMO_FARES[origin].get(c, 0):>9,}" if c != origin else f"{'-':>9}" for c in codes
-        )
-        out(f"  from {origin}      {cells}")
+        cells = [
+            f"{await _price(stub, metadata, origin, c):>9,}" if c != origin else f"{'-':>9}"
+            for c in codes
+        ]
+        out(f"  from {origin}      {''.join(cells)}")
+
+
+async def _price(
+    stub: fare_pb2_grpc.FareServiceStub,
+    metadata: list[tuple[str, str]],
+    origin: str,
+    destination: str,
+) -> int:
+    """The pair's fare in force now, in whole rupiah."""
+    request = fare_pb2.GetFareRequest(origin_code=origin, destination_code=destination)
+    fare = await stub.GetFare(request, metadata=metadata)
+    return int(from_money(fare.price))
