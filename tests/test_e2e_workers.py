@@ -40,27 +40,29 @@ def worker_pids(parent: int) -> set[int]:
 def test_workers_share_the_port_merge_metrics_and_drain():
     env = {**isolated_env(), "TIKET_USRE_PORT": "50051"}  # misspelt
     settings = load(env)
-    with service_process("user", env, "--workers", "2") as child:
-        pids = worker_pids(child.process.pid)
-        assert len(pids) == 2
-        token = keys.token(settings, "admin", "e2e")
-        asyncio.run(list_users_on_fresh_channels(child.address, token, 20))
+    try:
+        with service_process("user", env, "--workers", "2") as child:
+            pids = worker_pids(child.process.pid)
+            assert len(pids) == 2
+            token = keys.token(settings, "admin", "e2e")
+            asyncio.run(list_users_on_fresh_channels(child.address, token, 20))
 
-        with urllib.request.urlopen(f"http://127.0.0.1:{child.metrics_port}/metrics") as reply:
-            metrics = reply.read().decode()
-        counted = re.search(
-            r'grpc_server_handled_total\{grpc_code="OK",grpc_method="ListUsers",[^}]*\} (\S+)',
-            metrics,
-        )
-        assert counted is not None and float(counted.group(1)) == 20.0
+            with urllib.request.urlopen(f"http://127.0.0.1:{child.metrics_port}/metrics") as reply:
+                metrics = reply.read().decode()
+            counted = re.search(
+                r'grpc_server_handled_total\{grpc_code="OK",grpc_method="ListUsers",[^}]*\} (\S+)',
+                metrics,
+            )
+            assert counted is not None and float(counted.group(1)) == 20.0
 
-        assert child.terminate() == 0
-        for pid in pids:  # every worker is gone too
-            with pytest.raises(FileNotFoundError):
-                open(f"/proc/{pid}/stat").close()
-        # Said once for the service, by its first worker, not by each (nor by none).
-        assert child.log.read_text().count("TIKET_USRE_PORT is set") == 1
-    asyncio.run(remove_run(settings, ["user"]))
+            assert child.terminate() == 0
+            for pid in pids:  # every worker is gone too
+                with pytest.raises(FileNotFoundError):
+                    open(f"/proc/{pid}/stat").close()
+            # Said once for the service, by its first worker, not by each (nor by none).
+            assert child.log.read_text().count("TIKET_USRE_PORT is set") == 1
+    finally:  # also when an assertion failed: no database or queue left behind
+        asyncio.run(remove_run(settings, ["user"]))
 
 
 def test_workers_need_a_fixed_port():
