@@ -253,7 +253,8 @@ def _visit(d: booking_pb2.BookingChanged | booking_pb2.ReservationChanged) -> di
 
 def _room(d: facility_pb2.FacilityBookingChanged) -> tuple[dict[str, Value], str | None]:
     """What of a facility booking the event carries, and the variant of its text: `pending`
-    approval, or `moved` to another time range."""
+    approval, `moved` to another time range, or the `reason` staff gave (a rejection or
+    cancellation: the rider learns why, not just that)."""
     values: dict[str, Value] = {}
     if d.facility_name:
         location = d.facility_location
@@ -264,6 +265,8 @@ def _room(d: facility_pb2.FacilityBookingChanged) -> tuple[dict[str, Value], str
     if d.HasField("start_time") and d.HasField("end_time"):
         values["time"] = Local(_timestamp(d.start_time), zone, _timestamp(d.end_time))
     variant = "pending" if d.status == "pending" else None
+    if d.reason:
+        values["reason"], variant = d.reason, "reason"
     if d.HasField("previous_start_time") and d.HasField("previous_end_time"):
         previous = Local(_timestamp(d.previous_start_time), zone, _timestamp(d.previous_end_time))
         if values.get("time") != previous:

@@ -357,6 +357,18 @@ def test_facility_booking_texts_name_the_room_and_its_time_range() -> None:
     assert text(make("facility.booking_rejected", room("rejected"))) == (
         f"Pemesanan {what} pada {when} ditolak. Silakan pilih waktu lain atau hubungi pengelola."
     )
+    # Staff's reason, when they gave one: the rider learns why, not just that.
+    assert text(make("facility.booking_rejected", room("rejected", reason="aula direnovasi"))) == (
+        f"Pemesanan {what} pada {when} ditolak: aula direnovasi. Silakan pilih waktu lain atau"
+        " hubungi pengelola."
+    )
+    assert text(make("facility.booking_cancelled", room("cancelled", reason="listrik padam"))) == (
+        f"Pemesanan {what} pada {when} telah dibatalkan: listrik padam."
+    )
+    assert text(make("facility.booking_cancelled", room("cancelled", reason="x")), "en") == (
+        'Your booking of Ruang Rapat Merapi (Menara Tiket lt. 5) for "Rapat tim" on'
+        " 18 December 2024 at 13:00–14:00 WIB has been cancelled: x."
+    )
     overnight = room()
     overnight.previous_start_time.FromDatetime(at("2024-12-17T14:00:00"))
     overnight.previous_end_time.FromDatetime(at("2024-12-17T18:00:00"))
@@ -420,6 +432,8 @@ def every_plan() -> list[Plan]:
         *(make(f"facility.booking_{kind}", room()) for kind in FACILITY_KINDS),
         make("facility.booking_created", room("pending")),
         make("facility.booking_updated", moved_room),
+        make("facility.booking_rejected", room("rejected", reason="r")),
+        make("facility.booking_cancelled", room("cancelled", reason="r")),
     ]
     plans = [intake.plan(e) for e in events]
     assert all(p is not None for p in plans)
