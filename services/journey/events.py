@@ -39,3 +39,11 @@ def closed(journey: Journey) -> dict[str, Any]:
     """journey.checked_out, journey.abandoned or journey.incomplete, once settled."""
     data = messages.closed(journey)
     return staged_event(SOURCE, CLOSED_TYPES[journey.status], str(journey.user_id), data)
+
+
+async def revised(conn: AsyncConnection, before: Journey, after: Journey) -> None:
+    """journey.revised of a journey announced closed that reconciliation changed, in the
+    transaction writing the change: without it analytics would keep counting the journey
+    as first announced (an abandoned journey a late exit completed, an orphan exit a late
+    entry merged into another journey)."""
+    await emit(conn, SOURCE, "journey.revised", str(after.user_id), messages.revised(before, after))

@@ -174,6 +174,10 @@ def closed(j: Journey) -> events_pb2.JourneyClosed:
     return data
 
 
+def revised(before: Journey, after: Journey) -> events_pb2.JourneyRevised:
+    return events_pb2.JourneyRevised(previous=closed(before), current=closed(after))
+
+
 # --- the texts a gate shows (seed 004 §2.4) ------------------------------------------------
 
 

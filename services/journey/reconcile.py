@@ -8,8 +8,9 @@ Each card of the batch is a saga of idempotent steps:
    and they are fetched: the fare service is never asked inside a transaction;
 3. one transaction under the card's advisory lock: taps already known are set aside
    (DUPLICATE), the card's facts replayed with the new taps, the journeys written as the
-   replay makes them, the adjustments and the new taps with their answers recorded. All or
-   nothing: a crash leaves nothing (the re-sent batch applies it) or everything (DUPLICATE);
+   replay makes them (journey.revised for each one announced closed before), the
+   adjustments and the new taps with their answers recorded. All or nothing: a crash
+   leaves nothing (the re-sent batch applies it) or everything (DUPLICATE);
 4. money, refunds first: adjustments moved, closings settled (closings.py), each idempotent
    by the adjustment's or the journey's id; a crash or a dependency down leaves them pending
    for the sweeper (jobs.py) or the card's next sync.
@@ -231,6 +232,10 @@ class Reconciler:
             raise _Again(str(exc)) from None
         written = await reconcile_store.write_journeys(conn, [c.after for c in changed])
         changed = [replace(c, after=after) for c, after in zip(changed, written, strict=True)]
+        for change in changed:
+            if change.revises:
+                assert change.before is not None
+                await events.revised(conn, change.before, change.after)
         adjustments = [
             Adjustment(uuid.uuid4(), c.after.id, user_id, c.adjustment, offline_results.describe(c))
             for c in changed

@@ -51,6 +51,11 @@ class Change:
         return self.after.settlement is Settlement.PENDING
 
     @property
+    def revises(self) -> bool:
+        """A journey closed (and announced) before changes: journey.revised tells of it."""
+        return self.before is not None and closed(self.before)
+
+    @property
     def repricing(self) -> Decimal:
         """New price minus old (an open or new journey costs nothing yet)."""
         return charged(self.after) - (charged(self.before) if self.before else Decimal(0))

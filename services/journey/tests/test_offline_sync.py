@@ -163,6 +163,70 @@ async def test_offline_trips_are_charged_at_the_fare_and_a_resent_batch_is_dupli
     assert (await wallet(mesh, user_id))[0] == Decimal(50_000 - 17_000)
 
 
+async def announced(mesh, user_id: str) -> list[tuple[str, dict]]:
+    """The journey events of a rider, in the order they were written."""
+    async with await journey_db(mesh) as conn:
+        cur = await conn.execute(
+            "SELECT event_type, body->'data' FROM outbox WHERE body->>'subject' = %s ORDER BY seq",
+            (user_id,),
+        )
+        return await cur.fetchall()
+
+
+async def test_a_late_check_out_announces_the_abandoned_journey_revised(mesh):
+    """The journey announced abandoned (at A, the maximum fare) is announced again as
+    completed A→D when the late exit completes it: analytics counts the trip, D's exit tap,
+    and no longer the abandoned journey."""
+    user_id, card = await new_rider(mesh, 100_000)
+    t = start()
+    await tap_in(mesh, card, "A", "A-ENTRY-01", tapped_at=t)
+    await tap_in(mesh, card, "B", "B-ENTRY-01", tapped_at=t + 60 * MINUTE)  # A abandoned
+    await settle(mesh)
+    await sync(mesh, "D", "D-BI-01", [offline_tap("out", card, t + 30 * MINUTE, 9_000)])
+    await settle(mesh)
+    events = await announced(mesh, user_id)
+    assert [kind for kind, _ in events] == [
+        "journey.checked_in",
+        "journey.abandoned",
+        "journey.checked_in",
+        "journey.revised",
+    ]
+    abandoned, revised = events[1][1], events[3][1]
+    assert revised["previous"] == abandoned
+    current = revised["current"]
+    assert (current["status"], current["originCode"], current["destinationCode"]) == (
+        "completed",
+        "A",
+        "D",
+    )
+    assert current["fare"]["units"] == "9000" and current["durationMinutes"] == 30
+    assert current["journeyId"] == abandoned["journeyId"]
+
+
+async def test_a_late_check_in_announces_the_orphan_check_out_cancelled(mesh):
+    """The exit announced incomplete (penalty at E) is announced cancelled when a late entry
+    merges it into B→E, which is announced checked out: E's exit tap counts once."""
+    user_id, card = await new_rider(mesh, 100_000)
+    t = start()
+    await tap_out(mesh, card, "E", "E-EXIT-01", tapped_at=t + 40 * MINUTE)
+    await settle(mesh)
+    await sync(mesh, "B", "B-ENTRY-01", [offline_tap("in", card, t, 11_000)])
+    await settle(mesh)
+    events = await announced(mesh, user_id)
+    kinds = sorted(kind for kind, _ in events)
+    assert kinds == [
+        "journey.checked_in",
+        "journey.checked_out",
+        "journey.incomplete",
+        "journey.revised",
+    ]
+    [incomplete] = [data for kind, data in events if kind == "journey.incomplete"]
+    [revised] = [data for kind, data in events if kind == "journey.revised"]
+    assert revised["previous"] == incomplete
+    assert revised["current"]["status"] == "cancelled"
+    assert revised["current"]["fare"].get("units", "0") == "0"
+
+
 async def test_an_offline_trip_announces_its_duration_like_an_online_one(mesh):
     """journey.checked_out of a trip closed by SyncOfflineTaps carries durationMinutes (the
     database trigger's ceil of minutes), as an online check-out's does: the analytics route
