@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from email import message_from_bytes, policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from zoneinfo import ZoneInfo
@@ -209,6 +209,58 @@ def test_analytics_counts_the_check_in_the_check_out_and_the_trip(mesh, ride):
     [trip] = [r for r in routes if (r["origin_code"], r["destination_code"]) == ("A", "E")]
     assert trip["trips"] == "1"
     assert trip["revenue"]["units"] == "12000"
+
+
+def test_analytics_follows_a_journey_offline_taps_revise(mesh, ride):
+    """CARD0003 taps out at E with no entry (incomplete, the penalty); B's offline gate then
+    uploads the entry before it: the journey becomes B→E. E's figures count one exit tap for
+    it, no incomplete journey and no penalty, and the route matrix the trip."""
+    operator = mesh.token("operator", "e2e")
+    day = today_in_jakarta()
+
+    def metrics(terminal: str) -> dict:
+        [found] = grpcurl(
+            mesh.address("analytics"),
+            f"{ANALYTICS}/GetTerminalDailyMetrics",
+            token=operator,
+            data={"terminal_code": terminal, "start_date": day, "end_date": day},
+        )["days"]
+        return found
+
+    def tap(method: str, terminal: str, gate: str, data: dict) -> dict:
+        return grpcurl(
+            mesh.address("journey"),
+            f"{JOURNEY}/{method}",
+            token=mesh.token("gate", f"{terminal}/{gate}"),
+            data={"terminal_code": terminal, "gate_code": gate, **data},
+        )
+
+    entered = datetime.now().astimezone() - timedelta(seconds=1)  # fares began with the mesh
+    tap("CheckOut", "E", "E-EXIT-01", {"card_id": "CARD0003", "tap_id": str(uuid.uuid4())})
+    eventually(lambda: metrics("E").get("incomplete_journeys") == "1", "the exit without entry")
+    entry = {
+        "tap_id": str(uuid.uuid4()),
+        "card_id": "CARD0003",
+        "direction": "TAP_DIRECTION_CHECK_IN",
+        "tapped_at": entered.isoformat(),
+    }
+    [placed] = tap("SyncOfflineTaps", "B", "B-ENTRY-01", {"taps": [entry]})["results"]
+    assert placed["outcome"] == "TAP_OUTCOME_ADJUSTED", placed  # the penalty refunded
+
+    def revised() -> dict | None:
+        found = metrics("E")
+        return found if found.get("incomplete_journeys", "0") == "0" else None
+
+    e = eventually(revised, "the exit without entry taken back")
+    assert e.get("checkouts") == "2"  # the ride's and CARD0003's
+    assert e.get("unfinished_fares", {}).get("units", "0") == "0"
+    routes = grpcurl(
+        mesh.address("analytics"),
+        f"{ANALYTICS}/GetRouteMatrix",
+        token=operator,
+        data={"start_date": day, "end_date": day, "origin_code": "B"},
+    )["routes"]
+    assert [(r["destination_code"], r["trips"]) for r in routes] == [("E", "1")]
 
 
 def test_a_poison_event_is_dead_lettered_listed_and_replayed_once_fixed(mesh):

@@ -43,6 +43,8 @@ class AnalyticsApp:
             await store.record_trip(conn, facts.trip)
         if facts.booking is not None:
             await store.record_booking(conn, facts.booking)
+        if facts.revision is not None:
+            await store.revise(conn, facts.revision)
 
     async def create_partitions_ahead(self) -> int:
         """The partitions of this month and the configured months after it; how many were

@@ -7,6 +7,9 @@
   apart as incomplete with the penalty it was charged; not a trip (no origin).
 * journey.abandoned (entry without exit): counted apart at its origin on the day it was
   closed, with the fare it was charged; no tap (the rider never tapped out), not a trip.
+* journey.revised (reconciled offline taps changed a journey announced closed before): what
+  its `previous` closing counted (as the three above) is taken back and its `current` one
+  counted; a cancelled journey counts nothing.
 * booking.*: one event of its type on its day, with `data.amount` when present.
 * anything else: stored as it came, counted nowhere.
 
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -82,6 +85,92 @@ class Facts:
     trip: Trip | None = None
     unfinished: Unfinished | None = None
     booking: Booking | None = None
+    revision: Revision | None = None
+
+
+@dataclass(frozen=True)
+class TerminalChange:
+    checkins: int = 0
+    checkouts: int = 0
+    abandoned: int = 0
+    incomplete: int = 0
+    fares: Decimal = ZERO
+
+
+@dataclass(frozen=True)
+class RouteChange:
+    trips: int = 0
+    revenue: Decimal = ZERO
+    duration_minutes: int = 0
+    timed_trips: int = 0
+
+
+@dataclass(frozen=True)
+class Revision:
+    """journey.revised: `previous` taken back, `current` counted. The changes it makes to
+    each table, by key in key order (the order store.revise locks rows in), without the
+    keys left unchanged."""
+
+    previous: Facts
+    current: Facts
+
+    def _signed(self) -> tuple[tuple[Facts, int], ...]:
+        return (self.previous, -1), (self.current, 1)
+
+    def hourly(self) -> dict[tuple[date, str, int], int]:
+        """Changes of terminal_hourly_taps by (day, terminal, hour)."""
+        changes: dict[tuple[date, str, int], int] = {}
+        for facts, sign in self._signed():
+            if (tap := facts.tap) is not None:
+                key = (tap.day, tap.terminal, tap.hour)
+                changes[key] = changes.get(key, 0) + sign
+        return {key: n for key, n in sorted(changes.items()) if n}
+
+    def riders(self) -> list[tuple[date, str, uuid.UUID]]:
+        """The current closing's rider at its exit. A rider is never taken back: the tap of
+        the previous closing was made, whichever journey it now belongs to."""
+        tap = self.current.tap
+        return [] if tap is None or tap.user_id is None else [(tap.day, tap.terminal, tap.user_id)]
+
+    def terminal_days(self) -> dict[tuple[date, str], TerminalChange]:
+        """Changes of daily_terminal_metrics by (day, terminal), the days whose hourly taps
+        change included (their peak is computed again)."""
+        changes: dict[tuple[date, str], TerminalChange] = {
+            (day, terminal): TerminalChange() for day, terminal, _ in self.hourly()
+        }
+        for facts, sign in self._signed():
+            if (tap := facts.tap) is not None:
+                c = changes.get((tap.day, tap.terminal), TerminalChange())
+                changes[(tap.day, tap.terminal)] = replace(
+                    c,
+                    checkins=c.checkins + sign * int(tap.checkin),
+                    checkouts=c.checkouts + sign * int(not tap.checkin),
+                )
+            if (gone := facts.unfinished) is not None:
+                c = changes.get((gone.day, gone.terminal), TerminalChange())
+                changes[(gone.day, gone.terminal)] = replace(
+                    c,
+                    abandoned=c.abandoned + sign * int(gone.abandoned),
+                    incomplete=c.incomplete + sign * int(not gone.abandoned),
+                    fares=c.fares + sign * gone.fare,
+                )
+        return dict(sorted(changes.items()))
+
+    def routes(self) -> dict[tuple[date, str, str], RouteChange]:
+        """Changes of daily_route_metrics by (day, origin, destination)."""
+        changes: dict[tuple[date, str, str], RouteChange] = {}
+        for facts, sign in self._signed():
+            if (trip := facts.trip) is not None:
+                key = (trip.day, trip.origin, trip.destination)
+                c = changes.get(key, RouteChange())
+                timed = trip.duration_minutes is not None
+                changes[key] = RouteChange(
+                    c.trips + sign,
+                    c.revenue + sign * trip.fare,
+                    c.duration_minutes + sign * (trip.duration_minutes or 0),
+                    c.timed_trips + sign * int(timed),
+                )
+        return {key: c for key, c in sorted(changes.items()) if c != RouteChange()}
 
 
 def facts_of(event: CloudEvent, zone: ZoneInfo, received_at: datetime) -> Facts:
@@ -118,8 +207,9 @@ def _checked_in(event: CloudEvent, zone: ZoneInfo, fallback: datetime) -> Facts:
     return Facts(at, terminal, user, tap=Tap(terminal, user, day, hour, checkin=True))
 
 
-def _checked_out(event: CloudEvent, zone: ZoneInfo, fallback: datetime) -> Facts:
-    data = _parse(event, journey_pb2.JourneyClosed)
+def _checked_out(
+    event: CloudEvent, data: journey_pb2.JourneyClosed, zone: ZoneInfo, fallback: datetime
+) -> Facts:
     at = _time(data, "checkout_time") or fallback
     origin = _code(event, data.origin_code, "originCode")
     destination = _code(event, data.destination_code, "destinationCode")
@@ -139,8 +229,9 @@ def _checked_out(event: CloudEvent, zone: ZoneInfo, fallback: datetime) -> Facts
     )
 
 
-def _incomplete(event: CloudEvent, zone: ZoneInfo, fallback: datetime) -> Facts:
-    data = _parse(event, journey_pb2.JourneyClosed)
+def _incomplete(
+    event: CloudEvent, data: journey_pb2.JourneyClosed, zone: ZoneInfo, fallback: datetime
+) -> Facts:
     at = _time(data, "checkout_time") or fallback
     exit_code = _code(event, data.destination_code, "destinationCode")
     user = _user(event, data.user_id)
@@ -154,8 +245,9 @@ def _incomplete(event: CloudEvent, zone: ZoneInfo, fallback: datetime) -> Facts:
     )
 
 
-def _abandoned(event: CloudEvent, zone: ZoneInfo, fallback: datetime) -> Facts:
-    data = _parse(event, journey_pb2.JourneyClosed)
+def _abandoned(
+    event: CloudEvent, data: journey_pb2.JourneyClosed, zone: ZoneInfo, fallback: datetime
+) -> Facts:
     at = _time(data, "closed_at") or fallback
     origin = _code(event, data.origin_code, "originCode")
     day, _ = local_bucket(at, zone)
@@ -163,11 +255,55 @@ def _abandoned(event: CloudEvent, zone: ZoneInfo, fallback: datetime) -> Facts:
     return Facts(at, origin, _user(event, data.user_id), unfinished=unfinished)
 
 
+ClosingReader = Callable[[CloudEvent, journey_pb2.JourneyClosed, ZoneInfo, datetime], Facts]
+# By JourneyClosed.status, and the event type announcing a journey closed with it.
+_CLOSINGS: dict[str, tuple[str, ClosingReader]] = {
+    "completed": ("journey.checked_out", _checked_out),
+    "incomplete": ("journey.incomplete", _incomplete),
+    "abandoned": ("journey.abandoned", _abandoned),
+}
+
+
+def _closed(read: ClosingReader) -> Callable[[CloudEvent, ZoneInfo, datetime], Facts]:
+    """`read` for an event whose data is the JourneyClosed."""
+
+    def reader(event: CloudEvent, zone: ZoneInfo, fallback: datetime) -> Facts:
+        return read(event, _parse(event, journey_pb2.JourneyClosed), zone, fallback)
+
+    return reader
+
+
+def _revised(event: CloudEvent, zone: ZoneInfo, fallback: datetime) -> Facts:
+    data = _parse(event, journey_pb2.JourneyRevised)
+    previous = _closing(event, data, "previous", zone, fallback)
+    current = _closing(event, data, "current", zone, fallback)
+    return Facts(
+        fallback,
+        current.terminal_code or previous.terminal_code,
+        current.user_id or previous.user_id,
+        revision=Revision(previous, current),
+    )
+
+
+def _closing(
+    event: CloudEvent, data: journey_pb2.JourneyRevised, field: str, zone: ZoneInfo, at: datetime
+) -> Facts:
+    """What the closing `field` of a journey.revised counts; nothing when cancelled."""
+    if not data.HasField(field):
+        raise BadEvent(f"{_name(event)}: {field} is missing")
+    closing: journey_pb2.JourneyClosed = getattr(data, field)
+    if closing.status == "cancelled":
+        return Facts(at, None, _user(event, closing.user_id))
+    if closing.status not in _CLOSINGS:
+        raise BadEvent(f"{_name(event)}: {field}.status {closing.status[:40]!r} is unknown")
+    _, read = _CLOSINGS[closing.status]
+    return read(event, closing, zone, at)
+
+
 _JOURNEY_READERS: dict[str, Callable[[CloudEvent, ZoneInfo, datetime], Facts]] = {
     "journey.checked_in": _checked_in,
-    "journey.checked_out": _checked_out,
-    "journey.incomplete": _incomplete,
-    "journey.abandoned": _abandoned,
+    **{kind: _closed(read) for kind, read in _CLOSINGS.values()},
+    "journey.revised": _revised,
 }
 
 

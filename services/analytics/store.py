@@ -3,8 +3,9 @@ inside the caller's transaction.
 
 The writes run in the consumer's transaction, several at once (prefetch, replicas): each
 is one INSERT … ON CONFLICT DO UPDATE adding to what is there, so no update is lost. Every
-event locks at most one row of each table, always in the same order of tables (events,
-hourly taps, riders, terminal days, routes, bookings), so they cannot deadlock each other.
+event locks its rows in the same order of tables (events, hourly taps, riders, terminal
+days, routes, bookings), one row of each — a journey.revised a few, in key order — so they
+cannot deadlock each other.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from psycopg.types.json import Jsonb
 
 from libs.events.envelope import CloudEvent
 from services.analytics.domain import BookingTotals, MonthPartition, RouteTotals, TerminalDay
-from services.analytics.facts import Booking, Facts, Tap, Trip, Unfinished
+from services.analytics.facts import Booking, Facts, Revision, Tap, Trip, Unfinished
 
 # --- writes --------------------------------------------------------------------------------
 
@@ -53,7 +54,9 @@ async def insert_event(conn: AsyncConnection, event: CloudEvent, facts: Facts) -
 async def record_tap(conn: AsyncConnection, tap: Tap) -> None:
     """Count a tap: its hour, its rider (once a day per terminal), the day's totals and
     peak. The peak moves to this hour when its new count beats the busiest one, or equals
-    it at an earlier hour: counts only grow, so this keeps the exact earliest busiest hour."""
+    it at an earlier hour: counts only grow, so this keeps the exact earliest busiest hour.
+    An hour without taps is never the peak (a journey.revised counted before the closing it
+    takes back leaves a count at -1, which this tap brings back to 0)."""
     await conn.execute(
         """WITH hourly AS (
                INSERT INTO terminal_hourly_taps AS h (metric_date, terminal_code, hour, taps)
@@ -70,15 +73,15 @@ async def record_tap(conn: AsyncConnection, tap: Tap) -> None:
                (metric_date, terminal_code, total_checkins, total_checkouts, unique_users,
                 peak_hour, busiest_hour_count)
            SELECT %(day)s, %(terminal)s, %(checkins)s, %(checkouts)s,
-                  (SELECT count(*) FROM newcomer), %(hour)s, taps
+                  (SELECT count(*) FROM newcomer), CASE WHEN taps > 0 THEN %(hour)s END,
+                  GREATEST(taps, 0)
              FROM hourly
            ON CONFLICT (metric_date, terminal_code) DO UPDATE SET
                total_checkins = m.total_checkins + EXCLUDED.total_checkins,
                total_checkouts = m.total_checkouts + EXCLUDED.total_checkouts,
                unique_users = m.unique_users + EXCLUDED.unique_users,
                peak_hour = CASE
-                   WHEN m.peak_hour IS NULL
-                     OR EXCLUDED.busiest_hour_count > m.busiest_hour_count
+                   WHEN EXCLUDED.busiest_hour_count > m.busiest_hour_count
                      OR (EXCLUDED.busiest_hour_count = m.busiest_hour_count
                          AND EXCLUDED.peak_hour < m.peak_hour)
                    THEN EXCLUDED.peak_hour ELSE m.peak_hour END,
@@ -150,6 +153,82 @@ async def record_booking(conn: AsyncConnection, booking: Booking) -> None:
                updated_at = now()""",
         (booking.day, booking.event_type, booking.amount or Decimal(0)),
     )
+
+
+async def revise(conn: AsyncConnection, revision: Revision) -> None:
+    """Take back what a journey's previous closing counted and count its current one: the
+    changes of each table in key order, the tables in the order of the others' writes. The
+    peak of a day whose hourly counts changed is computed again from them (a count that fell
+    breaks record_tap's rule)."""
+    for (day, terminal, hour), change in revision.hourly().items():
+        await conn.execute(
+            """INSERT INTO terminal_hourly_taps AS h (metric_date, terminal_code, hour, taps)
+               VALUES (%s, %s, %s, %s)
+               ON CONFLICT (metric_date, terminal_code, hour) DO UPDATE SET
+                   taps = h.taps + EXCLUDED.taps""",
+            (day, terminal, hour, change),
+        )
+    newcomers: set[tuple[date, str]] = set()
+    for day, terminal, user in revision.riders():
+        cur = await conn.execute(
+            """INSERT INTO daily_terminal_users (metric_date, terminal_code, user_id)
+               VALUES (%s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1""",
+            (day, terminal, user),
+        )
+        if await cur.fetchone():
+            newcomers.add((day, terminal))
+    for (day, terminal), c in revision.terminal_days().items():
+        await conn.execute(
+            """INSERT INTO daily_terminal_metrics AS m
+                   (metric_date, terminal_code, total_checkins, total_checkouts, unique_users,
+                    abandoned_journeys, incomplete_journeys, unfinished_fares)
+               VALUES (%(day)s, %(terminal)s, %(checkins)s, %(checkouts)s, %(newcomer)s,
+                       %(abandoned)s, %(incomplete)s, %(fares)s)
+               ON CONFLICT (metric_date, terminal_code) DO UPDATE SET
+                   total_checkins = m.total_checkins + EXCLUDED.total_checkins,
+                   total_checkouts = m.total_checkouts + EXCLUDED.total_checkouts,
+                   unique_users = m.unique_users + EXCLUDED.unique_users,
+                   abandoned_journeys = m.abandoned_journeys + EXCLUDED.abandoned_journeys,
+                   incomplete_journeys = m.incomplete_journeys + EXCLUDED.incomplete_journeys,
+                   unfinished_fares = m.unfinished_fares + EXCLUDED.unfinished_fares,
+                   updated_at = now()""",
+            {
+                "day": day,
+                "terminal": terminal,
+                "checkins": c.checkins,
+                "checkouts": c.checkouts,
+                "newcomer": int((day, terminal) in newcomers),
+                "abandoned": c.abandoned,
+                "incomplete": c.incomplete,
+                "fares": c.fares,
+            },
+        )
+        await conn.execute(
+            """UPDATE daily_terminal_metrics AS m
+                  SET peak_hour = top.hour, busiest_hour_count = coalesce(top.taps, 0)
+                 FROM (SELECT %(day)s::date AS day, %(terminal)s::text AS terminal) AS k
+                 LEFT JOIN LATERAL (
+                      SELECT hour, taps FROM terminal_hourly_taps
+                       WHERE metric_date = k.day AND terminal_code = k.terminal AND taps > 0
+                       ORDER BY taps DESC, hour LIMIT 1) AS top ON true
+                WHERE m.metric_date = k.day AND m.terminal_code = k.terminal""",
+            {"day": day, "terminal": terminal},
+        )
+    for (day, origin, destination), r in revision.routes().items():
+        await conn.execute(
+            """INSERT INTO daily_route_metrics AS r
+                   (metric_date, origin_code, destination_code, trips, revenue,
+                    duration_minutes_total, timed_trips)
+               VALUES (%s, %s, %s, %s, %s, %s, %s)
+               ON CONFLICT (metric_date, origin_code, destination_code) DO UPDATE SET
+                   trips = r.trips + EXCLUDED.trips,
+                   revenue = r.revenue + EXCLUDED.revenue,
+                   duration_minutes_total =
+                       r.duration_minutes_total + EXCLUDED.duration_minutes_total,
+                   timed_trips = r.timed_trips + EXCLUDED.timed_trips,
+                   updated_at = now()""",
+            (day, origin, destination, r.trips, r.revenue, r.duration_minutes, r.timed_trips),
+        )
 
 
 # --- reads ---------------------------------------------------------------------------------

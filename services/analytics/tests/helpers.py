@@ -12,6 +12,7 @@ from typing import Any
 
 import aio_pika
 import psycopg
+from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 from tiket.analytics.v1 import analytics_pb2_grpc
@@ -119,6 +120,22 @@ def closed(
     assert closed_at is not None
     data.closed_at.CopyFrom(stamp(closed_at))
     return at_time(new_event("/tiket/journey", event_type, str(user), data), closed_at)
+
+
+def revised(previous: CloudEvent, current: CloudEvent | None, when: datetime) -> CloudEvent:
+    """journey.revised of the journey `previous` announced, now as `current` announces it
+    (cancelled, fare 0, when None), as services/journey/reconcile.py emits it."""
+    before = json_format.ParseDict(previous.data, journey_pb2.JourneyClosed())
+    if current is None:
+        after = journey_pb2.JourneyClosed()
+        after.CopyFrom(before)
+        after.status = "cancelled"
+        after.fare.CopyFrom(to_money(Decimal(0)))
+    else:
+        after = json_format.ParseDict(current.data, journey_pb2.JourneyClosed())
+        after.journey_id = before.journey_id
+    data = journey_pb2.JourneyRevised(previous=before, current=after)
+    return at_time(new_event("/tiket/journey", "journey.revised", before.user_id, data), when)
 
 
 def raw_event(event_type: str, when: datetime, data: dict[str, Any]) -> CloudEvent:

@@ -21,6 +21,7 @@ from services.analytics.tests.helpers import (
     dead_letters,
     pdate,
     raw_event,
+    revised,
     scalar,
     settled,
     wib,
@@ -89,6 +90,71 @@ async def test_abandoned_and_incomplete_journeys_are_counted_apart(analytics, pu
     )  # fmt: skip
     request = A.GetRouteMatrixRequest(start_date=pdate(day), end_date=pdate(day))
     assert list((await analytics.call("GetRouteMatrix", request)).routes) == []
+
+
+async def test_a_revised_journey_counts_as_it_is_now_whatever_the_order(
+    analytics, publish, consumer
+):
+    """Reconciled offline taps revise journeys announced closed (journey.revised): an
+    abandoned journey a late exit at D completed; an orphan exit at E merged into B→E (the
+    incomplete journey cancelled, B→E announced checked out), its revision arriving before
+    the incomplete journey itself (a retry, a DLQ replay); an orphan exit at C no journey
+    makes any more. Each figure is what the journeys as they are now give."""
+    day, rider = date(2024, 3, 6), uuid.uuid4()
+    abandoned = closed("journey.abandoned", rider, origin="A", checkin=wib(day, 8), fare=12000)
+    to_d = closed(
+        "journey.checked_out", rider, origin="A", destination="D",
+        checkin=wib(day, 8), checkout=wib(day, 8, 30), fare=9000, minutes=30,
+    )  # fmt: skip
+    orphan_e = closed(
+        "journey.incomplete", rider, destination="E", checkout=wib(day, 9, 40), fare=12000
+    )
+    b_to_e = closed(
+        "journey.checked_out", rider, origin="B", destination="E",
+        checkin=wib(day, 9), checkout=wib(day, 9, 40), fare=11000, minutes=40,
+    )  # fmt: skip
+    orphan_c = closed(
+        "journey.incomplete", rider, destination="C", checkout=wib(day, 18), fare=7000
+    )
+    later = wib(day, 20)
+    await publish.events(
+        checked_in("A", rider, wib(day, 8)),
+        abandoned,
+        revised(abandoned, to_d, later),
+        revised(orphan_e, None, later),
+        checked_in("B", rider, wib(day, 9)),
+        b_to_e,
+        orphan_e,
+        revised(orphan_c, None, later),
+        orphan_c,
+    )
+    await settled(consumer, handled=9)
+
+    def unfinished(row: A.TerminalDailyMetrics) -> tuple[int, int, Decimal]:
+        return row.abandoned_journeys, row.incomplete_journeys, from_money(row.unfinished_fares)
+
+    a, d = await terminal_day(analytics, "A", day), await terminal_day(analytics, "D", day)
+    e, c = await terminal_day(analytics, "E", day), await terminal_day(analytics, "C", day)
+    assert (summary(a), unfinished(a)) == ((1, 0, 1, 8, 1), (0, 0, 0))
+    assert (summary(d), unfinished(d)) == ((0, 1, 1, 8, 1), (0, 0, 0))
+    assert (summary(e), unfinished(e)) == ((0, 1, 1, 9, 1), (0, 0, 0))
+    assert (summary(c), unfinished(c)) == ((0, 0, 1, 0, 0), (0, 0, 0))
+    assert not c.HasField("peak_hour")  # its one tap was taken back
+    request = A.GetRouteMatrixRequest(start_date=pdate(day), end_date=pdate(day))
+    routes = (await analytics.call("GetRouteMatrix", request)).routes
+    assert [
+        (
+            r.origin_code,
+            r.destination_code,
+            r.trips,
+            from_money(r.revenue),
+            r.average_duration_minutes,
+        )
+        for r in routes
+    ] == [("A", "D", 1, Decimal(9000), 30), ("B", "E", 1, Decimal(11000), 40)]
+    request = A.GetPeakHoursRequest(start_date=pdate(day), end_date=pdate(day))
+    peaks = await analytics.call("GetPeakHours", request)
+    assert [(h.hour, h.taps) for h in peaks.hours if h.taps] == [(8, 2), (9, 2)]
 
 
 async def test_an_event_of_a_month_without_partition_gets_one(analytics, db, publish, consumer):
