@@ -35,10 +35,15 @@ async def offline_checked_in(
     await emit(conn, SOURCE, "journey.checked_in", str(tap.user_id), data)
 
 
-def closed(journey: Journey) -> dict[str, Any]:
-    """journey.checked_out, journey.abandoned or journey.incomplete, once settled."""
+def closed(journey: Journey) -> dict[str, Any] | None:
+    """journey.checked_out, journey.abandoned or journey.incomplete, once settled. None for a
+    journey cancelled while active (its online check-in became a repeat of an earlier entry
+    uploaded late): nothing closed, the hold its check-in announced is just released."""
+    event_type = CLOSED_TYPES.get(journey.status)
+    if event_type is None:
+        return None
     data = messages.closed(journey)
-    return staged_event(SOURCE, CLOSED_TYPES[journey.status], str(journey.user_id), data)
+    return staged_event(SOURCE, event_type, str(journey.user_id), data)
 
 
 async def revised(conn: AsyncConnection, before: Journey, after: Journey) -> None:

@@ -208,12 +208,21 @@ async def claim_overdue(
 
 
 async def settle(
-    conn: AsyncConnection, settled: Journey, event: dict[str, Any], answer: TapAnswer | None
+    conn: AsyncConnection,
+    settled: Journey,
+    event: dict[str, Any] | None,
+    answer: TapAnswer | None,
 ) -> Journey | None:
     """Record the outcome of a pending closing (`settled`: the journey as it becomes), its
-    event and — `answer` — the answer of the check-out tap that closed it, in one
-    statement; None when another attempt settled it first, and nothing is written then."""
+    event (when it has one) and — `answer` — the answer of the check-out tap that closed it,
+    in one statement; None when another attempt settled it first, and nothing is written
+    then."""
     tap = answer or TapAnswer(TapState.DONE, None, None, None)
+    announced = (
+        f"announced AS (INSERT INTO outbox ({OUTBOX_COLUMNS}) SELECT {EVENT_VALUES} FROM settled),"
+        if event is not None
+        else ""
+    )
     cur = conn.cursor(row_factory=class_row(Journey))
     await cur.execute(
         f"""WITH settled AS (
@@ -221,8 +230,7 @@ async def settle(
                    SET settlement = %(settlement)s, remaining_balance = %(remaining)s,
                        metadata = metadata || %(metadata)s, updated_at = now()
                  WHERE id = %(id)s AND settlement = 'pending' RETURNING {JOURNEY_COLUMNS}),
-            announced AS (
-                INSERT INTO outbox ({OUTBOX_COLUMNS}) SELECT {EVENT_VALUES} FROM settled),
+            {announced}
             answered AS (
                 UPDATE taps SET state = %(tap_state)s, response = %(tap_response)s,
                        refusal_reason = %(tap_reason)s, refusal_message = %(tap_message)s,
@@ -231,7 +239,7 @@ async def settle(
                    AND EXISTS (SELECT 1 FROM settled))
             SELECT {JOURNEY_COLUMNS} FROM settled""",
         {
-            **event,
+            **(event or {}),
             "id": settled.id,
             "settlement": settled.settlement,
             "remaining": settled.remaining_balance,

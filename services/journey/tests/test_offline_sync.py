@@ -227,6 +227,27 @@ async def test_a_late_check_in_announces_the_orphan_check_out_cancelled(mesh):
     assert revised["current"]["fare"].get("units", "0") == "0"
 
 
+async def test_an_online_check_in_a_late_entry_makes_a_repeat_is_cancelled_its_hold_released(
+    mesh,
+):
+    """In at A offline, then 30 s later at A online (a repeat within the anti-passback
+    window): the upload keeps the offline entry's journey open and cancels the online one,
+    releasing its hold. It answered INTERNAL (a cancelled journey had no closing event) and
+    left the cancellation pending, every later upload of the card failing alike."""
+    user_id, card = await new_rider(mesh, 100_000)
+    t = start()
+    await tap_in(mesh, card, "A", "A-ENTRY-01", tapped_at=t + timedelta(seconds=30))
+    answer = await sync(mesh, "A", "A-ENTRY-01", [offline_tap("in", card, t, 12_000)])
+    assert [r.outcome for r in answer.results] == [J.TAP_OUTCOME_APPLIED]
+    await settle(mesh)
+    journeys = {j.status: j for j in await journeys_of(mesh, user_id)}
+    assert set(journeys) == {J.JOURNEY_STATUS_ACTIVE, J.JOURNEY_STATUS_CANCELLED}
+    assert journeys[J.JOURNEY_STATUS_CANCELLED].settlement == J.SETTLEMENT_PAID
+    assert journeys[J.JOURNEY_STATUS_ACTIVE].checkin_time.ToDatetime(tzinfo=UTC) == t
+    assert await wallet(mesh, user_id) == (Decimal(100_000), 0, Decimal(100_000))
+    assert [kind for kind, _ in await announced(mesh, user_id)] == ["journey.checked_in"] * 2
+
+
 async def test_an_offline_trip_announces_its_duration_like_an_online_one(mesh):
     """journey.checked_out of a trip closed by SyncOfflineTaps carries durationMinutes (the
     database trigger's ceil of minutes), as an online check-out's does: the analytics route
