@@ -13,7 +13,9 @@ The rules (journey.proto, SyncOfflineTaps, says the same to gates):
    (domain.checkout_price: the fare in force at its check-in time, never more than the
    maximum held); with none open it makes an incomplete journey charged the no-entry penalty
    in force at its time — unless it repeats the card's previous exit at that terminal within
-   the window (ignored).
+   the window (ignored). A journey open longer than the maximum trip time is no longer open
+   for a check-out: the sweeper abandoned it (rule 5), and online the exit then found no
+   journey — unless the record says this very tap completed it (it came before the sweeper).
 4. A journey is named by the tap that started it (its check-in; an incomplete journey's
    check-out). A journey the replay no longer makes is cancelled (revision.py): fare 0, what
    it took refunded. So a late check-in before an orphan check-out cancels the incomplete
@@ -123,6 +125,9 @@ def replay(
     open_: Planned | None = None
     last_exit: dict[str, tuple[datetime, uuid.UUID]] = {}
     for tap in ordered(taps):
+        if tap.kind is TapKind.CHECKOUT and open_ is not None and _overdue(open_, tap, config):
+            out.journeys[open_.id] = abandoned(open_, f"no exit within {config.max_trip}")
+            open_ = None  # the sweeper abandoned it before this exit (rule 3)
         if tap.kind is TapKind.CHECKIN:
             if open_ is not None and _repeats_entry(open_, tap, config):
                 out.placed[tap.tap_id] = open_.id
@@ -152,6 +157,15 @@ def replay(
     if open_ is not None and open_.entry and open_.entry.tapped_at < now - config.max_trip:
         out.journeys[open_.id] = abandoned(open_, f"no exit within {config.max_trip}")
     return out
+
+
+def _overdue(open_: Planned, exit_: Tap, config: JourneyConfig) -> bool:
+    """Whether the sweeper had abandoned `open_` when the check-out `exit_` was tapped: open
+    longer than the maximum trip time then, and not completed by that very tap online (an
+    exit answered before the sweeper's round: what it was told stands)."""
+    entry = open_.entry
+    assert entry is not None
+    return exit_.tapped_at - entry.tapped_at > config.max_trip and exit_.journey_id != open_.id
 
 
 def _repeats_entry(open_: Planned, tap: Tap, config: JourneyConfig) -> bool:

@@ -25,8 +25,11 @@ from services.journey.tests.mesh import (
     crashed_check_in,
     idr,
     journey_db,
+    journeys_of,
     new_rider,
+    offline_tap,
     sweeper_of,
+    sync,
     tap_in,
     tap_out,
     tap_request,
@@ -120,6 +123,28 @@ async def test_journeys_open_past_the_maximum_trip_time_are_abandoned(mesh):
     assert await wallet(mesh, user_id) == (Decimal(39_000), 0, Decimal(39_000))
     left = await tap_out(mesh, card)  # the rider reappears: an exit without entry
     assert left.journey.status == journey_pb2.JOURNEY_STATUS_INCOMPLETE
+
+
+async def test_a_later_offline_tap_does_not_reprice_an_exit_after_the_sweeper(mesh):
+    """The sweeper abandoned the journey, the rider's late exit was an incomplete journey:
+    an offline entry synced afterwards replays those taps and must come to the same (it
+    completed the abandoned journey and cancelled the incomplete one, refunding Rp 15.000)."""
+    user_id, card = await new_rider(mesh, 50_000)
+    start = datetime.now(UTC)
+    await tap_in(mesh, card, "B", "B-ENTRY-01")
+    async with sweeper_of(mesh, replace(mesh.config, max_trip=timedelta(0))) as sweeper:
+        assert await sweeper.close_overdue() >= 1
+    late = start + mesh.config.max_trip + timedelta(minutes=30)  # the gate's clock
+    left = await tap_out(mesh, card, "C", "C-EXIT-01", tapped_at=late)
+    assert (left.journey.status, left.fare.units) == (journey_pb2.JOURNEY_STATUS_INCOMPLETE, 10_000)
+    before = await journeys_of(mesh, user_id)
+    synced = await sync(
+        mesh, "C", "C-ENTRY-01", [offline_tap("in", card, late + timedelta(minutes=20))]
+    )
+    (result,) = synced.results
+    assert result.outcome == journey_pb2.TAP_OUTCOME_APPLIED, result.reason
+    assert (await journeys_of(mesh, user_id))[: len(before)] == before
+    assert await wallet(mesh, user_id) == (Decimal(29_000), 0, Decimal(29_000))
 
 
 @pytest.mark.parametrize("linked", [True, False], ids=["tap-names-journey", "journey-names-tap"])

@@ -102,6 +102,20 @@ def test_a_journey_open_past_the_maximum_trip_time_is_abandoned():
     assert made.journeys[journey_id_of(a.tap_id)].status is JourneyStatus.ABANDONED
 
 
+def test_an_exit_after_the_maximum_trip_time_finds_the_journey_abandoned():
+    """As online: the sweeper abandoned the journey, the exit is one without an entry — but
+    an exit the record says completed it (answered before the sweeper's round) stands."""
+    a, e = tap("in", "A", 0), tap("out", "E", 150)
+    made = replay([a, e])
+    journey, exit_ = made.journeys[journey_id_of(a.tap_id)], made.journeys[journey_id_of(e.tap_id)]
+    assert (journey.status, journey.fare) == (JourneyStatus.ABANDONED, Decimal(12_000))
+    assert (exit_.status, exit_.fare) == (JourneyStatus.INCOMPLETE, Decimal(12_000))
+    answered = replace(e, journey_id=journey_id_of(a.tap_id))
+    made = replay([a, answered])
+    assert made.journeys[journey_id_of(a.tap_id)].status is JourneyStatus.COMPLETED
+    assert journey_id_of(e.tap_id) not in made.journeys
+
+
 def test_revision_refunds_a_paid_abandoned_journey_completed_later():
     a, d, b = tap("in", "A", 0), tap("out", "D", 30), tap("in", "B", 60)
     before_taps = [a, b]
