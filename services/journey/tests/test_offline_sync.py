@@ -297,6 +297,37 @@ async def test_an_offline_entry_is_announced_once_as_an_offline_check_in(mesh):
     assert "heldAmount" not in data and "availableBalance" not in data
 
 
+async def test_an_online_entry_an_earlier_offline_one_repeats_is_cancelled_and_its_hold_freed(
+    mesh,
+):
+    """In at A online; the A gate beside it, offline, had let the card in 30 s earlier: the
+    online entry repeats that one (anti-passback) and its journey is cancelled — its hold
+    given back, no event (no consumer knows a cancelled journey) — not an INTERNAL error
+    that left the closing unsettled and failed every round of the sweeper."""
+    user_id, card = await new_rider(mesh, 50_000)
+    t = start()
+    online = await tap_in(mesh, card, "A", "A-ENTRY-01", tapped_at=t + timedelta(seconds=30))
+    answer = await sync(mesh, "A", "A-ENTRY-01", [offline_tap("in", card, t)])
+    (result,) = answer.results
+    assert result.outcome in (J.TAP_OUTCOME_APPLIED, J.TAP_OUTCOME_ADJUSTED), result.reason
+    assert result.journey.status == J.JOURNEY_STATUS_ACTIVE
+    opened, cancelled = await journeys_of(mesh, user_id)  # by check-in time
+    assert (cancelled.id, cancelled.status, cancelled.settlement, cancelled.fare.units) == (
+        online.journey.id,
+        J.JOURNEY_STATUS_CANCELLED,
+        J.SETTLEMENT_PAID,
+        0,
+    )
+    assert (opened.id, opened.status) == (result.journey.id, J.JOURNEY_STATUS_ACTIVE)
+    assert await wallet(mesh, user_id) == (Decimal(50_000), 0, Decimal(50_000))
+    async with await journey_db(mesh) as conn:
+        cur = await conn.execute(
+            "SELECT event_type FROM outbox WHERE body->>'subject' = %s ORDER BY event_type",
+            (user_id,),
+        )
+        assert [row[0] for row in await cur.fetchall()] == ["journey.checked_in"] * 2
+
+
 async def test_an_offline_trip_is_not_refused_for_balance_it_becomes_a_debt(mesh):
     user_id, card = await new_rider(mesh, 3_000)
     t = start()
