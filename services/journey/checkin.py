@@ -65,7 +65,8 @@ class CheckIns:
         if tap.state is not TapState.PENDING:
             return replay(tap)
         if active is not None and passback.repeats_entry(active, tap, self.config.anti_passback):
-            return await self._refuse(tap, TapState.REFUSED, repeated(active))
+            # An earlier attempt of this tap may have placed its hold before it died: released.
+            return await self._refuse(tap, TapState.REFUSED, repeated(active), held=True)
         abandoned = None
         reason = f"entry at {request.gate_code} ({terminal.name}) before an exit"
         if active is not None:
