@@ -184,18 +184,23 @@ def test_the_checkout_is_emailed_and_sent_to_the_push_and_sms_webhook(mesh, ride
     assert {c["channel"] for c in calls} <= {"push", "sms"} and calls
 
 
+def terminal_day(mesh, token: str, terminal: str, day: dict[str, int]) -> dict:
+    """GetTerminalDailyMetrics of one terminal and day, through grpcurl."""
+    [found] = grpcurl(
+        mesh.address("analytics"),
+        f"{ANALYTICS}/GetTerminalDailyMetrics",
+        token=token,
+        data={"terminal_code": terminal, "start_date": day, "end_date": day},
+    )["days"]
+    return found
+
+
 def test_analytics_counts_the_check_in_the_check_out_and_the_trip(mesh, ride):
     operator = mesh.token("operator", "e2e")
     day = today_in_jakarta()
 
     def metrics(terminal: str) -> dict:
-        [found] = grpcurl(
-            mesh.address("analytics"),
-            f"{ANALYTICS}/GetTerminalDailyMetrics",
-            token=operator,
-            data={"terminal_code": terminal, "start_date": day, "end_date": day},
-        )["days"]
-        return found
+        return terminal_day(mesh, operator, terminal, day)
 
     eventually(lambda: metrics("E").get("checkouts") == "1", "the check-out at E")
     assert metrics("A").get("checkins") == "1"
@@ -219,13 +224,7 @@ def test_analytics_follows_a_journey_offline_taps_revise(mesh, ride):
     day = today_in_jakarta()
 
     def metrics(terminal: str) -> dict:
-        [found] = grpcurl(
-            mesh.address("analytics"),
-            f"{ANALYTICS}/GetTerminalDailyMetrics",
-            token=operator,
-            data={"terminal_code": terminal, "start_date": day, "end_date": day},
-        )["days"]
-        return found
+        return terminal_day(mesh, operator, terminal, day)
 
     def tap(method: str, terminal: str, gate: str, data: dict) -> dict:
         return grpcurl(
