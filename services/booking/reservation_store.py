@@ -66,8 +66,9 @@ SAME_SLOT = "reservations_one_pending_per_user_slot"
 
 async def reserve(conn: AsyncConnection, reservation: Reservation, event: dict[str, Any]):
     """RESERVE: the new reservation, or None when no place was taken (full, closed,
-    started, clinic inactive, unknown). UniqueViolation naming SAME_REQUEST or SAME_SLOT when the rider
-    already has a reservation of this request or a pending one on this slot."""
+    started, clinic inactive, unknown). UniqueViolation naming SAME_REQUEST or SAME_SLOT
+    when the rider already has a reservation of this request or a pending one on this
+    slot."""
     cur = conn.cursor(row_factory=RESERVATION)
     await cur.execute(
         RESERVE,

@@ -16,9 +16,9 @@ event riders are not told about. Pure.
   ReservationChanged) and facility.* (FacilityBookingChanged): the user is data.userId (else a
   UUID subject), the reference the booking's (or reservation's) id. The text says what, where
   and when on the place's own clock (data.timeZone), and what is paid or refunded; a variant
-  (`.refund`, `.payment_timeout`, `.pending`, `.moved`) where the change has one. An event whose data lacks what its
-  template needs, or of a type without a template, gets the `booking` text naming the
-  reference; one naming no user or no booking is ignored, and so is booking.confirmed (its
+  (`.refund`, `.payment_timeout`, `.pending`, `.moved`, `.reason`) where the change has one.
+  An event whose data lacks what its template needs, or of a type without a template, gets
+  the `booking` text naming the reference; one naming no user or no booking is ignored, and so is booking.confirmed (its
   booking.paid says it).
 
 Anything else is ignored: the consumer acknowledges it (its inbox keeps the id and type).
